@@ -1,0 +1,35 @@
+# trajplan: `make demo` runs the whole pipeline offline on CPU, `make test` runs the tests.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# The CPU wheel; on a CUDA machine install torch yourself first (see README).
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: install test lint demo bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+test: install
+	$(PY) -m pytest -q -x tests
+
+lint: install
+	$(VENV)/bin/ruff check trajplan tests scripts
+	$(VENV)/bin/ruff format --check trajplan tests scripts
+
+demo: install
+	$(PY) scripts/demo.py
+
+bench: install
+	$(PY) scripts/bench_data.py
+	$(PY) scripts/bench_train.py
+	$(PY) scripts/bench_plan.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .demo

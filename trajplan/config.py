@@ -1,0 +1,208 @@
+"""Configs as dataclasses, loaded from `configs/*.yaml` with strict key and type checks.
+
+A YAML file has up to four sections (`data`, `model`, `train`, `plan`) plus `env` and
+`dataset` at the top level. Defaults are the reference (SPEC) values; every unknown key or
+wrongly typed value is a one-line TrajplanError.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from trajplan.errors import TrajplanError
+
+
+@dataclass
+class DataConfig:
+    """Minari episodes -> transitions -> tokens (SPEC sections 1-3)."""
+
+    discount: float = 0.99  # gamma of the value targets
+    termination_penalty: float | None = -100.0  # reward of a true termination (None: keep)
+    seq_len: int = 10  # transitions per training window (subsampled_sequence_length)
+    max_path_length: int = 1000  # steps past this are masked out of the loss
+    n_bins: int = 100  # bins per dimension (N)
+    discretizer: str = "quantile"  # "quantile" (reference) or "uniform"
+
+
+@dataclass
+class ModelConfig:
+    """The TT GPT (SPEC section 4). Dimensions are filled in from the data."""
+
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.1  # embedding, attention and residual dropout
+    action_weight: float = 5.0
+    reward_weight: float = 1.0
+    value_weight: float = 1.0
+    # From the data (left empty in YAML files):
+    obs_dim: int = 0
+    act_dim: int = 0
+    vocab_size: int = 0  # = data.n_bins
+    block_size: int = 0  # = seq_len * transition_dim - 1
+
+    @property
+    def transition_dim(self) -> int:
+        return self.obs_dim + self.act_dim + 2
+
+
+@dataclass
+class TrainConfig:
+    """Optimizer, schedule and loop (SPEC section 4)."""
+
+    batch_size: int = 256
+    lr: float = 6e-4
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    n_epochs_ref: int = 50  # epochs = int(1e6 / n_windows * n_epochs_ref)
+    epochs: int | None = None  # overrides the rule above
+    max_steps: int | None = None  # stop after this many optimizer steps (quick runs)
+    warmup_mult: float = 1.0  # warmup tokens = warmup_mult * n_windows * block_size
+    final_mult: float = 20.0  # final tokens = final_mult * n_windows * block_size
+    clamp_schedule: bool = False  # False: the reference's unclamped cosine (rises again)
+    seed: int = 42
+    save_every: int = 1  # epochs between checkpoints
+    log_every: int = 10  # optimizer steps between metric lines
+    compile: bool = False  # torch.compile the model (CUDA)
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+
+
+@dataclass
+class PlanConfig:
+    """Beam search (SPEC section 5)."""
+
+    horizon: int = 15
+    beam_width: int = 128
+    n_expand: int = 2
+    k_obs: int | None = 1
+    k_act: int | None = None
+    k_rew: int | None = 1
+    cdf_obs: float | None = None
+    cdf_act: float | None = 0.6
+    max_context_transitions: int = 5
+    discount: float = 0.99
+    plan_freq: int = 1  # replan every this many env steps
+    mode: str = "cached"  # "cached" (exact, fast) or "full" (whole window per token)
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs: what to train on and how."""
+
+    env: str | None = None
+    dataset: str | None = None
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    plan: PlanConfig = field(default_factory=PlanConfig)
+
+
+def _check_type(where: str, value: Any, tp: Any) -> Any:
+    """Coerce YAML scalars to the annotated type, or raise a clear error."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _check_type(where, value, inner[0])
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise TrajplanError(f"{where}: expected a list of {len(args)} numbers, got {value!r}")
+        return tuple(_check_type(where, v, a) for v, a in zip(value, args, strict=True))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise TrajplanError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TrajplanError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "3e-4" as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TrajplanError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise TrajplanError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def from_dict(cls: type, data: dict[str, Any], where: str = "config") -> Any:
+    """Build dataclass `cls` from a dict, rejecting unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise TrajplanError(f"{where}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in fields:
+            known = ", ".join(fields)
+            raise TrajplanError(f"{where}: unknown key {key!r} (known: {known})")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = from_dict(tp, value or {}, f"{where}.{key}")
+        else:
+            kwargs[key] = _check_type(f"{where}.{key}", value, tp)
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain dict (JSON/YAML-ready) of a dataclass config."""
+    out = dataclasses.asdict(cfg)
+
+    def fix(x: Any) -> Any:
+        if isinstance(x, dict):
+            return {k: fix(v) for k, v in x.items()}
+        if isinstance(x, tuple):
+            return list(x)
+        return x
+
+    return fix(out)
+
+
+def load_config(path: str | Path | None = None) -> RunConfig:
+    """Read a YAML run config (or the defaults when path is None)."""
+    if path is None:
+        return RunConfig()
+    p = Path(path)
+    if not p.is_file():
+        raise TrajplanError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "syntax error"
+        raise TrajplanError(f"{p}: not valid YAML ({first})") from None
+    return from_dict(RunConfig, data, where=p.name)
+
+
+def apply_overrides(cfg: Any, overrides: list[str]) -> Any:
+    """Apply `section.key=value` strings (values parsed as YAML) to a config, in place."""
+    for item in overrides:
+        if "=" not in item:
+            raise TrajplanError(f"override {item!r}: expected KEY=VALUE, e.g. train.lr=3e-4")
+        dotted, raw = item.split("=", 1)
+        *path, key = dotted.strip().split(".")
+        target = cfg
+        for part in path:
+            if not dataclasses.is_dataclass(target) or not hasattr(target, part):
+                raise TrajplanError(f"override {item!r}: unknown section {part!r}")
+            target = getattr(target, part)
+        value = yaml.safe_load(raw)
+        merged = from_dict(type(target), {key: value}, where="override")
+        setattr(target, key, getattr(merged, key))
+    return cfg

@@ -1,0 +1,111 @@
+"""One registry and one factory for the environments trajplan plans in.
+
+Short names (`halfcheetah`, ...) map to the Gymnasium v5 id, the default Minari dataset and
+the D4RL reference scores. Any other Gymnasium id with Box spaces works too.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+
+from trajplan.errors import TrajplanError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EnvInfo:
+    """What trajplan knows about an environment."""
+
+    name: str  # short name, or the Gymnasium id for unregistered envs
+    gym_id: str  # e.g. "HalfCheetah-v5"
+    dataset_id: str | None  # default Minari dataset, e.g. "mujoco/halfcheetah/medium-v0"
+    ref_min: float | None  # D4RL reference scores (random / expert return)
+    ref_max: float | None
+    obs_keep: int | None = None  # keep only the first obs_keep observation dims (Ant: 27)
+
+
+# D4RL constants (computed on older MuJoCo versions: an approximation for v5 envs).
+REGISTRY: dict[str, EnvInfo] = {
+    "halfcheetah": EnvInfo(
+        "halfcheetah", "HalfCheetah-v5", "mujoco/halfcheetah/medium-v0", -280.178953, 12135.0
+    ),
+    "hopper": EnvInfo("hopper", "Hopper-v5", "mujoco/hopper/medium-v0", -20.272305, 3234.3),
+    "walker2d": EnvInfo("walker2d", "Walker2d-v5", "mujoco/walker2d/medium-v0", 1.629008, 4592.3),
+    "ant": EnvInfo("ant", "Ant-v5", "mujoco/ant/medium-v0", -325.6, 3879.7, obs_keep=27),
+}
+
+
+def resolve_env(name: str) -> EnvInfo:
+    """Short name, registered Gymnasium id (any version of a known env), or any Box env id."""
+    key = name.strip()
+    if key.lower() in REGISTRY:
+        return REGISTRY[key.lower()]
+    for info in REGISTRY.values():  # "HalfCheetah-v5" -> the halfcheetah entry
+        if key == info.gym_id:
+            return info
+    if key in gym.registry:
+        return EnvInfo(key, key, None, None, None)
+    names = ", ".join(REGISTRY)
+    raise TrajplanError(f"unknown env {name!r}: use one of {names} or a Gymnasium id")
+
+
+def env_for_dataset(dataset_id: str) -> EnvInfo | None:
+    """The registry entry whose name appears in a dataset id like 'mujoco/hopper/expert-v0'."""
+    parts = dataset_id.lower().replace("+", "/").split("/")
+    for info in REGISTRY.values():
+        if info.name in parts:
+            return info
+    return None
+
+
+_mujoco_quiet = False
+
+
+def quiet_mujoco() -> None:
+    """Route MuJoCo's warnings to Python logging.
+
+    Without a handler MuJoCo prints the `settotalmass` deprecation of Gymnasium's v5 models
+    and writes MUJOCO_LOG.TXT into the user's working directory on every env creation.
+    """
+    global _mujoco_quiet
+    if _mujoco_quiet:
+        return
+    try:
+        import mujoco
+    except ImportError:
+        return
+    mujoco.set_mju_user_warning(lambda msg: log.debug("mujoco: %s", msg))
+    _mujoco_quiet = True
+
+
+def make_env(name: str, seed: int | None = None, render_mode: str | None = None) -> gym.Env:
+    """Create the Gymnasium env for `name` (short name or id), seeded when a seed is given."""
+    info = resolve_env(name)
+    quiet_mujoco()
+    try:
+        env = gym.make(info.gym_id, render_mode=render_mode)
+    except Exception as exc:  # missing mujoco, bad id, ...
+        raise TrajplanError(f"cannot create env {info.gym_id}: {exc}") from exc
+    if not isinstance(env.observation_space, gym.spaces.Box) or not isinstance(
+        env.action_space, gym.spaces.Box
+    ):
+        raise TrajplanError(f"{info.gym_id}: trajplan needs Box observation and action spaces")
+    if seed is not None:
+        env.reset(seed=seed)
+        env.action_space.seed(seed)
+    return env
+
+
+def obs_view(info: EnvInfo, obs: np.ndarray) -> np.ndarray:
+    """The part of an observation the model sees (all of it, except Ant's contact forces)."""
+    return obs[..., : info.obs_keep] if info.obs_keep else obs
+
+
+def normalized_score(ret: float, ref_min: float, ref_max: float) -> float:
+    """D4RL normalized score: 0 = random, 100 = expert."""
+    return 100.0 * (ret - ref_min) / (ref_max - ref_min)
