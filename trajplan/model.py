@@ -1,0 +1,291 @@
+"""The Trajectory Transformer GPT (SPEC section 4), with a key/value cache for planning.
+
+A sequence is a run of whole transitions `[obs (o), act (a), reward, value]`, D = o + a + 2
+tokens each, always starting at an observation's first token. Token t holds dimension
+`t % D`; its raw bin index (0..N-1, or N for the stop token) is offset by `d * N` into one
+embedding table, and the stop token maps to the table's last row.
+
+Attention is causal and, in addition, no query attends to a value token (positions
+D-1, 2D-1, ...). The output head is one `(n_embd -> N+1)` map per dimension slot: head d
+applies at positions whose *input* token is dimension d, so it predicts dimension d+1.
+
+State dict names (stable, they are the checkpoint format):
+    tok_emb.weight            [N*D + 1, C]
+    pos_emb                   [block_size, C]
+    blocks.{i}.ln1.{weight,bias}, blocks.{i}.attn.qkv.{weight,bias} [3C, C],
+    blocks.{i}.attn.proj.{weight,bias}, blocks.{i}.ln2.{weight,bias},
+    blocks.{i}.mlp.fc.{weight,bias} [4C, C], blocks.{i}.mlp.proj.{weight,bias} [C, 4C]
+    ln_f.{weight,bias}
+    head.weight               [D, N+1, C]
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from trajplan.config import ModelConfig
+
+
+def attention_mask(block_size: int, transition_dim: int) -> torch.Tensor:
+    """[T, T] bool, True where query i may attend key j: j <= i and j is not a value token."""
+    pos = torch.arange(block_size)
+    causal = pos[None, :] <= pos[:, None]
+    not_value = (pos % transition_dim) != transition_dim - 1
+    return causal & not_value[None, :]
+
+
+@dataclass
+class KVCache:
+    """Keys and values of every layer for a batch of sequences that share one length.
+
+    k, v: [n_layer, B, H, capacity, head_dim]; positions 0..length-1 are filled. The
+    sequences start at position 0 of the window (an observation's first token).
+    """
+
+    k: torch.Tensor
+    v: torch.Tensor
+    length: int = 0
+
+    @property
+    def batch_size(self) -> int:
+        return self.k.shape[1]
+
+    @property
+    def capacity(self) -> int:
+        return self.k.shape[3]
+
+    def reorder(self, idx: torch.Tensor) -> KVCache:
+        """Select (and duplicate) sequences along the batch: new[b] = old[idx[b]]."""
+        return KVCache(self.k.index_select(1, idx), self.v.index_select(1, idx), self.length)
+
+    def repeat(self, n: int) -> KVCache:
+        """Tile the batch n times, like `x.repeat(n, 1)` on the token sequences."""
+        idx = torch.arange(self.batch_size, device=self.k.device).repeat(n)
+        return self.reorder(idx)
+
+    def grow(self, capacity: int) -> KVCache:
+        """Return a cache with room for `capacity` positions (no copy if it already has it)."""
+        if self.capacity >= capacity:
+            return self
+        pad = capacity - self.capacity
+        shape = (*self.k.shape[:3], pad, self.k.shape[4])
+        k = torch.cat([self.k, self.k.new_zeros(shape)], dim=3)
+        v = torch.cat([self.v, self.v.new_zeros(shape)], dim=3)
+        return KVCache(k, v, self.length)
+
+    def concat(self, other: KVCache) -> KVCache:
+        """Join two caches along the batch (both must hold the same length)."""
+        if self.length != other.length:
+            raise ValueError("caches of different lengths cannot be joined")
+        n = self.length
+        k = torch.cat([self.k[:, :, :, :n], other.k[:, :, :, :n]], dim=1)
+        v = torch.cat([self.v[:, :, :, :n], other.v[:, :, :, :n]], dim=1)
+        return KVCache(k, v, n).grow(max(self.capacity, other.capacity))
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        assert cfg.n_embd % cfg.n_head == 0
+        self.n_head = cfg.n_head
+        self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd)
+        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd)
+        self.attn_drop = cfg.dropout
+        self.resid_drop = nn.Dropout(cfg.dropout)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor,
+        cache: KVCache | None = None,
+        layer: int = 0,
+    ) -> torch.Tensor:
+        B, T, C = x.shape  # noqa: N806
+        H = self.n_head  # noqa: N806
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q = q.view(B, T, H, C // H).transpose(1, 2)  # [B, H, T, hd]
+        k = k.view(B, T, H, C // H).transpose(1, 2)
+        v = v.view(B, T, H, C // H).transpose(1, 2)
+        if cache is not None:  # write the new keys/values, attend over the whole prefix
+            start = cache.length
+            cache.k[layer, :, :, start : start + T] = k
+            cache.v[layer, :, :, start : start + T] = v
+            k = cache.k[layer, :, :, : start + T]  # [B, H, start+T, hd]
+            v = cache.v[layer, :, :, : start + T]
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.attn_drop if self.training else 0.0
+        )  # [B, H, T, hd]
+        y = y.transpose(1, 2).reshape(B, T, C)
+        return self.resid_drop(self.proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd)
+        self.proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.proj(F.gelu(self.fc(x))))  # exact (erf) GELU
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(cfg.n_embd)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln2 = nn.LayerNorm(cfg.n_embd)
+        self.mlp = MLP(cfg)
+
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor, cache: KVCache | None, layer: int
+    ) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), mask, cache, layer)
+        return x + self.mlp(self.ln2(x))
+
+
+class TrajectoryGPT(nn.Module):
+    """The TT model: token sequences of whole transitions -> next-token logits over N+1."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        if min(cfg.obs_dim, cfg.act_dim, cfg.vocab_size, cfg.block_size) <= 0:
+            raise ValueError("ModelConfig needs obs_dim, act_dim, vocab_size and block_size > 0")
+        self.cfg = cfg
+        D, N, C = cfg.transition_dim, cfg.vocab_size, cfg.n_embd  # noqa: N806
+        self.transition_dim = D
+        self.vocab_size = N
+        self.block_size = cfg.block_size
+        self.stop_token = N * D  # embedding row of the stop token
+        self.tok_emb = nn.Embedding(N * D + 1, C)
+        self.pos_emb = nn.Parameter(torch.zeros(cfg.block_size, C))
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(C)
+        self.head = nn.Parameter(torch.empty(D, N + 1, C))  # one bias-free map per dimension
+        self.register_buffer("mask", attention_mask(cfg.block_size, D), persistent=False)
+        weights = torch.ones(D)  # loss weight per *target* dimension
+        weights[cfg.obs_dim : cfg.obs_dim + cfg.act_dim] = cfg.action_weight
+        weights[-2] = cfg.reward_weight
+        weights[-1] = cfg.value_weight
+        self.register_buffer("dim_weights", weights, persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Reference init: N(0, 0.02) for Linear/Embedding, zero biases and pos_emb."""
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, 0.0, 0.02)
+                if isinstance(m, nn.Linear) and m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        nn.init.zeros_(self.pos_emb)
+        for d in range(self.transition_dim):  # PyTorch's default Linear init, per head
+            nn.init.kaiming_uniform_(self.head.data[d], a=math.sqrt(5))
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def _embed(self, idx: torch.Tensor, start: int) -> torch.Tensor:
+        """Raw tokens [B, T] at window positions start..start+T-1 -> embeddings [B, T, C]."""
+        T = idx.shape[1]  # noqa: N806
+        pos = torch.arange(start, start + T, device=idx.device)
+        offset_idx = idx + (pos % self.transition_dim) * self.vocab_size
+        offset_idx = torch.where(idx == self.vocab_size, self.stop_token, offset_idx)
+        return self.drop(self.tok_emb(offset_idx) + self.pos_emb[start : start + T])
+
+    def _head(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        """Hidden states [B, T, C] at positions start.. -> logits [B, T, N+1]."""
+        T = x.shape[1]  # noqa: N806
+        dims = torch.arange(start, start + T, device=x.device) % self.transition_dim
+        if start == 0 and T % self.transition_dim == 0:  # whole transitions: one einsum
+            D = self.transition_dim  # noqa: N806
+            xt = x.view(x.shape[0], T // D, D, x.shape[2])  # [B, T/D, D, C]
+            return torch.einsum("btdc,dvc->btdv", xt, self.head).reshape(x.shape[0], T, -1)
+        return torch.einsum("btc,tvc->btv", x, self.head[dims])
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        loss_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Full forward over a window that starts at an observation's first token.
+
+        idx [B, T] raw bins (N = stop) -> logits [B, T, N+1]; with targets [B, T] and
+        loss_mask [B, T], also the weighted, masked mean cross-entropy.
+        """
+        B, T = idx.shape  # noqa: N806
+        if T > self.block_size:
+            raise ValueError(f"sequence of {T} tokens is longer than the block ({self.block_size})")
+        x = self._embed(idx, 0)
+        mask = self.mask[:T, :T]
+        for i, block in enumerate(self.blocks):
+            x = block(x, mask, None, i)
+        x = self.ln_f(x)
+        if T % self.transition_dim:  # pad to whole transitions for the batched head
+            pad = self.transition_dim - T % self.transition_dim
+            x = F.pad(x, (0, 0, 0, pad))
+        logits = self._head(x, 0)[:, :T]  # [B, T, N+1]
+        if targets is None:
+            return logits, None
+        return logits, self.loss(logits, targets, loss_mask)
+
+    def loss(
+        self, logits: torch.Tensor, targets: torch.Tensor, loss_mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Cross-entropy weighted by the target's dimension, masked, averaged over all tokens."""
+        B, T, V = logits.shape  # noqa: N806
+        ce = F.cross_entropy(logits.reshape(-1, V).float(), targets.reshape(-1), reduction="none")
+        target_dims = (torch.arange(T, device=logits.device) + 1) % self.transition_dim
+        ce = ce.view(B, T) * self.dim_weights[target_dims]
+        if loss_mask is not None:
+            ce = ce * loss_mask
+        return ce.mean()
+
+    # -- incremental decoding --------------------------------------------------------------
+
+    def new_cache(
+        self, batch_size: int, capacity: int | None = None, device: torch.device | None = None
+    ) -> KVCache:
+        """An empty cache for `batch_size` sequences of up to `capacity` tokens."""
+        cfg = self.cfg
+        capacity = capacity or self.block_size
+        p = self.pos_emb
+        shape = (cfg.n_layer, batch_size, cfg.n_head, capacity, cfg.n_embd // cfg.n_head)
+        dev = device or p.device
+        return KVCache(
+            torch.zeros(shape, device=dev, dtype=p.dtype),
+            torch.zeros(shape, device=dev, dtype=p.dtype),
+        )
+
+    def forward_cached(
+        self, idx: torch.Tensor, cache: KVCache, last_only: bool = False
+    ) -> torch.Tensor:
+        """Feed tokens [B, n] after the cache's prefix; returns logits [B, n, N+1].
+
+        The tokens take window positions cache.length .. cache.length+n-1 (their dimension
+        is position % D); the cache is extended in place. With last_only, only the last
+        position's logits are computed ([B, 1, N+1]).
+        """
+        start, n = cache.length, idx.shape[1]
+        if start + n > min(self.block_size, cache.capacity):
+            raise ValueError(f"window of {start + n} tokens exceeds block/cache size")
+        if idx.shape[0] != cache.batch_size:
+            raise ValueError(f"batch {idx.shape[0]} != cache batch {cache.batch_size}")
+        x = self._embed(idx, start)
+        mask = self.mask[start : start + n, : start + n]
+        for i, block in enumerate(self.blocks):
+            x = block(x, mask, cache, i)
+        cache.length = start + n
+        if last_only:
+            x, start = x[:, -1:], start + n - 1
+        return self._head(self.ln_f(x), start)
