@@ -83,12 +83,23 @@ def quiet_mujoco() -> None:
     _mujoco_quiet = True
 
 
-def make_env(name: str, seed: int | None = None, render_mode: str | None = None) -> gym.Env:
-    """Create the Gymnasium env for `name` (short name or id), seeded when a seed is given."""
+def make_env(
+    name: str,
+    seed: int | None = None,
+    render_mode: str | None = None,
+    max_episode_steps: int | None = None,
+) -> gym.Env:
+    """Create the Gymnasium env for `name` (short name or id), seeded when a seed is given.
+
+    max_episode_steps overrides the env's time limit (None keeps the registered one).
+    """
     info = resolve_env(name)
     quiet_mujoco()
+    if max_episode_steps is not None and max_episode_steps < 1:
+        raise TrajplanError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
+    kwargs = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
     try:
-        env = gym.make(info.gym_id, render_mode=render_mode)
+        env = gym.make(info.gym_id, render_mode=render_mode, **kwargs)
     except Exception as exc:  # missing mujoco, bad id, ...
         raise TrajplanError(f"cannot create env {info.gym_id}: {exc}") from exc
     if not isinstance(env.observation_space, gym.spaces.Box) or not isinstance(
