@@ -1,0 +1,293 @@
+"""Behaviour policies that generate datasets: exported actors and a seeded random policy.
+
+An *exported actor* is a deterministic MLP policy in one small safetensors file: hidden
+layers with an activation, a linear head `mu`, a tanh squash and an affine map from
+[-1, 1] to the env's action box (the deterministic action of a SAC actor). Its metadata says
+which env it was trained on, its dimensions and its measured return. Running one needs only
+numpy: stable-baselines3 is needed to *train* and export (scripts/train_behavior.py), never
+to load.
+
+Every policy follows the `Policy` protocol: `reset(seed)` at the start of an episode and
+`act(obs)` for one observation. `make_policy` turns a command-line string into one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import gymnasium as gym
+import numpy as np
+
+from trajplan.errors import TrajplanError
+from trajplan.runtime import atomic_write
+
+ACTOR_FORMAT = "trajplan-actor/1"
+ACTOR_SUFFIX = ".actor.safetensors"
+LEVELS = ("medium", "expert")
+
+_ACTIVATIONS = {
+    "relu": lambda x: np.maximum(x, 0.0),
+    "tanh": np.tanh,
+    "elu": lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0.0))),
+    "leaky_relu": lambda x: np.where(x > 0, x, 0.01 * x),
+    "silu": lambda x: x / (1.0 + np.exp(-x)),
+}
+# torch.nn class name -> our activation name (for exporting from stable-baselines3)
+_TORCH_ACTIVATIONS = {
+    "ReLU": "relu",
+    "Tanh": "tanh",
+    "ELU": "elu",
+    "LeakyReLU": "leaky_relu",
+    "SiLU": "silu",
+}
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """What `trajplan.collect` needs from a behaviour policy."""
+
+    name: str  # recorded as the dataset's algorithm name, e.g. "random", "sac-medium"
+
+    def reset(self, seed: int | None) -> None:
+        """Start an episode (seed any randomness of the policy)."""
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """One action [a] for one observation [o]."""
+
+
+@dataclass
+class Actor:
+    """A deterministic tanh-squashed MLP policy (float32 numpy weights)."""
+
+    weights: list[np.ndarray]  # hidden layers then mu, each [out, in]
+    biases: list[np.ndarray]  # each [out]
+    activation: str
+    action_low: np.ndarray  # [a]
+    action_high: np.ndarray  # [a]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.activation not in _ACTIVATIONS:
+            raise TrajplanError(
+                f"actor activation {self.activation!r} is not supported: "
+                f"use one of {', '.join(_ACTIVATIONS)}"
+            )
+        if len(self.weights) != len(self.biases) or not self.weights:
+            raise TrajplanError("actor needs one bias per weight matrix and at least one layer")
+        for w_in, w_out in zip(self.weights[1:], self.weights[:-1], strict=True):
+            if w_in.shape[1] != w_out.shape[0]:
+                raise TrajplanError(f"actor layers do not chain: {w_out.shape} -> {w_in.shape}")
+        if self.action_low.shape != (self.act_dim,) or self.action_high.shape != (self.act_dim,):
+            raise TrajplanError("actor action bounds do not match its output size")
+
+    @property
+    def obs_dim(self) -> int:
+        return int(self.weights[0].shape[1])
+
+    @property
+    def act_dim(self) -> int:
+        return int(self.weights[-1].shape[0])
+
+    @property
+    def hidden_sizes(self) -> list[int]:
+        return [int(w.shape[0]) for w in self.weights[:-1]]
+
+    @property
+    def env_id(self) -> str | None:
+        return self.meta.get("env_id")
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """Deterministic actions: obs [B, o] -> [B, a], or [o] -> [a]."""
+        x = np.asarray(obs, dtype=np.float32)
+        single = x.ndim == 1
+        x = x[None] if single else x  # [B, o]
+        if x.ndim != 2 or x.shape[1] != self.obs_dim:
+            raise TrajplanError(
+                f"actor expects observations of {self.obs_dim} dims, got shape {np.shape(obs)}"
+            )
+        f = _ACTIVATIONS[self.activation]
+        for w, b in zip(self.weights[:-1], self.biases[:-1], strict=True):
+            x = f(x @ w.T + b)  # [B, hidden]
+        squashed = np.tanh(x @ self.weights[-1].T + self.biases[-1])  # [B, a] in [-1, 1]
+        act = self.action_low + 0.5 * (squashed + 1.0) * (self.action_high - self.action_low)
+        act = np.clip(act, self.action_low, self.action_high)
+        return act[0] if single else act
+
+
+def actor_from_sb3(model: Any, meta: dict[str, Any] | None = None) -> Actor:
+    """Export the deterministic actor of a stable-baselines3 SAC model (no sb3 import here).
+
+    Deterministic SAC action = rescale(tanh(mu(latent_pi(flatten(obs))))) to the action box.
+    """
+    actor = model.policy.actor
+    if getattr(actor, "use_sde", False):
+        raise TrajplanError("exporting a gSDE actor is not supported (train with use_sde=False)")
+    if not hasattr(actor.mu, "weight"):
+        raise TrajplanError("actor head `mu` is not a single linear layer: cannot export")
+    linears = [m for m in actor.latent_pi if hasattr(m, "weight")]
+    acts = {type(m).__name__ for m in actor.latent_pi if not hasattr(m, "weight")}
+    if len(acts) > 1 or (acts and next(iter(acts)) not in _TORCH_ACTIVATIONS):
+        raise TrajplanError(f"cannot export actor with activations {sorted(acts)}")
+    activation = _TORCH_ACTIVATIONS[next(iter(acts))] if acts else "relu"
+    layers = [*linears, actor.mu]
+    space = model.action_space
+    meta = dict(meta or {})
+    meta.setdefault("algorithm", "sac")
+    return Actor(
+        weights=[m.weight.detach().cpu().numpy().astype(np.float32) for m in layers],
+        biases=[m.bias.detach().cpu().numpy().astype(np.float32) for m in layers],
+        activation=activation,
+        action_low=np.asarray(space.low, dtype=np.float32),
+        action_high=np.asarray(space.high, dtype=np.float32),
+        meta=meta,
+    )
+
+
+def save_actor(actor: Actor, path: str | Path) -> Path:
+    """Write an actor to a safetensors file (temporary name, then renamed)."""
+    from safetensors.numpy import save_file
+
+    tensors = {"action_low": actor.action_low, "action_high": actor.action_high}
+    for i, (w, b) in enumerate(zip(actor.weights, actor.biases, strict=True)):
+        tensors[f"layers.{i}.weight"] = np.ascontiguousarray(w, dtype=np.float32)
+        tensors[f"layers.{i}.bias"] = np.ascontiguousarray(b, dtype=np.float32)
+    meta = {
+        **actor.meta,
+        "obs_dim": actor.obs_dim,
+        "act_dim": actor.act_dim,
+        "hidden_sizes": actor.hidden_sizes,
+        "activation": actor.activation,
+    }
+    header = {"format": ACTOR_FORMAT, "meta": json.dumps(meta, sort_keys=True)}
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
+
+
+def load_actor(path: str | Path) -> Actor:
+    """Read an exported actor; a missing, foreign or corrupt file is a TrajplanError."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise TrajplanError(f"actor file not found: {path}")
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            header = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise TrajplanError(f"{path} is not a readable safetensors file: {exc}") from exc
+    if header.get("format") != ACTOR_FORMAT:
+        raise TrajplanError(f"{path} is not a trajplan actor (format {header.get('format')!r})")
+    try:
+        meta = json.loads(header["meta"])
+        n = sum(1 for k in tensors if k.endswith(".weight"))
+        weights = [tensors[f"layers.{i}.weight"] for i in range(n)]
+        biases = [tensors[f"layers.{i}.bias"] for i in range(n)]
+        low, high = tensors["action_low"], tensors["action_high"]
+    except (KeyError, json.JSONDecodeError) as exc:
+        raise TrajplanError(f"{path} is a damaged trajplan actor (missing {exc})") from exc
+    return Actor(weights, biases, meta.get("activation", "relu"), low, high, meta)
+
+
+def builtin_actor(env_name: str, level: str = "medium") -> Path:
+    """Path of the actor shipped with trajplan for an env (short name) and level."""
+    from trajplan.envs import resolve_env
+
+    name = resolve_env(env_name).name
+    assets = resources.files("trajplan") / "assets"
+    path = Path(str(assets / f"{name}-{level}{ACTOR_SUFFIX}"))
+    if not path.is_file():
+        have = (
+            sorted(
+                p.name.removesuffix(ACTOR_SUFFIX)
+                for p in Path(str(assets)).glob(f"*{ACTOR_SUFFIX}")
+            )
+            if Path(str(assets)).is_dir()
+            else []
+        )
+        raise TrajplanError(
+            f"no built-in {level!r} actor for {name}: built-in actors are "
+            f"{', '.join(have) or 'none'}; pass a path to an exported actor instead"
+        )
+    return path
+
+
+class ActorPolicy:
+    """An exported actor as a `Policy` (deterministic: reset does nothing)."""
+
+    def __init__(self, actor: Actor, name: str | None = None) -> None:
+        self.actor = actor
+        self.name = name or actor.meta.get("algorithm_name") or "actor"
+
+    def reset(self, seed: int | None) -> None:
+        pass
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        return self.actor.act(obs)
+
+
+class RandomPolicy:
+    """Uniform actions from the env's action box, reseeded at every episode."""
+
+    name = "random"
+
+    def __init__(self, action_space: gym.spaces.Box) -> None:
+        self.space = action_space
+
+    def reset(self, seed: int | None) -> None:
+        self.space.seed(seed)
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        return self.space.sample()
+
+
+def check_policy_fits(actor: Actor, env: gym.Env, source: str) -> None:
+    """A TrajplanError when an actor's dimensions differ from the env's spaces."""
+    obs_dim = int(np.prod(env.observation_space.shape))
+    act_dim = int(np.prod(env.action_space.shape))
+    if (actor.obs_dim, actor.act_dim) != (obs_dim, act_dim):
+        trained = f" (trained on {actor.env_id})" if actor.env_id else ""
+        raise TrajplanError(
+            f"policy {source}{trained} has obs/act dims {actor.obs_dim}/{actor.act_dim}, "
+            f"but {env.spec.id if env.spec else 'the env'} has {obs_dim}/{act_dim}"
+        )
+
+
+def planner_policy(run_dir: Path, env_name: str) -> Policy:
+    """Hook for a trained trajplan planner as behaviour policy (a checkpoint directory).
+
+    Filled in once `trajplan.plan` offers a per-step planner with `reset(seed)` / `act(obs)`.
+    """
+    raise TrajplanError(
+        f"{run_dir} is a directory: collecting with a trajplan planner checkpoint is not "
+        "supported yet; use 'random', 'medium', 'expert' or an actor file"
+    )
+
+
+def make_policy(spec: str, env_name: str, env: gym.Env) -> Policy:
+    """Turn a --policy string into a Policy for `env` (made for env_name).
+
+    spec: "random"; "medium" / "expert" (the built-in actor of this env); a path to an
+    exported actor (*.actor.safetensors); or a trajplan checkpoint directory (the planner).
+    """
+    if spec == "random":
+        return RandomPolicy(env.action_space)
+    path = Path(spec).expanduser()
+    if spec in LEVELS:
+        path, name = builtin_actor(env_name, spec), f"sac-{spec}"
+    elif path.is_dir():
+        return planner_policy(path, env_name)
+    elif path.suffix == ".safetensors" or path.exists():
+        name = None
+    else:
+        raise TrajplanError(
+            f"unknown policy {spec!r}: use 'random', 'medium', 'expert', a path to an "
+            "exported actor (.actor.safetensors) or a trajplan checkpoint directory"
+        )
+    actor = load_actor(path)
+    check_policy_fits(actor, env, str(spec))
+    level = actor.meta.get("level")
+    return ActorPolicy(actor, name or (f"sac-{level}" if level else "actor"))
