@@ -45,13 +45,16 @@ def _quantile_edges(data: np.ndarray, n_bins: int) -> np.ndarray:
 
 
 def _uniform_edges(data: np.ndarray, n_bins: int) -> np.ndarray:
-    """N+1 equally spaced edges from column min to column max (a constant column: all equal)."""
-    lo = data.min(axis=0).astype(np.float64)
-    hi = data.max(axis=0).astype(np.float64)
-    frac = np.linspace(0.0, 1.0, n_bins + 1)[:, None]  # [N+1, 1]
-    edges = lo[None] + frac * (hi - lo)[None]  # [N+1, D]
-    edges[-1] = hi  # exact max despite rounding
-    return edges
+    """N+1 equally spaced edges from column min to column max (a constant column: all equal).
+
+    Edge i = (lo * (N - i) + hi * i) / N, exact for integer-valued ranges, clipped to
+    [lo, hi] and made non-decreasing against rounding.
+    """
+    lo = data.min(axis=0).astype(np.float64)[None]  # [1, D]
+    hi = data.max(axis=0).astype(np.float64)[None]
+    i = np.arange(n_bins + 1, dtype=np.float64)[:, None]  # [N+1, 1]
+    edges = np.clip((lo * (n_bins - i) + hi * i) / n_bins, lo, hi)  # [N+1, D]
+    return np.maximum.accumulate(edges, axis=0)
 
 
 def _check_finite(x: np.ndarray | torch.Tensor, what: str) -> None:
