@@ -9,6 +9,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from trajplan.errors import TrajplanError
 
@@ -36,12 +37,97 @@ def version() -> None:
     console.print(__version__)
 
 
+# -- data list / info / download (trajplan.datasets) ---------------------------------------------
+
+
+def _fmt(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+@data_app.command("list")
+def data_list() -> None:
+    """List the Minari datasets on this machine ($MINARI_DATASETS_PATH or ~/.minari/datasets).
+
+    Reference scores come from the dataset's metadata, else from the D4RL constants.
+    """
+    from rich.table import Table
+
+    from trajplan.datasets import datasets_root, local_datasets
+
+    rows = local_datasets()
+    if not rows:
+        console.print(
+            f"no datasets in {datasets_root()}: get one with `trajplan data download ID` "
+            "or create one with `trajplan data collect ...`"
+        )
+        return
+    table = Table(title=f"Minari datasets in {datasets_root()}")
+    table.add_column("id", no_wrap=True)
+    table.add_column("episodes", justify="right")
+    table.add_column("steps", justify="right")
+    table.add_column("env")
+    table.add_column("reference scores")
+    for r in rows:
+        refs = "-"
+        if r["ref_min"] is not None:
+            source = "D4RL" if r["ref_source"].startswith("D4RL") else "metadata"
+            refs = f"{r['ref_min']:g} .. {r['ref_max']:g} ({source})"
+        table.add_row(r["id"], _fmt(r["episodes"]), _fmt(r["steps"]), _fmt(r["env"]), refs)
+    console.print(table)
+
+
+@data_app.command("info")
+def data_info(
+    dataset_id: str = typer.Argument(..., help="Local Minari id, e.g. mujoco/hopper/medium-v0."),
+) -> None:
+    """Show one local dataset: size, env, spaces, reference scores and where they come from."""
+    from rich.table import Table
+
+    from trajplan.datasets import dataset_info
+
+    info = dataset_info(dataset_id)
+    table = Table(title=dataset_id, show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    for key, value in info.items():
+        if key == "combined_datasets":
+            value = ", ".join(value) or None
+        table.add_row(key.replace("_", " "), _fmt(value))
+    console.print(table)
+
+
+@data_app.command("download")
+def data_download(
+    dataset_id: str = typer.Argument(
+        ...,
+        help="Remote Minari id, e.g. mujoco/halfcheetah/medium-v0; 'a+b' or "
+        "'.../medium-expert-v0' fetch both parts.",
+    ),
+    force: bool = typer.Option(False, "--force", help="Download again even if it is local."),
+) -> None:
+    """Fetch a dataset from Minari's remote (needs network and `pip install 'trajplan\\[hub]'`).
+
+    Remote MuJoCo datasets: mujoco/{halfcheetah,hopper,walker2d,ant}/{simple,medium,expert}-v0.
+    """
+    from trajplan.datasets import download_dataset
+
+    for path in download_dataset(dataset_id, force=force):
+        console.print(f"dataset ready at {path}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point."""
     try:
         app(args=argv)
     except TrajplanError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        message = escape(str(exc))  # "[hub]" in a message is text, not markup
+        err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")
