@@ -128,8 +128,8 @@ def iter_episodes(ds: Any) -> Iterator[dict[str, np.ndarray]]:
     """Raw episode arrays (observations T+1 rows, the rest T rows), in dataset order.
 
     For HDF5 storage (Minari's default) the five arrays are read straight from the file,
-    skipping `infos`, which Minari would decode for every episode; other formats go through
-    Minari's own reader.
+    skipping `infos`, which Minari would decode for every episode (1M steps with four info
+    keys: 3.1 s instead of 5.5 s on 2 cores); other formats go through Minari's own reader.
     """
     storage = ds.storage
     if storage.FORMAT == "hdf5":
