@@ -92,10 +92,15 @@ def main() -> None:
 
         gen = torch.Generator().manual_seed(0)
         idx = [torch.randint(len(data.windows), (256,), generator=gen) for _ in range(50)]
-        t = time.perf_counter()
-        for i in idx:
-            data.windows.get_batch(i)
-        fig["batch256_ms"] = 1000 * (time.perf_counter() - t) / len(idx)
+        threads = torch.get_num_threads()
+        for name, n_threads in (("batch256_ms", threads), ("batch256_1thread_ms", 1)):
+            # a batch is tiny: with busy cores, intra-op threads mostly wait for each other
+            torch.set_num_threads(n_threads)
+            t = time.perf_counter()
+            for i in idx:
+                data.windows.get_batch(i)
+            fig[name] = 1000 * (time.perf_counter() - t) / len(idx)
+        torch.set_num_threads(threads)
         fig["token_storage_mb"] = (
             data.windows.tokens.numel() * data.windows.tokens.element_size() / 2**20
         )
