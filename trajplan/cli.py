@@ -121,6 +121,57 @@ def data_download(
         console.print(f"dataset ready at {path}")
 
 
+# -- data collect / from-replay (trajplan.collect) ------------------------------------------------
+
+
+@data_app.command("collect")
+def data_collect(
+    env: str = typer.Option(..., help="Env short name (halfcheetah, hopper, ...) or Gymnasium id."),
+    policy: str = typer.Option(
+        ...,
+        help="'random'; 'medium' or 'expert' (the actor shipped for this env); a path to an "
+        "exported actor (*.actor.safetensors, see scripts/train_behavior.py).",
+    ),
+    steps: int = typer.Option(..., help="Env steps in total (whole episodes; the last is cut)."),
+    dataset_id: str = typer.Option(
+        ..., help="Minari id to create, e.g. local/hopper/medium-v0 (namespace/name-vN)."
+    ),
+    seed: int = typer.Option(0, help="Episode i is reset with seed+i: same seed, same dataset."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing dataset of that id."),
+    max_episode_steps: int = typer.Option(
+        None, help="Cut episodes at this length (default: the env's own limit, 1000 for MuJoCo)."
+    ),
+) -> None:
+    """Roll out a behaviour policy and save the episodes as a local Minari dataset.
+
+    Example: trajplan data collect --env hopper --policy medium --steps 100000
+    --dataset-id local/hopper/medium-v0
+    """
+    from trajplan.collect import collect
+
+    path = collect(
+        env, policy, steps, dataset_id, seed=seed, force=force, max_episode_steps=max_episode_steps
+    )
+    console.print(f"wrote dataset [bold]{dataset_id}[/] to {path}")
+
+
+@data_app.command("from-replay")
+def data_from_replay(
+    env: str = typer.Option(..., help="Env the replay was recorded in (short name or id)."),
+    replay: str = typer.Option(..., help="replay_*.npz written by scripts/train_behavior.py."),
+    dataset_id: str = typer.Option(
+        ..., help="Minari id to create, e.g. local/hopper/medium-replay-v0."
+    ),
+    max_steps: int = typer.Option(None, help="Keep only the episodes within the first N steps."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing dataset of that id."),
+) -> None:
+    """Turn a SAC run's replay buffer into a Minari dataset (D4RL's medium-replay)."""
+    from trajplan.collect import from_replay
+
+    path = from_replay(env, replay, dataset_id, max_steps=max_steps, force=force)
+    console.print(f"wrote dataset [bold]{dataset_id}[/] to {path}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point."""
     try:

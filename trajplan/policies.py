@@ -58,6 +58,9 @@ class Policy(Protocol):
     def act(self, obs: np.ndarray) -> np.ndarray:
         """One action [a] for one observation [o]."""
 
+    def observe(self, obs: np.ndarray, action: np.ndarray, reward: float) -> None:
+        """The step just taken from `obs` (context for policies with memory, e.g. planners)."""
+
 
 @dataclass
 class Actor:
@@ -228,6 +231,9 @@ class ActorPolicy:
     def act(self, obs: np.ndarray) -> np.ndarray:
         return self.actor.act(obs)
 
+    def observe(self, obs: np.ndarray, action: np.ndarray, reward: float) -> None:
+        pass
+
 
 class RandomPolicy:
     """Uniform actions from the env's action box, reseeded at every episode."""
@@ -242,6 +248,9 @@ class RandomPolicy:
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         return self.space.sample()
+
+    def observe(self, obs: np.ndarray, action: np.ndarray, reward: float) -> None:
+        pass
 
 
 def check_policy_fits(actor: Actor, env: gym.Env, source: str) -> None:
