@@ -104,6 +104,7 @@ class CausalSelfAttention(nn.Module):
         mask: torch.Tensor,
         cache: KVCache | None = None,
         layer: int = 0,
+        prefix: KVCache | None = None,
     ) -> torch.Tensor:
         B, T, C = x.shape  # noqa: N806
         H = self.n_head  # noqa: N806
@@ -117,11 +118,44 @@ class CausalSelfAttention(nn.Module):
             cache.v[layer, :, :, start : start + T] = v
             k = cache.k[layer, :, :, : start + T]  # [B, H, start+T, hd]
             v = cache.v[layer, :, :, : start + T]
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.attn_drop if self.training else 0.0
-        )  # [B, H, T, hd]
+        if prefix is not None and prefix.length > 0:
+            y = shared_prefix_attention(q, k, v, prefix, layer, mask)
+        else:
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=self.attn_drop if self.training else 0.0
+            )  # [B, H, T, hd]
         y = y.transpose(1, 2).reshape(B, T, C)
         return self.resid_drop(self.proj(y))
+
+
+def shared_prefix_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    prefix: KVCache,
+    layer: int,
+    mask: torch.Tensor,
+) -> torch.Tensor:
+    """Attention over [an episode's shared prefix, the row's own keys] (inference only).
+
+    q [R, H, T, hd]; own keys/values k, v [R, H, S, hd]; prefix (batch E, R = E * r rows,
+    episode-major) holds keys at window positions 0..Lp-1; mask [T, Lp + S] (True = attend).
+    The prefix is read once per episode (a [r*T, Lp] matmul per head), never copied per row.
+    """
+    R, H, T, hd = q.shape  # noqa: N806
+    E, Lp = prefix.batch_size, prefix.length  # noqa: N806
+    r = R // E
+    kp = prefix.k[layer, :, :, :Lp]  # [E, H, Lp, hd]
+    vp = prefix.v[layer, :, :, :Lp]
+    qe = q.view(E, r, H, T, hd).transpose(1, 2).reshape(E, H, r * T, hd)
+    att_p = torch.matmul(qe, kp.transpose(-1, -2))  # [E, H, r*T, Lp]
+    att_p = att_p.view(E, H, r, T, Lp).transpose(1, 2).reshape(R, H, T, Lp)
+    att = torch.cat([att_p, torch.matmul(q, k.transpose(-1, -2))], dim=-1)  # [R, H, T, Lp+S]
+    att = (att * hd**-0.5).masked_fill_(~mask, float("-inf")).softmax(dim=-1)
+    w_p, w_own = att.split([Lp, k.shape[2]], dim=-1)
+    w_p = w_p.reshape(E, r, H, T, Lp).transpose(1, 2).reshape(E, H, r * T, Lp)
+    y_p = torch.matmul(w_p, vp).view(E, H, r, T, hd).transpose(1, 2).reshape(R, H, T, hd)
+    return y_p + torch.matmul(w_own, v)  # [R, H, T, hd]
 
 
 class MLP(nn.Module):
@@ -144,9 +178,14 @@ class Block(nn.Module):
         self.mlp = MLP(cfg)
 
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor, cache: KVCache | None, layer: int
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor,
+        cache: KVCache | None,
+        layer: int,
+        prefix: KVCache | None = None,
     ) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x), mask, cache, layer)
+        x = x + self.attn(self.ln1(x), mask, cache, layer, prefix)
         return x + self.mlp(self.ln2(x))
 
 
@@ -286,6 +325,37 @@ class TrajectoryGPT(nn.Module):
         for i, block in enumerate(self.blocks):
             x = block(x, mask, cache, i)
         cache.length = start + n
+        if last_only:
+            x, start = x[:, -1:], start + n - 1
+        return self._head(self.ln_f(x), start)
+
+    def forward_shared(
+        self, idx: torch.Tensor, prefix: KVCache, cache: KVCache, last_only: bool = False
+    ) -> torch.Tensor:
+        """Like forward_cached, after a prefix that the rows of each episode share.
+
+        prefix: batch E, holding window positions 0..Lp-1 of each episode; cache: batch R =
+        E * r (rows episode-major), holding each row's own positions Lp..Lp+cache.length-1.
+        Tokens idx [R, n] take the next positions and are written to `cache`. The result
+        equals forward_cached on a cache holding the prefix copied into every row, without
+        the copy (the planner's beams share their context this way).
+        """
+        if prefix.length == 0:
+            return self.forward_cached(idx, cache, last_only)
+        R, n = idx.shape  # noqa: N806
+        if R % prefix.batch_size:
+            raise ValueError(f"{R} rows cannot be split over {prefix.batch_size} prefixes")
+        own = cache.length
+        start = prefix.length + own
+        if start + n > self.block_size or own + n > cache.capacity:
+            raise ValueError(f"window of {start + n} tokens exceeds block/cache size")
+        if R != cache.batch_size:
+            raise ValueError(f"batch {R} != cache batch {cache.batch_size}")
+        x = self._embed(idx, start)
+        mask = self.mask[start : start + n, : start + n]
+        for i, block in enumerate(self.blocks):
+            x = block(x, mask, cache, i, prefix)
+        cache.length = own + n
         if last_only:
             x, start = x[:, -1:], start + n - 1
         return self._head(self.ln_f(x), start)

@@ -1,0 +1,414 @@
+"""Beam-search planner: sampling filters by hand, scores by hand, cached == full, batching."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from trajplan.config import ModelConfig, PlanConfig
+from trajplan.errors import TrajplanError
+from trajplan.model import TrajectoryGPT
+from trajplan.plan import (
+    Planner,
+    beam_scores,
+    cdf_filter,
+    draw,
+    sample_token,
+    top_k_filter,
+    uniforms_per_plan,
+    window_start,
+)
+from trajplan.tokens import Discretizer
+
+OBS, ACT, N = 11, 3, 20  # Hopper's dimensions, few bins
+D = OBS + ACT + 2
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny per-token ops: intra-op threads only wait for each other on busy cores."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def random_model(seed: int = 0, n_layer: int = 2, transitions: int = 10) -> TrajectoryGPT:
+    """A float64 model with large random weights: peaked, position-dependent predictions."""
+    torch.manual_seed(seed)
+    cfg = ModelConfig(
+        n_layer=n_layer,
+        n_head=2,
+        n_embd=32,
+        dropout=0.0,
+        obs_dim=OBS,
+        act_dim=ACT,
+        vocab_size=N,
+        block_size=transitions * D - 1,
+    )
+    model = TrajectoryGPT(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    return model.double().eval()
+
+
+def random_discretizer(seed: int = 0) -> Discretizer:
+    rng = np.random.default_rng(seed)
+    return Discretizer(np.sort(rng.normal(size=(N + 1, D)), axis=0), N)
+
+
+@pytest.fixture(scope="module")
+def trained(one_thread: None) -> tuple[TrajectoryGPT, Discretizer, np.ndarray]:
+    """A tiny model fitted for a few hundred steps on real Hopper rollouts (float64).
+
+    Returns (model, discretizer, observations seen in the data [n, OBS]).
+    """
+    from trajplan.envs import make_env
+
+    torch.manual_seed(0)
+    env = make_env("hopper")
+    rows, obs_all = [], []
+    for ep in range(6):
+        obs, _ = env.reset(seed=ep)
+        env.action_space.seed(ep)
+        trans = []
+        for _ in range(40):
+            act = env.action_space.sample()
+            nxt, rew, term, trunc, _ = env.step(act)
+            trans.append(np.concatenate([obs, act, [rew, 0.0]]))
+            obs_all.append(obs)
+            obs = nxt
+            if term or trunc:
+                break
+        tr = np.array(trans)
+        for t in range(len(tr) - 2, -1, -1):  # value = discounted sum of later rewards
+            tr[t, -1] = tr[t + 1, -2] + 0.99 * tr[t + 1, -1]
+        rows.append(tr)
+    env.close()
+    disc = Discretizer.fit(np.concatenate(rows), N)
+    L = 4  # noqa: N806
+    windows = []
+    for tr in rows:
+        tok = disc.discretize(tr)
+        for i in range(len(tok) - L + 1):
+            windows.append(tok[i : i + L].reshape(-1))
+    data = torch.as_tensor(np.array(windows))
+    cfg = ModelConfig(
+        n_layer=2,
+        n_head=2,
+        n_embd=32,
+        dropout=0.0,
+        obs_dim=OBS,
+        act_dim=ACT,
+        vocab_size=N,
+        block_size=L * D - 1,
+    )
+    model = TrajectoryGPT(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(300):
+        batch = data[torch.randint(len(data), (32,), generator=gen)]
+        _, loss = model(batch[:, :-1], batch[:, 1:])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 2.5  # well below uniform guessing (ln 21 ~ 3.0)
+    return model.double().eval(), disc, np.array(obs_all)
+
+
+# -- sampling by hand ------------------------------------------------------------------------
+
+
+def test_cdf_filter_hand_cases() -> None:
+    probs = torch.tensor([[0.3, 0.1, 0.4, 0.2]], dtype=torch.float64)
+    logits = probs.log()
+    # ascending 0.1 0.2 0.3 0.4, running sums 0.1 0.3 0.6(+eps) 1.0: last below 0.6 is 0.2
+    out = cdf_filter(logits, probs, 0.6)
+    assert out[0].tolist() == pytest.approx([math.log(0.3), -1000, math.log(0.4), -1000])
+    # nothing below 0.05: p* is the smallest probability, only that token goes
+    out = cdf_filter(logits, probs, 0.05)
+    assert out[0, 1] == -1000 and (out[0, [0, 2, 3]] == logits[0, [0, 2, 3]]).all()
+    # 0.95: sums below it are 0.1 0.3 0.6 -> p* = 0.3, only 0.4 survives
+    out = cdf_filter(logits, probs, 0.95)
+    assert (out[0] == -1000).tolist() == [True, True, False, True]
+
+
+def test_top_k_keeps_ties_of_the_kth() -> None:
+    logits = torch.tensor([[1.0, 3.0, 2.0, 3.0]])
+    assert top_k_filter(logits, 1)[0].isinf().tolist() == [True, False, True, False]
+    assert top_k_filter(logits, 3)[0].isinf().tolist() == [True, False, False, False]
+
+
+def test_draw_inverse_cdf_never_picks_zero_probability() -> None:
+    probs = torch.tensor([[0.0, 0.5, 0.0, 0.5]] * 5)
+    u = torch.tensor([0.0, 0.25, 0.4999, 0.5, 0.999999])
+    assert draw(probs, u).tolist() == [1, 1, 1, 3, 3]
+    # frequencies of many draws follow the probabilities
+    p = torch.tensor([0.1, 0.6, 0.3], dtype=torch.float64)
+    u = torch.rand(20000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    freq = torch.bincount(draw(p.expand(20000, 3), u), minlength=3).double() / 20000
+    assert torch.allclose(freq, p, atol=0.01)
+
+
+def test_greedy_breaks_exact_ties_at_random_and_returns_raw_probs() -> None:
+    logits = torch.tensor([[1.0, 5.0, 5.0, 2.0]] * 2)
+    tok, probs = sample_token(logits, torch.tensor([0.2, 0.7]), k=1)
+    assert tok.tolist() == [1, 2]
+    assert torch.allclose(probs, torch.softmax(logits, -1))
+    # cdf 0.1 drops the two small tokens (p 0.009, 0.024), top-2 keeps both 5s
+    tok, _ = sample_token(logits, torch.tensor([0.0, 0.99]), k=2, cdf=0.1)
+    assert tok.tolist() == [1, 2]
+
+
+def test_beam_scores_by_hand() -> None:
+    rewards = torch.tensor([[1.0, 2.0, 10.0, 0.0], [0.5, 0.0, 0.0, 0.0]], dtype=torch.float64)
+    # step t=1 of a 3-step plan: r0 + g r1 + g^2 V1; a beam at t=0: r0 + g V0 (V0 = 0 here)
+    assert beam_scores(rewards, 0.9).tolist() == pytest.approx([1 + 0.9 * 2 + 0.81 * 10, 0.5])
+
+
+def test_window_start_halfcheetah_numbers() -> None:
+    d = 25  # HalfCheetah: 5 context transitions + the observation are 142 tokens
+    w = 5 * d - 1  # 124
+    s = window_start(5 * d + 17, w, d)
+    assert (s, 5 * d + 17 - s) == (25, 117)  # the model sees 4 past transitions
+    assert window_start(3 * d + 17, w, d) == 0  # fits: no crop
+    assert window_start(6 * d - 1, w, d) == 25 and window_start(6 * d, w, d) == 50  # slides
+
+
+# -- the search ------------------------------------------------------------------------------
+
+
+def play(model, disc, cfg, obs, rew, seeds, drop_at=None):  # noqa: ANN001, ANN201
+    """Run a planner over given observations obs [T, E, o] and rewards [T, E].
+
+    Returns per step the plan tokens [E, H, D], plan values and actions, all as numpy.
+    drop_at = (step, episode): that episode ends after that step.
+    """
+    planner = Planner(model, disc, cfg)
+    planner.reset(len(seeds), seeds)
+    alive = np.arange(len(seeds))
+    out = []
+    for t in range(len(obs)):
+        act = planner.act(obs[t, alive])
+        out.append((planner.plan.tokens.numpy().copy(), planner.plan.value.numpy().copy(), act))
+        planner.observe(obs[t, alive], act, rew[t, alive])
+        if drop_at is not None and t == drop_at[0]:
+            keep = alive != drop_at[1]
+            planner.drop(keep)
+            alive = alive[keep]
+    return out
+
+
+def episode_data(steps: int, n_env: int, seed: int = 0, pool: np.ndarray | None = None):  # noqa: ANN201
+    rng = np.random.default_rng(seed)
+    if pool is None:
+        obs = rng.normal(size=(steps, n_env, OBS))
+    else:
+        obs = pool[rng.integers(len(pool), size=(steps, n_env))]
+    return obs, rng.normal(size=(steps, n_env))
+
+
+CONFIGS = [
+    # defaults of the method (cdf 0.6 on actions), context 3: the window slides every step
+    PlanConfig(horizon=4, beam_width=4, n_expand=2, max_context_transitions=3),
+    # top-k actions, 3x expansion, context 2 and horizon 5: later windows hold no context
+    PlanConfig(
+        horizon=5, beam_width=3, n_expand=3, k_act=4, cdf_act=None, max_context_transitions=2
+    ),
+    # replanning every 2 steps, a long context window, sampled observations
+    PlanConfig(
+        horizon=3,
+        beam_width=5,
+        n_expand=2,
+        plan_freq=2,
+        max_context_transitions=6,
+        k_obs=3,
+        cdf_obs=0.9,
+    ),
+]
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=["slide", "topk-nocontext", "freq2-sampled-obs"])
+def test_cached_equals_full_random_model(cfg: PlanConfig) -> None:
+    model, disc = random_model(), random_discretizer()
+    obs, rew = episode_data(8, 1)
+    full = play(model, disc, dataclasses.replace(cfg, mode="full"), obs, rew, [3])
+    cached = play(model, disc, cfg, obs, rew, [3])
+    for (tf, vf, af), (tc, vc, ac) in zip(full, cached, strict=True):
+        assert (tf == tc).all()
+        assert vf == pytest.approx(vc, abs=1e-9)
+        assert (af == ac).all()
+    # the search really explored: every new plan differs from the others
+    assert len({f[0].tobytes() for f in full}) == len(full) // cfg.plan_freq
+
+
+def test_cached_equals_full_trained_model(trained) -> None:  # noqa: ANN001
+    model, disc, pool = trained
+    cfg = PlanConfig(horizon=4, beam_width=6, n_expand=2, max_context_transitions=3)
+    obs, rew = episode_data(6, 1, seed=1, pool=pool)
+    full = play(model, disc, dataclasses.replace(cfg, mode="full"), obs, rew, [0])
+    cached = play(model, disc, cfg, obs, rew, [0])
+    for (tf, vf, af), (tc, vc, ac) in zip(full, cached, strict=True):
+        assert (tf == tc).all() and (af == ac).all()
+        assert vf == pytest.approx(vc, abs=1e-9)
+
+
+def test_batched_episodes_equal_separate_ones() -> None:
+    model, disc = random_model(seed=1), random_discretizer(1)
+    cfg = PlanConfig(horizon=3, beam_width=4, n_expand=2, max_context_transitions=3)
+    obs, rew = episode_data(6, 3, seed=2)
+    seeds = [10, 11, 12]
+    together = play(model, disc, cfg, obs, rew, seeds, drop_at=(2, 1))  # episode 1 ends early
+    for e, seed in enumerate(seeds):
+        alone = play(model, disc, cfg, obs[:, e : e + 1], rew[:, e : e + 1], [seed])
+        for t, (tok, val, act) in enumerate(alone):
+            if e == 1 and t > 2:
+                break
+            row = e if t <= 2 or e == 0 else e - 1  # rows after the drop
+            assert (together[t][0][row] == tok[0]).all()
+            assert (together[t][2][row] == act[0]).all()
+            assert together[t][1][row] == pytest.approx(val[0], abs=1e-9)
+    # different seeds explore differently
+    assert not (together[0][0][0] == together[0][0][2]).all()
+
+
+def test_plan_value_is_the_hand_computed_score_of_the_best_beam() -> None:
+    model, disc = random_model(seed=2), random_discretizer(2)
+    cfg = PlanConfig(horizon=3, beam_width=4, n_expand=2, max_context_transitions=3, discount=0.9)
+    obs, rew = episode_data(4, 1, seed=3)
+    planner = Planner(model, disc, cfg)
+    planner.reset(1, [7])
+    for t in range(4):  # grow a full context, then check the last plan
+        context = planner.context[0].reshape(-1)
+        act = planner.act(obs[t])
+        planner.observe(obs[t], act, rew[t])
+    seq = torch.cat([context, planner.plan.tokens[0].reshape(-1)])  # [nctx*D + H*D]
+    mids = torch.as_tensor(disc.midpoints())
+    window = 3 * D - 1
+    expected = []
+    for pos in range(len(context), len(seq), D):  # each planned transition
+        for k, col in ((OBS + ACT, D - 2), (OBS + ACT + 1, D - 1)):  # reward, value tokens
+            end = pos + k  # predict token `end` from the window before it
+            s = window_start(end, window, D)
+            with torch.inference_mode():
+                logits, _ = model(seq[None, s:end])
+            probs = torch.softmax(logits[0, -1], -1)
+            expected.append(float(probs[:N] @ mids[:, col]))  # stop dropped, not renormalised
+    r, v = expected[0::2], expected[1::2]
+    score = sum(0.9**i * ri for i, ri in enumerate(r)) + 0.9 ** len(r) * v[-1]
+    assert float(planner.plan.value[0]) == pytest.approx(score, rel=1e-12)
+    assert planner.n_plans == 4 and planner.ms_per_plan > 0
+
+
+def test_actions_context_and_plan_freq() -> None:
+    model, disc = random_model(seed=3), random_discretizer(3)
+    cfg = PlanConfig(horizon=3, beam_width=3, n_expand=2, max_context_transitions=2, plan_freq=2)
+    planner = Planner(model, disc, cfg)
+    planner.reset(1, [0])
+    obs, rew = episode_data(5, 1, seed=4)
+    for t in range(5):
+        act = planner.act(obs[t])
+        row = t % 2
+        act_tok = planner.plan.tokens[0, row, OBS : OBS + ACT].numpy()
+        assert np.array_equal(act[0], disc.reconstruct(act_tok, dims=slice(OBS, OBS + ACT)))
+        planner.observe(obs[t], act, rew[t])
+        last = planner.context[0, -1].numpy()
+        assert np.array_equal(last[:OBS], disc.discretize(obs[t, 0], dims=slice(0, OBS)))
+        assert np.array_equal(last[OBS : OBS + ACT], np.minimum(act_tok, N - 1))  # re-tokenizes
+        assert last[-1] == N - 1  # the value placeholder 1e6 clips to the top bin
+    assert planner.context.shape == (1, 2, D)  # keeps max_context_transitions
+    assert planner.n_plans == 3  # steps 0, 2, 4
+
+
+def test_same_seed_same_actions_other_seed_other_actions() -> None:
+    model, disc = random_model(seed=4), random_discretizer(4)
+    cfg = PlanConfig(horizon=2, beam_width=4, n_expand=2, max_context_transitions=2)
+    obs, rew = episode_data(3, 1, seed=5)
+    a = play(model, disc, cfg, obs, rew, [1])
+    b = play(model, disc, cfg, obs, rew, [1])
+    c = play(model, disc, cfg, obs, rew, [2])
+    assert all((x[0] == y[0]).all() for x, y in zip(a, b, strict=True))
+    assert any((x[0] != y[0]).any() for x, y in zip(a, c, strict=True))
+
+
+def test_uniform_count_matches_the_search() -> None:
+    cfg = PlanConfig(horizon=5, beam_width=32, n_expand=2)
+    # HalfCheetah: 5 x 64 x (6 + 2) action/reward/value draws + 4 x 32 x 17 observation draws
+    assert uniforms_per_plan(cfg, 17, 6) == 5 * 64 * 8 + 4 * 32 * 17
+
+
+# -- bad input -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"beam_width": 0}, "beam_width must be at least 1"),
+        ({"horizon": 0}, "horizon must be at least 1"),
+        ({"n_expand": 0}, "n_expand must be at least 1"),
+        ({"mode": "fast"}, "unknown plan mode"),
+        ({"cdf_act": 1.5}, "cdf_act must be in"),
+        ({"cdf_act": 0.0}, "cdf_act must be in"),
+        ({"k_act": 0}, "k_act must be between 1 and 21"),
+        ({"k_obs": 22}, "k_obs must be between 1 and 21"),
+        ({"plan_freq": 5, "horizon": 4}, "cannot exceed the horizon"),
+        ({"discount": 1.5}, "discount must be in"),
+        ({"max_context_transitions": 1, "horizon": 2}, "holds less than one transition"),
+        ({"max_context_transitions": 0}, "max_context_transitions must be at least 1"),
+    ],
+)
+def test_invalid_plan_options_are_clear_errors(change: dict, message: str) -> None:
+    cfg = dataclasses.replace(PlanConfig(horizon=4, beam_width=4), **change)
+    with pytest.raises(TrajplanError, match=message):
+        Planner(random_model(), random_discretizer(), cfg)
+
+
+def test_long_horizons_and_one_step_context_are_valid() -> None:
+    """The window slides, so a horizon past the trained block is fine (the reference too)."""
+    model, disc = random_model(transitions=3), random_discretizer()
+    cfg = PlanConfig(horizon=6, beam_width=2, n_expand=1, max_context_transitions=8)
+    planner = Planner(model, disc, cfg)  # context capped by the 3-transition block
+    obs, rew = episode_data(2, 1)
+    for t in range(2):
+        planner.observe(obs[t], planner.act(obs[t]), rew[t])
+    assert planner.plan.tokens.shape == (1, 6, D)
+    one = Planner(model, disc, dataclasses.replace(cfg, horizon=1, max_context_transitions=1))
+    for t in range(2):  # the window holds the observation and the planned tokens only
+        one.observe(obs[t], one.act(obs[t]), rew[t])
+    assert one.context.shape == (1, 1, D)
+
+
+def test_mismatched_discretizer_and_observations_are_errors() -> None:
+    model = random_model()
+    wrong = Discretizer(np.sort(np.random.default_rng(0).normal(size=(N + 1, D + 1)), 0), N)
+    with pytest.raises(TrajplanError, match="does not match the model"):
+        Planner(model, wrong, PlanConfig(horizon=2, beam_width=2))
+    planner = Planner(model, random_discretizer(), PlanConfig(horizon=2, beam_width=2))
+    planner.reset(2, [0, 1])
+    with pytest.raises(TrajplanError, match=r"shape \(2, 11\)"):
+        planner.act(np.zeros((2, OBS + 1)))
+    with pytest.raises(TrajplanError, match="2 seeds for 3 episodes"):
+        planner.reset(3, [0, 1])
+
+
+def test_forward_shared_equals_full_forward_with_copied_prefix() -> None:
+    """The model's shared-prefix path (the planner's context) gives the full forward's logits."""
+    model = random_model(seed=5)
+    gen = torch.Generator().manual_seed(0)
+    ctx = torch.randint(0, N + 1, (2, 2 * D + 3), generator=gen)  # 2 episodes
+    own = torch.randint(0, N + 1, (6, 9), generator=gen)  # 3 rows each, episode-major
+    with torch.inference_mode():
+        full, _ = model(torch.cat([ctx.repeat_interleave(3, 0), own], 1))
+        prefix = model.new_cache(2)
+        model.forward_cached(ctx, prefix)
+        cache = model.new_cache(6, 20)
+        parts = [model.forward_shared(own[:, :4], prefix, cache)]
+        parts += [model.forward_shared(own[:, i : i + 1], prefix, cache) for i in range(4, 9)]
+        last = model.forward_shared(own[:, :1], prefix, model.new_cache(6, 4), last_only=True)
+    assert torch.allclose(torch.cat(parts, 1), full[:, ctx.shape[1] :], atol=1e-12)
+    assert torch.allclose(last[:, 0], full[:, ctx.shape[1]], atol=1e-12)

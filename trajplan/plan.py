@@ -1,0 +1,494 @@
+"""Beam-search planning with the Trajectory Transformer (SPEC section 5), exact and fast.
+
+The planner keeps the last `max_context_transitions` real transitions of every episode,
+`[obs, executed action, raw reward, value placeholder 1e6]`, tokenized. At each planning
+step the model sees the context and the current observation, cropped to a window of at most
+`W = min(block_size, K*D - 1)` tokens that always starts at an observation's first token
+(whole transitions are dropped from the front, position embeddings restart at 0).
+
+Beam search (per episode, `B = beam_width`, `n = n_expand`, horizon H):
+
+    for t in 0..H-1:
+        tile the beams n times (`x.repeat(n, 1)`)                      # n*B rows
+        sample the a action tokens one at a time (cdf filter, top-k)
+        sample reward and value greedily; read their expected values
+        score = sum_{i<=t} gamma^i r_i + gamma^(t+1) V_t; keep the B best  # B rows
+        unless t == H-1: sample the o observation tokens greedily
+    act with the first action of the best beam, decoded through bin midpoints
+
+Two ways to get the logits of every token, with identical semantics (`PlanConfig.mode`):
+
+- "full": the reference design. Every token runs the whole cropped window through the model.
+- "cached" (default): one incremental key/value-cached step per token. The window slides by
+  one transition whenever a value token is fed and the sequence has outgrown W (at the first
+  observation token of every planned step but the last, once the context is full); all
+  positions then shift, so the window is recomputed: the context part (the same for every
+  beam of an episode) once per episode, the planned part per beam on top of it.
+
+Both modes draw their random numbers the same way: every episode has its own
+`torch.Generator`, and at the start of each plan the episode draws all the uniforms the plan
+needs (their number depends only on the config). Sampling is inverse-CDF on those uniforms,
+so a fixed seed gives the same tokens in both modes and the same actions whether episodes
+are planned one at a time or batched together. The draw is a plain categorical sample over
+all N+1 classes (stop token included); "greedy" (k = 1) is top-1 filtering followed by such a
+draw, so exact ties break at random.
+
+All beams of all episodes form one batch, rows ordered episode-major (`row = e * rows + j`).
+Episodes run in lockstep; a finished one is dropped from the batch (`Planner.drop`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from trajplan.config import PlanConfig
+from trajplan.errors import TrajplanError
+from trajplan.model import KVCache, TrajectoryGPT
+from trajplan.tokens import Discretizer
+
+VALUE_PLACEHOLDER = 1e6  # value slot of context transitions (hidden by the attention mask)
+MODES = ("cached", "full")
+
+# -- sampling ------------------------------------------------------------------------------
+
+
+def cdf_filter(logits: torch.Tensor, probs: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Give logit -1000 to every token with probability <= p* (SPEC s.5 step 2).
+
+    probs [R, V] is softmax(logits). Sort ascending and take the running sum; p* is the
+    probability at the last position where that sum is still below `threshold`, or the
+    smallest probability when there is no such position.
+    """
+    sorted_p = probs.sort(dim=-1).values  # [R, V] ascending
+    below = sorted_p.cumsum(dim=-1) < threshold
+    pos = torch.arange(probs.shape[-1], device=probs.device)
+    last = (below * pos).argmax(dim=-1, keepdim=True)  # 0 when no position is below
+    p_star = sorted_p.gather(-1, last)  # [R, 1]
+    return logits.masked_fill(probs <= p_star, -1000.0)
+
+
+def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep the k largest logits of every row (and all ties of the k-th), the rest -inf."""
+    kth = logits.topk(k, dim=-1).values[:, -1:]  # [R, 1]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def draw(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """One categorical sample per row by inverse CDF: probs [R, V] (any scale), u [R] in [0, 1).
+
+    Returns the first index whose cumulative probability exceeds `u * total`, so a class of
+    probability 0 is never drawn.
+    """
+    cum = probs.to(torch.float64).cumsum(dim=-1)  # [R, V]
+    target = (u.to(torch.float64) * cum[:, -1]).unsqueeze(1)  # [R, 1]
+    idx = torch.searchsorted(cum, target, right=True).squeeze(1)
+    return idx.clamp_max_(probs.shape[-1] - 1)
+
+
+def sample_token(
+    logits: torch.Tensor, u: torch.Tensor, k: int | None = None, cdf: float | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Filter (cdf, then top-k) and draw one token per row: logits [R, V], u [R].
+
+    Returns (tokens [R] int64, raw probabilities [R, V] of the unfiltered softmax).
+    """
+    probs = torch.softmax(logits, dim=-1)
+    if k == 1 and cdf is None:  # greedy: uniform over the maxima (top-1 filter, then draw)
+        return draw((logits == logits.amax(dim=-1, keepdim=True)).to(probs.dtype), u), probs
+    filtered = logits
+    if cdf is not None:
+        filtered = cdf_filter(filtered, probs, cdf)
+    if k is not None:
+        filtered = top_k_filter(filtered, k)
+    if filtered is logits:
+        return draw(probs, u), probs
+    return draw(torch.softmax(filtered, dim=-1), u), probs
+
+
+def beam_scores(rewards: torch.Tensor, discount: float) -> torch.Tensor:
+    """rewards [R, H+1] holding r_0..r_t, V_t, then zeros -> sum_i gamma^i * rewards[:, i]."""
+    disc = discount ** torch.arange(rewards.shape[1], device=rewards.device, dtype=rewards.dtype)
+    return rewards @ disc
+
+
+class Uniforms:
+    """The uniforms of one plan: drawn up front from every episode's generator.
+
+    u: [E, n] float64 on the planning device; `take(k)` hands out the next k numbers of every
+    episode, flattened episode-major ([E * k]).
+    """
+
+    def __init__(self, generators: Sequence[torch.Generator], n: int, device: torch.device):
+        rows = [torch.rand(n, generator=g, dtype=torch.float64) for g in generators]
+        self.u = torch.stack(rows).to(device)
+        self.offset = 0
+
+    def take(self, k: int) -> torch.Tensor:
+        u = self.u[:, self.offset : self.offset + k]
+        self.offset += k
+        return u.reshape(-1)
+
+
+def uniforms_per_plan(cfg: PlanConfig, obs_dim: int, act_dim: int) -> int:
+    """Random numbers one episode's plan consumes (actions, reward and value, observations)."""
+    nb = cfg.n_expand * cfg.beam_width
+    return cfg.horizon * nb * (act_dim + 2) + (cfg.horizon - 1) * cfg.beam_width * obs_dim
+
+
+# -- windows -------------------------------------------------------------------------------
+
+
+def window_start(length: int, window: int, transition_dim: int) -> int:
+    """First token of the model window for a sequence of `length` tokens (SPEC s.5).
+
+    Crops `length - window` tokens rounded up to whole transitions (0 when it fits).
+    """
+    over = max(length - window, 0)
+    return -(-over // transition_dim) * transition_dim
+
+
+class FullWindow:
+    """Reference logits: the whole cropped window through the model for every token.
+
+    Holds the context [E, P] and every row's planned tokens; rows are episode-major.
+    """
+
+    def __init__(self, model: TrajectoryGPT, window: int, max_planned: int) -> None:
+        self.model = model
+        self.window = window
+        self.max_planned = max_planned
+        self.D = model.transition_dim
+
+    def begin(self, ctx: torch.Tensor) -> torch.Tensor:
+        """Start a plan from the context [E, P]; returns logits [E, V] of the first action."""
+        self.ctx = ctx
+        self.n_env, self.P = ctx.shape
+        self.y = ctx.new_zeros(self.n_env, self.max_planned)  # planned tokens per row
+        self.n = 0
+        self.row_env = torch.arange(self.n_env, device=ctx.device)
+        return self._logits()
+
+    def select(self, idx: torch.Tensor, keep_state: bool = True) -> None:
+        """New row i = old row idx[i] (tile, duplicate or drop rows)."""
+        self.y = self.y.index_select(0, idx)
+        self.row_env = self.row_env.index_select(0, idx)
+
+    def push(self, tok: torch.Tensor) -> None:
+        """Append tokens [R] without computing logits."""
+        self.y[:, self.n] = tok
+        self.n += 1
+
+    def feed(self, tok: torch.Tensor) -> torch.Tensor:
+        """Append tokens [R]; returns logits [R, V] for the next token."""
+        self.push(tok)
+        return self._logits()
+
+    def planned(self) -> torch.Tensor:
+        return self.y[:, : self.n]
+
+    def _logits(self) -> torch.Tensor:
+        length = self.P + self.n
+        s = window_start(length, self.window, self.D)
+        seq = torch.cat([self.ctx.index_select(0, self.row_env), self.y[:, : self.n]], dim=1)
+        logits, _ = self.model(seq[:, s:])  # [R, T, V]
+        return logits[:, -1]
+
+
+class CachedWindow(FullWindow):
+    """Incremental logits: one cached step per token, a shared-prefix recompute per slide.
+
+    The window of every row is the episode's context part (`prefix`: batch E, computed once
+    per episode and never copied per row) followed by the row's own planned tokens (`own`:
+    batch R, positions after the prefix). When the window slides, both are recomputed: the
+    prefix at batch E, the planned part per row on top of it.
+    """
+
+    def begin(self, ctx: torch.Tensor) -> torch.Tensor:
+        self.ctx = ctx
+        self.n_env, self.P = ctx.shape
+        self.y = ctx.new_zeros(self.n_env, self.max_planned)
+        self.n = 0
+        self.pool: dict[int, list[KVCache]] = {}  # two own-caches per batch size, reused
+        self.own = self._buffer(self.n_env)
+        self.start = window_start(self.P, self.window, self.D)
+        return self._recompute()
+
+    def _buffer(self, batch: int) -> KVCache:
+        """An empty own-cache for `batch` rows whose storage is not the live one's."""
+        bufs = self.pool.setdefault(batch, [])
+        live = getattr(self, "own", None)
+        for buf in bufs:
+            if live is None or buf.k is not live.k:
+                buf.length = 0
+                return buf
+        buf = self.model.new_cache(batch, self.window, device=self.ctx.device)
+        bufs.append(buf)
+        return buf
+
+    def select(self, idx: torch.Tensor, keep_state: bool = True) -> None:
+        self.y = self.y.index_select(0, idx)
+        if not keep_state:
+            return
+        dst, n = self._buffer(idx.numel()), self.own.length
+        for d, src in ((dst.k, self.own.k), (dst.v, self.own.v)):  # copy the filled part only
+            torch.index_select(src[:, :, :, :n], 1, idx, out=d[:, :, :, :n])
+        dst.length = n
+        self.own = dst
+
+    def feed(self, tok: torch.Tensor) -> torch.Tensor:
+        self.push(tok)
+        s = window_start(self.P + self.n, self.window, self.D)
+        if s == self.start:
+            return self.model.forward_shared(tok[:, None], self.prefix, self.own, True)[:, 0]
+        self.start = s
+        return self._recompute()
+
+    def _recompute(self) -> torch.Tensor:
+        """Rebuild prefix and own caches for the window starting at self.start."""
+        model, s = self.model, self.start
+        n_shared = max(self.P - s, 0)
+        self.prefix = model.new_cache(self.n_env, max(n_shared, 1), device=self.ctx.device)
+        self.own = self._buffer(self.y.shape[0])
+        own = self.y[:, max(s - self.P, 0) : self.n]  # [R, T_own] planned part of the window
+        if own.shape[1] == 0:  # plan start: the window is all context, one row per episode
+            return model.forward_cached(self.ctx[:, s:], self.prefix, last_only=True)[:, 0]
+        if n_shared:  # context part: once per episode
+            model.forward_cached(self.ctx[:, s:], self.prefix, last_only=True)
+        return model.forward_shared(own, self.prefix, self.own, last_only=True)[:, 0]
+
+
+# -- beam search ---------------------------------------------------------------------------
+
+
+@dataclass
+class PlanResult:
+    """Best plan of every episode: tokens [E, H, D] (first row starts with the current
+    observation) and its score [E]."""
+
+    tokens: torch.Tensor
+    value: torch.Tensor
+
+
+def beam_search(
+    model: TrajectoryGPT,
+    ctx: torch.Tensor,
+    cfg: PlanConfig,
+    mids: torch.Tensor,
+    uniforms: Uniforms,
+    window: int,
+) -> PlanResult:
+    """Plan for E episodes at once: ctx [E, P] tokens (context transitions + observation).
+
+    mids [N, D] float64 bin midpoints on the device. Returns the best beam of every episode.
+    """
+    D, N = model.transition_dim, model.vocab_size  # noqa: N806
+    a = model.cfg.act_dim
+    o = model.cfg.obs_dim
+    H, B, n = cfg.horizon, cfg.beam_width, cfg.n_expand  # noqa: N806
+    E, dev = ctx.shape[0], ctx.device  # noqa: N806
+    backend_cls = CachedWindow if cfg.mode == "cached" else FullWindow
+    backend = backend_cls(model, window, H * D - o)
+    mid_r, mid_v = mids[:, D - 2], mids[:, D - 1]  # [N] each
+
+    logits = backend.begin(ctx)  # [E, V]
+    rewards = torch.zeros(E, H + 1, dtype=torch.float64, device=dev)
+    env_base = torch.arange(E, device=dev)[:, None]
+    rows = 1
+    for t in range(H):
+        # 1. tile: every episode's rows repeated n times (x.repeat(n, 1); at t = 0 the
+        # single context row becomes B copies first)
+        idx = (env_base * rows + torch.arange(n * B, device=dev) % rows).reshape(-1)
+        backend.select(idx)
+        logits, rewards = logits[idx], rewards[idx]
+        # 2. actions, one token at a time
+        for _ in range(a):
+            tok, _ = sample_token(logits, uniforms.take(n * B), cfg.k_act, cfg.cdf_act)
+            logits = backend.feed(tok)
+        # 3. reward and value, greedy, scored by their expectations under the raw softmax
+        tok_r, p_r = sample_token(logits, uniforms.take(n * B), cfg.k_rew, None)
+        logits = backend.feed(tok_r)
+        tok_v, p_v = sample_token(logits, uniforms.take(n * B), cfg.k_rew, None)
+        rewards[:, t] = p_r[:, :N].to(torch.float64) @ mid_r
+        rewards[:, t + 1] = p_v[:, :N].to(torch.float64) @ mid_v
+        # 4-5. score and keep the B best of every episode
+        values = beam_scores(rewards, cfg.discount).view(E, n * B)
+        values, best = values.topk(B, dim=1)  # [E, B], sorted descending
+        idx = (env_base * (n * B) + best).reshape(-1)
+        last = t == H - 1
+        backend.select(idx, keep_state=not last)
+        rewards, tok_v = rewards[idx], tok_v[idx]
+        rows = B
+        # 6. next observation, greedy
+        if last:
+            backend.push(tok_v)
+            break
+        logits = backend.feed(tok_v)
+        for _ in range(o):
+            tok, _ = sample_token(logits, uniforms.take(B), cfg.k_obs, cfg.cdf_obs)
+            logits = backend.feed(tok)
+    best_rows = torch.arange(E, device=dev) * B  # topk is sorted: row 0 is the argmax
+    planned = backend.planned().index_select(0, best_rows)  # [E, H*D - o]
+    tokens = torch.cat([ctx[:, -o:], planned], dim=1).view(E, H, D)
+    return PlanResult(tokens, values[:, 0])
+
+
+# -- the planner ---------------------------------------------------------------------------
+
+
+def plan_window(model: TrajectoryGPT, cfg: PlanConfig) -> int:
+    """Most tokens the model sees: max_context_transitions * D - 1, capped by its block."""
+    return min(model.block_size, cfg.max_context_transitions * model.transition_dim - 1)
+
+
+def check_plan_config(cfg: PlanConfig, model: TrajectoryGPT | None = None) -> None:
+    """Raise a one-line TrajplanError for options the beam search cannot run with.
+
+    The horizon itself has no upper limit: the window slides, so the model never sees more
+    than `plan_window` tokens however far the plan looks ahead.
+    """
+    for name in ("horizon", "beam_width", "n_expand", "max_context_transitions", "plan_freq"):
+        if getattr(cfg, name) < 1:
+            raise TrajplanError(f"plan.{name} must be at least 1, got {getattr(cfg, name)}")
+    if cfg.plan_freq > cfg.horizon:
+        raise TrajplanError(
+            f"plan.plan_freq ({cfg.plan_freq}) cannot exceed the horizon ({cfg.horizon}): "
+            "the plan has no actions beyond it"
+        )
+    if cfg.mode not in MODES:
+        raise TrajplanError(f"unknown plan mode {cfg.mode!r}: use one of {', '.join(MODES)}")
+    if not 0.0 < cfg.discount <= 1.0:
+        raise TrajplanError(f"plan.discount must be in (0, 1], got {cfg.discount}")
+    for name in ("cdf_obs", "cdf_act"):
+        p = getattr(cfg, name)
+        if p is not None and not 0.0 < p <= 1.0:
+            raise TrajplanError(f"plan.{name} must be in (0, 1] or none, got {p}")
+    if model is None:
+        return
+    n_classes = model.vocab_size + 1
+    for name in ("k_obs", "k_act", "k_rew"):
+        k = getattr(cfg, name)
+        if k is not None and not 1 <= k <= n_classes:
+            raise TrajplanError(
+                f"plan.{name} must be between 1 and {n_classes} (bins + stop) or none, got {k}"
+            )
+    D = model.transition_dim  # noqa: N806
+    if cfg.horizon > 1 and plan_window(model, cfg) < D:
+        raise TrajplanError(
+            f"the planning window ({plan_window(model, cfg)} tokens) holds less than one "
+            f"transition ({D} tokens): use max_context_transitions >= 2"
+        )
+
+
+class Planner:
+    """TT beam-search planner for E episodes in lockstep.
+
+    Usage: `reset(n_envs, seeds)`, then per env step `act(obs) -> actions`,
+    `observe(obs, actions, rewards)`, and `drop(keep)` when episodes end.
+    Observations are what the model sees (Ant: `envs.obs_view`).
+    """
+
+    def __init__(
+        self,
+        model: TrajectoryGPT,
+        discretizer: Discretizer,
+        cfg: PlanConfig | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        cfg = cfg or PlanConfig()
+        check_plan_config(cfg, model)
+        if discretizer.dim != model.transition_dim or discretizer.n_bins != model.vocab_size:
+            raise TrajplanError(
+                f"discretizer ({discretizer.dim} dims, {discretizer.n_bins} bins) does not "
+                f"match the model ({model.transition_dim} dims, {model.vocab_size} bins)"
+            )
+        self.device = torch.device(device) if device is not None else model.pos_emb.device
+        self.model = model.to(self.device).eval()
+        self.disc = discretizer
+        self.cfg = cfg
+        self.obs_dim, self.act_dim = model.cfg.obs_dim, model.cfg.act_dim
+        self.D = model.transition_dim
+        self.window = plan_window(model, cfg)
+        self.mids = torch.as_tensor(discretizer.midpoints(), device=self.device)  # [N, D] f64
+        self.n_uniforms = uniforms_per_plan(cfg, self.obs_dim, self.act_dim)
+        self.plan_seconds = 0.0
+        self.n_plans = 0
+        self.reset(1)
+
+    def reset(self, n_envs: int, seeds: Sequence[int] | None = None) -> None:
+        """Start n_envs episodes; episode e samples from a generator seeded with seeds[e]."""
+        if n_envs < 1:
+            raise TrajplanError(f"need at least one episode, got {n_envs}")
+        seeds = list(range(n_envs)) if seeds is None else [int(s) for s in seeds]
+        if len(seeds) != n_envs:
+            raise TrajplanError(f"got {len(seeds)} seeds for {n_envs} episodes")
+        self.generators = [torch.Generator().manual_seed(s) for s in seeds]
+        self.context = torch.zeros(n_envs, 0, self.D, dtype=torch.long, device=self.device)
+        self.steps = 0
+        self.plan: PlanResult | None = None
+
+    @property
+    def n_envs(self) -> int:
+        return len(self.generators)
+
+    def _check_obs(self, obs: np.ndarray) -> np.ndarray:
+        obs = np.asarray(obs, dtype=np.float64)
+        if obs.shape != (self.n_envs, self.obs_dim):
+            raise TrajplanError(
+                f"expected observations of shape ({self.n_envs}, {self.obs_dim}), got {obs.shape}"
+            )
+        return obs
+
+    @torch.inference_mode()
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """Observations [E, o] -> actions [E, a] (float64 bin midpoints)."""
+        obs = self._check_obs(obs)
+        row = self.steps % self.cfg.plan_freq
+        if row == 0:
+            obs_tok = torch.as_tensor(
+                self.disc.discretize(obs, dims=slice(0, self.obs_dim)), device=self.device
+            )  # [E, o]
+            ctx = torch.cat([self.context.flatten(1), obs_tok], dim=1)  # [E, P]
+            t0 = time.perf_counter()
+            uniforms = Uniforms(self.generators, self.n_uniforms, self.device)
+            self.plan = beam_search(self.model, ctx, self.cfg, self.mids, uniforms, self.window)
+            assert uniforms.offset == self.n_uniforms, "plan consumed an unexpected draw count"
+            self.plan_seconds += time.perf_counter() - t0
+            self.n_plans += 1
+        assert self.plan is not None
+        o, a = self.obs_dim, self.act_dim
+        act_tok = self.plan.tokens[:, row, o : o + a].cpu().numpy()
+        return self.disc.reconstruct(act_tok, dims=slice(o, o + a))
+
+    def observe(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray) -> None:
+        """Add the executed transitions (obs before the step, action, raw reward) to the context."""
+        obs = self._check_obs(obs)
+        actions = np.asarray(actions, dtype=np.float64).reshape(self.n_envs, self.act_dim)
+        rewards = np.asarray(rewards, dtype=np.float64).reshape(self.n_envs, 1)
+        placeholder = np.full_like(rewards, VALUE_PLACEHOLDER)
+        trans = np.concatenate([obs, actions, rewards, placeholder], axis=1)  # [E, D]
+        tok = torch.as_tensor(self.disc.discretize(trans), device=self.device)
+        keep = self.cfg.max_context_transitions
+        self.context = torch.cat([self.context, tok[:, None]], dim=1)[:, -keep:]
+        self.steps += 1
+
+    def drop(self, keep: np.ndarray | Sequence[bool]) -> None:
+        """Keep only the episodes where keep[e] is true (the others have ended)."""
+        keep = np.asarray(keep, dtype=bool)
+        if keep.shape != (self.n_envs,):
+            raise TrajplanError(f"keep mask of shape {keep.shape} for {self.n_envs} episodes")
+        idx = torch.as_tensor(np.flatnonzero(keep), device=self.device)
+        self.generators = [g for g, k in zip(self.generators, keep, strict=True) if k]
+        self.context = self.context.index_select(0, idx)
+        if self.plan is not None:
+            self.plan = PlanResult(
+                self.plan.tokens.index_select(0, idx), self.plan.value.index_select(0, idx)
+            )
+
+    @property
+    def ms_per_plan(self) -> float:
+        return 1000.0 * self.plan_seconds / max(self.n_plans, 1)
