@@ -265,10 +265,38 @@ def check_policy_fits(actor: Actor, env: gym.Env, source: str) -> None:
         )
 
 
-def planner_policy(run_dir: Path, env_name: str) -> Policy:
-    """Hook for a trained trajplan planner as behaviour policy (a checkpoint directory).
+class PlannerPolicy:
+    """A trajplan planner (`trajplan.plan.Planner`) as a one-episode-at-a-time `Policy`.
 
-    Filled in once `trajplan.plan` offers a per-step planner with `reset(seed)` / `act(obs)`.
+    The planner keeps a context of executed transitions, which `observe` feeds it; it sees
+    the model's view of the observation (Ant: the first 27 dims, `obs_keep`).
+    """
+
+    name = "trajplan-planner"
+
+    def __init__(self, planner: Any, obs_keep: int | None = None) -> None:
+        self.planner = planner
+        self.obs_keep = obs_keep
+
+    def _view(self, obs: np.ndarray) -> np.ndarray:
+        obs = np.asarray(obs, dtype=np.float64)
+        return (obs[: self.obs_keep] if self.obs_keep else obs)[None]  # [1, o]
+
+    def reset(self, seed: int | None) -> None:
+        self.planner.reset(1, [0 if seed is None else seed])
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        return self.planner.act(self._view(obs))[0]
+
+    def observe(self, obs: np.ndarray, action: np.ndarray, reward: float) -> None:
+        self.planner.observe(self._view(obs), np.asarray(action)[None], np.array([reward]))
+
+
+def planner_policy(run_dir: Path, env_name: str) -> Policy:
+    """A trained trajplan run directory as behaviour policy (wraps it in `PlannerPolicy`).
+
+    Needs a checkpoint loader (model + discretizer + plan config) from the training module,
+    which does not exist yet: until then this is a clear error.
     """
     raise TrajplanError(
         f"{run_dir} is a directory: collecting with a trajplan planner checkpoint is not "
