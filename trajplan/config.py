@@ -65,6 +65,7 @@ class TrainConfig:
     n_epochs_ref: int = 50  # epochs = int(1e6 / n_windows * n_epochs_ref)
     epochs: int | None = None  # overrides the rule above
     max_steps: int | None = None  # stop after this many optimizer steps (quick runs)
+    time_limit_s: float | None = None  # stop (and checkpoint) after this much training time
     warmup_mult: float = 1.0  # warmup tokens = warmup_mult * n_windows * block_size
     final_mult: float = 20.0  # final tokens = final_mult * n_windows * block_size
     clamp_schedule: bool = False  # False: the reference's unclamped cosine (rises again)
