@@ -147,11 +147,12 @@ def shared_prefix_attention(
     r = R // E
     kp = prefix.k[layer, :, :, :Lp]  # [E, H, Lp, hd]
     vp = prefix.v[layer, :, :, :Lp]
+    q = q * hd**-0.5
     qe = q.view(E, r, H, T, hd).transpose(1, 2).reshape(E, H, r * T, hd)
     att_p = torch.matmul(qe, kp.transpose(-1, -2))  # [E, H, r*T, Lp]
     att_p = att_p.view(E, H, r, T, Lp).transpose(1, 2).reshape(R, H, T, Lp)
     att = torch.cat([att_p, torch.matmul(q, k.transpose(-1, -2))], dim=-1)  # [R, H, T, Lp+S]
-    att = (att * hd**-0.5).masked_fill_(~mask, float("-inf")).softmax(dim=-1)
+    att = att.masked_fill_(~mask, float("-inf")).softmax(dim=-1)
     w_p, w_own = att.split([Lp, k.shape[2]], dim=-1)
     w_p = w_p.reshape(E, r, H, T, Lp).transpose(1, 2).reshape(E, H, r * T, Lp)
     y_p = torch.matmul(w_p, vp).view(E, H, r, T, hd).transpose(1, 2).reshape(R, H, T, hd)
@@ -244,6 +245,8 @@ class TrajectoryGPT(nn.Module):
     def _head(self, x: torch.Tensor, start: int) -> torch.Tensor:
         """Hidden states [B, T, C] at positions start.. -> logits [B, T, N+1]."""
         T = x.shape[1]  # noqa: N806
+        if T == 1:  # one position (incremental decoding): a single head
+            return F.linear(x, self.head[start % self.transition_dim])
         dims = torch.arange(start, start + T, device=x.device) % self.transition_dim
         if start == 0 and T % self.transition_dim == 0:  # whole transitions: one einsum
             D = self.transition_dim  # noqa: N806

@@ -158,11 +158,18 @@ class FullWindow:
     Holds the context [E, P] and every row's planned tokens; rows are episode-major.
     """
 
-    def __init__(self, model: TrajectoryGPT, window: int, max_planned: int) -> None:
+    def __init__(
+        self,
+        model: TrajectoryGPT,
+        window: int,
+        max_planned: int,
+        pool: dict[int, list[KVCache]] | None = None,
+    ) -> None:
         self.model = model
         self.window = window
         self.max_planned = max_planned
         self.D = model.transition_dim
+        self.pool = {} if pool is None else pool  # reusable caches by batch size (cached mode)
 
     def begin(self, ctx: torch.Tensor) -> torch.Tensor:
         """Start a plan from the context [E, P]; returns logits [E, V] of the first action."""
@@ -208,22 +215,23 @@ class CachedWindow(FullWindow):
     prefix at batch E, the planned part per row on top of it.
     """
 
+    share_ancestors = True
+
     def begin(self, ctx: torch.Tensor) -> torch.Tensor:
         self.ctx = ctx
         self.n_env, self.P = ctx.shape
         self.y = ctx.new_zeros(self.n_env, self.max_planned)
         self.n = 0
-        self.pool: dict[int, list[KVCache]] = {}  # two own-caches per batch size, reused
+        self.own = None
         self.own = self._buffer(self.n_env)
         self.start = window_start(self.P, self.window, self.D)
         return self._recompute()
 
     def _buffer(self, batch: int) -> KVCache:
         """An empty own-cache for `batch` rows whose storage is not the live one's."""
-        bufs = self.pool.setdefault(batch, [])
-        live = getattr(self, "own", None)
+        bufs = self.pool.setdefault(batch, [])  # at most two per batch size: live and free
         for buf in bufs:
-            if live is None or buf.k is not live.k:
+            if self.own is None or buf.k is not self.own.k:
                 buf.length = 0
                 return buf
         buf = self.model.new_cache(batch, self.window, device=self.ctx.device)
@@ -253,13 +261,69 @@ class CachedWindow(FullWindow):
         model, s = self.model, self.start
         n_shared = max(self.P - s, 0)
         self.prefix = model.new_cache(self.n_env, max(n_shared, 1), device=self.ctx.device)
-        self.own = self._buffer(self.y.shape[0])
-        own = self.y[:, max(s - self.P, 0) : self.n]  # [R, T_own] planned part of the window
-        if own.shape[1] == 0:  # plan start: the window is all context, one row per episode
+        first = max(s - self.P, 0)  # first planned token inside the window
+        if first == self.n:  # plan start: the window is all context, one row per episode
+            self.own = self._buffer(self.n_env)
             return model.forward_cached(self.ctx[:, s:], self.prefix, last_only=True)[:, 0]
         if n_shared:  # context part: once per episode
             model.forward_cached(self.ctx[:, s:], self.prefix, last_only=True)
-        return model.forward_shared(own, self.prefix, self.own, last_only=True)[:, 0]
+        if not self.share_ancestors:
+            self.own = self._buffer(self.y.shape[0])
+            own = self.y[:, first : self.n]
+            return model.forward_shared(own, self.prefix, self.own, last_only=True)[:, 0]
+        return self._recompute_planned(first)
+
+    def _recompute_planned(self, first: int) -> torch.Tensor:
+        """Recompute the planned part y[:, first:n] of every row's window, sharing work.
+
+        Beams descend from common ancestors, so rows often agree on a prefix of their planned
+        tokens. Level by level (one planned transition each), only distinct prefixes are
+        computed, on top of their parent prefix's keys and values; the result is then spread
+        to the rows. Identical inputs give identical keys, so this equals the per-row
+        recompute.
+        """
+        model, y, E = self.model, self.y, self.n_env  # noqa: N806
+        R, length = y.shape[0], self.n - first  # noqa: N806
+        bounds = [b for b in range(self.D, self.n, self.D) if b > first] + [self.n]
+        level: KVCache | None = None
+        slot_prev: torch.Tensor | None = None
+        prev = first
+        for b in bounds:
+            slot, rep = distinct_rows(y[:, first:b], E)  # row -> slot, slot -> a row
+            cache = model.new_cache(rep.numel(), length, device=y.device)
+            if level is not None and slot_prev is not None:  # keys of the parent prefixes
+                parent, n = slot_prev.index_select(0, rep), level.length
+                for dst, src in ((cache.k, level.k), (cache.v, level.v)):
+                    torch.index_select(src[:, :, :, :n], 1, parent, out=dst[:, :, :, :n])
+                cache.length = n
+            logits = model.forward_shared(y[rep, prev:b], self.prefix, cache, last_only=True)
+            level, slot_prev, prev = cache, slot, b
+        assert level is not None and slot_prev is not None
+        self.own = self._buffer(R)
+        for dst, src in ((self.own.k, level.k), (self.own.v, level.v)):
+            torch.index_select(src, 1, slot_prev, out=dst[:, :, :, :length])
+        self.own.length = length
+        return logits[:, 0].index_select(0, slot_prev)
+
+
+def distinct_rows(keys: torch.Tensor, n_env: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Group equal rows of keys [R, L] within each episode (rows episode-major).
+
+    Returns slot [R] (row -> slot, episode e owns slots e*U .. e*U+U-1, U = most distinct rows
+    of any episode) and rep [E*U] (slot -> one row holding it; unused slots repeat a row of
+    their episode), so that keys[rep][slot] == keys.
+    """
+    R = keys.shape[0]  # noqa: N806
+    r = R // n_env
+    env = torch.arange(R, device=keys.device) // r
+    uniq, inv = torch.unique(torch.cat([env[:, None], keys], 1), dim=0, return_inverse=True)
+    counts = torch.bincount(uniq[:, 0], minlength=n_env)  # distinct rows per episode
+    U = int(counts.max())  # noqa: N806
+    first = torch.cumsum(counts, 0) - counts  # index of each episode's first distinct row
+    slot = env * U + (inv - first[env])
+    rep = (torch.arange(n_env, device=keys.device) * r).repeat_interleave(U)
+    rep[slot] = torch.arange(R, device=keys.device)  # any row of a slot will do: all equal
+    return slot, rep
 
 
 # -- beam search ---------------------------------------------------------------------------
@@ -281,10 +345,12 @@ def beam_search(
     mids: torch.Tensor,
     uniforms: Uniforms,
     window: int,
+    pool: dict[int, list[KVCache]] | None = None,
 ) -> PlanResult:
     """Plan for E episodes at once: ctx [E, P] tokens (context transitions + observation).
 
-    mids [N, D] float64 bin midpoints on the device. Returns the best beam of every episode.
+    mids [N, D] float64 bin midpoints on the device; pool: key/value buffers to reuse across
+    plans (cached mode). Returns the best beam of every episode.
     """
     D, N = model.transition_dim, model.vocab_size  # noqa: N806
     a = model.cfg.act_dim
@@ -292,7 +358,7 @@ def beam_search(
     H, B, n = cfg.horizon, cfg.beam_width, cfg.n_expand  # noqa: N806
     E, dev = ctx.shape[0], ctx.device  # noqa: N806
     backend_cls = CachedWindow if cfg.mode == "cached" else FullWindow
-    backend = backend_cls(model, window, H * D - o)
+    backend = backend_cls(model, window, H * D - o, pool)
     mid_r, mid_v = mids[:, D - 2], mids[:, D - 1]  # [N] each
 
     logits = backend.begin(ctx)  # [E, V]
@@ -415,6 +481,7 @@ class Planner:
         self.window = plan_window(model, cfg)
         self.mids = torch.as_tensor(discretizer.midpoints(), device=self.device)  # [N, D] f64
         self.n_uniforms = uniforms_per_plan(cfg, self.obs_dim, self.act_dim)
+        self._pool: dict[int, list[KVCache]] = {}  # key/value buffers reused by every plan
         self.plan_seconds = 0.0
         self.n_plans = 0
         self.reset(1)
@@ -455,7 +522,9 @@ class Planner:
             ctx = torch.cat([self.context.flatten(1), obs_tok], dim=1)  # [E, P]
             t0 = time.perf_counter()
             uniforms = Uniforms(self.generators, self.n_uniforms, self.device)
-            self.plan = beam_search(self.model, ctx, self.cfg, self.mids, uniforms, self.window)
+            self.plan = beam_search(
+                self.model, ctx, self.cfg, self.mids, uniforms, self.window, self._pool
+            )
             assert uniforms.offset == self.n_uniforms, "plan consumed an unexpected draw count"
             self.plan_seconds += time.perf_counter() - t0
             self.n_plans += 1
