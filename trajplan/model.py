@@ -29,6 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from trajplan.config import ModelConfig
+from trajplan.kernels import Dropout, blocked_attention, causal_bias
 
 
 def attention_mask(block_size: int, transition_dim: int) -> torch.Tensor:
@@ -96,7 +97,7 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd)
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd)
         self.attn_drop = cfg.dropout
-        self.resid_drop = nn.Dropout(cfg.dropout)
+        self.resid_drop = Dropout(cfg.dropout)
 
     def forward(
         self,
@@ -120,6 +121,17 @@ class CausalSelfAttention(nn.Module):
             v = cache.v[layer, :, :, : start + T]
         if prefix is not None and prefix.length > 0:
             y = shared_prefix_attention(q, k, v, prefix, layer, mask)
+        elif self.training and self.attn_drop > 0 and cache is None and x.device.type == "cpu":
+            # SDPA with dropout has no fused CPU kernel: see trajplan.kernels
+            hd = C // H
+            bias = causal_bias(mask, q.dtype)  # [T, T]
+            y = blocked_attention(
+                q.reshape(B * H, T, hd),
+                k.reshape(B * H, T, hd),
+                v.reshape(B * H, T, hd),
+                bias,
+                self.attn_drop,
+            ).view(B, H, T, hd)
         else:
             y = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, dropout_p=self.attn_drop if self.training else 0.0
@@ -164,7 +176,7 @@ class MLP(nn.Module):
         super().__init__()
         self.fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd)
         self.proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.drop(self.proj(F.gelu(self.fc(x))))  # exact (erf) GELU
@@ -205,7 +217,7 @@ class TrajectoryGPT(nn.Module):
         self.stop_token = N * D  # embedding row of the stop token
         self.tok_emb = nn.Embedding(N * D + 1, C)
         self.pos_emb = nn.Parameter(torch.zeros(cfg.block_size, C))
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(C)
         self.head = nn.Parameter(torch.empty(D, N + 1, C))  # one bias-free map per dimension

@@ -1,0 +1,88 @@
+"""CPU training kernels: blocked attention and dropout equal the plain formulas."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from trajplan.config import ModelConfig
+from trajplan.kernels import blocked_attention, causal_bias, dropout, keep_mask
+from trajplan.model import TrajectoryGPT, attention_mask
+
+
+def explicit_attention(q, k, v, bias, keep=None, p=0.0):  # noqa: ANN001, ANN201
+    att = (q @ k.transpose(1, 2)) / math.sqrt(q.shape[-1]) + bias
+    att = att.softmax(-1)
+    if keep is not None:
+        att = att * keep / (1 - p)
+    return att @ v
+
+
+@pytest.mark.parametrize(("t", "n_blocks", "chunk"), [(29, 3, 4), (24, 1, 8), (7, 4, 3)])
+@pytest.mark.parametrize("p", [0.0, 0.25])
+def test_blocked_attention_equals_explicit(t: int, n_blocks: int, chunk: int, p: float) -> None:
+    """Forward and all three gradients, with a fixed dropout mask, in float64."""
+    g = torch.Generator().manual_seed(t)
+    n, hd = 10, 8
+    q, k, v = (torch.randn(n, t, hd, generator=g, dtype=torch.float64) for _ in range(3))
+    bias = causal_bias(attention_mask(t, 4), torch.float64)  # causal + value tokens hidden
+    keep = torch.rand(n, t, t, generator=g) >= p if p else None
+    dout = torch.randn(n, t, hd, generator=g, dtype=torch.float64)
+
+    leaves = [x.clone().requires_grad_() for x in (q, k, v)]
+    ours = blocked_attention(*leaves, bias, p, keep, chunk=chunk, n_blocks=n_blocks)
+    ours.backward(dout)
+    ref_leaves = [x.clone().requires_grad_() for x in (q, k, v)]
+    ref = explicit_attention(*ref_leaves, bias, None if keep is None else keep.double(), p)
+    ref.backward(dout)
+    torch.testing.assert_close(ours, ref)
+    for a, b in zip(leaves, ref_leaves, strict=True):
+        torch.testing.assert_close(a.grad, b.grad)
+
+
+def test_keep_mask_rate_and_dropout_scale() -> None:
+    torch.manual_seed(0)
+    keep = keep_mask((400, 1000), 0.1)
+    assert keep.dtype == torch.bool
+    assert abs(keep.float().mean().item() - 0.9) < 0.003  # 400k draws: sd ~0.0005
+    x = torch.ones(200, 1000, requires_grad=True)
+    y = dropout(x, 0.25, training=True)
+    assert sorted(y.unique().tolist()) == [0.0, pytest.approx(1 / 0.75)]
+    assert abs((y == 0).float().mean().item() - 0.25) < 0.005
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, y.detach())  # d(x * mask * s)/dx = mask * s = y here
+    assert dropout(x, 0.25, training=False) is x
+
+
+def test_keep_mask_follows_torch_seed() -> None:
+    torch.manual_seed(3)
+    a = keep_mask((50, 50), 0.5)
+    torch.manual_seed(3)
+    assert torch.equal(a, keep_mask((50, 50), 0.5))
+
+
+def test_model_cpu_training_path_equals_sdpa_path() -> None:
+    """With dropout disabled at run time, the blocked CPU path gives SDPA's loss and grads."""
+    cfg = ModelConfig(obs_dim=3, act_dim=2, vocab_size=7, block_size=4 * 7 - 1, n_embd=16)
+    cfg.n_head, cfg.n_layer, cfg.dropout = 2, 2, 0.1
+    torch.manual_seed(0)
+    model = TrajectoryGPT(cfg).double()
+    idx = torch.randint(0, 8, (3, 27))
+    tgt = torch.randint(0, 8, (3, 27))
+    grads = []
+    for use_blocked in (True, False):
+        model.zero_grad()
+        model.train()
+        for m in model.modules():  # dropout off everywhere; attn_drop steers the path
+            if hasattr(m, "p"):
+                m.p = 0.0
+            if hasattr(m, "attn_drop"):
+                m.attn_drop = 1e-12 if use_blocked else 0.0
+        _, loss = model(idx, tgt)
+        loss.backward()
+        grads.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    for a, b in zip(grads[0][1], grads[1][1], strict=True):
+        torch.testing.assert_close(a, b)
