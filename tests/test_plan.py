@@ -247,6 +247,21 @@ def test_cached_equals_full_random_model(cfg: PlanConfig) -> None:
     assert len({f[0].tobytes() for f in full}) == len(full) // cfg.plan_freq
 
 
+@pytest.mark.parametrize("horizon", [2, 4])
+def test_grow_window_cached_equals_full_and_differs_from_slide(horizon: int) -> None:
+    """The "grow" window keeps the plan's start and slides only past the block (63 tokens)."""
+    model, disc = random_model(seed=6, transitions=4), random_discretizer(6)
+    cfg = PlanConfig(horizon=horizon, beam_width=4, n_expand=2, max_context_transitions=2,
+                     window="grow")  # fmt: skip
+    obs, rew = episode_data(5, 1, seed=7)
+    full = play(model, disc, dataclasses.replace(cfg, mode="full"), obs, rew, [1])
+    cached = play(model, disc, cfg, obs, rew, [1])
+    for (tf, vf, _), (tc, vc, _) in zip(full, cached, strict=True):
+        assert (tf == tc).all() and vf == pytest.approx(vc, abs=1e-9)
+    slide = play(model, disc, dataclasses.replace(cfg, window="slide"), obs, rew, [1])
+    assert any((g[0] != s[0]).any() for g, s in zip(cached, slide, strict=True))
+
+
 def test_cached_equals_full_trained_model(trained) -> None:  # noqa: ANN001
     model, disc, pool = trained
     cfg = PlanConfig(horizon=4, beam_width=6, n_expand=2, max_context_transitions=3)
@@ -352,6 +367,7 @@ def test_uniform_count_matches_the_search() -> None:
         ({"horizon": 0}, "horizon must be at least 1"),
         ({"n_expand": 0}, "n_expand must be at least 1"),
         ({"mode": "fast"}, "unknown plan mode"),
+        ({"window": "wide"}, "unknown plan window"),
         ({"cdf_act": 1.5}, "cdf_act must be in"),
         ({"cdf_act": 0.0}, "cdf_act must be in"),
         ({"k_act": 0}, "k_act must be between 1 and 21"),

@@ -172,6 +172,252 @@ def data_from_replay(
     console.print(f"wrote dataset [bold]{dataset_id}[/] to {path}")
 
 
+# -- plan / eval (trajplan.plan, trajplan.evaluate) ----------------------------------------------
+
+_PLAN_HELP = "Planning (defaults: the run's own plan config, SPEC s.5)"
+
+
+def _plan_options(
+    horizon: int | None,
+    beam_width: int | None,
+    n_expand: int | None,
+    cdf_act: float | None,
+    k_act: int | None,
+    context: int | None,
+    plan_freq: int | None,
+    mode: str | None,
+    window: str | None,
+) -> dict:
+    return {
+        "window": window,
+        "horizon": horizon,
+        "beam_width": beam_width,
+        "n_expand": n_expand,
+        "cdf_act": cdf_act,
+        "k_act": k_act,
+        "max_context_transitions": context,
+        "plan_freq": plan_freq,
+        "mode": mode,
+    }
+
+
+_HORIZON = typer.Option(
+    None, help="Planned steps per plan (SPEC default 15).", rich_help_panel=_PLAN_HELP
+)
+_BEAM = typer.Option(None, help="Beams kept after every step (128).", rich_help_panel=_PLAN_HELP)
+_EXPAND = typer.Option(
+    None, help="Copies of each beam before sampling actions (2).", rich_help_panel=_PLAN_HELP
+)
+_CDF_ACT = typer.Option(
+    None, help="Action cdf filter threshold in (0, 1] (0.6).", rich_help_panel=_PLAN_HELP
+)
+_K_ACT = typer.Option(None, help="Top-k filter for actions (none).", rich_help_panel=_PLAN_HELP)
+_CONTEXT = typer.Option(
+    None, help="Past transitions kept as context (5).", rich_help_panel=_PLAN_HELP
+)
+_PLAN_FREQ = typer.Option(None, help="Replan every N env steps (1).", rich_help_panel=_PLAN_HELP)
+_WINDOW = typer.Option(
+    None,
+    help="slide (reference) or grow: keep the plan's window start, slide only past the "
+    "model's block (faster, not the published semantics).",
+    rich_help_panel=_PLAN_HELP,
+)
+_MODE = typer.Option(
+    None,
+    help="cached (fast, exact) or full (reference: whole window per token).",
+    rich_help_panel=_PLAN_HELP,
+)
+
+
+def _score_text(score: float | None) -> str:
+    return "-" if score is None else f"{score:.1f}"
+
+
+@app.command()
+def plan(
+    env: str = typer.Option(
+        None,
+        help="Env (halfcheetah, hopper, ...). Without --checkpoint, "
+        "its newest trained run under --runs is used.",
+    ),
+    checkpoint: str = typer.Option(None, help="Run directory of a trained model."),
+    runs: str = typer.Option("runs", help="Where trained runs live."),
+    seed: int = typer.Option(0, help="Env reset seed and planner seed: same seed, same episode."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    max_steps: int = typer.Option(
+        None, help="Stop after this many steps (a quick look: not comparable to 1000-step scores)."
+    ),
+    video: str = typer.Option(
+        None,
+        help="Write an mp4 of the episode (needs trajplan[video] and "
+        "a headless GL: MUJOCO_GL=egl or osmesa).",
+    ),
+    out: str = typer.Option(None, help="Rollout JSON (default: RUN/plan-seed{SEED}.json)."),
+    horizon: int = _HORIZON,
+    beam_width: int = _BEAM,
+    n_expand: int = _EXPAND,
+    cdf_act: float = _CDF_ACT,
+    k_act: int = _K_ACT,
+    context: int = _CONTEXT,
+    plan_freq: int = _PLAN_FREQ,
+    mode: str = _MODE,
+    window: str = _WINDOW,
+) -> None:
+    """Plan one episode with a trained model, showing every step live.
+
+    Example: trajplan plan --env halfcheetah --horizon 5 --beam-width 32
+    """
+    from pathlib import Path
+
+    from rich.live import Live
+    from rich.table import Table
+
+    from trajplan.checkpoint import load_checkpoint
+    from trajplan.evaluate import (
+        check_rendering,
+        prepare_rendering,
+        resolve_run,
+        run_episodes,
+        with_overrides,
+        write_video,
+    )
+
+    run_dir = resolve_run(checkpoint, env, runs)
+    if video:
+        prepare_rendering()
+    ckpt = load_checkpoint(run_dir, device=device)
+    env_name = env or ckpt.env
+    opts = _plan_options(
+        horizon, beam_width, n_expand, cdf_act, k_act, context, plan_freq, mode, window
+    )
+    cfg = with_overrides(ckpt.config.plan, **opts)
+    if video:
+        check_rendering(env_name)
+    frames: list = [] if video else None  # type: ignore[assignment]
+
+    def view(info) -> Table:  # noqa: ANN001
+        table = Table(title=f"{env_name} seed {seed} ({run_dir.name})", min_width=60)
+        for col in ("step", "reward", "return", "score", "ms/step"):
+            table.add_column(col, justify="right")
+        table.add_row(
+            str(info.t + 1),
+            f"{info.rewards[0]:.2f}",
+            f"{info.returns[0]:.1f}",
+            _score_text(info.scores[0]),
+            f"{info.ms_per_step:.0f}",
+        )
+        return table
+
+    console.print(
+        f"[bold]{run_dir}[/]: horizon {cfg.horizon}, beam {cfg.beam_width}, mode {cfg.mode}",
+        highlight=False,
+    )
+    with Live(console=console, auto_refresh=False) as live:
+        result = run_episodes(
+            ckpt,
+            env_name,
+            1,
+            seed,
+            cfg,
+            max_steps,
+            ckpt.model.pos_emb.device,
+            progress=False,
+            on_step=lambda info: live.update(view(info), refresh=True),
+            frames=frames,
+        )
+    if not console.is_terminal:
+        console.line()  # the live table leaves the cursor at its end
+    ep = result.episodes[0]
+    path = Path(out) if out else run_dir / f"plan-seed{seed}.json"
+    from trajplan.runtime import write_json
+
+    write_json(path, result.to_dict())
+    console.print(
+        f"return {ep.ret:.1f}, score {_score_text(ep.score)} ({result.refs.source}), "
+        f"{ep.length} steps, {result.ms_per_step:.0f} ms/step -> {path}",
+        highlight=False,
+    )
+    if max_steps is not None:
+        console.print(f"[yellow]capped at {max_steps} steps: not comparable to full-length scores")
+    if video:
+        write_video(frames, video, fps=30)
+        console.print(f"video -> {video}")
+
+
+@app.command("eval")
+def eval_cmd(
+    checkpoints: list[str] = typer.Argument(None, help="Run directories to evaluate."),
+    checkpoint: list[str] = typer.Option(None, help="A run directory (repeatable)."),
+    env: str = typer.Option(None, help="Without checkpoints: the newest run for this env."),
+    runs: str = typer.Option("runs", help="Where trained runs live."),
+    episodes: int = typer.Option(10, help="Episodes per checkpoint, seeds SEED..SEED+N-1."),
+    seed: int = typer.Option(0, help="First episode seed (env reset and planner)."),
+    episode_steps: int = typer.Option(
+        None, help="Cap episodes at N steps (quick look: not comparable to full-length scores)."
+    ),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    out: str = typer.Option(None, help="Output folder (default: RUN/eval); one subfolder per run."),
+    horizon: int = _HORIZON,
+    beam_width: int = _BEAM,
+    n_expand: int = _EXPAND,
+    cdf_act: float = _CDF_ACT,
+    k_act: int = _K_ACT,
+    context: int = _CONTEXT,
+    plan_freq: int = _PLAN_FREQ,
+    mode: str = _MODE,
+    window: str = _WINDOW,
+) -> None:
+    """Evaluate trained models: N episodes each, planned together, with normalized scores.
+
+    Writes eval.json (every episode + summary) and eval.png per checkpoint.
+    Example: trajplan eval runs/halfcheetah-medium-2024... --episodes 10
+    """
+    from pathlib import Path
+
+    from rich.table import Table
+
+    from trajplan.checkpoint import load_checkpoint
+    from trajplan.evaluate import resolve_run, run_episodes, save_eval, with_overrides
+
+    dirs = [*(checkpoints or []), *(checkpoint or [])]
+    run_dirs = [resolve_run(d, None, runs) for d in dirs] or [resolve_run(None, env, runs)]
+    opts = _plan_options(
+        horizon, beam_width, n_expand, cdf_act, k_act, context, plan_freq, mode, window
+    )
+    table = Table(title="trajplan eval")
+    for col in ("run", "env", "episodes", "return", "score", "reference", "ms/step"):
+        table.add_column(col)
+    paths = []
+    for run_dir in run_dirs:
+        ckpt = load_checkpoint(run_dir, device=device)
+        cfg = with_overrides(ckpt.config.plan, **opts)
+        result = run_episodes(
+            ckpt, env, episodes, seed, cfg, episode_steps, ckpt.model.pos_emb.device
+        )
+        dest = Path(out) / run_dir.name if out else run_dir / "eval"
+        path = save_eval(result, dest, run_dir / "metrics.jsonl")
+        s = result.summary()
+        se = s["return_stderr"]
+        ret = f"{s['return_mean']:.1f}" + ("" if se is None else f" ± {se:.1f}")
+        score = _score_text(s["score_mean"])
+        if s["score_stderr"] is not None:
+            score += f" ± {s['score_stderr']:.1f}"
+        ref = s["ref_source"] + ("" if s["comparable"] else f", capped at {episode_steps}")
+        table.add_row(
+            run_dir.name,
+            result.env,
+            str(s["episodes"]),
+            ret,
+            score,
+            ref,
+            f"{s['ms_per_step']:.0f}",
+        )
+        paths.append(path)
+    console.print(table)
+    for path in paths:
+        console.print(f"wrote {path} and {path.with_suffix('.png').name}", highlight=False)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point."""
     try:

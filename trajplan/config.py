@@ -92,6 +92,7 @@ class PlanConfig:
     discount: float = 0.99
     plan_freq: int = 1  # replan every this many env steps
     mode: str = "cached"  # "cached" (exact, fast) or "full" (whole window per token)
+    window: str = "slide"  # "slide" (reference) or "grow" (slide only past the block; faster)
 
 
 @dataclass

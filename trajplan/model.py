@@ -355,6 +355,8 @@ class TrajectoryGPT(nn.Module):
         equals forward_cached on a cache holding the prefix copied into every row, without
         the copy (the planner's beams share their context this way).
         """
+        if idx.shape[1] == 1 and not self.training:
+            return self.decode_step(idx[:, 0], prefix, cache)[:, None]
         if prefix.length == 0:
             return self.forward_cached(idx, cache, last_only)
         R, n = idx.shape  # noqa: N806
@@ -374,3 +376,51 @@ class TrajectoryGPT(nn.Module):
         if last_only:
             x, start = x[:, -1:], start + n - 1
         return self._head(self.ln_f(x), start)
+
+    def decode_step(self, tok: torch.Tensor, prefix: KVCache, cache: KVCache) -> torch.Tensor:
+        """One token per row (tok [R]) after prefix + own cache -> logits [R, N+1] (eval only).
+
+        The same arithmetic as forward_shared with n = 1, in about half the tensor ops: a
+        decoding step's cost is mostly per-op overhead at planning batch sizes.
+        """
+        R, E = tok.shape[0], prefix.batch_size  # noqa: N806
+        cfg = self.cfg
+        H, C = cfg.n_head, cfg.n_embd  # noqa: N806
+        hd, r, Lp, own = C // H, R // E, prefix.length, cache.length  # noqa: N806
+        pos = Lp + own
+        if pos >= self.block_size or own >= cache.capacity or R != cache.batch_size or R % E:
+            raise ValueError(f"cannot decode position {pos} for {R} rows in this cache")
+        d = pos % self.transition_dim
+        emb_idx = torch.where(tok == self.vocab_size, self.stop_token, tok + d * self.vocab_size)
+        x = self.tok_emb(emb_idx) + self.pos_emb[pos]  # [R, C]
+        keep = self.mask[pos, : pos + 1]  # [Lp + own + 1] keys this position may attend to
+        hide = ~keep
+        for i, blk in enumerate(self.blocks):
+            attn, mlp, ln1, ln2 = blk.attn, blk.mlp, blk.ln1, blk.ln2
+            h = F.layer_norm(x, (C,), ln1.weight, ln1.bias, ln1.eps)
+            q, k, v = F.linear(h, attn.qkv.weight, attn.qkv.bias).view(R, 3, H, hd).unbind(1)
+            cache.k[i, :, :, own] = k
+            cache.v[i, :, :, own] = v
+            k_own = cache.k[i, :, :, : own + 1]  # [R, H, S, hd]
+            v_own = cache.v[i, :, :, : own + 1]
+            q = (q * hd**-0.5).unsqueeze(2)  # [R, H, 1, hd]
+            att_own = torch.matmul(q, k_own.transpose(-1, -2))  # [R, H, 1, S]
+            if Lp:
+                qe = q.view(E, r, H, hd).transpose(1, 2)  # [E, H, r, hd]
+                att_p = torch.matmul(qe, prefix.k[i, :, :, :Lp].transpose(-1, -2))  # [E,H,r,Lp]
+                att_o = att_own.view(E, r, H, -1).transpose(1, 2)  # [E, H, r, S]
+                att = torch.cat([att_p, att_o], dim=-1).masked_fill_(hide, float("-inf"))
+                att = att.softmax(dim=-1)  # [E, H, r, Lp + S]
+                y = torch.matmul(att[..., :Lp], prefix.v[i, :, :, :Lp])  # [E, H, r, hd]
+                w_own = att[..., Lp:].transpose(1, 2).reshape(R, H, 1, -1)
+                y = y.transpose(1, 2).reshape(R, C) + torch.matmul(w_own, v_own).view(R, C)
+            else:
+                att = att_own.masked_fill_(hide, float("-inf")).softmax(dim=-1)
+                y = torch.matmul(att, v_own).view(R, C)
+            x = x + F.linear(y, attn.proj.weight, attn.proj.bias)
+            h = F.layer_norm(x, (C,), ln2.weight, ln2.bias, ln2.eps)
+            h = F.gelu(F.linear(h, mlp.fc.weight, mlp.fc.bias))
+            x = x + F.linear(h, mlp.proj.weight, mlp.proj.bias)
+        cache.length = own + 1
+        x = F.layer_norm(x, (C,), self.ln_f.weight, self.ln_f.bias, self.ln_f.eps)
+        return F.linear(x, self.head[d])  # [R, N+1]

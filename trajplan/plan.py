@@ -33,6 +33,12 @@ are planned one at a time or batched together. The draw is a plain categorical s
 all N+1 classes (stop token included); "greedy" (k = 1) is top-1 filtering followed by such a
 draw, so exact ties break at random.
 
+An option that is not the reference (`PlanConfig.window = "grow"`): the window starts where
+the reference's does when a plan begins, then grows with the planned tokens and slides only
+once it would exceed the model's block (`block_size`, the trained window). At horizon 5 with
+5 context transitions it never slides, so no recompute at all; the planned tokens then see
+more context than the reference lets them.
+
 All beams of all episodes form one batch, rows ordered episode-major (`row = e * rows + j`).
 Episodes run in lockstep; a finished one is dropped from the batch (`Planner.drop`).
 """
@@ -53,6 +59,7 @@ from trajplan.tokens import Discretizer
 
 VALUE_PLACEHOLDER = 1e6  # value slot of context transitions (hidden by the attention mask)
 MODES = ("cached", "full")
+WINDOWS = ("slide", "grow")
 
 # -- sampling ------------------------------------------------------------------------------
 
@@ -156,6 +163,8 @@ class FullWindow:
     """Reference logits: the whole cropped window through the model for every token.
 
     Holds the context [E, P] and every row's planned tokens; rows are episode-major.
+    With grow, the window keeps the plan's first start and only slides once it would
+    exceed the model's block (the "grow" window option, not the reference semantics).
     """
 
     def __init__(
@@ -164,17 +173,27 @@ class FullWindow:
         window: int,
         max_planned: int,
         pool: dict[int, list[KVCache]] | None = None,
+        grow: bool = False,
     ) -> None:
         self.model = model
         self.window = window
         self.max_planned = max_planned
         self.D = model.transition_dim
         self.pool = {} if pool is None else pool  # reusable caches by batch size (cached mode)
+        self.grow = grow
+        self.capacity = model.block_size if grow else window  # longest window of a row
+
+    def window_start(self, length: int) -> int:
+        """First token of the model's window for a sequence of `length` tokens."""
+        if self.grow:
+            return max(self.start0, window_start(length, self.model.block_size, self.D))
+        return window_start(length, self.window, self.D)
 
     def begin(self, ctx: torch.Tensor) -> torch.Tensor:
         """Start a plan from the context [E, P]; returns logits [E, V] of the first action."""
         self.ctx = ctx
         self.n_env, self.P = ctx.shape
+        self.start0 = window_start(self.P, self.window, self.D)
         self.y = ctx.new_zeros(self.n_env, self.max_planned)  # planned tokens per row
         self.n = 0
         self.row_env = torch.arange(self.n_env, device=ctx.device)
@@ -200,7 +219,7 @@ class FullWindow:
 
     def _logits(self) -> torch.Tensor:
         length = self.P + self.n
-        s = window_start(length, self.window, self.D)
+        s = self.window_start(length)
         seq = torch.cat([self.ctx.index_select(0, self.row_env), self.y[:, : self.n]], dim=1)
         logits, _ = self.model(seq[:, s:])  # [R, T, V]
         return logits[:, -1]
@@ -224,7 +243,7 @@ class CachedWindow(FullWindow):
         self.n = 0
         self.own = None
         self.own = self._buffer(self.n_env)
-        self.start = window_start(self.P, self.window, self.D)
+        self.start = self.start0 = window_start(self.P, self.window, self.D)
         return self._recompute()
 
     def _buffer(self, batch: int) -> KVCache:
@@ -234,7 +253,7 @@ class CachedWindow(FullWindow):
             if self.own is None or buf.k is not self.own.k:
                 buf.length = 0
                 return buf
-        buf = self.model.new_cache(batch, self.window, device=self.ctx.device)
+        buf = empty_cache(self.model, batch, self.capacity, self.ctx.device)
         bufs.append(buf)
         return buf
 
@@ -250,7 +269,7 @@ class CachedWindow(FullWindow):
 
     def feed(self, tok: torch.Tensor) -> torch.Tensor:
         self.push(tok)
-        s = window_start(self.P + self.n, self.window, self.D)
+        s = self.window_start(self.P + self.n)
         if s == self.start:
             return self.model.forward_shared(tok[:, None], self.prefix, self.own, True)[:, 0]
         self.start = s
@@ -260,7 +279,7 @@ class CachedWindow(FullWindow):
         """Rebuild prefix and own caches for the window starting at self.start."""
         model, s = self.model, self.start
         n_shared = max(self.P - s, 0)
-        self.prefix = model.new_cache(self.n_env, max(n_shared, 1), device=self.ctx.device)
+        self.prefix = empty_cache(model, self.n_env, max(n_shared, 1), self.ctx.device)
         first = max(s - self.P, 0)  # first planned token inside the window
         if first == self.n:  # plan start: the window is all context, one row per episode
             self.own = self._buffer(self.n_env)
@@ -290,7 +309,7 @@ class CachedWindow(FullWindow):
         prev = first
         for b in bounds:
             slot, rep = distinct_rows(y[:, first:b], E)  # row -> slot, slot -> a row
-            cache = model.new_cache(rep.numel(), length, device=y.device)
+            cache = empty_cache(model, rep.numel(), length, y.device)
             if level is not None and slot_prev is not None:  # keys of the parent prefixes
                 parent, n = slot_prev.index_select(0, rep), level.length
                 for dst, src in ((cache.k, level.k), (cache.v, level.v)):
@@ -304,6 +323,15 @@ class CachedWindow(FullWindow):
             torch.index_select(src, 1, slot_prev, out=dst[:, :, :, :length])
         self.own.length = length
         return logits[:, 0].index_select(0, slot_prev)
+
+
+def empty_cache(model: TrajectoryGPT, batch: int, capacity: int, device: torch.device) -> KVCache:
+    """model.new_cache without zero-filling (only positions < length are ever read)."""
+    cfg = model.cfg
+    shape = (cfg.n_layer, batch, cfg.n_head, capacity, cfg.n_embd // cfg.n_head)
+    dtype = model.pos_emb.dtype
+    k = torch.empty(shape, device=device, dtype=dtype)
+    return KVCache(k, torch.empty_like(k))
 
 
 def distinct_rows(keys: torch.Tensor, n_env: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -358,7 +386,7 @@ def beam_search(
     H, B, n = cfg.horizon, cfg.beam_width, cfg.n_expand  # noqa: N806
     E, dev = ctx.shape[0], ctx.device  # noqa: N806
     backend_cls = CachedWindow if cfg.mode == "cached" else FullWindow
-    backend = backend_cls(model, window, H * D - o, pool)
+    backend = backend_cls(model, window, H * D - o, pool, grow=cfg.window == "grow")
     mid_r, mid_v = mids[:, D - 2], mids[:, D - 1]  # [N] each
 
     logits = backend.begin(ctx)  # [E, V]
@@ -427,6 +455,8 @@ def check_plan_config(cfg: PlanConfig, model: TrajectoryGPT | None = None) -> No
         )
     if cfg.mode not in MODES:
         raise TrajplanError(f"unknown plan mode {cfg.mode!r}: use one of {', '.join(MODES)}")
+    if cfg.window not in WINDOWS:
+        raise TrajplanError(f"unknown plan window {cfg.window!r}: use one of {', '.join(WINDOWS)}")
     if not 0.0 < cfg.discount <= 1.0:
         raise TrajplanError(f"plan.discount must be in (0, 1], got {cfg.discount}")
     for name in ("cdf_obs", "cdf_act"):

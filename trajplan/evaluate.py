@@ -1,0 +1,517 @@
+"""Evaluate a trained model by planning in its environment (SPEC section 6).
+
+`run_episodes` plays N episodes (seeds seed, seed+1, ...) in lockstep through one batched
+`Planner`: all beams of all episodes share every model call, and a finished episode leaves
+the batch. Episode e is reset with seeds[e] and samples from a generator seeded with
+seeds[e], so its actions are the same whether it runs alone or with others.
+
+Scores are D4RL-normalized, `100 * (return - ref_min) / (ref_max - ref_min)`, with the
+dataset's own reference scores when the checkpoint has them and the D4RL constants
+otherwise; the result always names which one. `episode_steps` caps episodes for quick looks:
+such scores are marked as not comparable to full-length (1000-step) ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from trajplan.config import PlanConfig, to_dict
+from trajplan.envs import make_env, normalized_score, obs_view, resolve_env
+from trajplan.errors import TrajplanError
+from trajplan.model import TrajectoryGPT
+from trajplan.plan import Planner, check_plan_config
+from trajplan.runtime import atomic_write, resolve_device, write_json
+from trajplan.tokens import Discretizer
+
+
+@dataclass
+class References:
+    """Reference returns for normalized scores, and where they come from."""
+
+    ref_min: float | None
+    ref_max: float | None
+    source: str  # "dataset metadata", "D4RL constants" or "none"
+
+    def score(self, ret: float) -> float | None:
+        if self.ref_min is None or self.ref_max is None:
+            return None
+        return normalized_score(ret, self.ref_min, self.ref_max)
+
+
+def references_for(
+    env: str, ref_min: float | None = None, ref_max: float | None = None, source: str = ""
+) -> References:
+    """The given references (e.g. from dataset metadata), else the env's D4RL constants."""
+    if ref_min is not None and ref_max is not None:
+        return References(float(ref_min), float(ref_max), source or "dataset metadata")
+    info = resolve_env(env)
+    if info.ref_min is not None and info.ref_max is not None:
+        return References(info.ref_min, info.ref_max, "D4RL constants")
+    return References(None, None, "none")
+
+
+@dataclass
+class StepInfo:
+    """What one lockstep env step produced (for live displays)."""
+
+    t: int  # env step index (0-based)
+    seeds: list[int]  # seeds of the episodes that were stepped
+    rewards: np.ndarray  # [E]
+    returns: np.ndarray  # [E] returns so far
+    scores: list[float | None]  # normalized returns so far
+    ms_per_step: float  # planning + env time of this step, per episode
+    done: np.ndarray  # [E] bool
+
+
+@dataclass
+class EpisodeResult:
+    seed: int
+    ret: float
+    length: int
+    score: float | None
+    terminated: bool
+    rewards: list[float] = field(default_factory=list)
+
+
+@dataclass
+class EvalResult:
+    """Episodes and summary of one evaluation (JSON-ready via to_dict)."""
+
+    env: str
+    gym_id: str
+    episodes: list[EpisodeResult]
+    refs: References
+    plan: dict[str, Any]
+    wall_s: float
+    env_steps: int
+    episode_steps: int | None = None  # cap given by the user (None: the env's own limit)
+    checkpoint: str | None = None
+    dataset_id: str | None = None
+
+    @property
+    def returns(self) -> np.ndarray:
+        return np.array([e.ret for e in self.episodes], dtype=np.float64)
+
+    @property
+    def ms_per_step(self) -> float:
+        return 1000.0 * self.wall_s / max(self.env_steps, 1)
+
+    def summary(self) -> dict[str, Any]:
+        rets = self.returns
+        scores = [e.score for e in self.episodes]
+        out = {
+            "episodes": len(rets),
+            "return_mean": float(rets.mean()),
+            "return_stderr": stderr(rets),
+            "score_mean": None,
+            "score_stderr": None,
+            "length_mean": float(np.mean([e.length for e in self.episodes])),
+            "ref_min": self.refs.ref_min,
+            "ref_max": self.refs.ref_max,
+            "ref_source": self.refs.source,
+            "wall_s": round(self.wall_s, 3),
+            "ms_per_step": round(self.ms_per_step, 3),
+            "comparable": self.episode_steps is None,
+        }
+        if all(s is not None for s in scores):
+            arr = np.array(scores, dtype=np.float64)
+            out["score_mean"], out["score_stderr"] = float(arr.mean()), stderr(arr)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "env": self.env,
+            "gym_id": self.gym_id,
+            "checkpoint": self.checkpoint,
+            "dataset_id": self.dataset_id,
+            "episode_steps": self.episode_steps,
+            "note": None
+            if self.episode_steps is None
+            else f"episodes capped at {self.episode_steps} steps: not comparable to full-length"
+            " scores",
+            "summary": self.summary(),
+            "plan": self.plan,
+            "episodes": [asdict(e) for e in self.episodes],
+        }
+
+
+def stderr(x: np.ndarray) -> float | None:
+    """Standard error of the mean (None for fewer than two values)."""
+    return float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else None
+
+
+def check_env_matches(model: TrajectoryGPT, env_name: str, trained_env: str | None) -> None:
+    """The env must be the one the model was trained on, with the same dimensions."""
+    info = resolve_env(env_name)
+    if trained_env is not None and resolve_env(trained_env).name != info.name:
+        raise TrajplanError(
+            f"this model was trained on {trained_env}, not {env_name}: pick a checkpoint "
+            f"trained on {info.name} (or leave --env out)"
+        )
+    env = make_env(env_name)
+    try:
+        obs_dim = obs_view(info, np.zeros(env.observation_space.shape)).shape[-1]
+        act_dim = env.action_space.shape[0]
+    finally:
+        env.close()
+    if (obs_dim, act_dim) != (model.cfg.obs_dim, model.cfg.act_dim):
+        raise TrajplanError(
+            f"{info.gym_id} has {obs_dim} observation / {act_dim} action dims but the model "
+            f"expects {model.cfg.obs_dim} / {model.cfg.act_dim}: wrong checkpoint for this env"
+        )
+
+
+def rollout(
+    planner: Planner,
+    env_name: str,
+    seeds: Sequence[int],
+    refs: References,
+    episode_steps: int | None = None,
+    on_step: Callable[[StepInfo], None] | None = None,
+    frames: list[np.ndarray] | None = None,
+) -> list[EpisodeResult]:
+    """Play len(seeds) episodes in lockstep with one planner; returns them in seed order.
+
+    With `frames`, the first episode is rendered (rgb_array) into it after every step.
+    """
+    info = resolve_env(env_name)
+    render_mode = "rgb_array" if frames is not None else None
+    envs = [make_env(env_name, render_mode=render_mode, max_episode_steps=episode_steps)]
+    envs += [make_env(env_name, max_episode_steps=episode_steps) for _ in seeds[1:]]
+    try:
+        obs = np.stack([env.reset(seed=int(s))[0] for env, s in zip(envs, seeds, strict=True)])
+        for env, s in zip(envs, seeds, strict=True):
+            env.action_space.seed(int(s))
+        if frames is not None:
+            frames.append(envs[0].render())
+        planner.reset(len(seeds), seeds)
+        alive = list(range(len(seeds)))  # episode indices still running, planner order
+        results: dict[int, EpisodeResult] = {
+            i: EpisodeResult(int(s), 0.0, 0, None, False) for i, s in enumerate(seeds)
+        }
+        t = 0
+        while alive:
+            t0 = time.perf_counter()
+            seen = obs_view(info, obs)  # [E, o]
+            actions = planner.act(seen)  # [E, a]
+            next_obs, rewards, done = [], np.zeros(len(alive)), np.zeros(len(alive), bool)
+            for j, i in enumerate(alive):
+                o2, r, term, trunc, _ = envs[i].step(actions[j])
+                res = results[i]
+                res.ret += float(r)
+                res.length += 1
+                res.rewards.append(float(r))
+                res.terminated = bool(term)
+                rewards[j], done[j] = r, term or trunc
+                next_obs.append(o2)
+                if i == 0 and frames is not None:
+                    frames.append(envs[0].render())
+            planner.observe(seen, actions, rewards)
+            dt = time.perf_counter() - t0
+            if on_step is not None:
+                rets = np.array([results[i].ret for i in alive])
+                on_step(
+                    StepInfo(
+                        t,
+                        [results[i].seed for i in alive],
+                        rewards,
+                        rets,
+                        [refs.score(x) for x in rets],
+                        1000.0 * dt / len(alive),
+                        done.copy(),
+                    )
+                )
+            obs = np.stack(next_obs)[~done]
+            if done.any():
+                planner.drop(~done)
+                alive = [i for i, d in zip(alive, done, strict=True) if not d]
+            t += 1
+    finally:
+        for env in envs:
+            env.close()
+    for res in results.values():
+        res.score = refs.score(res.ret)
+    return [results[i] for i in range(len(seeds))]
+
+
+def evaluate(
+    model: TrajectoryGPT,
+    discretizer: Discretizer,
+    env: str,
+    plan_cfg: PlanConfig,
+    n_episodes: int = 10,
+    seed: int = 0,
+    episode_steps: int | None = None,
+    device: str | torch.device = "auto",
+    refs: References | None = None,
+    progress: bool = True,
+    on_step: Callable[[StepInfo], None] | None = None,
+    frames: list[np.ndarray] | None = None,
+) -> EvalResult:
+    """Plan n_episodes episodes (seeds seed..seed+n-1) together and summarize them.
+
+    With `frames`, the first episode is rendered into it (see `rollout`).
+    """
+    if n_episodes < 1:
+        raise TrajplanError(f"--episodes must be at least 1, got {n_episodes}")
+    if episode_steps is not None and episode_steps < 1:
+        raise TrajplanError(f"--episode-steps must be at least 1, got {episode_steps}")
+    check_plan_config(plan_cfg, model)
+    info = resolve_env(env)
+    dev = resolve_device(device) if isinstance(device, str) else device
+    planner = Planner(model, discretizer, plan_cfg, dev)
+    refs = refs or references_for(env)
+    seeds = [seed + i for i in range(n_episodes)]
+    limit = episode_steps or _env_limit(env)
+    steps = 0
+
+    def track(info_: StepInfo) -> None:
+        nonlocal steps
+        steps += len(info_.seeds)
+        if bar is not None:
+            early = int(info_.done.sum()) * (limit - info_.t - 1)  # steps that will not come
+            total = bar.tasks[0].total - early
+            bar.update(
+                task, advance=len(info_.seeds), total=total, returns=float(info_.returns.mean())
+            )
+        if on_step is not None:
+            on_step(info_)
+
+    bar, task = _progress(progress, n_episodes * limit, info.name)
+    t0 = time.perf_counter()
+    try:
+        episodes = rollout(planner, env, seeds, refs, episode_steps, track, frames)
+    finally:
+        if bar is not None:
+            bar.stop()
+    wall = time.perf_counter() - t0
+    return EvalResult(
+        env=info.name,
+        gym_id=info.gym_id,
+        episodes=episodes,
+        refs=refs,
+        plan=to_dict(plan_cfg),
+        wall_s=wall,
+        env_steps=steps,
+        episode_steps=episode_steps,
+    )
+
+
+def _env_limit(env: str) -> int:
+    e = make_env(env)
+    try:
+        return int(e.spec.max_episode_steps or 1000) if e.spec is not None else 1000
+    finally:
+        e.close()
+
+
+def _progress(enabled: bool, total: int, name: str) -> tuple[Any, Any]:
+    if not enabled:
+        return None, None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    bar = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        "mean return {task.fields[returns]:.1f}",
+        TimeRemainingColumn(),
+        transient=False,
+    )
+    task = bar.add_task(f"planning {name}", total=total, returns=0.0)
+    bar.start()
+    return bar, task
+
+
+def run_episodes(
+    checkpoint: Any,
+    env: str | None = None,
+    n_episodes: int = 10,
+    seed: int = 0,
+    plan_cfg: PlanConfig | None = None,
+    episode_steps: int | None = None,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+    on_step: Callable[[StepInfo], None] | None = None,
+    frames: list[np.ndarray] | None = None,
+) -> EvalResult:
+    """Evaluate a loaded checkpoint (trajplan.checkpoint.Checkpoint) in its env.
+
+    plan_cfg defaults to the run's own planning config; env defaults to the run's env.
+    """
+    env_name = env or checkpoint.env
+    model = checkpoint.model
+    check_env_matches(model, env_name, checkpoint.env)
+    cfg = plan_cfg or checkpoint.config.plan
+    refs = references_for(
+        env_name,
+        getattr(checkpoint, "ref_min", None),
+        getattr(checkpoint, "ref_max", None),
+        getattr(checkpoint, "ref_source", "") or "",
+    )
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    result = evaluate(
+        model.to(dev),
+        checkpoint.discretizer,
+        env_name,
+        cfg,
+        n_episodes,
+        seed,
+        episode_steps,
+        dev,
+        refs,
+        progress,
+        on_step,
+        frames,
+    )
+    result.checkpoint = str(checkpoint.run_dir)
+    result.dataset_id = getattr(checkpoint, "dataset_id", None)
+    return result
+
+
+# -- command-line helpers ------------------------------------------------------------------
+
+
+def resolve_run(checkpoint: str | Path | None, env: str | None, runs_root: str | Path) -> Path:
+    """The run directory to use: --checkpoint as given, else the newest run for --env."""
+    if checkpoint is not None:
+        path = Path(checkpoint)
+        if not path.exists():
+            raise TrajplanError(f"checkpoint not found: {path}")
+        return path
+    if env is None:
+        raise TrajplanError("give --checkpoint DIR or --env NAME (uses the newest run for it)")
+    from trajplan.checkpoint import find_latest_run
+
+    return Path(find_latest_run(resolve_env(env).name, runs_root=runs_root))
+
+
+def with_overrides(cfg: PlanConfig, **overrides: Any) -> PlanConfig:
+    """A copy of cfg with every override that is not None applied, then checked."""
+    new = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    check_plan_config(new)
+    return new
+
+
+def prepare_rendering() -> None:
+    """Pick a headless OpenGL backend (EGL) unless MUJOCO_GL is set; check imageio is there."""
+    try:
+        import imageio  # noqa: F401
+    except ImportError:
+        raise TrajplanError(
+            "--video needs imageio: pip install 'trajplan[video]' (imageio + imageio-ffmpeg)"
+        ) from None
+    if "MUJOCO_GL" not in os.environ:
+        os.environ["MUJOCO_GL"] = "egl"
+    os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+
+
+def check_rendering(env: str) -> None:
+    """Render one frame now, so a missing GL backend fails before a long episode."""
+    try:
+        e = make_env(env, seed=0, render_mode="rgb_array")
+        try:
+            e.render()
+        finally:
+            e.close()
+    except TrajplanError:
+        raise
+    except Exception as exc:  # no EGL/OSMesa library, no GPU driver, ...
+        backend = os.environ.get("MUJOCO_GL", "?")
+        raise TrajplanError(
+            f"cannot render headless with MUJOCO_GL={backend} ({type(exc).__name__}): install "
+            "EGL (libegl1) or OSMesa (libosmesa6) and set MUJOCO_GL=egl or MUJOCO_GL=osmesa"
+        ) from None
+
+
+def write_video(frames: list[np.ndarray], path: str | Path, fps: int = 30) -> Path:
+    """Write RGB frames to a video file (.mp4); written to a temporary name, then renamed."""
+    import imageio
+
+    path = Path(path)
+    if not path.suffix:
+        raise TrajplanError(f"video file {path} needs an extension, e.g. {path}.mp4")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # ffmpeg picks the format by suffix
+    try:
+        with imageio.get_writer(tmp, fps=fps) as w:
+            for f in frames:
+                w.append_data(f)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+# -- files ---------------------------------------------------------------------------------
+
+
+def save_eval(result: EvalResult, out_dir: str | Path, metrics: str | Path | None = None) -> Path:
+    """Write eval.json and eval.png (returns per episode; training loss when metrics exist)."""
+    out = Path(out_dir)
+    write_json(out / "eval.json", result.to_dict())
+    plot_eval(result, out / "eval.png", metrics)
+    return out / "eval.json"
+
+
+def _loss_curves(metrics: Path) -> dict[str, tuple[list[float], list[float]]]:
+    """Numeric '*loss*' series of a metrics.jsonl, against 'step' (or the line number)."""
+    curves: dict[str, tuple[list[float], list[float]]] = {}
+    for n, line in enumerate(metrics.read_text().splitlines()):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(row, dict):
+            continue
+        x = row.get("step", n)
+        for key, val in row.items():
+            if "loss" in key and isinstance(val, (int, float)) and math.isfinite(val):
+                xs, ys = curves.setdefault(key, ([], []))
+                xs.append(float(x))
+                ys.append(float(val))
+    return curves
+
+
+def plot_eval(result: EvalResult, path: str | Path, metrics: str | Path | None = None) -> Path:
+    """PNG: return of every episode (and mean), plus the training loss curves if present."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = _loss_curves(Path(metrics)) if metrics and Path(metrics).is_file() else {}
+    fig, axes = plt.subplots(1, 2 if curves else 1, figsize=(11 if curves else 6, 4))
+    ax = axes[0] if curves else axes
+    rets = result.returns
+    ax.bar([str(e.seed) for e in result.episodes], rets, color="tab:blue")
+    ax.axhline(rets.mean(), color="k", ls="--", label=f"mean {rets.mean():.1f}")
+    ax.set_xlabel("episode seed")
+    ax.set_ylabel("return")
+    title = f"{result.gym_id}: {len(rets)} episodes"
+    if result.episode_steps is not None:
+        title += f" (capped at {result.episode_steps} steps)"
+    ax.set_title(title)
+    ax.legend()
+    if curves:
+        for key, (xs, ys) in curves.items():
+            axes[1].plot(xs, ys, label=key)
+        axes[1].set_xlabel("step")
+        axes[1].set_ylabel("loss")
+        axes[1].set_title("training")
+        axes[1].legend()
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=100))
+    plt.close(fig)
+    return Path(path)
