@@ -14,9 +14,11 @@ such scores are marked as not comparable to full-length (1000-step) ones.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -258,11 +260,15 @@ def evaluate(
     progress: bool = True,
     on_step: Callable[[StepInfo], None] | None = None,
     frames: list[np.ndarray] | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> EvalResult:
     """Plan n_episodes episodes (seeds seed..seed+n-1) together and summarize them.
 
-    With `frames`, the first episode is rendered into it (see `rollout`).
+    `seeds` (optional) lists the episode seeds instead. With `frames`, the first episode is
+    rendered into it (see `rollout`).
     """
+    if seeds is not None:
+        seeds, n_episodes = [int(s) for s in seeds], len(seeds)
     if n_episodes < 1:
         raise TrajplanError(f"--episodes must be at least 1, got {n_episodes}")
     if episode_steps is not None and episode_steps < 1:
@@ -272,7 +278,7 @@ def evaluate(
     dev = resolve_device(device) if isinstance(device, str) else device
     planner = Planner(model, discretizer, plan_cfg, dev)
     refs = refs or references_for(env)
-    seeds = [seed + i for i in range(n_episodes)]
+    seeds = seeds or [seed + i for i in range(n_episodes)]
     limit = episode_steps or _env_limit(env)
     steps = 0
 
@@ -345,10 +351,12 @@ def run_episodes(
     progress: bool = True,
     on_step: Callable[[StepInfo], None] | None = None,
     frames: list[np.ndarray] | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> EvalResult:
     """Evaluate a loaded checkpoint (trajplan.checkpoint.Checkpoint) in its env.
 
-    plan_cfg defaults to the run's own planning config; env defaults to the run's env.
+    plan_cfg defaults to the run's own planning config; env defaults to the run's env;
+    seeds (optional) replaces seed..seed+n_episodes-1.
     """
     env_name = env or checkpoint.env
     model = checkpoint.model
@@ -374,6 +382,7 @@ def run_episodes(
         progress,
         on_step,
         frames,
+        seeds,
     )
     result.checkpoint = str(checkpoint.run_dir)
     result.dataset_id = getattr(checkpoint, "dataset_id", None)
@@ -419,6 +428,7 @@ def prepare_rendering() -> None:
 
 def check_rendering(env: str) -> None:
     """Render one frame now, so a missing GL backend fails before a long episode."""
+    failure = None
     try:
         e = make_env(env, seed=0, render_mode="rgb_array")
         try:
@@ -428,11 +438,21 @@ def check_rendering(env: str) -> None:
     except TrajplanError:
         raise
     except Exception as exc:  # no EGL/OSMesa library, no GPU driver, ...
-        backend = os.environ.get("MUJOCO_GL", "?")
-        raise TrajplanError(
-            f"cannot render headless with MUJOCO_GL={backend} ({type(exc).__name__}): install "
-            "EGL (libegl1) or OSMesa (libosmesa6) and set MUJOCO_GL=egl or MUJOCO_GL=osmesa"
-        ) from None
+        failure = type(exc).__name__
+    if failure is None:
+        return
+    # Gymnasium's half-built viewer raises in __del__: collect it without that noise.
+    hook = sys.unraisablehook
+    sys.unraisablehook = lambda _: None
+    try:
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
+    backend = os.environ.get("MUJOCO_GL", "?")
+    raise TrajplanError(
+        f"cannot render headless with MUJOCO_GL={backend} ({failure}): install EGL (libegl1) "
+        "or OSMesa (libosmesa6) and set MUJOCO_GL=egl or MUJOCO_GL=osmesa"
+    )
 
 
 def write_video(frames: list[np.ndarray], path: str | Path, fps: int = 30) -> Path:

@@ -234,8 +234,6 @@ class CachedWindow(FullWindow):
     prefix at batch E, the planned part per row on top of it.
     """
 
-    share_ancestors = True
-
     def begin(self, ctx: torch.Tensor) -> torch.Tensor:
         self.ctx = ctx
         self.n_env, self.P = ctx.shape
@@ -286,10 +284,6 @@ class CachedWindow(FullWindow):
             return model.forward_cached(self.ctx[:, s:], self.prefix, last_only=True)[:, 0]
         if n_shared:  # context part: once per episode
             model.forward_cached(self.ctx[:, s:], self.prefix, last_only=True)
-        if not self.share_ancestors:
-            self.own = self._buffer(self.y.shape[0])
-            own = self.y[:, first : self.n]
-            return model.forward_shared(own, self.prefix, self.own, last_only=True)[:, 0]
         return self._recompute_planned(first)
 
     def _recompute_planned(self, first: int) -> torch.Tensor:
