@@ -155,7 +155,7 @@ def main() -> None:
     if "h5_b32_cached_10envs_ms_per_env_step" in fig:
         ms = fig["h5_b32_cached_10envs_ms_per_env_step"]
         table.add_row("h5_b32, 10 episodes batched", f"{ms:,.0f}", "", "", "")
-    Console().print(table)
+    Console(width=120).print(table)
     print(json.dumps(fig))
 
 

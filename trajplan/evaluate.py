@@ -486,7 +486,8 @@ def save_eval(result: EvalResult, out_dir: str | Path, metrics: str | Path | Non
 
 
 def _loss_curves(metrics: Path) -> dict[str, tuple[list[float], list[float]]]:
-    """Numeric '*loss*' series of a metrics.jsonl, against 'step' (or the line number)."""
+    """Numeric '*loss*' series of a metrics.jsonl against 'step' (or the line number), one
+    series per line 'kind' (trajplan.train writes "train" and "epoch" lines)."""
     curves: dict[str, tuple[list[float], list[float]]] = {}
     for n, line in enumerate(metrics.read_text().splitlines()):
         try:
@@ -496,9 +497,10 @@ def _loss_curves(metrics: Path) -> dict[str, tuple[list[float], list[float]]]:
         if not isinstance(row, dict):
             continue
         x = row.get("step", n)
+        kind = f"{row['kind']} " if isinstance(row.get("kind"), str) else ""  # train / epoch
         for key, val in row.items():
             if "loss" in key and isinstance(val, (int, float)) and math.isfinite(val):
-                xs, ys = curves.setdefault(key, ([], []))
+                xs, ys = curves.setdefault(kind + key, ([], []))
                 xs.append(float(x))
                 ys.append(float(val))
     return curves
