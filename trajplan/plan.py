@@ -259,10 +259,8 @@ class CachedWindow(FullWindow):
         self.y = self.y.index_select(0, idx)
         if not keep_state:
             return
-        dst, n = self._buffer(idx.numel()), self.own.length
-        for d, src in ((dst.k, self.own.k), (dst.v, self.own.v)):  # copy the filled part only
-            torch.index_select(src[:, :, :, :n], 1, idx, out=d[:, :, :, :n])
-        dst.length = n
+        dst = self._buffer(idx.numel())
+        gather_rows(dst, self.own, idx, self.own.length)  # the filled part only
         self.own = dst
 
     def feed(self, tok: torch.Tensor) -> torch.Tensor:
@@ -305,18 +303,23 @@ class CachedWindow(FullWindow):
             slot, rep = distinct_rows(y[:, first:b], E)  # row -> slot, slot -> a row
             cache = empty_cache(model, rep.numel(), length, y.device)
             if level is not None and slot_prev is not None:  # keys of the parent prefixes
-                parent, n = slot_prev.index_select(0, rep), level.length
-                for dst, src in ((cache.k, level.k), (cache.v, level.v)):
-                    torch.index_select(src[:, :, :, :n], 1, parent, out=dst[:, :, :, :n])
-                cache.length = n
+                gather_rows(cache, level, slot_prev.index_select(0, rep), level.length)
             logits = model.forward_shared(y[rep, prev:b], self.prefix, cache, last_only=True)
             level, slot_prev, prev = cache, slot, b
         assert level is not None and slot_prev is not None
         self.own = self._buffer(R)
-        for dst, src in ((self.own.k, level.k), (self.own.v, level.v)):
-            torch.index_select(src, 1, slot_prev, out=dst[:, :, :, :length])
-        self.own.length = length
+        gather_rows(self.own, level, slot_prev, length)
         return logits[:, 0].index_select(0, slot_prev)
+
+
+def gather_rows(dst: KVCache, src: KVCache, idx: torch.Tensor, n: int) -> None:
+    """dst row i = src row idx[i], positions 0..n-1 (dst.length becomes n)."""
+    for d, s in ((dst.k, src.k), (dst.v, src.v)):
+        if d.device.type == "cpu":  # straight into the strided destination, one copy
+            torch.index_select(s[:, :, :, :n], 1, idx, out=d[:, :, :, :n])
+        else:
+            d[:, :, :, :n] = s[:, :, :, :n].index_select(1, idx)
+    dst.length = n
 
 
 def empty_cache(model: TrajectoryGPT, batch: int, capacity: int, device: torch.device) -> KVCache:
