@@ -45,6 +45,12 @@ class References:
     ref_max: float | None
     source: str  # "dataset metadata", "D4RL constants" or "none"
 
+    def describe(self) -> str:
+        """e.g. 'D4RL constants (-280.18 .. 12135.00)' or 'none'."""
+        if self.ref_min is None or self.ref_max is None:
+            return self.source
+        return f"{self.source} ({self.ref_min:.2f} .. {self.ref_max:.2f})"
+
     def score(self, ret: float) -> float | None:
         if self.ref_min is None or self.ref_max is None:
             return None
@@ -122,6 +128,7 @@ class EvalResult:
             "ref_min": self.refs.ref_min,
             "ref_max": self.refs.ref_max,
             "ref_source": self.refs.source,
+            "reference": self.refs.describe(),
             "wall_s": round(self.wall_s, 3),
             "ms_per_step": round(self.ms_per_step, 3),
             "comparable": self.episode_steps is None,
