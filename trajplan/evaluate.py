@@ -433,28 +433,34 @@ def prepare_rendering() -> None:
     os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 
 
-def check_rendering(env: str) -> None:
-    """Render one frame now, so a missing GL backend fails before a long episode."""
-    failure = None
+def _render_one_frame(env: str) -> str | None:
+    """None when an rgb_array frame renders, else the exception's type name."""
+    # A failing Gymnasium viewer also raises from __del__ when it is freed: keep that
+    # "Exception ignored" noise out of the one-line error.
+    hook = sys.unraisablehook
+    sys.unraisablehook = lambda _: None
     try:
         e = make_env(env, seed=0, render_mode="rgb_array")
         try:
             e.render()
         finally:
             e.close()
+            del e
     except TrajplanError:
         raise
     except Exception as exc:  # no EGL/OSMesa library, no GPU driver, ...
-        failure = type(exc).__name__
+        return type(exc).__name__
+    finally:
+        gc.collect()
+        sys.unraisablehook = hook
+    return None
+
+
+def check_rendering(env: str) -> None:
+    """Render one frame now, so a missing GL backend fails before a long episode."""
+    failure = _render_one_frame(env)
     if failure is None:
         return
-    # Gymnasium's half-built viewer raises in __del__: collect it without that noise.
-    hook = sys.unraisablehook
-    sys.unraisablehook = lambda _: None
-    try:
-        gc.collect()
-    finally:
-        sys.unraisablehook = hook
     backend = os.environ.get("MUJOCO_GL", "?")
     raise TrajplanError(
         f"cannot render headless with MUJOCO_GL={backend} ({failure}): install EGL (libegl1) "
