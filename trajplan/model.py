@@ -395,10 +395,9 @@ class TrajectoryGPT(nn.Module):
         x = self.tok_emb(emb_idx) + self.pos_emb[pos]  # [R, C]
         keep = self.mask[pos, : pos + 1]  # [Lp + own + 1] keys this position may attend to
         hide = ~keep
-        for i, blk in enumerate(self.blocks):
-            attn, mlp, ln1, ln2 = blk.attn, blk.mlp, blk.ln1, blk.ln2
-            h = F.layer_norm(x, (C,), ln1.weight, ln1.bias, ln1.eps)
-            q, k, v = F.linear(h, attn.qkv.weight, attn.qkv.bias).view(R, 3, H, hd).unbind(1)
+        for i, (ln1, qkv, proj, ln2, fc, fc_proj) in enumerate(self._decode_params()):
+            h = torch.layer_norm(x, (C,), *ln1)
+            q, k, v = F.linear(h, *qkv).view(R, 3, H, hd).unbind(1)
             cache.k[i, :, :, own] = k
             cache.v[i, :, :, own] = v
             k_own = cache.k[i, :, :, : own + 1]  # [R, H, S, hd]
@@ -417,10 +416,35 @@ class TrajectoryGPT(nn.Module):
             else:
                 att = att_own.masked_fill_(hide, float("-inf")).softmax(dim=-1)
                 y = torch.matmul(att, v_own).view(R, C)
-            x = x + F.linear(y, attn.proj.weight, attn.proj.bias)
-            h = F.layer_norm(x, (C,), ln2.weight, ln2.bias, ln2.eps)
-            h = F.gelu(F.linear(h, mlp.fc.weight, mlp.fc.bias))
-            x = x + F.linear(h, mlp.proj.weight, mlp.proj.bias)
+            x = x + F.linear(y, *proj)
+            h = F.gelu(F.linear(torch.layer_norm(x, (C,), *ln2), *fc))
+            x = x + F.linear(h, *fc_proj)
         cache.length = own + 1
-        x = F.layer_norm(x, (C,), self.ln_f.weight, self.ln_f.bias, self.ln_f.eps)
+        x = torch.layer_norm(x, (C,), self.ln_f.weight, self.ln_f.bias, self.ln_f.eps)
         return F.linear(x, self.head[d])  # [R, N+1]
+
+    def _decode_params(self) -> list[tuple[tuple[torch.Tensor, ...], ...]]:
+        """Per block: (ln1 weight, bias, eps), qkv, proj, (ln2 ...), fc, mlp proj (w, b).
+
+        Collected once (module attribute lookups are a visible share of a decoding step) and
+        dropped whenever .to()/.double()/... convert the parameters (`_apply`).
+        """
+        params = self.__dict__.get("_decode_param_list")
+        if params is None:
+            params = [
+                (
+                    (b.ln1.weight, b.ln1.bias, b.ln1.eps),
+                    (b.attn.qkv.weight, b.attn.qkv.bias),
+                    (b.attn.proj.weight, b.attn.proj.bias),
+                    (b.ln2.weight, b.ln2.bias, b.ln2.eps),
+                    (b.mlp.fc.weight, b.mlp.fc.bias),
+                    (b.mlp.proj.weight, b.mlp.proj.bias),
+                )
+                for b in self.blocks
+            ]
+            self.__dict__["_decode_param_list"] = params
+        return params
+
+    def _apply(self, fn, recurse=True):  # noqa: ANN001, ANN202
+        self.__dict__.pop("_decode_param_list", None)
+        return super()._apply(fn, recurse)
