@@ -86,3 +86,21 @@ def test_model_cpu_training_path_equals_sdpa_path() -> None:
     torch.testing.assert_close(grads[0][0], grads[1][0])
     for a, b in zip(grads[0][1], grads[1][1], strict=True):
         torch.testing.assert_close(a, b)
+
+
+def test_blocked_attention_same_draws_on_any_thread_count() -> None:
+    """Each chunk has its own generator: 1 thread and 2 worker threads give equal results."""
+    q, k, v = (torch.randn(12, 20, 8) for _ in range(3))
+    bias = causal_bias(attention_mask(20, 5), torch.float32)
+    before = torch.get_num_threads()
+    outs = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            torch.manual_seed(7)
+            outs.append(blocked_attention(q, k, v, bias, 0.3, chunk=2))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(outs[0], outs[1])
+    torch.manual_seed(8)
+    assert not torch.equal(outs[0], blocked_attention(q, k, v, bias, 0.3, chunk=2))

@@ -14,6 +14,13 @@ drop probability is p rounded to a multiple of 1/65536 (0.1 -> 0.100006), scaled
 1 / (1 - p) like `F.dropout`. The random stream differs from PyTorch's own dropout (same
 distribution, different draws).
 
+Threads: the chunks are spread over `torch.get_num_threads()` Python worker threads, each
+running single-threaded torch ops (which release the GIL), instead of splitting every small
+op across OpenMP threads. On a machine whose cores are busy with other jobs, an OpenMP
+barrier per small op waits for a descheduled thread each time (measured: 25x slower on 2
+busy cores); whole chunks per thread do not. Every chunk draws its dropout mask from its
+own generator, seeded from the torch RNG, so results do not depend on thread timing.
+
 Only the training forward/backward of the full window uses these (see model.py); the
 planner's cached decoding and every CUDA path keep `scaled_dot_product_attention`.
 """
@@ -21,16 +28,25 @@ planner's cached decoding and every CUDA path keep `scaled_dot_product_attention
 from __future__ import annotations
 
 import math
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
 _LEVELS = 1 << 16
 
 
-def keep_mask(shape: tuple[int, ...], p: float, out: torch.Tensor | None = None) -> torch.Tensor:
+def keep_mask(
+    shape: tuple[int, ...],
+    p: float,
+    out: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Bool tensor, True with probability 1 - p (p resolved to 1/65536), from the torch RNG."""
     n = math.prod(shape)
-    words = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), 2**63 - 1)
+    words = torch.empty((n + 3) // 4, dtype=torch.int64)
+    words.random_(-(2**63), 2**63 - 1, generator=generator)
     draws = words.view(torch.int16)[:n].view(shape)  # uniform over -32768..32767
     threshold = round(p * _LEVELS) - _LEVELS // 2
     return torch.ge(draws, threshold, out=out) if out is not None else draws >= threshold
@@ -57,6 +73,44 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     if x.device.type != "cpu" or not 0.0 < p < 1.0:
         return torch.nn.functional.dropout(x, p, training)
     return _Dropout.apply(x, p)
+
+
+_pools: dict[int, ThreadPoolExecutor] = {}
+_pool_lock = threading.Lock()
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """A persistent pool of `workers` threads that run torch ops with one intra-op thread."""
+    with _pool_lock:
+        if workers not in _pools:
+            main_threads = torch.get_num_threads()
+            pool = ThreadPoolExecutor(workers, "trajplan-kernel", torch.set_num_threads, (1,))
+            ready = threading.Barrier(workers + 1)
+            for _ in range(workers):  # start every worker now (runs the initializer)
+                pool.submit(ready.wait)
+            ready.wait()
+            torch.set_num_threads(main_threads)  # the initializers changed torch's default
+            _pools[workers] = pool
+        return _pools[workers]
+
+
+def _run_chunks(fn: Callable[[int, int, int], None], n: int, chunk: int) -> None:
+    """fn(i, s, e) for every chunk i = [s, e) of range(n), on torch.get_num_threads() threads."""
+    chunks = [(i, s, min(n, s + chunk)) for i, s in enumerate(range(0, n, chunk))]
+    workers = min(torch.get_num_threads(), len(chunks))
+    if workers <= 1:
+        for c in chunks:
+            fn(*c)
+        return
+
+    def work(part: list[tuple[int, int, int]]) -> None:
+        with torch.no_grad():  # grad mode is per thread: the workers only compute
+            for c in part:
+                fn(*c)
+
+    futures = [_pool(workers).submit(work, chunks[w::workers]) for w in range(workers)]
+    for f in futures:
+        f.result()
 
 
 def _query_blocks(t: int, n_blocks: int) -> list[tuple[int, int]]:
@@ -86,22 +140,25 @@ class _BlockedAttention(torch.autograd.Function):
         out = torch.empty_like(q)  # [N, T, hd]
         probs = [q.new_empty((n, b - a, b)) for a, b in blocks]  # softmax rows, kept for backward
         keeps = [torch.empty((n, b - a, b), dtype=torch.bool) for a, b in blocks] if p else []
-        for s in range(0, n, chunk):
-            e = min(n, s + chunk)
+        seed = int(torch.randint(0, 2**62, ())) if p and keep is None else 0
+
+        def chunk_forward(i: int, s: int, e: int) -> None:  # heads s..e-1
+            gen = torch.Generator().manual_seed(seed + i) if seed else None
             for j, (a, b) in enumerate(blocks):
                 att = torch.baddbmm(
                     bias[a:b, :b], q[s:e, a:b], k[s:e, :b].transpose(1, 2), alpha=scale
-                )
-                pr = probs[j][s:e]
-                pr.copy_(torch.softmax(att, dim=-1))  # [c, b-a, b]
+                )  # [c, b-a, b]
+                pr = torch.ops.aten._softmax.out(att, -1, False, out=probs[j][s:e])
                 if p:
                     kp = keeps[j][s:e]
                     if keep is None:
-                        keep_mask(tuple(kp.shape), p, out=kp)
+                        keep_mask(tuple(kp.shape), p, out=kp, generator=gen)
                     else:
                         kp.copy_(keep[s:e, a:b, :b])
                     pr = pr * kp.view(torch.uint8).to(pr.dtype)
                 torch.bmm(pr, v[s:e, :b], out=out[s:e, a:b])
+
+        _run_chunks(chunk_forward, n, chunk)
         if p:
             out.mul_(1.0 / (1.0 - p))
         ctx.save_for_backward(q, k, v, *probs, *keeps)
@@ -122,8 +179,8 @@ class _BlockedAttention(torch.autograd.Function):
         dq = torch.empty_like(q)
         dk = torch.zeros_like(k)
         dv = torch.zeros_like(v)
-        for s in range(0, n, chunk):
-            e = min(n, s + chunk)
+
+        def chunk_backward(i: int, s: int, e: int) -> None:
             for j, (a, b) in enumerate(blocks):
                 pr = probs[j][s:e]  # [c, b-a, b] softmax before dropout
                 g = ds[s:e, a:b]  # [c, b-a, hd]
@@ -133,10 +190,12 @@ class _BlockedAttention(torch.autograd.Function):
                     kf = keeps[j][s:e].view(torch.uint8).to(pr.dtype)
                     pd = pr * kf
                     dp.mul_(kf)
-                dv[s:e, :b] += torch.bmm(pd.transpose(1, 2), g)
+                dv[s:e, :b].add_(torch.bmm(pd.transpose(1, 2), g))
                 dsc = torch._softmax_backward_data(dp, pr, -1, pr.dtype)  # grad of the scores
                 torch.bmm(dsc, k[s:e, :b], out=dq[s:e, a:b])
-                dk[s:e, :b] += torch.bmm(dsc.transpose(1, 2), q[s:e, a:b])
+                dk[s:e, :b].add_(torch.bmm(dsc.transpose(1, 2), q[s:e, a:b]))
+
+        _run_chunks(chunk_backward, n, chunk)
         dq.mul_(scale)
         dk.mul_(scale)
         return dq, dk, dv, None, None, None, None, None
@@ -158,7 +217,8 @@ def blocked_attention(
     must be causal (query i sees no key after i): queries are split into `n_blocks` row
     blocks and block (a, b) only looks at keys 0..b-1, which skips ~1/3 of the work at 3
     blocks. Dropout p applies to the probabilities; `keep` [N, T, T] bool fixes the mask
-    (tests), else it is drawn from the torch RNG. `chunk` heads are processed at a time.
+    (tests), else it is drawn from per-chunk generators seeded from the torch RNG. `chunk`
+    heads are processed at a time, chunks spread over torch.get_num_threads() threads.
     """
     if p and not 0.0 < p < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {p}")
