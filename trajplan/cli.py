@@ -266,7 +266,7 @@ def plan(
     ),
     video: str = typer.Option(
         None,
-        help="Write an mp4 of the episode (needs trajplan[video] and "
+        help="Write an mp4 of the episode (needs trajplan\\[video] and "
         "a headless GL: MUJOCO_GL=egl or osmesa).",
     ),
     out: str = typer.Option(None, help="Rollout JSON (default: RUN/plan-seed{SEED}.json)."),
