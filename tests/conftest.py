@@ -113,3 +113,23 @@ def halfcheetah_dataset(minari_datasets: MinariFixture) -> str:
 @pytest.fixture
 def hopper_dataset(minari_datasets: MinariFixture) -> str:
     return minari_datasets.hopper
+
+
+@pytest.fixture(scope="session")
+def tiny_run(minari_datasets: MinariFixture, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished run directory: configs/tiny.yaml trained for 10 epochs (40 steps, a few
+    seconds on one CPU thread) on the HalfCheetah fixture dataset. Read it, don't write it."""
+    import torch
+
+    from trajplan.config import load_config
+    from trajplan.train import train
+
+    cfg = load_config(Path(__file__).parents[1] / "configs" / "tiny.yaml")
+    cfg.dataset = minari_datasets.halfcheetah
+    cfg.train.epochs = 10
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny ops: one thread is faster, and immune to busy cores
+    try:
+        return train(cfg, tmp_path_factory.mktemp("runs") / "tiny", device="cpu", progress=False)
+    finally:
+        torch.set_num_threads(threads)

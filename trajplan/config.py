@@ -208,3 +208,47 @@ def apply_overrides(cfg: Any, overrides: list[str]) -> Any:
         merged = from_dict(type(target), {key: value}, where="override")
         setattr(target, key, getattr(merged, key))
     return cfg
+
+
+# -- per-dataset reference configs (trajplan/configs/*.yaml) --------------------------------
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+LEVELS = ("medium", "medium-replay", "medium-expert")
+
+
+def dataset_level(dataset_id: str) -> str:
+    """'mujoco/hopper/medium-v0' -> 'medium'; 'a/medium-v0+a/expert-v0' -> 'medium-expert'."""
+    levels = []
+    for part in dataset_id.split("+"):
+        name = part.rstrip("/").rsplit("/", 1)[-1]
+        stem, sep, version = name.rpartition("-v")
+        levels.append(stem if sep and version.isdigit() else name)
+    return "-".join(levels)
+
+
+def config_for(env: str, dataset: str | None = None) -> RunConfig:
+    """The reference config for an env and a dataset level or Minari id (default: medium).
+
+    `dataset` is a level (medium, medium-replay, medium-expert) or a dataset id; an id keeps
+    its level's config (configs/<env>-<level>.yaml, else the env's medium config) and
+    replaces the dataset. An env without shipped configs gets the defaults (SPEC values).
+    """
+    from trajplan.envs import resolve_env
+
+    info = resolve_env(env)
+    is_id = dataset is not None and "/" in dataset
+    level = dataset_level(dataset) if is_id else (dataset or "medium")
+    if not is_id and level not in LEVELS:
+        raise TrajplanError(
+            f"unknown dataset level {level!r}: use one of {', '.join(LEVELS)} or a Minari id"
+        )
+    path = CONFIG_DIR / f"{info.name}-{level}.yaml"
+    if not path.is_file():
+        path = CONFIG_DIR / f"{info.name}-medium.yaml"
+    cfg = load_config(path) if path.is_file() else RunConfig(env=info.name)
+    cfg.env = info.name
+    if is_id:
+        cfg.dataset = dataset
+    elif cfg.dataset is None:
+        cfg.dataset = info.dataset_id
+    return cfg

@@ -1,0 +1,404 @@
+"""The trainer: optimizer groups, schedule, overfitting, exact resume, DDP, bad input, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from trajplan.checkpoint import load_checkpoint, read_manifest
+from trajplan.config import ModelConfig, RunConfig, TrainConfig, config_for, load_config
+from trajplan.errors import TrajplanError
+from trajplan.model import TrajectoryGPT
+from trajplan.train import (
+    DistInfo,
+    LRSchedule,
+    Trainer,
+    decay_parameter_names,
+    n_epochs_for,
+    train,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "configs" / "tiny.yaml"
+VENV_BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: one intra-op thread is faster and immune to cores busy with other jobs."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_cfg(dataset: str, **train: object) -> RunConfig:
+    cfg = load_config(TINY)
+    cfg.dataset = dataset
+    for key, value in train.items():
+        setattr(cfg.train, key, value)
+    return cfg
+
+
+def weights(run_dir: Path, name: str = "model.safetensors") -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(run_dir / name))
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+# -- optimizer, schedule, epochs ---------------------------------------------------------------
+
+
+def test_weight_decay_groups() -> None:
+    """Decay: every Linear weight and the per-dimension head; nothing else."""
+    model = TrajectoryGPT(ModelConfig(obs_dim=3, act_dim=2, vocab_size=5, block_size=13))
+    decay, no_decay = decay_parameter_names(model)
+    linear = {f"blocks.{i}.{m}.weight" for i in range(4) for m in ("attn.qkv", "attn.proj")}
+    linear |= {f"blocks.{i}.mlp.{m}.weight" for i in range(4) for m in ("fc", "proj")}
+    assert set(decay) == linear | {"head"}
+    assert {"tok_emb.weight", "pos_emb", "ln_f.weight", "ln_f.bias"} <= set(no_decay)
+    assert sorted(decay + no_decay) == sorted(n for n, _ in model.named_parameters())
+    for name in no_decay:  # biases, LayerNorms, the two embeddings
+        assert (
+            name.endswith("bias")
+            or ".ln" in name
+            or name in ("ln_f.weight", "pos_emb", "tok_emb.weight")
+        ), name
+
+
+def test_lr_schedule_by_hand() -> None:
+    """Warmup over one pass, cosine to 0.1x at 20 passes, unclamped rise after (SPEC s.4)."""
+    s = LRSchedule(lr=6e-4, warmup_tokens=1000.0, final_tokens=20_000.0)
+    assert s(0) == 0.0
+    assert s(250) == pytest.approx(6e-4 * 0.25)
+    assert s(1000) == pytest.approx(6e-4)  # progress 0: cos(0) = 1
+    mid = 1000 + 19_000 / 2  # progress 0.5: 0.5 * (1 + cos(pi/2)) = 0.5
+    assert s(mid) == pytest.approx(3e-4)
+    near_end = 1000 + 19_000 * 0.9  # 0.5 * (1 + cos(0.9 pi)) = 0.0245 -> floor 0.1
+    assert s.multiplier(near_end) == pytest.approx(0.1)
+    # unclamped: progress 2 -> cos(2 pi) = 1, the rate is back at the peak
+    assert s.multiplier(1000 + 19_000 * 2) == pytest.approx(1.0)
+    assert s.multiplier(1000 + 19_000 * 1.5) == pytest.approx(0.5)
+    clamped = LRSchedule(6e-4, 1000.0, 20_000.0, clamp=True)
+    assert clamped.multiplier(1000 + 19_000 * 2) == pytest.approx(0.1)
+    for t in (0, 500, 5000, 30_000):
+        assert clamped(t) == pytest.approx(s(t)) or t > 20_000
+    one = LRSchedule.for_data(TrainConfig(), n_windows=10, block_size=249)
+    assert (one.warmup_tokens, one.final_tokens) == (2490, 20 * 2490)
+
+
+def test_epoch_rule() -> None:
+    assert n_epochs_for(TrainConfig(), 998_000) == 50  # int(1e6 / 998000 * 50)
+    assert n_epochs_for(TrainConfig(), 236) == int(1e6 / 236 * 50)
+    assert n_epochs_for(TrainConfig(n_epochs_ref=80), 1_000_000) == 80
+    assert n_epochs_for(TrainConfig(epochs=3), 236) == 3
+
+
+def test_first_update_runs_at_full_rate(halfcheetah_dataset: str, tmp_path: Path) -> None:
+    """Step 1 uses lr 6e-4 (the reference sets the schedule after the step), then the rate
+    follows the tokens seen: tiny after one step of warmup."""
+    cfg = tiny_cfg(halfcheetah_dataset, lr=6e-4, max_steps=1)
+    cpu = torch.device("cpu")
+    trainer = Trainer.setup(cfg, tmp_path / "run", False, cpu, None, False, "runs", DistInfo())
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.run(progress=False)
+    # AdamW's first step moves every parameter with a gradient by lr * sign(grad) (+ decay)
+    delta = (trainer.model.ln_f.bias - before["ln_f.bias"]).abs()
+    assert torch.allclose(delta, torch.full_like(delta, 6e-4), rtol=1e-3)
+    lr_now = trainer.optimizer.param_groups[0]["lr"]
+    assert lr_now == pytest.approx(trainer.schedule(trainer.tokens))
+    warmup = trainer.windows.n_windows * trainer.windows.block_size
+    assert 0 < trainer.tokens < warmup and lr_now < 6e-4 / 2
+    # tokens: non-stop targets of the batch (HalfCheetah windows end inside episodes)
+    assert trainer.tokens <= cfg.train.batch_size * trainer.windows.block_size
+
+
+# -- training ----------------------------------------------------------------------------------
+
+
+def test_tiny_model_overfits_one_episode(minari_datasets, tmp_path: Path) -> None:
+    """59 windows, no dropout: the loss falls far below its start (5.2 -> ~0.6)."""
+    from trajplan.data import Episodes, load_episodes, prepare_episodes
+
+    ep = load_episodes(minari_datasets.halfcheetah)
+    n = int(ep.lengths[0])
+    one = Episodes(
+        ep.observations[:n],
+        ep.actions[:n],
+        ep.rewards[:n],
+        ep.terminations[:n],
+        ep.truncations[:n],
+        ep.starts[:1],
+        ep.lengths[:1],
+        ep.dataset_id,
+        ep.env_id,
+    )
+    cfg = tiny_cfg(ep.dataset_id, epochs=100, log_every=5)
+    cfg.model.dropout = 0.0
+    run = train(cfg, tmp_path / "run", data=prepare_episodes(one, cfg.data), progress=False)
+    losses = [m["loss"] for m in metrics(run) if m["kind"] == "train"]
+    assert losses[0] > 4.5  # ~ weighted log(21) at init
+    assert losses[-1] < 0.25 * losses[0]
+    doc = read_manifest(run)[1]
+    assert doc["status"] == "finished" and doc["step"] == 100 and doc["n_windows"] == 59
+
+
+def test_run_directory_contents(tiny_run: Path) -> None:
+    cfg, doc = read_manifest(tiny_run)
+    names = {p.name for p in tiny_run.iterdir()}
+    assert names == {
+        "config.json",
+        "model.safetensors",
+        "best.safetensors",
+        "discretizer.safetensors",
+        "state.pt",
+        "metrics.jsonl",
+    }
+    assert doc["status"] == "finished" and doc["step"] == 40 and doc["epoch"] == 10
+    assert doc["env"] == "halfcheetah" and doc["env_id"] == "HalfCheetah-v5"
+    assert (doc["ref_min"], doc["ref_max"], doc["ref_source"]) == (
+        -300.0,
+        12000.0,
+        "dataset metadata",
+    )
+    assert (cfg.model.obs_dim, cfg.model.act_dim, cfg.model.vocab_size) == (17, 6, 20)
+    assert cfg.model.block_size == 3 * 25 - 1
+    assert doc["n_params"] == TrajectoryGPT(cfg.model).num_params()
+    lines = metrics(tiny_run)
+    epochs = [m for m in lines if m["kind"] == "epoch"]
+    assert [m["epoch"] for m in epochs] == list(range(10))
+    assert doc["best_loss"] == min(m["loss"] for m in epochs)
+    steps = [m["step"] for m in lines if m["kind"] == "train"]
+    assert steps == sorted(set(steps)) and steps[-1] == 40
+    assert all(m["tokens_per_s"] > 0 and m["lr"] > 0 for m in lines if m["kind"] == "train")
+
+
+def test_resume_is_exact(halfcheetah_dataset: str, tmp_path: Path) -> None:
+    """6 steps straight == 3 steps + resume to 6 (mid-epoch stop, dropout on)."""
+    cfg = tiny_cfg(halfcheetah_dataset, max_steps=6, log_every=1)
+    assert cfg.model.dropout > 0
+    straight = train(cfg, tmp_path / "straight", progress=False)
+    first = train(
+        tiny_cfg(halfcheetah_dataset, max_steps=3, log_every=1), tmp_path / "split", progress=False
+    )
+    assert read_manifest(first)[1]["step"] == 3
+    resumed = train(cfg, first, resume=True, progress=False)
+    a, b = weights(straight), weights(resumed)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    sa, sb = read_manifest(straight)[1], read_manifest(resumed)[1]
+    assert (sa["step"], sa["tokens"], sa["epoch"]) == (sb["step"], sb["tokens"], sb["epoch"])
+    drop = ("tokens_per_s", "wall_s")
+    clean = [
+        [{k: v for k, v in m.items() if k not in drop} for m in metrics(r)]
+        for r in (straight, resumed)
+    ]
+    assert clean[0] == clean[1]
+    # a finished run resumed without a new limit has nothing to do and changes nothing
+    before = weights(resumed)
+    train(cfg, resumed, resume=True, progress=False)
+    assert all(torch.equal(before[k], v) for k, v in weights(resumed).items())
+
+
+def test_ddp_two_ranks_on_cpu(halfcheetah_dataset: str, minari_root: Path, tmp_path: Path):
+    """torchrun --nproc_per_node 2 (gloo): one run directory, written once, loadable."""
+    out = tmp_path / "ddp"
+    env = dict(os.environ, MINARI_DATASETS_PATH=str(minari_root), OMP_NUM_THREADS="1")
+    cmd = [
+        str(VENV_BIN / "torchrun"),
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "trajplan",
+        "train",
+        "--config",
+        str(TINY),
+        "--dataset",
+        halfcheetah_dataset,
+        "--epochs",
+        "2",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert [p.name for p in tmp_path.iterdir()] == ["ddp"]  # no default runs/ dir anywhere
+    assert res.stdout.count("finished after") == 1  # rank 0 reports, rank 1 does not
+    doc = read_manifest(out)[1]
+    assert doc["world_size"] == 2 and doc["status"] == "finished"
+    # 236 windows over 2 ranks: 118 each, 32 per rank and step -> 4 steps per epoch
+    assert doc["steps_per_epoch"] == 4 and doc["step"] == 8
+    lines = metrics(out)
+    assert [m["step"] for m in lines if m["kind"] == "epoch"] == [4, 8]  # one writer
+    ckpt = load_checkpoint(out, device="cpu")
+    assert ckpt.step == 8 and not ckpt.model.training
+
+
+# -- bad input -----------------------------------------------------------------------------
+
+
+def cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str]:
+    """Run the CLI in-process: (exit code, stderr)."""
+    from trajplan.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(list(args))
+    return exc.value.code, capsys.readouterr().err
+
+
+def one_line_error(code: int, err: str, *words: str) -> None:
+    assert code == 2, err
+    assert err.strip().count("\n") == 0, err
+    assert "Traceback" not in err
+    for w in words:
+        assert w in err, err
+
+
+def test_cli_bad_configs(capsys, halfcheetah_dataset: str, tmp_path: Path) -> None:
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("model:\n  n_layer: [1\n")
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("train:\n  learning_rate: 0.1\n")
+    out = tmp_path / "run"
+    ds = ("--dataset", halfcheetah_dataset, "--out", str(out), "--no-progress")
+    one_line_error(*cli(capsys, "train", "--config", str(bad_yaml), *ds), "not valid YAML")
+    one_line_error(*cli(capsys, "train", "--config", str(unknown), *ds), "learning_rate")
+    code, err = cli(capsys, "train", "--config", str(TINY), *ds, "--set", "model.obs_dim=11")
+    one_line_error(code, err, "obs_dim", "17")
+    code, err = cli(capsys, "train", "--config", str(TINY), *ds, "--set", "data.n_bins=x")
+    one_line_error(code, err, "n_bins")
+    code, err = cli(capsys, "train", "--config", str(TINY), *ds, "--env", "hopper")
+    one_line_error(code, err, "HalfCheetah")
+    code, err = cli(capsys, "train", "--env", "nosuchenv", "--out", str(out))
+    one_line_error(code, err, "nosuchenv")
+    one_line_error(*cli(capsys, "train", "--out", str(out)), "--env")
+    assert not out.exists()  # nothing was written by any of these
+
+
+def test_cli_existing_run_dir_and_resume_errors(capsys, tiny_run: Path, tmp_path: Path):
+    run = tmp_path / "copy"
+    shutil.copytree(tiny_run, run)
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    args = ("train", "--config", str(TINY), "--out", str(run), "--no-progress")
+    one_line_error(*cli(capsys, *args, "--dataset", "x/halfcheetah/y-v0"), "--resume")
+    # resuming with a different model is refused
+    code, err = cli(capsys, "train", "--resume", "--out", str(run), "--set", "model.n_layer=2")
+    one_line_error(code, err, "n_layer")
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before  # untouched
+    # a truncated resume state is one clear line, not a torch traceback
+    state = run / "state.pt"
+    state.write_bytes(before["state.pt"][: len(before["state.pt"]) // 2])
+    code, err = cli(capsys, "train", "--resume", "--out", str(run), "--max-steps", "50")
+    one_line_error(code, err, "state.pt", "corrupt")
+    one_line_error(*cli(capsys, "train", "--resume", "--out", str(tmp_path / "none")), "not found")
+
+
+def test_cli_subprocess_exit_code(tiny_run: Path) -> None:
+    """The installed entry point: exit 2 and one red line for an existing run directory."""
+    res = subprocess.run(
+        [
+            str(VENV_BIN / "trajplan"),
+            "train",
+            "--config",
+            str(TINY),
+            "--dataset",
+            "a/b/c-v0",
+            "--out",
+            str(tiny_run),
+        ],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, COLUMNS="200"),
+    )
+    assert res.returncode == 2
+    one_line_error(res.returncode, res.stderr, "already exists")
+
+
+def test_shipped_configs_load() -> None:
+    """Every YAML in configs/ is valid; the reference configs carry the SPEC s.5 overrides."""
+    for path in sorted((ROOT / "configs").glob("*.yaml")):
+        load_config(path)
+    hc = config_for("halfcheetah")
+    assert (hc.dataset, hc.plan.horizon, hc.plan.beam_width) == (
+        "mujoco/halfcheetah/medium-v0",
+        5,
+        32,
+    )
+    me = config_for("halfcheetah", "medium-expert")
+    assert me.dataset == "mujoco/halfcheetah/medium-v0+mujoco/halfcheetah/expert-v0"
+    assert (me.plan.horizon, me.plan.beam_width) == (15, 32)
+    wr = config_for("walker2d", "medium-replay")
+    assert (wr.plan.horizon, wr.plan.beam_width, wr.plan.k_act, wr.plan.cdf_act) == (
+        20,
+        32,
+        40,
+        None,
+    )
+    assert wr.train.n_epochs_ref == 80 and config_for("hopper").train.n_epochs_ref == 50
+    assert config_for("walker2d", "medium-expert").plan.horizon == 5
+    assert config_for("ant").train.batch_size == 128
+    assert config_for("hopper", "medium-replay").train.n_epochs_ref == 80
+    custom = config_for("hopper", "local/hopper/medium-replay-v0")  # an id keeps its level
+    assert custom.dataset == "local/hopper/medium-replay-v0" and custom.train.n_epochs_ref == 80
+    with pytest.raises(TrajplanError, match="level"):
+        config_for("hopper", "mediocre")
+    assert math.isclose(config_for("hopper").train.lr, 6e-4)
+
+
+def test_ctrl_c_checkpoints_and_resumes(halfcheetah_dataset, minari_root, tmp_path) -> None:
+    """SIGINT mid-run: the step finishes, a checkpoint says 'interrupted', exit 130; resume
+    picks it up."""
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    env = dict(os.environ, MINARI_DATASETS_PATH=str(minari_root), OMP_NUM_THREADS="1")
+    cmd = [
+        sys.executable,
+        "-m",
+        "trajplan",
+        "train",
+        "--config",
+        str(TINY),
+        "--dataset",
+        halfcheetah_dataset,
+        "--epochs",
+        "100000",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not (out / "metrics.jsonl").exists() or not (out / "metrics.jsonl").read_text():
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "--resume" in err and "Traceback" not in err
+    _, doc = read_manifest(out)
+    assert doc["status"] == "interrupted" and doc["step"] > 0
+    step = doc["step"]
+    resumed = train(
+        tiny_cfg(halfcheetah_dataset, max_steps=step + 2, epochs=100000),
+        out,
+        resume=True,
+        progress=False,
+    )
+    assert read_manifest(resumed)[1]["step"] == step + 2

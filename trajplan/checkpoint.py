@@ -1,0 +1,308 @@
+"""The one checkpoint format: a run directory, written by train and read by plan/eval/collect.
+
+    RUN/config.json              manifest: the full RunConfig (model dims filled in), env,
+                                 dataset, reference scores and their source, trajplan
+                                 version, n_params, progress (status, step, epoch, losses)
+    RUN/model.safetensors        weights at the last checkpoint
+    RUN/best.safetensors         weights at the checkpoint with the lowest epoch-mean
+                                 training loss so far (the reference simply uses the last)
+    RUN/discretizer.safetensors  the bins (trajplan.tokens): a model is useless without them
+    RUN/state.pt                 resume state: weights, optimizer, counters, RNG states
+    RUN/metrics.jsonl            one JSON line per logged step and per epoch (to plot)
+
+Every file is written to a temporary name and renamed. A checkpoint writes the weights,
+then state.pt (self-contained: resuming reads only it), then config.json, so a run killed
+at any moment still has a consistent last checkpoint. `status` in config.json is
+"running", "interrupted" or "finished"; `find_latest_run` only returns finished runs.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from trajplan.config import RunConfig, from_dict, to_dict
+from trajplan.errors import TrajplanError
+from trajplan.model import TrajectoryGPT
+from trajplan.runtime import atomic_write, resolve_device, write_json
+from trajplan.tokens import Discretizer
+
+FORMAT = "trajplan-run/1"
+CONFIG_FILE = "config.json"
+LAST_FILE = "model.safetensors"
+BEST_FILE = "best.safetensors"
+DISCRETIZER_FILE = "discretizer.safetensors"
+STATE_FILE = "state.pt"
+METRICS_FILE = "metrics.jsonl"
+WEIGHT_FILES = {"last": LAST_FILE, "best": BEST_FILE}
+
+
+@dataclass
+class Checkpoint:
+    """A trained model ready to plan with: weights on a device (eval mode) + its bins."""
+
+    run_dir: Path
+    config: RunConfig
+    model: TrajectoryGPT
+    discretizer: Discretizer
+    env: str  # short name (e.g. "halfcheetah") or Gymnasium id, accepted by make_env
+    dataset_id: str
+    ref_min: float | None
+    ref_max: float | None
+    ref_source: str | None
+    which: str = "last"  # "last" or "best"
+    step: int = 0  # optimizer steps behind these weights
+    meta: dict[str, Any] = field(default_factory=dict)  # the whole config.json
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+# -- writing -------------------------------------------------------------------------------
+
+
+def save_weights(path: str | Path, model: TrajectoryGPT, metadata: dict[str, str]) -> Path:
+    """Write the model's state dict as safetensors (atomic)."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {"format": "trajplan-weights/1", **metadata}
+    return atomic_write(path, lambda p: save_file(tensors, str(p), metadata=meta))
+
+
+def rng_state() -> dict[str, Any]:
+    """RNG states of torch (CPU and CUDA), numpy and Python, storable with weights_only."""
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "key": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "gauss": float(np_state[4]),
+        },
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what `rng_state` captured."""
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    key = n["key"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", key, n["pos"], n["has_gauss"], n["gauss"]))
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(
+    run_dir: str | Path,
+    model: TrajectoryGPT,
+    cfg: RunConfig,
+    manifest: dict[str, Any],
+    discretizer: Discretizer,
+    train_state: dict[str, Any] | None = None,
+    is_best: bool = False,
+) -> Path:
+    """Write one checkpoint into run_dir (see the module docstring for files and order).
+
+    manifest: the config.json fields besides `config` (env, dataset_id, ref scores, status,
+    step, ...). train_state: what `trainer` needs to resume (saved as state.pt).
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    meta = {"step": str(manifest.get("step", 0)), "epoch": str(manifest.get("epoch", 0))}
+    save_weights(run_dir / LAST_FILE, model, meta)
+    if is_best or not (run_dir / BEST_FILE).exists():
+        save_weights(run_dir / BEST_FILE, model, meta)
+    if not (run_dir / DISCRETIZER_FILE).exists():
+        discretizer.save(run_dir / DISCRETIZER_FILE)
+    if train_state is not None:
+        atomic_write(run_dir / STATE_FILE, lambda p: torch.save(train_state, p))
+    write_manifest(run_dir, cfg, manifest)
+    return run_dir
+
+
+def write_manifest(run_dir: str | Path, cfg: RunConfig, manifest: dict[str, Any]) -> Path:
+    """config.json: format, version, the manifest fields, then the full config."""
+    from trajplan import __version__
+
+    doc = {
+        "format": FORMAT,
+        "trajplan_version": __version__,
+        **manifest,
+        "updated": now_iso(),
+        "config": to_dict(cfg),
+    }
+    return write_json(Path(run_dir) / CONFIG_FILE, doc)
+
+
+# -- reading -------------------------------------------------------------------------------
+
+
+def read_manifest(run_dir: str | Path) -> tuple[RunConfig, dict[str, Any]]:
+    """Parse RUN/config.json -> (RunConfig, the whole JSON document)."""
+    run_dir = Path(run_dir)
+    path = run_dir / CONFIG_FILE
+    if not run_dir.is_dir():
+        raise TrajplanError(f"run directory not found: {run_dir}")
+    if not path.is_file():
+        raise TrajplanError(f"{run_dir} is not a trajplan run directory (no {CONFIG_FILE})")
+    try:
+        doc = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise TrajplanError(f"{path}: corrupt run config ({_first_line(exc)})") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT or "config" not in doc:
+        raise TrajplanError(f"{path}: not a trajplan run config (expected format {FORMAT})")
+    cfg = from_dict(RunConfig, doc["config"], where=f"{path}: config")
+    m = cfg.model
+    if min(m.obs_dim, m.act_dim, m.vocab_size, m.block_size) <= 0:
+        raise TrajplanError(f"{path}: model dimensions are missing (obs/act/vocab/block)")
+    return cfg, doc
+
+
+def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
+    """Read a safetensors weights file; any damage is one clear TrajplanError."""
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise TrajplanError(f"missing weights file {path} (no checkpoint was written yet?)")
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as exc:  # SafetensorError, OSError, ...: truncated or not safetensors
+        raise TrajplanError(f"{path}: corrupt or truncated weights ({_first_line(exc)})") from None
+
+
+def build_model(cfg: RunConfig, state: dict[str, torch.Tensor], where: Path) -> TrajectoryGPT:
+    """A TrajectoryGPT for cfg.model carrying `state`; shape/key mismatch -> TrajplanError."""
+    try:
+        model = TrajectoryGPT(cfg.model)
+    except (ValueError, AssertionError) as exc:
+        raise TrajplanError(f"{where}: invalid model config ({_first_line(exc)})") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())[:300]
+        raise TrajplanError(
+            f"{where}: weights do not match the run's config.json ({detail})"
+        ) from None
+    return model
+
+
+def load_checkpoint(
+    path: str | Path, device: str | torch.device = "auto", which: str = "last"
+) -> Checkpoint:
+    """Load a run directory (or one of its .safetensors files) for planning.
+
+    which: "last" (the weights at the end of training, as the reference evaluates) or
+    "best" (lowest epoch-mean training loss). The model is in eval mode on `device`.
+    """
+    path = Path(path)
+    if path.suffix == ".safetensors" and path.is_file():
+        run_dir, weights = path.parent, path
+        which = {v: k for k, v in WEIGHT_FILES.items()}.get(path.name, path.stem)
+    else:
+        if which not in WEIGHT_FILES:
+            raise TrajplanError(f"which must be 'last' or 'best', got {which!r}")
+        run_dir, weights = path, path / WEIGHT_FILES[which]
+    cfg, doc = read_manifest(run_dir)
+    model = build_model(cfg, load_state_dict_file(weights), weights)
+    disc = Discretizer.load(run_dir / DISCRETIZER_FILE)
+    if disc.dim != cfg.model.transition_dim or disc.n_bins != cfg.model.vocab_size:
+        raise TrajplanError(
+            f"{run_dir}: discretizer ({disc.dim} dims, {disc.n_bins} bins) does not match the "
+            f"model ({cfg.model.transition_dim} dims, {cfg.model.vocab_size} bins)"
+        )
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    model = model.to(dev).eval()
+    return Checkpoint(
+        run_dir=run_dir,
+        config=cfg,
+        model=model,
+        discretizer=disc,
+        env=str(doc.get("env") or cfg.env or ""),
+        dataset_id=str(doc.get("dataset_id") or cfg.dataset or ""),
+        ref_min=doc.get("ref_min"),
+        ref_max=doc.get("ref_max"),
+        ref_source=doc.get("ref_source"),
+        which=which,
+        step=int(doc.get("step", 0)),
+        meta=doc,
+    )
+
+
+def load_train_state(run_dir: str | Path) -> dict[str, Any]:
+    """RUN/state.pt for resuming; damage or absence -> TrajplanError."""
+    path = Path(run_dir) / STATE_FILE
+    if not path.is_file():
+        raise TrajplanError(
+            f"cannot resume {run_dir}: no {STATE_FILE} yet (stopped before its first "
+            "checkpoint): delete it and start again"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, pickle error, ...
+        raise TrajplanError(
+            f"{path}: corrupt or truncated resume state ({_first_line(exc)})"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise TrajplanError(f"{path}: not a trajplan resume state")
+    return state
+
+
+def _same_env(a: str, b: str) -> bool:
+    from trajplan.envs import resolve_env
+
+    if a.lower() == b.lower():
+        return True
+    try:
+        return resolve_env(a).name == resolve_env(b).name
+    except TrajplanError:
+        return False
+
+
+def find_latest_run(env: str, runs_root: str | Path = "runs") -> Path:
+    """The most recently finished run for `env` under runs_root (by finish time)."""
+    root = Path(runs_root)
+    if not root.is_dir():
+        raise TrajplanError(
+            f"no runs directory {root}: train a model first (trajplan train --env {env})"
+        )
+    best: tuple[str, float, Path] | None = None
+    for cfg_path in root.glob(f"*/{CONFIG_FILE}"):
+        try:
+            doc = json.loads(cfg_path.read_text())
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        if not isinstance(doc, dict) or doc.get("status") != "finished":
+            continue
+        if not _same_env(str(doc.get("env") or ""), env):
+            continue
+        if not (cfg_path.parent / LAST_FILE).is_file():
+            continue
+        key = (str(doc.get("finished") or ""), cfg_path.stat().st_mtime, cfg_path.parent)
+        if best is None or key[:2] > best[:2]:
+            best = key
+    if best is None:
+        raise TrajplanError(
+            f"no finished run for {env} under {root}: train one (trajplan train --env {env}) "
+            "or pass a run directory"
+        )
+    return best[2]

@@ -1,0 +1,764 @@
+"""Training the TT model (SPEC section 4): one loop for CPU, one GPU and torchrun DDP.
+
+Faithful to the reference trainer:
+- AdamW(lr 6e-4, betas (0.9, 0.95)); weight decay 0.1 on Linear weights and the
+  per-dimension head only; gradient norm clipped at 1.0;
+- batches of 256 windows, reshuffled every epoch, the last partial batch kept;
+- learning rate by tokens seen (non-stop targets): linear warmup over one pass of the data
+  (n_windows * block_size tokens), then a cosine to 0.1x at 20 passes that the reference
+  never clamps (it rises again after); the new rate is set *after* each optimizer step, so
+  the first update runs at the full rate. `train.clamp_schedule` holds 0.1x after the end;
+- n_epochs = int(1e6 / n_windows * n_epochs_ref) unless `train.epochs` is given.
+
+Batches are gathered by tensor indexing (`WindowDataset.get_batch`) from a permutation drawn
+from (seed, epoch); dropout is reseeded from (seed, rank, step) before every step. So a run
+is a pure function of its config, and a resumed run continues exactly (tests check it).
+
+On CUDA: bf16 autocast, TF32 matmuls, optional torch.compile. Under torchrun (WORLD_SIZE > 1)
+every rank trains on a disjoint shard of each epoch's permutation (global batch = batch_size)
+with DistributedDataParallel (NCCL on GPU, gloo on CPU); only rank 0 writes files and shows
+progress.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import math
+import os
+import signal
+import threading
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+from trajplan.checkpoint import (
+    FORMAT,
+    METRICS_FILE,
+    load_train_state,
+    now_iso,
+    read_manifest,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from trajplan.config import RunConfig, TrainConfig, dataset_level, to_dict
+from trajplan.errors import TrajplanError
+from trajplan.model import TrajectoryGPT
+from trajplan.runtime import atomic_write, resolve_device, seed_everything
+
+# Fields that may change when a run is resumed (they steer the loop, not the result).
+LOOP_FIELDS = ("epochs", "max_steps", "time_limit_s", "save_every", "log_every", "compile")
+DIM_FIELDS = ("obs_dim", "act_dim", "vocab_size", "block_size")
+
+
+# -- optimizer and schedule ------------------------------------------------------------------
+
+
+def decay_parameter_names(model: nn.Module) -> tuple[list[str], list[str]]:
+    """(decayed, not decayed) parameter names: Linear weights and the head are decayed;
+    biases, LayerNorm, the token embedding and the position embedding are not."""
+    decay, no_decay = [], []
+    for mod_name, mod in model.named_modules():
+        for name, _ in mod.named_parameters(recurse=False):
+            full = f"{mod_name}.{name}" if mod_name else name
+            if (isinstance(mod, nn.Linear) and name == "weight") or (
+                mod is model and name == "head"
+            ):
+                decay.append(full)
+            else:
+                no_decay.append(full)
+    return decay, no_decay
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    decay, no_decay = decay_parameter_names(model)
+    params = dict(model.named_parameters())
+    groups = [
+        {"params": [params[n] for n in decay], "weight_decay": cfg.weight_decay},
+        {"params": [params[n] for n in no_decay], "weight_decay": 0.0},
+    ]
+    fused = device.type == "cuda"  # one kernel for all parameters
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), fused=fused)
+
+
+@dataclass(frozen=True)
+class LRSchedule:
+    """Learning rate as a function of tokens seen (SPEC s.4)."""
+
+    lr: float
+    warmup_tokens: float
+    final_tokens: float
+    clamp: bool = False  # False: the reference's unclamped cosine
+
+    @classmethod
+    def for_data(cls, cfg: TrainConfig, n_windows: int, block_size: int) -> LRSchedule:
+        one_pass = n_windows * block_size
+        return cls(
+            cfg.lr, cfg.warmup_mult * one_pass, cfg.final_mult * one_pass, cfg.clamp_schedule
+        )
+
+    def multiplier(self, tokens: float) -> float:
+        if tokens < self.warmup_tokens:
+            return tokens / max(1.0, self.warmup_tokens)
+        progress = (tokens - self.warmup_tokens) / max(1.0, self.final_tokens - self.warmup_tokens)
+        if self.clamp:
+            progress = min(progress, 1.0)
+        return max(0.1, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+    def __call__(self, tokens: float) -> float:
+        return self.lr * self.multiplier(tokens)
+
+
+def n_epochs_for(cfg: TrainConfig, n_windows: int) -> int:
+    """`epochs` if given, else the reference's int(1e6 / n_windows * n_epochs_ref), >= 1."""
+    if cfg.epochs is not None:
+        return cfg.epochs
+    return max(1, int(1e6 / n_windows * cfg.n_epochs_ref))
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The order of the windows in one epoch: a function of (seed, epoch) only."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g)
+
+
+def step_seed(seed: int, rank: int, step: int) -> int:
+    """Seed of the dropout draws of one optimizer step on one rank."""
+    return ((seed * 1_000_003 + rank) * 1_000_000_007 + step) % (2**63)
+
+
+def check_train_config(cfg: TrainConfig) -> None:
+    for name in ("batch_size", "save_every", "log_every", "n_epochs_ref"):
+        if getattr(cfg, name) < 1:
+            raise TrajplanError(f"train.{name} must be at least 1, got {getattr(cfg, name)}")
+    for name in ("epochs", "max_steps"):
+        value = getattr(cfg, name)
+        if value is not None and value < 1:
+            raise TrajplanError(f"train.{name} must be at least 1 (or null), got {value}")
+    if cfg.lr <= 0 or cfg.grad_clip <= 0 or cfg.weight_decay < 0:
+        raise TrajplanError("train.lr and train.grad_clip must be > 0, weight_decay >= 0")
+    if not 0 < cfg.warmup_mult < cfg.final_mult:
+        raise TrajplanError("train.warmup_mult must be > 0 and below train.final_mult")
+
+
+# -- run setup -------------------------------------------------------------------------------
+
+
+@dataclass
+class DistInfo:
+    """Where this process sits in a torchrun job (rank 0 of 1 without torchrun)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: str) -> tuple[DistInfo, torch.device]:
+    """Read torchrun's env vars; start NCCL (GPU) or gloo (CPU) when WORLD_SIZE > 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    dev = resolve_device(device)
+    if world <= 1:
+        return DistInfo(), dev
+    rank = int(os.environ["RANK"])
+    local = int(os.environ.get("LOCAL_RANK", rank))
+    if dev.type == "cuda":
+        dev = torch.device("cuda", local)
+        torch.cuda.set_device(dev)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return DistInfo(rank, world, local), dev
+
+
+def resolve_dataset(cfg: RunConfig) -> tuple[str | None, str, int | None]:
+    """(env short name or None, dataset id, obs_keep) from cfg.env / cfg.dataset."""
+    from trajplan.envs import env_for_dataset, resolve_env
+
+    if cfg.env is None and cfg.dataset is None:
+        raise TrajplanError("no env and no dataset: give --env NAME or --dataset ID")
+    info = resolve_env(cfg.env) if cfg.env is not None else env_for_dataset(cfg.dataset or "")
+    dataset = cfg.dataset or (info.dataset_id if info else None)
+    if dataset is None:
+        raise TrajplanError(f"env {cfg.env!r} has no default dataset: give --dataset ID")
+    return (info.name if info else None), dataset, (info.obs_keep if info else None)
+
+
+def fill_model_dims(cfg: RunConfig, obs_dim: int, act_dim: int, dataset: str) -> None:
+    """Set model dims from the data; a config that states other dims is an error."""
+    d = obs_dim + act_dim + 2
+    want = {
+        "obs_dim": obs_dim,
+        "act_dim": act_dim,
+        "vocab_size": cfg.data.n_bins,
+        "block_size": cfg.data.seq_len * d - 1,
+    }
+    for key, value in want.items():
+        given = getattr(cfg.model, key)
+        if given not in (0, value):
+            raise TrajplanError(
+                f"config model.{key} = {given}, but dataset {dataset} with data.n_bins "
+                f"{cfg.data.n_bins} and data.seq_len {cfg.data.seq_len} needs {value} "
+                "(leave model dims at 0 to take them from the data)"
+            )
+        setattr(cfg.model, key, value)
+    if cfg.model.n_embd % cfg.model.n_head:
+        raise TrajplanError(
+            f"model.n_embd ({cfg.model.n_embd}) must be a multiple of model.n_head "
+            f"({cfg.model.n_head})"
+        )
+
+
+def resume_config(saved: RunConfig, given: RunConfig, run_dir: Path) -> RunConfig:
+    """The run's own config, with the loop fields (LOOP_FIELDS) and `plan` from `given`.
+
+    Anything else that `given` sets differently is an error: the run would not continue
+    the same training. Model dims left at 0 and env/dataset left empty count as unset.
+    """
+    s, g = to_dict(saved), to_dict(given)
+    diffs = []
+    for key in ("env", "dataset"):
+        if g[key] is not None and g[key] != s[key]:
+            diffs.append(f"{key}: run has {s[key]!r}, given {g[key]!r}")
+    for section in ("data", "model", "train"):
+        for key, value in g[section].items():
+            if section == "train" and key in LOOP_FIELDS:
+                continue
+            if section == "model" and key in DIM_FIELDS and value == 0:
+                continue
+            if value != s[section][key]:
+                diffs.append(f"{section}.{key}: run has {s[section][key]!r}, given {value!r}")
+    if diffs:
+        raise TrajplanError(
+            f"cannot resume {run_dir}: config differs from the run's ({'; '.join(diffs[:3])})"
+        )
+    merged = dataclasses.replace(saved, plan=dataclasses.replace(given.plan))
+    merged.train = dataclasses.replace(
+        saved.train, **{k: getattr(given.train, k) for k in LOOP_FIELDS}
+    )
+    return merged
+
+
+def default_run_dir(env: str | None, dataset: str, runs_root: str | Path = "runs") -> Path:
+    """runs/<env>-<level>-<YYYYmmdd-HHMMSS>."""
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    name = f"{env or 'run'}-{dataset_level(dataset)}-{stamp}"
+    return Path(runs_root) / name.replace("/", "_")
+
+
+def target_token_counts(windows: Any, chunk: int = 8192) -> torch.Tensor:
+    """[n_windows] int64 on CPU: non-stop target tokens of every window (the schedule's unit)."""
+    counts = torch.empty(windows.n_windows, dtype=torch.int64)
+    for start in range(0, windows.n_windows, chunk):
+        idx = torch.arange(start, min(start + chunk, windows.n_windows))
+        _, y, _ = windows.get_batch(idx)
+        counts[start : start + len(idx)] = (y != windows.stop_token).sum(1).cpu()
+    return counts
+
+
+# -- progress and metrics --------------------------------------------------------------------
+
+
+class _Progress:
+    """A rich progress bar (rank 0, when asked) with loss, lr, tokens/s and ETA."""
+
+    def __init__(self, enabled: bool, total: int, done: int, title: str) -> None:
+        self.bar = None
+        if not enabled:
+            return
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("epoch {task.fields[epoch]}  loss {task.fields[loss]}"),
+            TextColumn("lr {task.fields[lr]}  {task.fields[speed]} tok/s"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+        )
+        self.task = self.bar.add_task(
+            title, total=total, completed=done, epoch="-", loss="-", lr="-", speed="-"
+        )
+        self.bar.start()
+
+    def update(self, step: int, **fields: Any) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=step, **fields)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+class _Metrics:
+    """metrics.jsonl (+ TensorBoard when installed), written by rank 0 only."""
+
+    def __init__(self, run_dir: Path, enabled: bool, keep_until_step: int | None) -> None:
+        self.path = run_dir / METRICS_FILE
+        self.file = None
+        self.tb = None
+        if not enabled:
+            return
+        if keep_until_step is not None and self.path.exists():  # drop lines past the checkpoint
+            kept = []
+            for line in self.path.read_text().splitlines():
+                try:
+                    if json.loads(line).get("step", 0) <= keep_until_step:
+                        kept.append(line + "\n")
+                except json.JSONDecodeError:
+                    continue
+            atomic_write(self.path, lambda p: p.write_text("".join(kept)))
+        self.file = self.path.open("a")
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+        except Exception:  # tensorboard not installed: the JSON lines are enough
+            self.tb = None
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.file is None:
+            return
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        if self.tb is not None:
+            prefix = record.get("kind", "train")
+            for key in ("loss", "lr", "tokens_per_s"):
+                if record.get(key) is not None:
+                    self.tb.add_scalar(f"{prefix}/{key}", record[key], record["step"])
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+class _StopFlag:
+    """Ctrl-C between steps: finish the step, checkpoint, then stop (a second Ctrl-C aborts)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.requested = False
+        self.previous = None
+        if enabled and threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def close(self) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+# -- the loop --------------------------------------------------------------------------------
+
+
+def train(
+    cfg: RunConfig,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    device: str = "auto",
+    progress: bool = True,
+    data: Any = None,
+    download: bool = False,
+    runs_root: str | Path = "runs",
+) -> Path:
+    """Train a TT model as configured; returns the run directory (see trajplan.checkpoint).
+
+    out_dir: the run directory (default runs/<env>-<level>-<time>); it must not exist
+    unless resume=True, which continues from its last checkpoint with the run's own config
+    (only LOOP_FIELDS and `plan` may differ, e.g. a larger train.max_steps). data: a
+    PreparedData to train on instead of loading cfg.dataset (tests, benchmarks).
+    Under torchrun this runs on every rank; only rank 0 writes. Ctrl-C finishes the current
+    step, checkpoints (status "interrupted") and raises KeyboardInterrupt.
+    """
+    rank_info, dev = init_distributed(device)
+    try:
+        trainer = Trainer.setup(cfg, out_dir, resume, dev, data, download, runs_root, rank_info)
+        interrupted = trainer.run(progress)
+    finally:
+        if rank_info.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+    if interrupted:
+        if rank_info.main:
+            from rich.console import Console
+
+            Console(stderr=True).print(
+                f"[yellow]stopped at step {trainer.step}: checkpoint saved; continue with "
+                f"trajplan train --resume --out {trainer.run_dir}[/]",
+                highlight=False,
+            )
+        raise KeyboardInterrupt
+    return trainer.run_dir
+
+
+class Trainer:
+    """The state of one training run and the loop over it (build with `Trainer.setup`)."""
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        run_dir: Path,
+        data: Any,
+        dev: torch.device,
+        rk: DistInfo,
+        manifest: dict[str, Any],
+    ) -> None:
+        self.cfg, self.run_dir, self.data, self.dev, self.rk = cfg, run_dir, data, dev, rk
+        self.windows = data.windows
+        tc = cfg.train
+        seed_everything(tc.seed)
+        self.model = TrajectoryGPT(cfg.model).to(dev)
+        self.optimizer = make_optimizer(self.model, tc, dev)
+        self.schedule = LRSchedule.for_data(tc, self.windows.n_windows, self.windows.block_size)
+        self.n_epochs = n_epochs_for(tc, self.windows.n_windows)
+        # batching: the permutation is padded to a multiple of the world size; rank r takes
+        # its r-th column, `per_rank` rows per step (the global batch is batch_size)
+        self.per_rank = math.ceil(tc.batch_size / rk.world)
+        self.shard_len = math.ceil(self.windows.n_windows / rk.world)
+        self.steps_per_epoch = math.ceil(self.shard_len / self.per_rank)
+        self.total_steps = self.n_epochs * self.steps_per_epoch
+        if tc.max_steps is not None:
+            self.total_steps = min(self.total_steps, tc.max_steps)
+        # progress counters (all restored on resume)
+        self.step = self.epoch = self.batch_pos = self.tokens = 0
+        self.wall_before = 0.0  # training time of earlier sessions of this run
+        self.epoch_loss, self.epoch_batches = 0.0, 0  # partial epoch (for best.safetensors)
+        self.best_loss, self.best_epoch = math.inf, -1
+        self.last_loss: float | None = None
+        self.manifest = {
+            **manifest,
+            "n_params": self.model.num_params(),
+            "n_epochs": self.n_epochs,
+            "steps_per_epoch": self.steps_per_epoch,
+            "total_steps": self.total_steps,
+            "world_size": rk.world,
+            "device": str(dev),
+            "torch_version": torch.__version__,
+        }
+
+    # -- construction ------------------------------------------------------------------------
+
+    @classmethod
+    def setup(
+        cls,
+        cfg: RunConfig,
+        out_dir: str | Path | None,
+        resume: bool,
+        dev: torch.device,
+        data: Any,
+        download: bool,
+        runs_root: str | Path,
+        rk: DistInfo,
+    ) -> Trainer:
+        """Check the run directory and config, prepare the data, build (or restore) a run."""
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model))  # caller's stays
+        state = None
+        if resume:
+            if out_dir is None:
+                raise TrajplanError("--resume needs the run directory (--out DIR)")
+            saved, _ = read_manifest(out_dir)
+            cfg = resume_config(saved, cfg, Path(out_dir))
+            state = load_train_state(out_dir)
+        elif out_dir is not None:
+            p = Path(out_dir)
+            if p.exists() and (not p.is_dir() or any(p.iterdir())):
+                raise TrajplanError(
+                    f"run directory {p} already exists: pass --resume to continue it, "
+                    "or choose another --out"
+                )
+        check_train_config(cfg.train)
+
+        if data is not None and cfg.dataset is None:
+            cfg.dataset = data.episodes.dataset_id
+        env_name, dataset_id, obs_keep = resolve_dataset(cfg)
+        if data is None:  # every rank prepares the same windows (deterministic)
+            from trajplan.data import prepare
+
+            data = prepare(dataset_id, cfg.data, download=download, obs_keep=obs_keep)
+        episodes = data.episodes
+        if env_name is None and episodes.env_id:
+            from trajplan.envs import env_for_dataset
+
+            info = env_for_dataset(episodes.env_id)
+            env_name = info.name if info else episodes.env_id
+        _check_env_matches(env_name, episodes.env_id, dataset_id)
+        cfg.env, cfg.dataset = env_name, dataset_id
+        fill_model_dims(cfg, data.obs_dim, data.act_dim, dataset_id)
+        w = data.windows
+        if (w.block_size, w.transition_dim) != (cfg.model.block_size, cfg.model.transition_dim):
+            raise TrajplanError(
+                f"prepared windows ({w.block_size} tokens, {w.transition_dim} dims) do not "
+                f"match the model ({cfg.model.block_size}, {cfg.model.transition_dim})"
+            )
+
+        if out_dir is None:
+            run_dir = default_run_dir(env_name, dataset_id, runs_root)
+            if rk.world > 1:  # every rank must use rank 0's timestamp
+                box = [str(run_dir)]
+                dist.broadcast_object_list(box, src=0)
+                run_dir = Path(box[0])
+        else:
+            run_dir = Path(out_dir)
+        manifest = {
+            "env": env_name,
+            "env_id": episodes.env_id,
+            "dataset_id": dataset_id,
+            "ref_min": episodes.ref_min,
+            "ref_max": episodes.ref_max,
+            "ref_source": episodes.ref_source,
+            "n_windows": w.n_windows,
+            "n_transitions": int(episodes.n_steps),
+            "n_episodes": int(episodes.n_episodes),
+            "created": now_iso(),
+        }
+        trainer = cls(cfg, run_dir, data, dev, rk, manifest)
+        if state is not None:
+            trainer.restore(state)
+        return trainer
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from a state.pt (weights, optimizer, counters, RNG)."""
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.step, self.epoch, self.batch_pos = state["step"], state["epoch"], state["batch"]
+            self.tokens, self.wall_before = state["tokens"], state["wall_s"]
+            self.epoch_loss, self.epoch_batches = state["epoch_loss_sum"], state["epoch_batches"]
+            self.best_loss, self.best_epoch = state["best_loss"], state["best_epoch"]
+            self.last_loss = state.get("last_loss")
+            self.manifest["created"] = state.get("created", self.manifest["created"])
+            set_rng_state(state["rng"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+            detail = " ".join(str(exc).split())[:200]
+            raise TrajplanError(f"{self.run_dir}: resume state does not fit ({detail})") from None
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def save(self, status: str, is_best: bool = False) -> None:
+        """One checkpoint (rank 0 only): weights, resume state, then config.json."""
+        if not self.rk.main:
+            return
+        info = {
+            **self.manifest,
+            "status": status,
+            "step": self.step,
+            "epoch": self.epoch,
+            "tokens": int(self.tokens),
+            "wall_s": round(self.elapsed(), 3),
+            "last_loss": self.last_loss,
+            "best_loss": None if math.isinf(self.best_loss) else self.best_loss,
+            "best_epoch": self.best_epoch,
+        }
+        if status == "finished":
+            info["finished"] = now_iso()
+        state = {
+            "format": FORMAT,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch": self.batch_pos,
+            "tokens": int(self.tokens),
+            "wall_s": self.elapsed(),
+            "epoch_loss_sum": self.epoch_loss,
+            "epoch_batches": self.epoch_batches,
+            "best_loss": self.best_loss,
+            "best_epoch": self.best_epoch,
+            "last_loss": self.last_loss,
+            "created": self.manifest["created"],
+            "rng": rng_state(),
+        }
+        save_checkpoint(
+            self.run_dir, self.model, self.cfg, info, self.data.discretizer, state, is_best
+        )
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def elapsed(self) -> float:
+        """Training wall time over all sessions of this run."""
+        return self.wall_before + time.perf_counter() - self._t_start
+
+    def _mean_over_ranks(self, total: torch.Tensor, n: int) -> float:
+        pair = torch.stack([total.detach().float(), torch.tensor(float(n), device=self.dev)])
+        if self.rk.world > 1:
+            dist.all_reduce(pair)
+        return float(pair[0] / pair[1].clamp(min=1))
+
+    def _out_of_time(self) -> bool:
+        limit = self.cfg.train.time_limit_s
+        out = limit is not None and self.elapsed() >= limit
+        if self.rk.world > 1:  # every rank must stop at the same step
+            flag = torch.tensor(float(out), device=self.dev)
+            dist.all_reduce(flag)
+            out = bool(flag > 0)
+        return out
+
+    def run(self, progress: bool = True) -> bool:
+        """Train until the last epoch, max_steps or time_limit_s; True if Ctrl-C stopped it."""
+        tc, rk, w = self.cfg.train, self.rk, self.windows
+        self._t_start = time.perf_counter()
+        if self.step >= self.total_steps or self.epoch >= self.n_epochs:
+            return False  # nothing left to do (a finished run resumed without a new limit)
+        lr = self.schedule(self.tokens) if self.step > 0 else tc.lr  # first update: full rate
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        if self.dev.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        w.to(self.dev)
+        counts = target_token_counts(w)  # [W] CPU: the schedule's tokens per window
+        net: nn.Module = self.model
+        if rk.world > 1:
+            ids = [self.dev.index] if self.dev.type == "cuda" else None
+            net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        if tc.compile:
+            net = torch.compile(net)
+        use_amp = self.dev.type == "cuda" and tc.amp
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else nullcontext()
+
+        if rk.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        metrics = _Metrics(self.run_dir, rk.main, self.step if self.step > 0 else None)
+        stop = _StopFlag(rk.world == 1)
+        bar = _Progress(progress and rk.main, self.total_steps, self.step, self.run_dir.name)
+        log_loss = torch.zeros((), device=self.dev)  # summed on the device, read when logged
+        ep_loss = torch.tensor(self.epoch_loss, device=self.dev)
+        log_n, log_tokens, t_log = 0, 0, time.perf_counter()
+        interrupted = out_of_time = False
+        self.model.train()
+        try:
+            while self.epoch < self.n_epochs and self.step < self.total_steps:
+                perm = epoch_permutation(w.n_windows, tc.seed, self.epoch)
+                pad = self.shard_len * rk.world - w.n_windows  # wrap around (DistributedSampler)
+                grid = torch.cat([perm, perm[:pad]]).view(self.shard_len, rk.world)
+                while self.batch_pos < self.steps_per_epoch and self.step < self.total_steps:
+                    a = self.batch_pos * self.per_rank
+                    rows = grid[a : a + self.per_rank]  # [b, world] window ids of this step
+                    x, y, mask = w.get_batch(rows[:, rk.rank].to(self.dev))  # [b, block] each
+                    torch.manual_seed(step_seed(tc.seed, rk.rank, self.step))  # dropout draws
+                    with autocast:
+                        _, loss = net(x, y, mask)
+                    self.optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
+                    self.optimizer.step()
+                    # as the reference: the rate for the *next* step, from the tokens seen
+                    self.tokens += int(counts[rows.reshape(-1)].sum())
+                    lr = self.schedule(self.tokens)
+                    for group in self.optimizer.param_groups:
+                        group["lr"] = lr
+                    self.step += 1
+                    self.batch_pos += 1
+                    self.epoch_batches += 1
+                    log_loss += loss.detach()
+                    ep_loss += loss.detach()
+                    log_n += 1
+                    log_tokens += x.numel() * rk.world
+                    if self.step % tc.log_every == 0 or self.step == self.total_steps:
+                        self.last_loss = self._mean_over_ranks(log_loss, log_n)
+                        speed = log_tokens / max(time.perf_counter() - t_log, 1e-9)
+                        metrics.write(
+                            {
+                                "kind": "train",
+                                "step": self.step,
+                                "epoch": self.epoch,
+                                "loss": self.last_loss,
+                                "lr": lr,
+                                "tokens": int(self.tokens),
+                                "tokens_per_s": round(speed, 1),
+                                "wall_s": round(self.elapsed(), 3),
+                            }
+                        )
+                        bar.update(
+                            self.step,
+                            epoch=self.epoch,
+                            loss=f"{self.last_loss:.4f}",
+                            lr=f"{lr:.2e}",
+                            speed=f"{speed:,.0f}",
+                        )
+                        log_loss.zero_()
+                        log_n, log_tokens, t_log = 0, 0, time.perf_counter()
+                        out_of_time = self._out_of_time()
+                    else:
+                        bar.update(self.step)
+                    interrupted = stop.requested
+                    if interrupted or out_of_time:
+                        break
+                if self.batch_pos < self.steps_per_epoch:  # stopped inside the epoch
+                    break
+                self._end_epoch(ep_loss, lr, metrics)
+            if self.batch_pos > 0:  # stopped inside an epoch: max_steps, time limit or Ctrl-C
+                self.epoch_loss = float(ep_loss)
+                self.save("interrupted" if interrupted else "finished")
+        finally:
+            bar.close()
+            metrics.close()
+            stop.close()
+        if rk.world > 1:
+            dist.barrier()
+        return interrupted
+
+    def _end_epoch(self, ep_loss: torch.Tensor, lr: float, metrics: _Metrics) -> None:
+        """Epoch mean loss (decides best.safetensors), metrics line, checkpoint when due."""
+        mean = self._mean_over_ranks(ep_loss, self.epoch_batches)
+        is_best = mean < self.best_loss
+        if is_best:
+            self.best_loss, self.best_epoch = mean, self.epoch
+        metrics.write(
+            {
+                "kind": "epoch",
+                "step": self.step,
+                "epoch": self.epoch,
+                "loss": mean,
+                "lr": lr,
+                "tokens": int(self.tokens),
+                "wall_s": round(self.elapsed(), 3),
+            }
+        )
+        self.epoch += 1
+        self.batch_pos, self.epoch_batches, self.epoch_loss = 0, 0, 0.0
+        ep_loss.zero_()
+        if self.epoch >= self.n_epochs or self.step >= self.total_steps:
+            self.save("finished", is_best)
+        elif self.epoch % self.cfg.train.save_every == 0:
+            self.save("running", is_best)
+
+
+def _check_env_matches(env_name: str | None, dataset_env: str | None, dataset: str) -> None:
+    """The configured env and the env the dataset was recorded in must agree."""
+    if env_name is None or dataset_env is None:
+        return
+    from trajplan.envs import resolve_env
+
+    try:
+        a, b = resolve_env(env_name), resolve_env(dataset_env)
+    except TrajplanError:
+        return
+    if a.gym_id.split("-v")[0] != b.gym_id.split("-v")[0]:
+        raise TrajplanError(
+            f"dataset {dataset} was recorded in {dataset_env}, not {a.gym_id}: "
+            "pick a dataset for this env or another --env"
+        )
