@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         figures[f"{level}_dataset_return"] = round(mean, 1) if len(full) else None
         figures[f"{level}_dataset_steps"] = ep.n_steps
         figures[f"{level}_build_s"] = round(build_s, 1)
-    console.print(table)
+    console.print(table, width=120)
     print(json.dumps(figures))
     return 0
 
