@@ -131,7 +131,8 @@ def data_collect(
     policy: str = typer.Option(
         ...,
         help="'random'; 'medium' or 'expert' (the actor shipped for this env); a path to an "
-        "exported actor (*.actor.safetensors, see scripts/train_behavior.py).",
+        "exported actor (*.actor.safetensors, see scripts/train_behavior.py); or a trajplan "
+        "run directory (its planner acts).",
     ),
     steps: int = typer.Option(..., help="Env steps in total (whole episodes; the last is cut)."),
     dataset_id: str = typer.Option(

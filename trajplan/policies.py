@@ -293,15 +293,17 @@ class PlannerPolicy:
 
 
 def planner_policy(run_dir: Path, env_name: str) -> Policy:
-    """A trained trajplan run directory as behaviour policy (wraps it in `PlannerPolicy`).
+    """A trained trajplan run directory as behaviour policy: its planner with the run's
+    plan config, on CPU/GPU as available, wrapped in `PlannerPolicy`."""
+    from trajplan.checkpoint import load_checkpoint
+    from trajplan.envs import resolve_env
+    from trajplan.evaluate import check_env_matches
+    from trajplan.plan import Planner
 
-    Needs a checkpoint loader (model + discretizer + plan config) from the training module,
-    which does not exist yet: until then this is a clear error.
-    """
-    raise TrajplanError(
-        f"{run_dir} is a directory: collecting with a trajplan planner checkpoint is not "
-        "supported yet; use 'random', 'medium', 'expert' or an actor file"
-    )
+    ckpt = load_checkpoint(run_dir)
+    check_env_matches(ckpt.model, env_name, ckpt.env or None)
+    planner = Planner(ckpt.model, ckpt.discretizer, ckpt.config.plan)
+    return PlannerPolicy(planner, obs_keep=resolve_env(env_name).obs_keep)
 
 
 def make_policy(spec: str, env_name: str, env: gym.Env) -> Policy:
