@@ -402,3 +402,12 @@ def test_ctrl_c_checkpoints_and_resumes(halfcheetah_dataset, minari_root, tmp_pa
         progress=False,
     )
     assert read_manifest(resumed)[1]["step"] == step + 2
+
+
+def test_time_limit_stops_at_a_log_point(halfcheetah_dataset: str, tmp_path: Path) -> None:
+    """The budget is checked every log_every steps: here at the end of the first epoch."""
+    cfg = tiny_cfg(halfcheetah_dataset, log_every=4, time_limit_s=1e-6)
+    run = train(cfg, tmp_path / "run", progress=False)
+    _, doc = read_manifest(run)
+    assert (doc["status"], doc["step"], doc["epoch"]) == ("finished", 4, 1)
+    assert [m["kind"] for m in metrics(run)] == ["train", "epoch"]

@@ -10,6 +10,9 @@ Faithful to the reference trainer:
   the first update runs at the full rate. `train.clamp_schedule` holds 0.1x after the end;
 - n_epochs = int(1e6 / n_windows * n_epochs_ref) unless `train.epochs` is given.
 
+Quick runs: `train.max_steps` (a total over the run) and `train.time_limit_s` (wall time of
+one session, checked every log_every steps) stop early with a checkpoint.
+
 Batches are gathered by tensor indexing (`WindowDataset.get_batch`) from a permutation drawn
 from (seed, epoch); dropout is reseeded from (seed, rank, step) before every step. So a run
 is a pure function of its config, and a resumed run continues exactly (tests check it).
@@ -448,6 +451,7 @@ class Trainer:
         self.epoch_loss, self.epoch_batches = 0.0, 0  # partial epoch (for best.safetensors)
         self.best_loss, self.best_epoch = math.inf, -1
         self.last_loss: float | None = None
+        self._last_save: tuple[int, str] | None = None  # (step, status) of the last checkpoint
         self.manifest = {
             **manifest,
             "n_params": self.model.num_params(),
@@ -594,6 +598,7 @@ class Trainer:
         save_checkpoint(
             self.run_dir, self.model, self.cfg, info, self.data.discretizer, state, is_best
         )
+        self._last_save = (self.step, status)
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -608,8 +613,8 @@ class Trainer:
         return float(pair[0] / pair[1].clamp(min=1))
 
     def _out_of_time(self) -> bool:
-        limit = self.cfg.train.time_limit_s
-        out = limit is not None and self.elapsed() >= limit
+        limit = self.cfg.train.time_limit_s  # per session: a resumed run gets it afresh
+        out = limit is not None and time.perf_counter() - self._t_start >= limit
         if self.rk.world > 1:  # every rank must stop at the same step
             flag = torch.tensor(float(out), device=self.dev)
             dist.all_reduce(flag)
@@ -618,7 +623,7 @@ class Trainer:
 
     def run(self, progress: bool = True) -> bool:
         """Train until the last epoch, max_steps or time_limit_s; True if Ctrl-C stopped it."""
-        tc, rk, w = self.cfg.train, self.rk, self.windows
+        tc, rk = self.cfg.train, self.rk
         self._t_start = time.perf_counter()
         if self.step >= self.total_steps or self.epoch >= self.n_epochs:
             return False  # nothing left to do (a finished run resumed without a new limit)
@@ -628,91 +633,24 @@ class Trainer:
         if self.dev.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-        w.to(self.dev)
-        counts = target_token_counts(w)  # [W] CPU: the schedule's tokens per window
+        self.windows.to(self.dev)
+        self._counts = target_token_counts(self.windows)  # [W] CPU: schedule tokens per window
         net: nn.Module = self.model
         if rk.world > 1:
             ids = [self.dev.index] if self.dev.type == "cuda" else None
             net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         if tc.compile:
             net = torch.compile(net)
-        use_amp = self.dev.type == "cuda" and tc.amp
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else nullcontext()
-
         if rk.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         metrics = _Metrics(self.run_dir, rk.main, self.step if self.step > 0 else None)
         stop = _StopFlag(rk.world == 1)
         bar = _Progress(progress and rk.main, self.total_steps, self.step, self.run_dir.name)
-        log_loss = torch.zeros((), device=self.dev)  # summed on the device, read when logged
-        ep_loss = torch.tensor(self.epoch_loss, device=self.dev)
-        log_n, log_tokens, t_log = 0, 0, time.perf_counter()
-        interrupted = out_of_time = False
-        self.model.train()
         try:
-            while self.epoch < self.n_epochs and self.step < self.total_steps:
-                perm = epoch_permutation(w.n_windows, tc.seed, self.epoch)
-                pad = self.shard_len * rk.world - w.n_windows  # wrap around (DistributedSampler)
-                grid = torch.cat([perm, perm[:pad]]).view(self.shard_len, rk.world)
-                while self.batch_pos < self.steps_per_epoch and self.step < self.total_steps:
-                    a = self.batch_pos * self.per_rank
-                    rows = grid[a : a + self.per_rank]  # [b, world] window ids of this step
-                    x, y, mask = w.get_batch(rows[:, rk.rank].to(self.dev))  # [b, block] each
-                    torch.manual_seed(step_seed(tc.seed, rk.rank, self.step))  # dropout draws
-                    with autocast:
-                        _, loss = net(x, y, mask)
-                    self.optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
-                    self.optimizer.step()
-                    # as the reference: the rate for the *next* step, from the tokens seen
-                    self.tokens += int(counts[rows.reshape(-1)].sum())
-                    lr = self.schedule(self.tokens)
-                    for group in self.optimizer.param_groups:
-                        group["lr"] = lr
-                    self.step += 1
-                    self.batch_pos += 1
-                    self.epoch_batches += 1
-                    log_loss += loss.detach()
-                    ep_loss += loss.detach()
-                    log_n += 1
-                    log_tokens += x.numel() * rk.world
-                    if self.step % tc.log_every == 0 or self.step == self.total_steps:
-                        self.last_loss = self._mean_over_ranks(log_loss, log_n)
-                        speed = log_tokens / max(time.perf_counter() - t_log, 1e-9)
-                        metrics.write(
-                            {
-                                "kind": "train",
-                                "step": self.step,
-                                "epoch": self.epoch,
-                                "loss": self.last_loss,
-                                "lr": lr,
-                                "tokens": int(self.tokens),
-                                "tokens_per_s": round(speed, 1),
-                                "wall_s": round(self.elapsed(), 3),
-                            }
-                        )
-                        bar.update(
-                            self.step,
-                            epoch=self.epoch,
-                            loss=f"{self.last_loss:.4f}",
-                            lr=f"{lr:.2e}",
-                            speed=f"{speed:,.0f}",
-                        )
-                        log_loss.zero_()
-                        log_n, log_tokens, t_log = 0, 0, time.perf_counter()
-                        out_of_time = self._out_of_time()
-                    else:
-                        bar.update(self.step)
-                    interrupted = stop.requested
-                    if interrupted or out_of_time:
-                        break
-                if self.batch_pos < self.steps_per_epoch:  # stopped inside the epoch
-                    break
-                self._end_epoch(ep_loss, lr, metrics)
-            if self.batch_pos > 0:  # stopped inside an epoch: max_steps, time limit or Ctrl-C
-                self.epoch_loss = float(ep_loss)
-                self.save("interrupted" if interrupted else "finished")
+            interrupted = self._loop(net, metrics, bar, stop)
+            status = "interrupted" if interrupted else "finished"
+            if self._last_save != (self.step, status):  # max_steps, time limit or Ctrl-C
+                self.save(status)
         finally:
             bar.close()
             metrics.close()
@@ -720,6 +658,82 @@ class Trainer:
         if rk.world > 1:
             dist.barrier()
         return interrupted
+
+    def _loop(self, net: nn.Module, metrics: _Metrics, bar: _Progress, stop: _StopFlag) -> bool:
+        """The epochs and steps; returns True when Ctrl-C asked to stop."""
+        tc, rk, w = self.cfg.train, self.rk, self.windows
+        use_amp = self.dev.type == "cuda" and tc.amp
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else nullcontext()
+        log_loss = torch.zeros((), device=self.dev)  # summed on the device, read when logged
+        ep_loss = torch.tensor(self.epoch_loss, device=self.dev)
+        log_n, log_tokens, t_log = 0, 0, time.perf_counter()
+        lr = self.optimizer.param_groups[0]["lr"]
+        while self.epoch < self.n_epochs and self.step < self.total_steps:
+            perm = epoch_permutation(w.n_windows, tc.seed, self.epoch)
+            pad = self.shard_len * rk.world - w.n_windows  # wrap around (DistributedSampler)
+            grid = torch.cat([perm, perm[:pad]]).view(self.shard_len, rk.world)
+            while self.batch_pos < self.steps_per_epoch and self.step < self.total_steps:
+                a = self.batch_pos * self.per_rank
+                rows = grid[a : a + self.per_rank]  # [b, world] window ids of this step
+                x, y, mask = w.get_batch(rows[:, rk.rank].to(self.dev))  # [b, block] each
+                torch.manual_seed(step_seed(tc.seed, rk.rank, self.step))  # dropout draws
+                with autocast:
+                    _, loss = net(x, y, mask)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
+                self.optimizer.step()
+                # as the reference: the rate for the *next* step, from the tokens seen
+                self.tokens += int(self._counts[rows.reshape(-1)].sum())
+                lr = self.schedule(self.tokens)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                self.step += 1
+                self.batch_pos += 1
+                self.epoch_batches += 1
+                log_loss += loss.detach()
+                ep_loss += loss.detach()
+                log_n += 1
+                log_tokens += x.numel() * rk.world
+                out_of_time = False
+                if self.step % tc.log_every == 0 or self.step == self.total_steps:
+                    speed = log_tokens / max(time.perf_counter() - t_log, 1e-9)
+                    self._log(metrics, bar, self._mean_over_ranks(log_loss, log_n), lr, speed)
+                    log_loss.zero_()
+                    log_n, log_tokens, t_log = 0, 0, time.perf_counter()
+                    out_of_time = self._out_of_time()
+                else:
+                    bar.update(self.step)
+                if stop.requested or out_of_time:
+                    if self.batch_pos == self.steps_per_epoch:
+                        self._end_epoch(ep_loss, lr, metrics)
+                    else:
+                        self.epoch_loss = float(ep_loss)  # the partial epoch, for resuming
+                    return stop.requested
+            if self.batch_pos < self.steps_per_epoch:  # max_steps inside the epoch
+                self.epoch_loss = float(ep_loss)
+                return False
+            self._end_epoch(ep_loss, lr, metrics)
+        return False
+
+    def _log(self, metrics: _Metrics, bar: _Progress, loss: float, lr: float, speed: float) -> None:
+        """One metrics.jsonl line and a progress-bar refresh."""
+        self.last_loss = loss
+        metrics.write(
+            {
+                "kind": "train",
+                "step": self.step,
+                "epoch": self.epoch,
+                "loss": loss,
+                "lr": lr,
+                "tokens": int(self.tokens),
+                "tokens_per_s": round(speed, 1),
+                "wall_s": round(self.elapsed(), 3),
+            }
+        )
+        bar.update(
+            self.step, epoch=self.epoch, loss=f"{loss:.4f}", lr=f"{lr:.2e}", speed=f"{speed:,.0f}"
+        )
 
     def _end_epoch(self, ep_loss: torch.Tensor, lr: float, metrics: _Metrics) -> None:
         """Epoch mean loss (decides best.safetensors), metrics line, checkpoint when due."""
