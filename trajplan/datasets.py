@@ -149,9 +149,12 @@ def reference_scores(
 ) -> tuple[float | None, float | None, str | None]:
     """(ref_min, ref_max, source): the dataset's own metadata, else the registry's D4RL values."""
     lo, hi = metadata.get("ref_min_score"), metadata.get("ref_max_score")
-    if lo is not None and hi is not None:
-        return float(lo), float(hi), METADATA_SOURCE
     info = registry_info(env_id, dataset_id)
+    if lo is not None and hi is not None:
+        if info is not None and (float(lo), float(hi)) == (info.ref_min, info.ref_max):
+            # a locally collected dataset that stored the D4RL constants: say so
+            return float(lo), float(hi), f"{METADATA_SOURCE}: {D4RL_SOURCE}"
+        return float(lo), float(hi), METADATA_SOURCE
     if info is not None and info.ref_min is not None and info.ref_max is not None:
         return info.ref_min, info.ref_max, D4RL_SOURCE
     return None, None, None
