@@ -85,6 +85,21 @@ def dump_replay(model, path: Path) -> int:
     return n
 
 
+def restore_replay(model, path: Path) -> int:
+    """Refill a fresh SB3 replay buffer from a file of `dump_replay` (for --resume)."""
+    with np.load(path) as z:
+        n = len(z["rewards"])
+        buf = model.replay_buffer
+        buf.observations[:n, 0] = z["observations"]
+        buf.next_observations[:n, 0] = z["next_observations"]
+        buf.actions[:n, 0] = model.policy.scale_action(z["actions"])
+        buf.rewards[:n, 0] = z["rewards"]
+        buf.dones[:n, 0] = z["terminations"] | z["truncations"]
+        buf.timeouts[:n, 0] = z["truncations"]
+    buf.pos = n
+    return n
+
+
 def plot_curve(rows: list[dict], path: Path, title: str) -> None:
     import matplotlib
 
@@ -123,6 +138,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--nice", type=int, default=10, help="raise the process niceness by this")
     p.add_argument("--out", type=Path, default=None, help="output folder (runs/behavior/ENV)")
+    p.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        help="continue a run to --steps: OUT/checkpoints/step_N.zip; the replay buffer is "
+        "refilled from OUT/replay_final.npz",
+    )
     args = p.parse_args(argv)
 
     try:
@@ -139,19 +161,29 @@ def main(argv: list[str] | None = None) -> int:
     out: Path = args.out or Path("runs/behavior") / info.name
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     (out / "actors").mkdir(exist_ok=True)
-    (out / "args.json").write_text(json.dumps({**vars(args), "out": str(out)}, indent=1))
     eval_seed = 1_000_000 + 1000 * args.seed
 
-    env = make_env(info.name, seed=args.seed)
-    model = SAC(
-        "MlpPolicy",
-        env,
-        learning_starts=args.learning_starts,
-        buffer_size=args.buffer_size,
-        seed=args.seed,
-        device="cpu",
-        verbose=0,
-    )
+    if args.resume is None:
+        (out / "args.json").write_text(
+            json.dumps({**vars(args), "out": str(out)}, indent=1, default=str)
+        )
+        env = make_env(info.name, seed=args.seed)
+        model = SAC(
+            "MlpPolicy",
+            env,
+            learning_starts=args.learning_starts,
+            buffer_size=args.buffer_size,
+            seed=args.seed,
+            device="cpu",
+            verbose=0,
+        )
+    else:
+        model = SAC.load(args.resume, device="cpu")
+        env = make_env(info.name, seed=args.seed + model.num_timesteps)  # fresh episodes
+        model.set_env(env)
+        kept = restore_replay(model, out / "replay_final.npz")
+        console.print(f"resumed at step {model.num_timesteps} with {kept} replay transitions")
+    start_step = model.num_timesteps
 
     class Tracker(BaseCallback):
         """Progress bar, periodic evaluation, exports and checkpoints."""
@@ -159,11 +191,16 @@ def main(argv: list[str] | None = None) -> int:
         def __init__(self, progress: Progress) -> None:
             super().__init__()
             self.progress = progress
-            self.task = progress.add_task("SAC", total=args.steps)
-            self.rows: list[dict] = []
+            self.task = progress.add_task("SAC", total=args.steps, completed=start_step)
+            metrics = out / "metrics.jsonl"
+            lines = metrics.read_text().splitlines() if args.resume and metrics.exists() else []
+            self.rows: list[dict] = [json.loads(line) for line in lines]
             self.t0 = time.perf_counter()
-            self.best = -np.inf
-            self.medium_done = args.export_at_return is None
+            self.best = max((r["eval_return_mean"] for r in self.rows), default=-np.inf)
+            medium = out / f"{info.name}-medium.actor.safetensors"
+            self.medium_done = args.export_at_return is None or (
+                args.resume is not None and medium.exists()
+            )
 
         def _on_step(self) -> bool:
             n = self.num_timesteps
@@ -190,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
             row = {
                 "step": n,
                 "wall_s": round(wall, 1),
-                "steps_per_s": round(n / wall, 2),
+                "steps_per_s": round((n - start_step) / wall, 2),
                 "eval_return_mean": round(mean, 2),
                 "eval_return_stderr": round(err, 2),
                 "eval_len_mean": length,
@@ -217,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
                 note += f" medium (replay {kept} transitions)"
             self.progress.console.print(
                 f"step {n:>7}  return {mean:8.1f} +- {err:6.1f}  len {length:6.1f}  "
-                f"{n / wall:6.1f} steps/s{note}"
+                f"{(n - start_step) / wall:6.1f} steps/s{note}"
             )
             self.progress.update(self.task, description=f"SAC  eval {mean:.0f}")
 
@@ -228,7 +265,11 @@ def main(argv: list[str] | None = None) -> int:
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=console) as progress:
-        model.learn(total_timesteps=args.steps, callback=Tracker(progress))
+        model.learn(
+            total_timesteps=args.steps - start_step,
+            callback=Tracker(progress),
+            reset_num_timesteps=args.resume is None,
+        )
     kept = dump_replay(model, out / "replay_final.npz")
     console.print(f"done: {kept} transitions in {out / 'replay_final.npz'}")
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
