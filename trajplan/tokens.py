@@ -19,14 +19,13 @@ real dataset) the two are identical.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from trajplan.errors import TrajplanError
+from trajplan.runtime import atomic_write
 
 KINDS = ("quantile", "uniform")
 _FORMAT_VERSION = "1"
@@ -223,15 +222,12 @@ class Discretizer:
             "format": "trajplan-discretizer",
             "version": _FORMAT_VERSION,
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            save_file({"edges": np.ascontiguousarray(self.edges)}, tmp, metadata=meta)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        atomic_write(
+            path,
+            lambda tmp: save_file(
+                {"edges": np.ascontiguousarray(self.edges)}, str(tmp), metadata=meta
+            ),
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> Discretizer:
