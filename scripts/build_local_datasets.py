@@ -10,7 +10,8 @@ creates, in $MINARI_DATASETS_PATH (default ~/.minari/datasets):
   NS/ENV/medium-replay-v0  the SAC replay buffer up to the medium checkpoint
 and NS/ENV/medium-expert-v0 loads as medium + expert (trajplan.data splits the id).
 `--medium-step N` picks actors/step_N as medium instead (and cuts the replay there).
-`--assets` re-evaluates medium and expert on fresh seeds and copies them to trajplan/assets/.
+`--assets` re-evaluates the medium / expert actors among --levels on fresh seeds and copies
+them to trajplan/assets/.
 
 Prints a table of the datasets and, as the last line, a JSON object of figures.
 """
@@ -32,7 +33,7 @@ from trajplan.data import load_episodes
 from trajplan.envs import normalized_score, resolve_env
 from trajplan.policies import ActorPolicy, load_actor, save_actor
 
-console = Console()
+console = Console(width=max(Console().width, 110))  # dataset ids are long
 ASSETS = Path(__file__).resolve().parents[1] / "trajplan" / "assets"
 EVAL_SEED = 5_000_000  # fresh seeds: neither the training evaluations nor the datasets use them
 
@@ -62,8 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     actors = {"medium": medium, "expert": run / f"{info.name}-expert.actor.safetensors"}
     figures: dict[str, float] = {}
 
+    levels = args.levels.split(",")
     if args.assets:
         for level, path in actors.items():
+            if level not in levels:
+                continue
             actor = load_actor(path)
             rets = episode_returns(info.name, ActorPolicy(actor), args.eval_episodes, EVAL_SEED)
             err = float(rets.std(ddof=1) / np.sqrt(len(rets)))
@@ -86,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     table = Table(title=f"local datasets for {info.gym_id}")
     for col in ("dataset", "episodes", "steps", "mean return", "score", "build s"):
         table.add_column(col, justify="left" if col == "dataset" else "right", no_wrap=True)
-    for level in args.levels.split(","):
+    for level in levels:
         ds_id = f"{args.namespace}/{info.name}/{level}-v0"
         t0 = time.perf_counter()
         if level == "medium-replay":
@@ -118,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         figures[f"{level}_dataset_return"] = round(mean, 1) if len(full) else None
         figures[f"{level}_dataset_steps"] = ep.n_steps
         figures[f"{level}_build_s"] = round(build_s, 1)
-    console.print(table, width=120)
+    console.print(table)
     print(json.dumps(figures))
     return 0
 

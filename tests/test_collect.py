@@ -1,0 +1,322 @@
+"""`trajplan data collect` / `from-replay`: real rollouts written as real Minari datasets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from trajplan.cli import main
+from trajplan.collect import collect, from_replay, rollout
+from trajplan.envs import make_env
+from trajplan.errors import TrajplanError
+from trajplan.policies import Actor, RandomPolicy, save_actor
+
+
+@pytest.fixture(autouse=True)
+def minari_root(tmp_path, monkeypatch):
+    root = tmp_path / "datasets"
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
+    return root
+
+
+def cli(capsys, *args: str) -> tuple[int, str]:
+    """Run the CLI in-process: (exit code, stderr)."""
+    with pytest.raises(SystemExit) as exc:
+        main(list(args))
+    return int(exc.value.code or 0), capsys.readouterr().err
+
+
+def leftovers(root) -> list[str]:
+    """Anything but finished datasets under the Minari root (staging dirs, temp files)."""
+    return [p.name for p in root.rglob("*") if "tmp" in p.name or "trajplan-old" in p.name]
+
+
+def tiny_actor(obs_dim: int, act_dim: int, env_id: str) -> Actor:
+    rng = np.random.default_rng(1)
+    w = [rng.normal(0, 0.5, (16, obs_dim)), rng.normal(0, 0.5, (act_dim, 16))]
+    b = [np.zeros(16), rng.normal(0, 0.1, act_dim)]
+    low, high = -np.ones(act_dim, np.float32), np.ones(act_dim, np.float32)
+    meta = {"env_id": env_id, "level": "tiny"}
+    return Actor(
+        [x.astype(np.float32) for x in w],
+        [x.astype(np.float32) for x in b],
+        "tanh",
+        low,
+        high,
+        meta,
+    )
+
+
+def test_collect_random_cli_writes_a_minari_dataset_with_metadata(capsys, minari_root):
+    import minari
+
+    code, err = cli(
+        capsys,
+        "data",
+        "collect",
+        "--env",
+        "hopper",
+        "--policy",
+        "random",
+        "--steps",
+        "120",
+        "--dataset-id",
+        "test/hopper/random-v0",
+        "--seed",
+        "7",
+        "--max-episode-steps",
+        "25",
+    )
+    assert code == 0, err
+    ds = minari.load_dataset("test/hopper/random-v0")
+    meta = ds.storage.metadata
+    assert meta["algorithm_name"] == "random"
+    assert (meta["ref_min_score"], meta["ref_max_score"]) == (-20.272305, 3234.3)
+    assert (
+        ds.spec.env_spec.id == "Hopper-v5"
+        and ds.recover_environment(eval_env=True).spec.id == "Hopper-v5"
+    )
+    assert ds.total_steps == 120 and "random policy in Hopper-v5" in meta["description"]
+    episodes = list(ds.iterate_episodes())
+    assert all(len(ep.actions) <= 25 for ep in episodes)
+    assert episodes[-1].truncations[-1]  # cut at exactly --steps
+    for ep in episodes:  # every episode ends, and only at its last step
+        ends = ep.terminations | ep.truncations
+        assert ends[-1] and not ends[:-1].any()
+    # episode i was reset with seed 7 + i: its first observation is the env's reset obs
+    env = make_env("hopper")
+    for i in (0, len(episodes) - 1):
+        np.testing.assert_array_equal(episodes[i].observations[0], env.reset(seed=7 + i)[0])
+
+    from trajplan.config import DataConfig
+    from trajplan.data import load_episodes, prepare
+
+    flat = load_episodes("test/hopper/random-v0")
+    assert flat.n_steps == 120 and flat.n_episodes == len(episodes)
+    assert flat.ref_source == "dataset metadata: D4RL constants (approximate for v5 envs)"
+    prep = prepare("test/hopper/random-v0", DataConfig(n_bins=20, seq_len=4))
+    assert prep.transition_dim == 11 + 3 + 2
+
+
+def test_collect_with_actor_file_records_the_actor_actions(tmp_path, capsys):
+    import minari
+
+    actor = tiny_actor(11, 3, "Hopper-v5")
+    path = save_actor(actor, tmp_path / "tiny.actor.safetensors")
+    code, err = cli(
+        capsys,
+        "data",
+        "collect",
+        "--env",
+        "Hopper-v5",
+        "--policy",
+        str(path),
+        "--steps",
+        "60",
+        "--dataset-id",
+        "test/hopper/tiny-v0",
+        "--max-episode-steps",
+        "30",
+    )
+    assert code == 0, err
+    ds = minari.load_dataset("test/hopper/tiny-v0")
+    assert ds.storage.metadata["algorithm_name"] == "sac-tiny"
+    for ep in ds.iterate_episodes():  # the recorded actions are the actor's, obs by obs
+        np.testing.assert_allclose(ep.actions, actor.act(ep.observations[:-1]), atol=1e-6)
+
+
+def test_collect_with_the_builtin_medium_actor():
+    from trajplan.data import load_episodes
+
+    collect(
+        "halfcheetah",
+        "medium",
+        50,
+        "test/halfcheetah/medium-v0",
+        max_episode_steps=50,
+        progress=False,
+    )
+    ep = load_episodes("test/halfcheetah/medium-v0")
+    assert ep.n_episodes == 1 and ep.n_steps == 50
+    assert ep.rewards.sum() > 0  # the medium cheetah runs forward from the first steps
+
+
+def test_same_seed_same_dataset_other_seed_differs():
+    from trajplan.data import load_episodes
+
+    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
+        collect(
+            "hopper",
+            "random",
+            80,
+            f"test/hopper/{name}-v0",
+            seed=seed,
+            max_episode_steps=30,
+            progress=False,
+        )
+    a, b, c = (load_episodes(f"test/hopper/{n}-v0") for n in "abc")
+    for key in ("observations", "actions", "rewards", "terminations", "truncations", "lengths"):
+        np.testing.assert_array_equal(getattr(a, key), getattr(b, key))
+    assert not np.array_equal(a.actions, c.actions)
+
+
+def test_bad_input_is_one_line_exit_2_and_leaves_nothing(tmp_path, capsys, minari_root):
+    base = ["data", "collect", "--env", "hopper", "--steps", "20", "--max-episode-steps", "10"]
+    code, err = cli(capsys, *base, "--policy", "greedy", "--dataset-id", "test/hopper/x-v0")
+    assert code == 2 and "unknown policy 'greedy'" in err and len(err.strip().splitlines()) == 1
+
+    cheetah = save_actor(tiny_actor(17, 6, "HalfCheetah-v5"), tmp_path / "hc.actor.safetensors")
+    code, err = cli(capsys, *base, "--policy", str(cheetah), "--dataset-id", "test/hopper/x-v0")
+    assert code == 2 and "17/6" in err and "11/3" in err and len(err.strip().splitlines()) == 1
+    assert not (minari_root / "test/hopper/x-v0").exists()
+
+    assert cli(capsys, *base, "--policy", "random", "--dataset-id", "test/hopper/x-v0")[0] == 0
+    first = load_actions("test/hopper/x-v0")
+    code, err = cli(
+        capsys, *base, "--policy", "random", "--dataset-id", "test/hopper/x-v0", "--seed", "9"
+    )
+    assert code == 2 and "already exists" in err and "--force" in err
+    np.testing.assert_array_equal(load_actions("test/hopper/x-v0"), first)  # untouched
+    code, _ = cli(
+        capsys,
+        *base,
+        "--policy",
+        "random",
+        "--dataset-id",
+        "test/hopper/x-v0",
+        "--seed",
+        "9",
+        "--force",
+    )
+    assert code == 0 and not np.array_equal(load_actions("test/hopper/x-v0"), first)
+    assert leftovers(minari_root) == []
+
+
+def load_actions(dataset_id: str) -> np.ndarray:
+    from trajplan.data import load_episodes
+
+    return load_episodes(dataset_id).actions
+
+
+class InterruptedPolicy(RandomPolicy):
+    """A random policy whose user presses Ctrl-C after `after` steps."""
+
+    def __init__(self, space, after: int) -> None:
+        super().__init__(space)
+        self.left = after
+
+    def act(self, obs):
+        self.left -= 1
+        if self.left < 0:
+            raise KeyboardInterrupt
+        return super().act(obs)
+
+
+def test_interrupted_collection_leaves_no_dataset(minari_root):
+    policy = InterruptedPolicy(make_env("hopper").action_space, after=15)
+    with pytest.raises(KeyboardInterrupt):
+        collect("hopper", policy, 40, "test/hopper/cut-v0", max_episode_steps=10, progress=False)
+    assert not (minari_root / "test/hopper/cut-v0").exists()
+    assert not minari_root.exists() or leftovers(minari_root) == []
+
+
+def test_from_replay_round_trips_episodes(tmp_path):
+    from trajplan.data import load_episodes
+
+    env = make_env("hopper")
+    episodes, _ = rollout(
+        "hopper", RandomPolicy(env.action_space), 70, seed=2, max_episode_steps=20, progress=False
+    )
+    # the layout train_behavior.py writes: consecutive transitions, next obs beside obs
+    cat = {
+        k: np.concatenate([ep[k] for ep in episodes])
+        for k in ("actions", "rewards", "terminations", "truncations")
+    }
+    replay = tmp_path / "replay.npz"
+    np.savez(
+        replay,
+        observations=np.concatenate([ep["observations"][:-1] for ep in episodes]),
+        next_observations=np.concatenate([ep["observations"][1:] for ep in episodes]),
+        **cat,
+    )
+    from_replay("hopper", replay, "test/hopper/replay-v0")
+    got = load_episodes("test/hopper/replay-v0")
+    np.testing.assert_array_equal(got.lengths, [len(ep["actions"]) for ep in episodes])
+    np.testing.assert_allclose(got.actions, cat["actions"])
+    np.testing.assert_allclose(
+        got.observations, np.concatenate([ep["observations"][:-1] for ep in episodes])
+    )
+    # only the episodes within the first 45 steps
+    from_replay("hopper", replay, "test/hopper/replay-cut-v0", max_steps=45)
+    assert load_episodes("test/hopper/replay-cut-v0").n_steps <= 45
+    with pytest.raises(TrajplanError, match="not found"):
+        from_replay("hopper", tmp_path / "none.npz", "test/hopper/replay-x-v0")
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models on busy cores: one intra-op thread is ~20x faster than two."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_planner_policy_and_run_dir_collect_reproducibly(one_thread, tmp_path, capsys):
+    """An untrained tiny TT model plans; a run directory of it is a --policy too."""
+    import torch
+
+    from trajplan.checkpoint import save_checkpoint
+    from trajplan.config import ModelConfig, PlanConfig, RunConfig
+    from trajplan.data import load_episodes
+    from trajplan.model import TrajectoryGPT
+    from trajplan.plan import Planner
+    from trajplan.policies import PlannerPolicy
+    from trajplan.tokens import Discretizer
+
+    torch.manual_seed(0)
+    o, a, n_bins = 11, 3, 10
+    model_cfg = ModelConfig(
+        n_layer=1,
+        n_head=2,
+        n_embd=16,
+        dropout=0.0,
+        obs_dim=o,
+        act_dim=a,
+        vocab_size=n_bins,
+        block_size=4 * (o + a + 2) - 1,
+    )
+    disc = Discretizer.fit(np.random.default_rng(0).uniform(-1, 1, (500, o + a + 2)), n_bins)
+    plan_cfg = PlanConfig(horizon=2, beam_width=4, max_context_transitions=2)
+    model = TrajectoryGPT(model_cfg).eval()
+    policy = PlannerPolicy(Planner(model, disc, plan_cfg))
+    collect("hopper", policy, 12, "test/hopper/p-v0", seed=1, max_episode_steps=6, progress=False)
+    p = load_episodes("test/hopper/p-v0")
+    assert p.n_episodes == 2 and p.n_steps == 12
+    mids = disc.midpoints()[:, o : o + a]  # [N, a]: the planner acts with bin midpoints
+    assert all(np.isin(p.actions[:, j], mids[:, j].astype(np.float32)).all() for j in range(a))
+
+    run = tmp_path / "run"
+    cfg = RunConfig(env="hopper", dataset="test/hopper/p-v0", model=model_cfg, plan=plan_cfg)
+    save_checkpoint(run, model, cfg, {"env": "hopper", "dataset_id": "test/hopper/p-v0"}, disc)
+    base = ["data", "collect", "--steps", "12", "--max-episode-steps", "6", "--seed", "1"]
+    code, err = cli(
+        capsys, *base, "--env", "hopper", "--policy", str(run), "--dataset-id", "test/hopper/q-v0"
+    )
+    assert code == 0, err
+    q = load_episodes("test/hopper/q-v0")
+    np.testing.assert_array_equal(p.actions, q.actions)  # same planner, same seeds
+    np.testing.assert_array_equal(p.observations, q.observations)
+    code, err = cli(
+        capsys,
+        *base,
+        "--env",
+        "halfcheetah",
+        "--policy",
+        str(run),
+        "--dataset-id",
+        "test/halfcheetah/q-v0",
+    )
+    assert code == 2 and "trained on hopper" in err
