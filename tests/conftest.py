@@ -133,3 +133,14 @@ def tiny_run(minari_datasets: MinariFixture, tmp_path_factory: pytest.TempPathFa
         return train(cfg, tmp_path_factory.mktemp("runs") / "tiny", device="cpu", progress=False)
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models on a CPU: one intra-op thread is faster, and immune to busy cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

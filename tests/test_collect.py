@@ -253,17 +253,6 @@ def test_from_replay_round_trips_episodes(tmp_path):
         from_replay("hopper", tmp_path / "none.npz", "test/hopper/replay-x-v0")
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models on busy cores: one intra-op thread is ~20x faster than two."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_planner_policy_and_run_dir_collect_reproducibly(one_thread, tmp_path, capsys):
     """An untrained tiny TT model plans; a run directory of it is a --policy too."""
     import torch

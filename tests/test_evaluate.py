@@ -34,12 +34,7 @@ D = OBS + ACT + 2
 PLAN = PlanConfig(horizon=2, beam_width=3, n_expand=2, max_context_transitions=2)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def hopper_model(seed: int = 0) -> TrajectoryGPT:

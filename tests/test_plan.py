@@ -28,13 +28,7 @@ OBS, ACT, N = 11, 3, 20  # Hopper's dimensions, few bins
 D = OBS + ACT + 2
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny per-token ops: intra-op threads only wait for each other on busy cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def random_model(seed: int = 0, n_layer: int = 2, transitions: int = 10) -> TrajectoryGPT:
