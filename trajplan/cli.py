@@ -143,16 +143,37 @@ def data_collect(
     max_episode_steps: int = typer.Option(
         None, help="Cut episodes at this length (default: the env's own limit, 1000 for MuJoCo)."
     ),
+    mix_random: str = typer.Option(
+        "0",
+        help="Mixed-quality data: each episode takes uniform random actions at a rate drawn "
+        "from this range, e.g. 0:1 (0 = off).",
+    ),
+    noise: str = typer.Option(
+        "0",
+        help="Mixed-quality data: each episode adds Gaussian action noise with a std drawn "
+        "from this range (in half-widths of the action box), e.g. 0:0.5 (0 = off).",
+    ),
 ) -> None:
     """Roll out a behaviour policy and save the episodes as a local Minari dataset.
 
     Example: trajplan data collect --env hopper --policy medium --steps 100000
     --dataset-id local/hopper/medium-v0
+
+    Mixed quality (like D4RL's medium-replay): add --mix-random 0:1 and/or --noise 0:0.5.
     """
     from trajplan.collect import collect
+    from trajplan.policies import parse_range
 
     path = collect(
-        env, policy, steps, dataset_id, seed=seed, force=force, max_episode_steps=max_episode_steps
+        env,
+        policy,
+        steps,
+        dataset_id,
+        seed=seed,
+        force=force,
+        max_episode_steps=max_episode_steps,
+        random_rate=parse_range(mix_random, "--mix-random"),
+        noise=parse_range(noise, "--noise"),
     )
     console.print(f"wrote dataset [bold]{dataset_id}[/] to {path}")
 
@@ -391,6 +412,8 @@ def eval_cmd(
 ) -> None:
     """Evaluate trained models: N episodes each, planned together, with normalized scores.
 
+    A BC run (trajplan bc) is evaluated on the same seeds, so the two compare directly.
+
     Writes eval.json (every episode + summary) and eval.png per checkpoint.
     Example: trajplan eval runs/halfcheetah-medium-2024... --episodes 10
     """
@@ -398,6 +421,7 @@ def eval_cmd(
 
     from rich.table import Table
 
+    from trajplan.bc import is_bc_run, load_bc
     from trajplan.checkpoint import load_checkpoint
     from trajplan.evaluate import resolve_run, run_episodes, save_eval, with_overrides
 
@@ -412,11 +436,14 @@ def eval_cmd(
         table.add_column(col)
     paths = []
     for run_dir in run_dirs:
-        ckpt = load_checkpoint(run_dir, device=device)
-        cfg = with_overrides(ckpt.config.plan, **opts)
-        result = run_episodes(
-            ckpt, env, episodes, seed, cfg, episode_steps, ckpt.model.pos_emb.device
-        )
+        if is_bc_run(run_dir):  # a BC baseline acts on the same seeds; no planning options
+            result = run_episodes(load_bc(run_dir), env, episodes, seed, None, episode_steps)
+        else:
+            ckpt = load_checkpoint(run_dir, device=device)
+            cfg = with_overrides(ckpt.config.plan, **opts)
+            result = run_episodes(
+                ckpt, env, episodes, seed, cfg, episode_steps, ckpt.model.pos_emb.device
+            )
         dest = Path(out) / run_dir.name if out else run_dir / "eval"
         path = save_eval(result, dest, run_dir / "metrics.jsonl")
         s = result.summary()
@@ -439,6 +466,37 @@ def eval_cmd(
     console.print(table)
     for path in paths:
         console.print(f"wrote {path} and {path.with_suffix('.png').name}", highlight=False)
+
+
+# -- bc (trajplan.bc) ------------------------------------------------------------------------------
+
+
+@app.command("bc")
+def bc_cmd(
+    dataset: str = typer.Option(..., help="Minari dataset id, e.g. local/halfcheetah/mixed-v0."),
+    out: str = typer.Option(..., help="Run directory to create (must not exist)."),
+    env: str = typer.Option(None, help="Env (default: the one the dataset was recorded in)."),
+    steps: int = typer.Option(20_000, help="Adam steps (batch 256)."),
+    hidden: str = typer.Option("256,256", help="Hidden layer sizes, comma-separated."),
+    lr: float = typer.Option(1e-3, help="Adam learning rate."),
+    seed: int = typer.Option(0, help="Seed of init, batches and the validation split."),
+    threads: int = _THREADS,
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Train the behaviour-cloning baseline (an MLP policy, a minute or two on a CPU).
+
+    Evaluate it like a TT run, on the same seeds: trajplan eval RUN_TT RUN_BC --episodes 5
+    """
+    from trajplan.bc import BCConfig, train_bc
+
+    _set_threads(threads)
+    try:
+        sizes = [int(h) for h in hidden.split(",")]
+    except ValueError:
+        raise TrajplanError(f"--hidden must be comma-separated integers, got {hidden!r}") from None
+    cfg = BCConfig(hidden=sizes, lr=lr, steps=steps, seed=seed)
+    path = train_bc(dataset, out, cfg, env=env, progress=progress)
+    console.print(f"wrote BC run [bold]{path}[/]")
 
 
 # -- train (trajplan.train) -----------------------------------------------------------------------

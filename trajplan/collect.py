@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from trajplan.datasets import check_dataset_id, create_dataset, datasets_root
 from trajplan.envs import make_env, resolve_env
 from trajplan.errors import TrajplanError
-from trajplan.policies import Policy, make_policy
+from trajplan.policies import MixedPolicy, Policy, make_policy
 
 Episode = dict[str, np.ndarray]
 
@@ -127,20 +127,27 @@ def collect(
     max_episode_steps: int | None = None,
     description: str | None = None,
     progress: bool = True,
+    random_rate: tuple[float, float] = (0.0, 0.0),
+    noise: tuple[float, float] = (0.0, 0.0),
 ) -> Path:
     """Roll out a policy and write the Minari dataset `dataset_id`; returns its folder.
 
     policy: a `Policy`, or a string for `make_policy` ("random", "medium", "expert", a path
     to an exported actor). An existing id is an error unless `force`. Nothing is written
     when anything fails (or on Ctrl-C) before the dataset is complete.
+    random_rate / noise (LO, HI): make a mixed-quality dataset (`MixedPolicy`): every
+    episode takes random actions at a rate drawn from U(random_rate) and adds Gaussian noise
+    of a std drawn from U(noise) (in half-widths of the action box) to the others.
     """
     info = resolve_env(env_name)
-    if isinstance(policy, str):
-        probe = make_env(env_name)
-        try:
+    probe = make_env(env_name)
+    try:
+        if isinstance(policy, str):
             policy = make_policy(policy, env_name, probe)
-        finally:
-            probe.close()
+        if random_rate[1] > 0 or noise[1] > 0:
+            policy = MixedPolicy(policy, probe.action_space, random_rate, noise)
+    finally:
+        probe.close()
     _check_new(dataset_id, force)
     episodes, seeds = rollout(env_name, policy, steps, seed, max_episode_steps, progress)
     n_steps = sum(len(ep["actions"]) for ep in episodes)
@@ -148,6 +155,14 @@ def collect(
         f"{len(episodes)} episodes ({n_steps} steps) of the {policy.name} policy in "
         f"{info.gym_id}, episode seeds {seed}..{seed + len(episodes) - 1}; collected with "
         "`trajplan data collect`."
+        + (
+            f" Mixed quality: per episode, random actions at a rate drawn from "
+            f"U({random_rate[0]:g}, {random_rate[1]:g}) and Gaussian action noise of std drawn "
+            f"from U({noise[0]:g}, {noise[1]:g}) (half-widths of the action box), both from "
+            "the episode seed."
+            if isinstance(policy, MixedPolicy)
+            else ""
+        )
     )
     return create_dataset(
         dataset_id,

@@ -29,6 +29,10 @@ class DataConfig:
     max_path_length: int = 1000  # steps past this are masked out of the loss
     n_bins: int = 100  # bins per dimension (N)
     discretizer: str = "quantile"  # "quantile" (reference) or "uniform"
+    # Not the reference (0 = off): weight each action token's loss by
+    # exp(beta * z) of its step's return-to-go (see trajplan.data.action_weights).
+    action_weighting: float = 0.0
+    val_fraction: float = 0.0  # share of episodes held out for a validation loss
 
 
 @dataclass
@@ -69,6 +73,11 @@ class TrainConfig:
     warmup_mult: float = 1.0  # warmup tokens = warmup_mult * n_windows * block_size
     final_mult: float = 20.0  # final tokens = final_mult * n_windows * block_size
     clamp_schedule: bool = False  # False: the reference's unclamped cosine (rises again)
+    # Not the reference: end the (clamped) cosine where the run ends, at max_steps or at
+    # time_limit_s (progress = the larger of the token and the time share), so a cut run
+    # still anneals its learning rate.
+    fit_schedule: bool = False
+    val_every: int = 1  # epochs between validation losses (data.val_fraction > 0)
     seed: int = 42
     save_every: int = 1  # epochs between checkpoints
     log_every: int = 10  # optimizer steps between metric lines

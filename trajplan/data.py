@@ -11,6 +11,7 @@ datasets lives in `trajplan.datasets` and is re-exported here.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,6 +90,21 @@ class Episodes:
     def returns(self) -> np.ndarray:
         """[n_episodes] undiscounted raw returns."""
         return np.add.reduceat(self.rewards.astype(np.float64), self.starts)
+
+    def subset(self, keep: np.ndarray) -> Episodes:
+        """The episodes where keep [n_episodes] is true, in order, as a new Episodes."""
+        steps = np.repeat(keep, self.lengths)  # [n] bool
+        lengths = self.lengths[keep]
+        return dataclasses.replace(
+            self,
+            observations=self.observations[steps],
+            actions=self.actions[steps],
+            rewards=self.rewards[steps],
+            terminations=self.terminations[steps],
+            truncations=self.truncations[steps],
+            starts=np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64),
+            lengths=lengths,
+        )
 
     def validate(self) -> Episodes:
         """Consistent shapes, contiguous episodes, finite values; else a one-line error."""
@@ -254,6 +270,38 @@ def make_transitions(ep: Episodes, cfg: DataConfig) -> np.ndarray:
     return out
 
 
+def action_weights(transitions: np.ndarray, beta: float, discount: float) -> np.ndarray:
+    """[n] weights for the action tokens of each step: exp(beta * z), mean 1.
+
+    Not in the reference. z is the step's discounted return-to-go `r_t + gamma * V_t`
+    (penalised reward plus value target, so what the model itself learns to predict),
+    standardised over the dataset and clipped to [-3, 3]. With beta > 0 the model's action
+    distribution leans towards what the better stretches of the data did (the idea of
+    advantage-weighted regression, with the dataset mean as baseline), so the planner's
+    candidate actions are better on mixed-quality data; observations, rewards and values
+    are still learned from all data unweighted. beta = 0 gives weight 1 everywhere.
+    """
+    g = transitions[:, -2].astype(np.float64) + discount * transitions[:, -1]
+    if beta == 0.0 or g.std() == 0.0:
+        return np.ones(len(g), dtype=np.float32)
+    z = np.clip((g - g.mean()) / g.std(), -3.0, 3.0)
+    w = np.exp(beta * z)
+    return (w / w.mean()).astype(np.float32)
+
+
+def split_episodes(ep: Episodes, val_fraction: float, seed: int = 0) -> tuple[Episodes, Episodes]:
+    """Hold out round(val_fraction * n) whole episodes (at least one, chosen by `seed`)."""
+    n = ep.n_episodes
+    n_val = max(1, round(val_fraction * n))
+    if n_val >= n:
+        raise TrajplanError(
+            f"data.val_fraction {val_fraction} leaves no training episodes ({n} in the dataset)"
+        )
+    val = np.zeros(n, dtype=bool)
+    val[np.random.default_rng(seed).permutation(n)[:n_val]] = True
+    return ep.subset(~val), ep.subset(val)
+
+
 # -- training windows -------------------------------------------------------------------------
 
 
@@ -287,6 +335,8 @@ class WindowDataset:
         self.stop_token = int(stop_token)
         self._steps = torch.arange(self.seq_len, device=tokens.device)  # [L]
         self.episode_index: np.ndarray | None = None  # [W] episode of each window (numpy)
+        self.row_weights: torch.Tensor | None = None  # [rows] action-token weights, optional
+        self.act_slice = slice(0, 0)
 
     @classmethod
     def from_step_tokens(
@@ -326,18 +376,36 @@ class WindowDataset:
     def __len__(self) -> int:
         return self.n_windows
 
+    def set_action_weights(self, step_weights: np.ndarray, act_slice: slice) -> None:
+        """Per-step loss weights [n_steps] for the action tokens of each step (see
+        `action_weights`); stop rows keep weight 1. Applied by `get_batch`."""
+        per_row = torch.ones(self.tokens.shape[0], dtype=torch.float32)
+        is_step = (self.tokens[:, 0] != self.stop_token).cpu()  # stop rows are all stop tokens
+        per_row[is_step] = torch.as_tensor(step_weights, dtype=torch.float32)
+        self.row_weights = per_row.to(self.tokens.device)  # [rows]
+        self.act_slice = act_slice
+
     def get_batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Window indices [B] -> x [B, block] long, y [B, block] long, mask [B, block] float32."""
+        """Window indices [B] -> x [B, block] long, y [B, block] long, mask [B, block] float32.
+
+        The mask follows the *input* token (time index past max_path_length - 1: 0); with
+        action weights it is also multiplied by the weight of every *target* action token.
+        """
         idx = torch.as_tensor(idx, dtype=torch.long, device=self.row_start.device)
         b, L, d = idx.shape[0], self.seq_len, self.transition_dim
         rows = self.row_start[idx, None] + self._steps  # [B, L]
         tok = self.tokens[rows].long().reshape(b, L * d)  # [B, L*D]
         time = self.t_start[idx, None] + self._steps  # [B, L]
         keep = time <= self.max_path_length - 1  # [B, L]
-        mask = keep[:, :, None].expand(b, L, d).reshape(b, L * d)  # [B, L*D]
+        mask = keep[:, :, None].expand(b, L, d).reshape(b, L * d).to(torch.float32)  # [B, L*D]
         x = tok[:, :-1].contiguous()
         y = tok[:, 1:].contiguous()
-        return x, y, mask[:, :-1].to(torch.float32)
+        mask = mask[:, :-1]
+        if self.row_weights is not None:
+            w = torch.ones(b, L, d, device=mask.device)
+            w[:, :, self.act_slice] = self.row_weights[rows][:, :, None]  # [B, L, a]
+            mask = mask * w.reshape(b, L * d)[:, 1:]  # weight of the target token
+        return x, y, mask
 
     def to(self, device: str | torch.device) -> WindowDataset:
         """Move the token storage to `device`, so batches are gathered there."""
@@ -345,6 +413,8 @@ class WindowDataset:
         self.row_start = self.row_start.to(device)
         self.t_start = self.t_start.to(device)
         self._steps = self._steps.to(device)
+        if self.row_weights is not None:
+            self.row_weights = self.row_weights.to(device)
         return self
 
 
@@ -362,6 +432,7 @@ class PreparedData:
     obs_dim: int
     act_dim: int
     transition_dim: int
+    val_windows: WindowDataset | None = None  # held-out episodes (data.val_fraction > 0)
 
 
 def _check_config(cfg: DataConfig) -> None:
@@ -373,18 +444,38 @@ def _check_config(cfg: DataConfig) -> None:
         raise TrajplanError(f"data.max_path_length must be at least 1, got {cfg.max_path_length}")
     if not 0.0 < cfg.discount <= 1.0:
         raise TrajplanError(f"data.discount must be in (0, 1], got {cfg.discount}")
+    if not 0.0 <= cfg.val_fraction < 1.0:
+        raise TrajplanError(f"data.val_fraction must be in [0, 1), got {cfg.val_fraction}")
+    if not (np.isfinite(cfg.action_weighting) and cfg.action_weighting >= 0.0):
+        raise TrajplanError(f"data.action_weighting must be >= 0, got {cfg.action_weighting}")
+
+
+def _windows(ep: Episodes, transitions: np.ndarray, disc: Discretizer, cfg: DataConfig):
+    windows = WindowDataset.from_step_tokens(
+        disc.discretize(transitions), ep.lengths, cfg.seq_len, cfg.max_path_length, disc.stop_token
+    )
+    if cfg.action_weighting > 0:
+        w = action_weights(transitions, cfg.action_weighting, cfg.discount)
+        windows.set_action_weights(w, slice(ep.obs_dim, ep.obs_dim + ep.act_dim))
+    return windows
 
 
 def prepare_episodes(ep: Episodes, cfg: DataConfig) -> PreparedData:
-    """Transitions, fitted discretizer and tokenized windows from in-memory episodes."""
+    """Transitions, fitted discretizer and tokenized windows from in-memory episodes.
+
+    The discretizer is fitted on all transitions; with `val_fraction` > 0 whole episodes
+    are held out of the training windows into `val_windows` (unweighted).
+    """
     _check_config(cfg)
     ep.validate()
     transitions = make_transitions(ep, cfg)  # [n, D]
     disc = Discretizer.fit(transitions, cfg.n_bins, cfg.discretizer)
-    step_tokens = disc.discretize(transitions)  # [n, D] int64
-    windows = WindowDataset.from_step_tokens(
-        step_tokens, ep.lengths, cfg.seq_len, cfg.max_path_length, disc.stop_token
-    )
+    train_ep, val_windows = ep, None
+    if cfg.val_fraction > 0:
+        train_ep, val_ep = split_episodes(ep, cfg.val_fraction)
+        val_cfg = dataclasses.replace(cfg, action_weighting=0.0)
+        val_windows = _windows(val_ep, make_transitions(val_ep, cfg), disc, val_cfg)
+    windows = _windows(train_ep, make_transitions(train_ep, cfg), disc, cfg)
     if windows.n_windows == 0:
         raise TrajplanError(f"dataset {ep.dataset_id!r}: no training windows (all episodes 1 step)")
     return PreparedData(
@@ -395,6 +486,7 @@ def prepare_episodes(ep: Episodes, cfg: DataConfig) -> PreparedData:
         obs_dim=ep.obs_dim,
         act_dim=ep.act_dim,
         transition_dim=transitions.shape[1],
+        val_windows=val_windows,
     )
 
 

@@ -90,6 +90,9 @@ class EpisodeResult:
     score: float | None
     terminated: bool
     rewards: list[float] = field(default_factory=list)
+    # what a planner predicted at every step (empty for policies that do not plan):
+    pred_rewards: list[float] = field(default_factory=list)  # expected reward of the step
+    pred_returns: list[float] = field(default_factory=list)  # score of the plan acted on
 
 
 @dataclass
@@ -136,6 +139,8 @@ class EvalResult:
         if all(s is not None for s in scores):
             arr = np.array(scores, dtype=np.float64)
             out["score_mean"], out["score_stderr"] = float(arr.mean()), stderr(arr)
+        if self.plan.get("discount") is not None:
+            out["diagnostics"] = plan_diagnostics(self.episodes, float(self.plan["discount"]))
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -153,6 +158,63 @@ class EvalResult:
             "plan": self.plan,
             "episodes": [asdict(e) for e in self.episodes],
         }
+
+
+def realized_returns(rewards: Sequence[float], discount: float) -> np.ndarray:
+    """[T] discounted return actually collected from every step: sum_k gamma^k r_{t+k}."""
+    out = np.zeros(len(rewards))
+    acc = 0.0
+    for t in range(len(rewards) - 1, -1, -1):  # one pass per episode, not per token
+        acc = rewards[t] + discount * acc
+        out[t] = acc
+    return out
+
+
+def plan_diagnostics(episodes: Sequence[EpisodeResult], discount: float) -> dict[str, Any]:
+    """How well the planner's predictions matched what the env returned, over all steps.
+
+    reward: the expected reward of each executed step vs the env's reward. return: the score
+    of the plan each action came from vs the discounted return actually collected from that
+    step (sum_k gamma^k r_{t+k}); the last 1/(1-gamma) steps of an episode cut by its time
+    limit are left out (their realized return is cut short, the model cannot see the clock).
+    A good reward fit with a large return bias says the value head is wrong; good fits with a
+    poor score say the search, not the model, is at fault.
+    """
+    pr, r, pv, g = [], [], [], []
+    tail = int(round(1.0 / (1.0 - discount))) if discount < 1 else 0
+    for e in episodes:
+        if not e.pred_rewards:
+            continue
+        pr += e.pred_rewards
+        r += e.rewards[: len(e.pred_rewards)]
+        keep = len(e.rewards) if e.terminated else max(len(e.rewards) - tail, 0)
+        pv += e.pred_returns[:keep]
+        g += list(realized_returns(e.rewards, discount)[:keep])
+    if not pr:
+        return {}
+
+    def corr(a: np.ndarray, b: np.ndarray) -> float | None:
+        if len(a) < 2 or a.std() == 0 or b.std() == 0:
+            return None
+        return float(np.corrcoef(a, b)[0, 1])
+
+    pr_, r_, pv_, g_ = (np.asarray(x, dtype=np.float64) for x in (pr, r, pv, g))
+    out: dict[str, Any] = {
+        "steps": len(pr_),
+        "reward_pred_mean": float(pr_.mean()),
+        "reward_env_mean": float(r_.mean()),
+        "reward_mae": float(np.abs(pr_ - r_).mean()),
+        "reward_corr": corr(pr_, r_),
+    }
+    if len(pv_):
+        out.update(
+            return_steps=len(pv_),
+            return_pred_mean=float(pv_.mean()),
+            return_realized_mean=float(g_.mean()),
+            return_bias=float((pv_ - g_).mean()),
+            return_corr=corr(pv_, g_),
+        )
+    return out
 
 
 def stderr(x: np.ndarray) -> float | None:
@@ -214,10 +276,14 @@ def rollout(
             t0 = time.perf_counter()
             seen = obs_view(info, obs)  # [E, o]
             actions = planner.act(seen)  # [E, a]
+            pred = planner.predictions() if hasattr(planner, "predictions") else None
             next_obs, rewards, done = [], np.zeros(len(alive)), np.zeros(len(alive), bool)
             for j, i in enumerate(alive):
                 o2, r, term, trunc, _ = envs[i].step(actions[j])
                 res = results[i]
+                if pred is not None:
+                    res.pred_rewards.append(float(pred[0][j]))
+                    res.pred_returns.append(float(pred[1][j]))
                 res.ret += float(r)
                 res.length += 1
                 res.rewards.append(float(r))
@@ -274,16 +340,47 @@ def evaluate(
     `seeds` (optional) lists the episode seeds instead. With `frames`, the first episode is
     rendered into it (see `rollout`).
     """
+    check_plan_config(plan_cfg, model)
+    dev = resolve_device(device) if isinstance(device, str) else device
+    planner = Planner(model, discretizer, plan_cfg, dev)
+    return evaluate_policy(
+        planner,
+        env,
+        n_episodes=n_episodes,
+        seed=seed,
+        episode_steps=episode_steps,
+        refs=refs,
+        progress=progress,
+        on_step=on_step,
+        frames=frames,
+        seeds=seeds,
+        plan=to_dict(plan_cfg),
+    )
+
+
+def evaluate_policy(
+    policy: Any,
+    env: str,
+    *,
+    n_episodes: int = 10,
+    seed: int = 0,
+    episode_steps: int | None = None,
+    refs: References | None = None,
+    progress: bool = True,
+    on_step: Callable[[StepInfo], None] | None = None,
+    frames: list[np.ndarray] | None = None,
+    seeds: Sequence[int] | None = None,
+    plan: dict[str, Any] | None = None,
+) -> EvalResult:
+    """Run a batched policy (a `Planner`, a `policies.BatchedActor`) for n_episodes episodes
+    in lockstep and summarize them; `plan` is recorded as the planning config (None: none)."""
     if seeds is not None:
         seeds, n_episodes = [int(s) for s in seeds], len(seeds)
     if n_episodes < 1:
         raise TrajplanError(f"--episodes must be at least 1, got {n_episodes}")
     if episode_steps is not None and episode_steps < 1:
         raise TrajplanError(f"--episode-steps must be at least 1, got {episode_steps}")
-    check_plan_config(plan_cfg, model)
     info = resolve_env(env)
-    dev = resolve_device(device) if isinstance(device, str) else device
-    planner = Planner(model, discretizer, plan_cfg, dev)
     refs = refs or references_for(env)
     seeds = seeds or [seed + i for i in range(n_episodes)]
     limit = episode_steps or _env_limit(env)
@@ -304,7 +401,7 @@ def evaluate(
     bar, task = _progress(progress, n_episodes * limit, info.name)
     t0 = time.perf_counter()
     try:
-        episodes = rollout(planner, env, seeds, refs, episode_steps, track, frames)
+        episodes = rollout(policy, env, seeds, refs, episode_steps, track, frames)
     finally:
         if bar is not None:
             bar.stop()
@@ -314,7 +411,7 @@ def evaluate(
         gym_id=info.gym_id,
         episodes=episodes,
         refs=refs,
-        plan=to_dict(plan_cfg),
+        plan=plan or {},
         wall_s=wall,
         env_steps=steps,
         episode_steps=episode_steps,
@@ -360,12 +457,46 @@ def run_episodes(
     frames: list[np.ndarray] | None = None,
     seeds: Sequence[int] | None = None,
 ) -> EvalResult:
-    """Evaluate a loaded checkpoint (trajplan.checkpoint.Checkpoint) in its env.
+    """Evaluate a loaded run in its env: a TT checkpoint (trajplan.checkpoint.Checkpoint)
+    plans; a BC run (trajplan.bc.BCRun) acts with its policy on the same seeds.
 
     plan_cfg defaults to the run's own planning config; env defaults to the run's env;
     seeds (optional) replaces seed..seed+n_episodes-1.
     """
+    from trajplan.bc import BCRun
+
     env_name = env or checkpoint.env
+    if isinstance(checkpoint, BCRun):
+        from trajplan.policies import BatchedActor, check_policy_fits
+
+        probe = make_env(env_name)
+        try:
+            view = obs_view(resolve_env(env_name), np.zeros(probe.observation_space.shape))
+            if (checkpoint.actor.obs_dim, checkpoint.actor.act_dim) != (
+                view.shape[-1],
+                probe.action_space.shape[0],
+            ):
+                check_policy_fits(checkpoint.actor, probe, str(checkpoint.run_dir))
+        finally:
+            probe.close()
+        refs = references_for(
+            env_name, checkpoint.ref_min, checkpoint.ref_max, checkpoint.ref_source or ""
+        )
+        result = evaluate_policy(
+            BatchedActor(checkpoint.actor),
+            env_name,
+            n_episodes=n_episodes,
+            seed=seed,
+            episode_steps=episode_steps,
+            refs=refs,
+            progress=progress,
+            on_step=on_step,
+            frames=frames,
+            seeds=seeds,
+            plan={"policy": "bc"},
+        )
+        result.checkpoint, result.dataset_id = str(checkpoint.run_dir), checkpoint.dataset_id
+        return result
     model = checkpoint.model
     check_env_matches(model, env_name, checkpoint.env)
     cfg = plan_cfg or checkpoint.config.plan

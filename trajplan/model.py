@@ -227,6 +227,10 @@ class TrajectoryGPT(nn.Module):
         weights[-2] = cfg.reward_weight
         weights[-1] = cfg.value_weight
         self.register_buffer("dim_weights", weights, persistent=False)
+        kinds = torch.zeros(D, dtype=torch.long)  # 0 obs, 1 action, 2 reward, 3 value
+        kinds[cfg.obs_dim : cfg.obs_dim + cfg.act_dim] = 1
+        kinds[-2], kinds[-1] = 2, 3
+        self.register_buffer("target_kind", kinds, persistent=False)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -304,6 +308,21 @@ class TrajectoryGPT(nn.Module):
         if loss_mask is not None:
             ce = ce * loss_mask
         return ce.mean()
+
+    @torch.no_grad()
+    def loss_by_kind(
+        self, logits: torch.Tensor, targets: torch.Tensor, loss_mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """[4] mean unweighted cross-entropy of observation, action, reward and value targets
+        (tokens with loss_mask > 0; diagnostics, not the training loss)."""
+        B, T, V = logits.shape  # noqa: N806
+        ce = F.cross_entropy(logits.reshape(-1, V).float(), targets.reshape(-1), reduction="none")
+        kind = self.target_kind[(torch.arange(T, device=logits.device) + 1) % self.transition_dim]
+        keep = torch.ones(B, T, device=logits.device) if loss_mask is None else (loss_mask > 0)
+        onehot = F.one_hot(kind, 4).to(ce.dtype)  # [T, 4]
+        sums = (ce.view(B, T) * keep).sum(0) @ onehot  # [4]
+        counts = keep.to(ce.dtype).sum(0) @ onehot
+        return sums / counts.clamp(min=1)
 
     # -- incremental decoding --------------------------------------------------------------
 

@@ -357,10 +357,12 @@ def distinct_rows(keys: torch.Tensor, n_env: int) -> tuple[torch.Tensor, torch.T
 @dataclass
 class PlanResult:
     """Best plan of every episode: tokens [E, H, D] (first row starts with the current
-    observation) and its score [E]."""
+    observation), its score [E] and the expected rewards r_0..r_{H-1} and final value V
+    it was scored with, [E, H+1] (diagnostics: what the model predicted)."""
 
     tokens: torch.Tensor
     value: torch.Tensor
+    rewards: torch.Tensor
 
 
 def beam_search(
@@ -425,7 +427,7 @@ def beam_search(
     best_rows = torch.arange(E, device=dev) * B  # topk is sorted: row 0 is the argmax
     planned = backend.planned().index_select(0, best_rows)  # [E, H*D - o]
     tokens = torch.cat([ctx[:, -o:], planned], dim=1).view(E, H, D)
-    return PlanResult(tokens, values[:, 0])
+    return PlanResult(tokens, values[:, 0], rewards.index_select(0, best_rows))
 
 
 # -- the planner ---------------------------------------------------------------------------
@@ -581,9 +583,21 @@ class Planner:
         self.generators = [g for g, k in zip(self.generators, keep, strict=True) if k]
         self.context = self.context.index_select(0, idx)
         if self.plan is not None:
+            p = self.plan
             self.plan = PlanResult(
-                self.plan.tokens.index_select(0, idx), self.plan.value.index_select(0, idx)
+                *(x.index_select(0, idx) for x in (p.tokens, p.value, p.rewards))
             )
+
+    def predictions(self) -> tuple[np.ndarray, np.ndarray]:
+        """What the model predicted for the actions `act` just returned: the expected reward
+        of this step [E] and the score of the plan they come from [E] (its predicted
+        discounted return from the step where it was made)."""
+        assert self.plan is not None, "call act() first"
+        row = (self.steps % self.cfg.plan_freq) if self.cfg.plan_freq > 1 else 0
+        return (
+            self.plan.rewards[:, row].cpu().numpy(),
+            self.plan.value.cpu().numpy().astype(np.float64),
+        )
 
     @property
     def ms_per_plan(self) -> float:

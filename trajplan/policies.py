@@ -235,6 +235,28 @@ class ActorPolicy:
         pass
 
 
+class BatchedActor:
+    """An exported actor (a BC policy, a SAC actor) for E episodes in lockstep: the batched
+    interface of `trajplan.plan.Planner` that `trajplan.evaluate.rollout` drives."""
+
+    def __init__(self, actor: Actor) -> None:
+        self.actor = actor
+        self.n_envs = 0
+
+    def reset(self, n_envs: int, seeds: Any = None) -> None:
+        self.n_envs = n_envs
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """Observations [E, o] -> actions [E, a] (float64)."""
+        return self.actor.act(obs).astype(np.float64)
+
+    def observe(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray) -> None:
+        pass
+
+    def drop(self, keep: np.ndarray) -> None:
+        self.n_envs = int(np.count_nonzero(keep))
+
+
 class RandomPolicy:
     """Uniform actions from the env's action box, reseeded at every episode."""
 
@@ -251,6 +273,72 @@ class RandomPolicy:
 
     def observe(self, obs: np.ndarray, action: np.ndarray, reward: float) -> None:
         pass
+
+
+class MixedPolicy:
+    """A behaviour policy made worse per episode: the D4RL "mixed quality" kind of data.
+
+    At every reset the episode draws its own rate `p ~ U(random_rate)` and noise scale
+    `s ~ U(noise)` from the episode seed; then each step takes a uniform random action with
+    probability p, else the base policy's action plus Gaussian noise of std s (clipped to the
+    action box). Episodes therefore range from the base policy's quality down to random, and
+    the context of an episode tells how good it is (as in a replay buffer of one improving
+    policy). `last_rate` / `last_noise` hold the current episode's draws.
+    """
+
+    def __init__(
+        self,
+        base: Policy,
+        action_space: gym.spaces.Box,
+        random_rate: tuple[float, float] = (0.0, 0.0),
+        noise: tuple[float, float] = (0.0, 0.0),
+    ) -> None:
+        for what, (lo, hi) in (("random rate", random_rate), ("noise", noise)):
+            if not 0.0 <= lo <= hi or (what == "random rate" and hi > 1.0):
+                raise TrajplanError(
+                    f"{what} range must be LO:HI with 0 <= LO <= HI"
+                    + (" <= 1" if what == "random rate" else "")
+                    + f", got {lo}:{hi}"
+                )
+        self.base, self.space = base, action_space
+        self.random_rate, self.noise = random_rate, noise
+        parts = [base.name]
+        if random_rate[1] > 0:
+            parts.append(f"random{random_rate[0]:g}-{random_rate[1]:g}")
+        if noise[1] > 0:
+            parts.append(f"noise{noise[0]:g}-{noise[1]:g}")
+        self.name = "+".join(parts)
+        self.reset(0)
+
+    def reset(self, seed: int | None) -> None:
+        self.base.reset(seed)
+        self.rng = np.random.default_rng(seed)
+        self.last_rate = float(self.rng.uniform(*self.random_rate))
+        self.last_noise = float(self.rng.uniform(*self.noise))
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        low, high = self.space.low, self.space.high
+        if self.rng.random() < self.last_rate:
+            return self.rng.uniform(low, high).astype(self.space.dtype)
+        act = np.asarray(self.base.act(obs), dtype=np.float64)
+        if self.last_noise > 0:
+            act = act + self.last_noise * (high - low) / 2 * self.rng.standard_normal(act.shape)
+        return np.clip(act, low, high).astype(self.space.dtype)
+
+    def observe(self, obs: np.ndarray, action: np.ndarray, reward: float) -> None:
+        self.base.observe(obs, action, reward)
+
+
+def parse_range(text: str, what: str) -> tuple[float, float]:
+    """'LO:HI' or a single number X (= X:X) -> (lo, hi); a TrajplanError otherwise."""
+    parts = text.split(":")
+    try:
+        lo, hi = (float(parts[0]), float(parts[-1])) if len(parts) <= 2 else (None, None)
+    except ValueError:
+        lo = hi = None
+    if lo is None or hi is None or not (np.isfinite(lo) and np.isfinite(hi)):
+        raise TrajplanError(f"{what} must be a number or a range LO:HI, got {text!r}")
+    return lo, hi
 
 
 def check_policy_fits(actor: Actor, env: gym.Env, source: str) -> None:

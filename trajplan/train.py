@@ -58,6 +58,7 @@ from trajplan.model import TrajectoryGPT
 from trajplan.runtime import atomic_write, resolve_device, seed_everything
 
 # Fields that may change when a run is resumed (they steer the loop, not the result).
+KINDS = ("obs", "act", "rew", "val")  # token kinds of the per-kind losses in metrics
 LOOP_FIELDS = ("epochs", "max_steps", "time_limit_s", "save_every", "log_every", "compile")
 DIM_FIELDS = ("obs_dim", "act_dim", "vocab_size", "block_size")
 
@@ -445,6 +446,17 @@ class Trainer:
         self.total_steps = self.n_epochs * self.steps_per_epoch
         if tc.max_steps is not None:
             self.total_steps = min(self.total_steps, tc.max_steps)
+        if tc.fit_schedule:  # the cosine ends with the run (average tokens per step)
+            per_step = self.schedule.final_tokens / max(1, self.n_epochs * self.steps_per_epoch)
+            budget = per_step * self.total_steps
+            if budget < self.schedule.final_tokens:
+                scale = budget / self.schedule.final_tokens
+                self.schedule = dataclasses.replace(
+                    self.schedule,
+                    warmup_tokens=self.schedule.warmup_tokens * scale,
+                    final_tokens=budget,
+                    clamp=True,
+                )
         # progress counters (all restored on resume)
         self.step = self.epoch = self.batch_pos = self.tokens = 0
         self.wall_before = 0.0  # training time of earlier sessions of this run
@@ -612,6 +624,38 @@ class Trainer:
             dist.all_reduce(pair)
         return float(pair[0] / pair[1].clamp(min=1))
 
+    def _schedule_tokens(self) -> float:
+        """Tokens the schedule reads: with fit_schedule and a time limit, the time share of
+        the limit counts as that share of the schedule's tokens when it is larger."""
+        tc = self.cfg.train
+        if not (tc.fit_schedule and tc.time_limit_s):
+            return float(self.tokens)
+        share = (time.perf_counter() - self._t_start) / tc.time_limit_s
+        return max(float(self.tokens), share * self.schedule.final_tokens)
+
+    @torch.no_grad()
+    def validate(self, max_windows: int = 8192) -> dict[str, float] | None:
+        """Loss on the held-out windows (evenly spaced, at most max_windows), no dropout:
+        the weighted training objective and the cross-entropy by token kind."""
+        vw = self.data.val_windows
+        if vw is None:
+            return None
+        vw.to(self.dev)
+        idx = torch.linspace(0, vw.n_windows - 1, min(vw.n_windows, max_windows)).long()
+        was_training = self.model.training
+        self.model.eval()
+        total, kinds, n = 0.0, torch.zeros(4), 0
+        for chunk in idx.split(self.per_rank):
+            x, y, mask = vw.get_batch(chunk.to(self.dev))
+            logits, loss = self.model(x, y, mask)
+            total += float(loss) * len(chunk)
+            kinds += self.model.loss_by_kind(logits, y, mask).cpu() * len(chunk)
+            n += len(chunk)
+        self.model.train(was_training)
+        out = {"val_loss": total / n}
+        out.update({f"val_{k}": float(v) / n for k, v in zip(KINDS, kinds, strict=True)})
+        return out
+
     def _out_of_time(self) -> bool:
         limit = self.cfg.train.time_limit_s  # per session: a resumed run gets it afresh
         out = limit is not None and time.perf_counter() - self._t_start >= limit
@@ -650,6 +694,8 @@ class Trainer:
             interrupted = self._loop(net, metrics, bar, stop)
             status = "interrupted" if interrupted else "finished"
             if self._last_save != (self.step, status):  # max_steps, time limit or Ctrl-C
+                if not interrupted:
+                    self._log_validation(metrics)
                 self.save(status)
         finally:
             bar.close()
@@ -678,14 +724,14 @@ class Trainer:
                 x, y, mask = w.get_batch(rows[:, rk.rank].to(self.dev))  # [b, block] each
                 torch.manual_seed(step_seed(tc.seed, rk.rank, self.step))  # dropout draws
                 with autocast:
-                    _, loss = net(x, y, mask)
+                    logits, loss = net(x, y, mask)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
                 self.optimizer.step()
                 # as the reference: the rate for the *next* step, from the tokens seen
                 self.tokens += int(self._counts[rows.reshape(-1)].sum())
-                lr = self.schedule(self.tokens)
+                lr = self.schedule(self._schedule_tokens())
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
                 self.step += 1
@@ -698,7 +744,9 @@ class Trainer:
                 out_of_time = False
                 if self.step % tc.log_every == 0 or self.step == self.total_steps:
                     speed = log_tokens / max(time.perf_counter() - t_log, 1e-9)
-                    self._log(metrics, bar, self._mean_over_ranks(log_loss, log_n), lr, speed)
+                    kinds = self.model.loss_by_kind(logits.detach(), y, mask)  # this batch
+                    loss_mean = self._mean_over_ranks(log_loss, log_n)
+                    self._log(metrics, bar, loss_mean, lr, speed, kinds)
                     log_loss.zero_()
                     log_n, log_tokens, t_log = 0, 0, time.perf_counter()
                     out_of_time = self._out_of_time()
@@ -716,8 +764,16 @@ class Trainer:
             self._end_epoch(ep_loss, lr, metrics)
         return False
 
-    def _log(self, metrics: _Metrics, bar: _Progress, loss: float, lr: float, speed: float) -> None:
-        """One metrics.jsonl line and a progress-bar refresh."""
+    def _log(
+        self,
+        metrics: _Metrics,
+        bar: _Progress,
+        loss: float,
+        lr: float,
+        speed: float,
+        kinds: torch.Tensor,
+    ) -> None:
+        """One metrics.jsonl line and a progress-bar refresh (loss by kind: the last batch)."""
         self.last_loss = loss
         metrics.write(
             {
@@ -725,6 +781,7 @@ class Trainer:
                 "step": self.step,
                 "epoch": self.epoch,
                 "loss": loss,
+                **{f"loss_{k}": round(float(v), 5) for k, v in zip(KINDS, kinds, strict=True)},
                 "lr": lr,
                 "tokens": int(self.tokens),
                 "tokens_per_s": round(speed, 1),
@@ -734,6 +791,12 @@ class Trainer:
         bar.update(
             self.step, epoch=self.epoch, loss=f"{loss:.4f}", lr=f"{lr:.2e}", speed=f"{speed:,.0f}"
         )
+
+    def _log_validation(self, metrics: _Metrics) -> None:
+        val = self.validate()
+        if val is not None:
+            self.last_val = val
+            metrics.write({"kind": "val", "step": self.step, "epoch": self.epoch, **val})
 
     def _end_epoch(self, ep_loss: torch.Tensor, lr: float, metrics: _Metrics) -> None:
         """Epoch mean loss (decides best.safetensors), metrics line, checkpoint when due."""
@@ -755,6 +818,9 @@ class Trainer:
         self.epoch += 1
         self.batch_pos, self.epoch_batches, self.epoch_loss = 0, 0, 0.0
         ep_loss.zero_()
+        last = self.epoch >= self.n_epochs or self.step >= self.total_steps
+        if last or self.epoch % self.cfg.train.val_every == 0:
+            self._log_validation(metrics)
         if self.epoch >= self.n_epochs or self.step >= self.total_steps:
             self.save("finished", is_best)
         elif self.epoch % self.cfg.train.save_every == 0:

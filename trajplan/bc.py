@@ -1,0 +1,259 @@
+"""Behaviour cloning: the baseline every TT score is compared with, on the same data.
+
+`train_bc` fits a deterministic MLP policy (observation -> action, mean-squared error, a
+tanh squash onto the action box) to a Minari dataset through the same loader as TT
+(`trajplan.data.load_episodes`: Ant keeps its 27 dims, `a+b` ids combine datasets), and
+writes a run directory that `trajplan eval` evaluates like a TT run:
+
+    RUN/config.json               format trajplan-bc/1: env, dataset, reference scores, config
+    RUN/policy.actor.safetensors  the policy as an exported actor (numpy only to run it)
+    RUN/metrics.jsonl             {"kind": "bc", "step", "loss", "val_loss"} lines
+
+The observation normalisation is folded into the first layer, so the saved policy is an
+ordinary `trajplan.policies.Actor`. The same seed gives the same weights (CPU, same thread
+count).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from trajplan.data import Episodes, load_episodes, split_episodes
+from trajplan.envs import env_for_dataset, make_env, resolve_env
+from trajplan.errors import TrajplanError
+from trajplan.policies import Actor, load_actor, save_actor
+from trajplan.runtime import atomic_write, write_json
+
+BC_FORMAT = "trajplan-bc/1"
+POLICY_FILE = "policy.actor.safetensors"
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+
+
+@dataclass
+class BCConfig:
+    """The BC baseline: a ReLU MLP trained with Adam on mean-squared action error."""
+
+    hidden: list[int] = field(default_factory=lambda: [256, 256])
+    lr: float = 1e-3
+    batch_size: int = 256
+    steps: int = 20_000
+    weight_decay: float = 0.0
+    val_fraction: float = 0.05  # episodes held out for the validation loss (0: none)
+    seed: int = 0
+    log_every: int = 500
+
+    def check(self) -> None:
+        if not self.hidden or min(self.hidden) < 1:
+            raise TrajplanError(f"bc hidden sizes must be positive, got {self.hidden}")
+        for name in ("batch_size", "steps", "log_every"):
+            if getattr(self, name) < 1:
+                raise TrajplanError(f"bc {name} must be at least 1, got {getattr(self, name)}")
+        if not (np.isfinite(self.lr) and self.lr > 0) or self.weight_decay < 0:
+            raise TrajplanError(f"bc lr must be > 0 and weight_decay >= 0, got {self.lr}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise TrajplanError(f"bc val_fraction must be in [0, 1), got {self.val_fraction}")
+
+
+@dataclass
+class BCRun:
+    """A loaded BC run directory."""
+
+    run_dir: Path
+    actor: Actor
+    env: str
+    dataset_id: str
+    ref_min: float | None
+    ref_max: float | None
+    ref_source: str | None
+    meta: dict[str, Any]
+
+
+def is_bc_run(path: str | Path) -> bool:
+    """True when path is a run directory written by `train_bc`."""
+    cfg = Path(path) / CONFIG_FILE
+    if not cfg.is_file():
+        return False
+    try:
+        return json.loads(cfg.read_text()).get("format") == BC_FORMAT
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return False
+
+
+def load_bc(run_dir: str | Path) -> BCRun:
+    """Read a BC run directory; a missing or damaged file is a one-line TrajplanError."""
+    run_dir = Path(run_dir)
+    if not is_bc_run(run_dir):
+        raise TrajplanError(f"{run_dir} is not a trajplan BC run (no {BC_FORMAT} config.json)")
+    doc = json.loads((run_dir / CONFIG_FILE).read_text())
+    return BCRun(
+        run_dir=run_dir,
+        actor=load_actor(run_dir / POLICY_FILE),
+        env=str(doc.get("env") or ""),
+        dataset_id=str(doc.get("dataset_id") or ""),
+        ref_min=doc.get("ref_min"),
+        ref_max=doc.get("ref_max"),
+        ref_source=doc.get("ref_source"),
+        meta=doc,
+    )
+
+
+def _env_of(env: str | None, env_id: str | None, dataset_id: str) -> Any:
+    """The env to act in: --env, else the dataset's recorded env, else its id's env name."""
+    for name in (env, env_id):
+        if name:
+            try:
+                return resolve_env(name)
+            except TrajplanError:
+                if name is env:
+                    raise
+    info = env_for_dataset(dataset_id)
+    if info is None:
+        raise TrajplanError(f"cannot tell the env of dataset {dataset_id!r}: pass --env")
+    return info
+
+
+def _mlp(sizes: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+def _export(
+    net: nn.Sequential, mean: np.ndarray, std: np.ndarray, low: np.ndarray, high: np.ndarray
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Linear layers as numpy, with (obs - mean) / std folded into the first one."""
+    linears = [m for m in net if isinstance(m, nn.Linear)]
+    ws = [m.weight.detach().double().numpy() for m in linears]
+    bs = [m.bias.detach().double().numpy() for m in linears]
+    ws[0] = ws[0] / std[None, :]  # W (x - m) / s = (W / s) x - (W / s) m
+    bs[0] = bs[0] - ws[0] @ mean
+    return [w.astype(np.float32) for w in ws], [b.astype(np.float32) for b in bs]
+
+
+def train_bc(
+    dataset_id: str,
+    out_dir: str | Path,
+    cfg: BCConfig | None = None,
+    env: str | None = None,
+    progress: bool = True,
+    episodes: Episodes | None = None,
+) -> Path:
+    """Train the BC baseline on a dataset and write its run directory (must not exist)."""
+    cfg = cfg or BCConfig()
+    cfg.check()
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise TrajplanError(f"run directory {out} already exists: choose another --out")
+    episodes = episodes or load_episodes(dataset_id)
+    info = _env_of(env, episodes.env_id, dataset_id)
+    probe = make_env(info.name)
+    try:
+        space = probe.action_space
+        low, high = np.asarray(space.low, np.float64), np.asarray(space.high, np.float64)
+    finally:
+        probe.close()
+    if episodes.act_dim != low.shape[0]:
+        raise TrajplanError(
+            f"dataset {dataset_id!r} has {episodes.act_dim} action dims, {info.gym_id} has "
+            f"{low.shape[0]}: pick a dataset for this env"
+        )
+
+    train_ep, val_ep = episodes, None
+    if cfg.val_fraction > 0 and episodes.n_episodes >= 2:
+        train_ep, val_ep = split_episodes(episodes, cfg.val_fraction, seed=cfg.seed)
+    obs = train_ep.observations.astype(np.float64)
+    mean, std = obs.mean(0), obs.std(0) + 1e-3
+    scale = lambda a: 2.0 * (np.clip(a, low, high) - low) / (high - low) - 1.0  # noqa: E731
+
+    def tensors(ep: Episodes) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.as_tensor((ep.observations - mean) / std, dtype=torch.float32)
+        y = torch.as_tensor(scale(ep.actions.astype(np.float64)), dtype=torch.float32)
+        return x, y  # [n, o], [n, a] in [-1, 1]
+
+    x, y = tensors(train_ep)
+    torch.manual_seed(cfg.seed)
+    net = _mlp([x.shape[1], *cfg.hidden, y.shape[1]])
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    lines: list[str] = []
+    t0 = time.perf_counter()
+    loss_sum, last_loss, val_loss = 0.0, float("nan"), None
+    from rich.progress import Progress
+
+    with Progress(disable=not progress, transient=False) as bar:
+        task = bar.add_task(f"bc {dataset_id}", total=cfg.steps)
+        for step in range(1, cfg.steps + 1):
+            idx = torch.randint(0, x.shape[0], (cfg.batch_size,), generator=gen)
+            loss = ((torch.tanh(net(x[idx])) - y[idx]) ** 2).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += float(loss.detach())
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                n = step % cfg.log_every or cfg.log_every
+                last_loss, loss_sum = loss_sum / n, 0.0
+                row: dict[str, Any] = {"kind": "bc", "step": step, "loss": last_loss}
+                if val_ep is not None:
+                    with torch.no_grad():
+                        vx, vy = tensors(val_ep)
+                        val_loss = float(((torch.tanh(net(vx)) - vy) ** 2).mean())
+                    row["val_loss"] = val_loss
+                row["wall_s"] = round(time.perf_counter() - t0, 3)
+                lines.append(json.dumps(row) + "\n")
+                if not progress and step % (cfg.log_every * 10) == 0:
+                    print(f"bc step {step}/{cfg.steps} loss {last_loss:.4f}", flush=True)
+            bar.update(task, completed=step)
+    if not np.isfinite(last_loss):
+        raise TrajplanError(f"BC training diverged (loss {last_loss}): lower --lr")
+
+    ws, bs = _export(net, mean, std, low, high)
+    actor = Actor(
+        ws,
+        bs,
+        "relu",
+        low.astype(np.float32),
+        high.astype(np.float32),
+        meta={
+            "env_id": info.gym_id,
+            "algorithm_name": "bc",
+            "level": "bc",
+            "dataset_id": dataset_id,
+            "training_steps": cfg.steps,
+        },
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    save_actor(actor, out / POLICY_FILE)
+    atomic_write(out / METRICS_FILE, lambda p: p.write_text("".join(lines)))
+    write_json(
+        out / CONFIG_FILE,
+        {
+            "format": BC_FORMAT,
+            "kind": "bc",
+            "status": "finished",
+            "env": info.name,
+            "env_id": info.gym_id,
+            "dataset_id": dataset_id,
+            "ref_min": episodes.ref_min,
+            "ref_max": episodes.ref_max,
+            "ref_source": episodes.ref_source,
+            "n_transitions": int(train_ep.n_steps),
+            "n_val_transitions": int(val_ep.n_steps) if val_ep is not None else 0,
+            "last_loss": last_loss,
+            "val_loss": val_loss,
+            "wall_s": round(time.perf_counter() - t0, 3),
+            "config": asdict(cfg),
+        },
+    )
+    return out
