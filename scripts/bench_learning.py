@@ -1,0 +1,162 @@
+"""Does TT plan better than its data? Train the CPU recipe and the BC baseline on one dataset,
+evaluate both on the same episode seeds, and compare with the dataset's own mean.
+
+    python scripts/bench_learning.py --dataset local/halfcheetah/mixed-v0
+    python scripts/bench_learning.py --dataset mujoco/hopper/medium-v0 --config configs/X.yaml
+    python scripts/bench_learning.py --dataset ID --tt-run RUN --bc-run RUN   # reuse runs
+
+Any Minari dataset id (local or downloaded; MINARI_DATASETS_PATH is honoured). Scores are
+D4RL-normalized with the dataset's reference scores when it stores them, else the D4RL
+constants; the table says which. TT plans with the config's own planning settings (the
+recipe: horizon 5, beam 32). Evaluation runs over --workers processes (the same episodes as
+one process). Prints a table, then as its last line one JSON object of the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def dataset_score(dataset_id: str) -> tuple[float, float, int, str]:
+    """Mean and stderr of the normalized return of the dataset's whole episodes."""
+    from trajplan.data import load_episodes
+    from trajplan.evaluate import references_for, stderr
+    from trajplan.envs import env_for_dataset, resolve_env
+
+    ep = load_episodes(dataset_id)
+    info = None
+    try:
+        info = resolve_env(ep.env_id) if ep.env_id else env_for_dataset(dataset_id)
+    except Exception:  # an env id the registry does not know
+        info = env_for_dataset(dataset_id)
+    refs = references_for(info.name, ep.ref_min, ep.ref_max, ep.ref_source or "")
+    last = ep.starts + ep.lengths - 1
+    cut = ep.truncations[last] & ~ep.terminations[last]
+    cut &= ep.lengths < (ep.lengths.max())  # the collector's final, shortened episode
+    scores = np.array([refs.score(r) for r in ep.returns()[~cut]], dtype=np.float64)
+    return float(scores.mean()), float(stderr(scores) or 0.0), len(scores), refs.describe()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--dataset", required=True, help="Minari dataset id")
+    ap.add_argument("--config", default=str(ROOT / "configs" / "cpu-recipe.yaml"))
+    ap.add_argument("--set", action="append", default=[], help="config override a.b=v")
+    ap.add_argument("--episodes", type=int, default=5, help="evaluation episodes (>= 5)")
+    ap.add_argument("--seed", type=int, default=0, help="first evaluation seed")
+    ap.add_argument("--episode-steps", type=int, default=None, help="cap (not comparable)")
+    ap.add_argument("--workers", type=int, default=None, help="eval processes (default: cores)")
+    ap.add_argument("--threads", type=int, default=None, help="training threads")
+    ap.add_argument("--bc-steps", type=int, default=20_000)
+    ap.add_argument("--out", default=None, help="folder for the runs (default runs/bench-...)")
+    ap.add_argument("--tt-run", default=None, help="evaluate this TT run instead of training")
+    ap.add_argument("--bc-run", default=None, help="evaluate this BC run instead of training")
+    args = ap.parse_args(argv)
+
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+
+    from trajplan.bc import BCConfig, train_bc
+    from trajplan.config import apply_overrides, load_config
+    from trajplan.errors import TrajplanError
+    from trajplan.train import train
+    from trajplan.workers import default_workers, evaluate_run
+
+    console = Console()
+    try:
+        slug = re.sub(r"[^A-Za-z0-9]+", "-", args.dataset).strip("-")
+        out = Path(args.out or f"runs/bench-learning/{slug}-{time.strftime('%Y%m%d-%H%M%S')}")
+        ds_mean, ds_err, ds_n, ref = dataset_score(args.dataset)
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        seeds = list(range(args.seed, args.seed + args.episodes))
+        workers = args.workers or default_workers()
+        eval_kw = dict(seeds=seeds, episode_steps=args.episode_steps, workers=workers)
+        figures: dict[str, object] = {"dataset_id": args.dataset, "episodes": args.episodes}
+
+        t0 = time.perf_counter()
+        bc_run = Path(args.bc_run) if args.bc_run else train_bc(
+            args.dataset, out / "bc", BCConfig(steps=args.bc_steps), progress=False
+        )  # fmt: skip
+        bc_train_min = (time.perf_counter() - t0) / 60 if not args.bc_run else None
+        bc = evaluate_run(bc_run, **eval_kw, progress=False).summary()
+
+        t0 = time.perf_counter()
+        if args.tt_run:
+            tt_run, tt_train_min = Path(args.tt_run), None
+            cfg_json = json.loads((tt_run / "config.json").read_text())
+            tt_train_min = cfg_json.get("wall_s", 0) / 60
+        else:
+            cfg = load_config(args.config)
+            cfg.dataset = args.dataset
+            apply_overrides(cfg, args.set)
+            tt_run = train(cfg, out / "tt", progress=False)
+            tt_train_min = (time.perf_counter() - t0) / 60
+        t0 = time.perf_counter()
+        tt = evaluate_run(tt_run, **eval_kw, progress=False).summary()
+        tt_eval_min = (time.perf_counter() - t0) / 60
+    except TrajplanError as exc:
+        console.print(f"[red]error:[/] {exc}", highlight=False)
+        return 2
+
+    def cell(mean: float | None, err: float | None) -> str:
+        return "-" if mean is None else f"{mean:.1f}" + ("" if err is None else f" ± {err:.1f}")
+
+    table = Table(title=f"{args.dataset}: {args.episodes} episodes, seeds {seeds[0]}..{seeds[-1]}")
+    for col in ("", "normalized score", "return", "train min"):
+        table.add_column(col, justify="left" if not col else "right")
+    table.add_row(f"dataset ({ds_n} episodes)", cell(ds_mean, ds_err), "", "")
+    for name, s, minutes in (("BC", bc, bc_train_min), ("TT", tt, tt_train_min)):
+        table.add_row(
+            name,
+            cell(s["score_mean"], s["score_stderr"]),
+            cell(s["return_mean"], s["return_stderr"]),
+            "-" if minutes is None else f"{minutes:.1f}",
+        )
+    console.print(table)
+    console.print(f"reference scores: {ref}", highlight=False)
+    diag = tt.get("diagnostics") or {}
+    if diag:
+        console.print(
+            f"TT diagnostics: reward corr {diag.get('reward_corr') or float('nan'):.3f}, "
+            f"return bias {diag.get('return_bias', float('nan')):.1f} "
+            f"(predicted {diag.get('return_pred_mean', float('nan')):.1f} vs realized "
+            f"{diag.get('return_realized_mean', float('nan')):.1f})",
+            highlight=False,
+        )
+    figures.update(
+        dataset_normalized=round(ds_mean, 2),
+        dataset_stderr=round(ds_err, 2),
+        bc_normalized=round(bc["score_mean"], 2),
+        bc_stderr=round(bc["score_stderr"] or 0.0, 2),
+        tt_normalized=round(tt["score_mean"], 2),
+        tt_stderr=round(tt["score_stderr"] or 0.0, 2),
+        tt_minus_bc=round(tt["score_mean"] - bc["score_mean"], 2),
+        tt_minus_dataset=round(tt["score_mean"] - ds_mean, 2),
+        tt_train_min=None if tt_train_min is None else round(tt_train_min, 1),
+        bc_train_min=None if bc_train_min is None else round(bc_train_min, 1),
+        tt_eval_min=round(tt_eval_min, 1),
+        tt_ms_per_step=tt["ms_per_step"],
+        comparable=tt["comparable"],
+        reference=ref,
+        tt_run=str(tt_run),
+        bc_run=str(bc_run),
+        tt_reward_corr=diag.get("reward_corr"),
+        tt_return_bias=diag.get("return_bias"),
+    )
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,318 @@
+"""Learning-quality tools: the BC baseline, mixed-quality datasets, return-weighted action
+tokens, the validation split, loss by token kind, plan diagnostics and eval over workers."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from trajplan.config import DataConfig, ModelConfig, load_config
+from trajplan.errors import TrajplanError
+
+ROOT = Path(__file__).parents[1]
+
+
+# -- the BC baseline -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bc_run(minari_datasets, tmp_path_factory, one_thread) -> Path:  # noqa: ANN001
+    from trajplan.bc import BCConfig, train_bc
+
+    out = tmp_path_factory.mktemp("bc") / "bc"
+    return train_bc(
+        minari_datasets.halfcheetah, out, BCConfig(steps=300, log_every=100), progress=False
+    )
+
+
+def test_bc_trains_saves_loads_and_matches_its_torch_net(bc_run: Path, minari_datasets) -> None:  # noqa: ANN001
+    from trajplan.bc import BCConfig, is_bc_run, load_bc, train_bc
+    from trajplan.data import load_episodes
+
+    doc = json.loads((bc_run / "config.json").read_text())
+    assert doc["format"] == "trajplan-bc/1" and doc["env"] == "halfcheetah"
+    assert doc["ref_min"] == -300.0 and doc["n_val_transitions"] > 0
+    lines = [json.loads(x) for x in (bc_run / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [100, 200, 300]
+    assert all(x["kind"] == "bc" and math.isfinite(x["val_loss"]) for x in lines)
+    assert lines[-1]["loss"] < lines[0]["loss"]  # it learns
+    run = load_bc(bc_run)
+    assert is_bc_run(bc_run) and not is_bc_run(bc_run.parent)
+    ep = load_episodes(minari_datasets.halfcheetah)
+    act = run.actor.act(ep.observations[:5])
+    assert act.shape == (5, 6) and np.all(np.abs(act) <= 1.0)
+    # same seed, same policy (the normalisation folded into the first layer)
+    again = train_bc(
+        minari_datasets.halfcheetah,
+        bc_run.parent / "again",
+        BCConfig(steps=300, log_every=100),
+        progress=False,
+    )
+    np.testing.assert_array_equal(load_bc(again).actor.act(ep.observations[:5]), act)
+
+
+def test_bc_export_folds_normalisation_exactly() -> None:
+    from trajplan.bc import _export, _mlp
+
+    torch.manual_seed(0)
+    net = _mlp([3, 8, 2])
+    mean, std = np.array([1.0, -2.0, 0.5]), np.array([2.0, 0.5, 1.5])
+    ws, bs = _export(net, mean, std, -np.ones(2), np.ones(2))
+    x = np.random.default_rng(0).normal(size=(4, 3))
+    want = net(torch.as_tensor((x - mean) / std, dtype=torch.float32)).detach().numpy()
+    got = np.maximum(x @ ws[0].T + bs[0], 0) @ ws[1].T + bs[1]
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_bc_run_evaluates_like_a_tt_run_on_the_same_seeds(bc_run: Path, tmp_path: Path) -> None:
+    from trajplan.bc import load_bc
+    from trajplan.envs import make_env
+    from trajplan.evaluate import run_episodes
+
+    result = run_episodes(load_bc(bc_run), seeds=[3, 4], episode_steps=20, progress=False)
+    assert [e.seed for e in result.episodes] == [3, 4]
+    assert result.plan == {"policy": "bc"} and "diagnostics" not in result.summary()
+    # the same episode by hand: reset with the seed, act with the actor
+    actor = load_bc(bc_run).actor
+    env = make_env("halfcheetah", max_episode_steps=20)
+    obs, _ = env.reset(seed=3)
+    ret = 0.0
+    for _ in range(20):
+        obs, r, *_ = env.step(actor.act(obs))
+        ret += r
+    env.close()
+    assert result.episodes[0].ret == pytest.approx(ret, rel=1e-4)  # float32 batch vs single
+    assert result.summary()["score_mean"] is not None
+
+
+def test_bc_and_eval_cli(minari_root: Path, tmp_path: Path, halfcheetah_dataset: str) -> None:
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "trajplan", *args], capture_output=True, text=True
+        )
+
+    out = tmp_path / "bc"
+    r = cli("bc", "--dataset", halfcheetah_dataset, "--out", str(out), "--steps", "50",
+            "--no-progress", "--threads", "1")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    r = cli("eval", str(out), "--episodes", "2", "--episode-steps", "5", "--out",
+            str(tmp_path / "ev"), "--threads", "1")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(next((tmp_path / "ev").rglob("eval.json")).read_text())
+    assert doc["summary"]["episodes"] == 2 and doc["plan"] == {"policy": "bc"}
+    for bad, msg in (
+        (["--out", str(out)], "already exists"),
+        (["--out", str(tmp_path / "x"), "--hidden", "a,b"], "comma-separated"),
+        (["--out", str(tmp_path / "y"), "--steps", "0"], "at least 1"),
+    ):
+        r = cli("bc", "--dataset", halfcheetah_dataset, *bad)
+        assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr
+
+
+# -- mixed-quality datasets ------------------------------------------------------------------
+
+
+def test_mixed_policy_rates_noise_and_determinism() -> None:
+    import gymnasium as gym
+
+    from trajplan.policies import MixedPolicy, parse_range
+
+    space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
+
+    class Constant:
+        name = "const"
+
+        def reset(self, seed):  # noqa: ANN001, ANN202
+            pass
+
+        def act(self, obs):  # noqa: ANN001, ANN202
+            return np.full(3, 0.25, np.float32)
+
+        def observe(self, *a):  # noqa: ANN002, ANN202
+            pass
+
+    plain = MixedPolicy(Constant(), space)
+    plain.reset(1)
+    assert np.array_equal(plain.act(None), np.full(3, 0.25, np.float32))
+    always = MixedPolicy(Constant(), space, random_rate=(1.0, 1.0))
+    always.reset(1)
+    acts = np.stack([always.act(None) for _ in range(50)])
+    assert not np.any(np.isclose(acts, 0.25)) and np.all(np.abs(acts) <= 1)
+    mixed = MixedPolicy(Constant(), space, random_rate=(0.0, 1.0), noise=(0.0, 0.5))
+    assert mixed.name == "const+random0-1+noise0-0.5"
+    rates = []
+    for seed in (5, 5, 6):
+        mixed.reset(seed)
+        rates.append((mixed.last_rate, mixed.last_noise, mixed.act(None).tolist()))
+    assert rates[0] == rates[1] and rates[0] != rates[2]  # per episode, from the seed
+    assert parse_range("0:0.5", "x") == (0.0, 0.5) and parse_range("0.3", "x") == (0.3, 0.3)
+    for bad in ("a:b", "1:2:3", "nan"):
+        with pytest.raises(TrajplanError, match="range"):
+            parse_range(bad, "x")
+    with pytest.raises(TrajplanError, match="random rate"):
+        MixedPolicy(Constant(), space, random_rate=(0.5, 1.5))
+
+
+def test_collect_mixed_dataset_records_how_it_was_made(minari_root: Path) -> None:
+    import minari
+
+    from trajplan.collect import collect
+    from trajplan.data import load_episodes
+
+    collect("hopper", "medium", 300, "test/hopper/mixed-v0", seed=3, random_rate=(0.0, 1.0),
+            force=True, progress=False)  # fmt: skip
+    ds = minari.load_dataset("test/hopper/mixed-v0")
+    assert "random actions at a rate drawn from U(0, 1)" in ds.storage.metadata["description"]
+    assert ds.storage.metadata["algorithm_name"] == "sac-medium+random0-1"
+    clean = "test/hopper/clean-v0"
+    collect("hopper", "medium", 300, clean, seed=3, force=True, progress=False)
+    a, b = load_episodes("test/hopper/mixed-v0"), load_episodes(clean)
+    assert not np.array_equal(a.actions[:50], b.actions[:50])
+
+
+# -- action weights, validation split, loss by kind ------------------------------------------
+
+
+def test_action_weights_follow_return_to_go() -> None:
+    from trajplan.data import action_weights
+
+    tr = np.zeros((5, 4), np.float32)
+    tr[:, -2] = [0, 1, 2, 3, 4]  # rewards; values 0: G = r
+    w = action_weights(tr, 1.0, 0.99)
+    assert w.mean() == pytest.approx(1.0) and np.all(np.diff(w) > 0)
+    z = (tr[:, -2] - 2) / np.std(tr[:, -2])
+    np.testing.assert_allclose(w, np.exp(z) / np.exp(z).mean(), rtol=1e-6)
+    np.testing.assert_array_equal(action_weights(tr, 0.0, 0.99), np.ones(5))
+
+
+def test_weighted_windows_scale_only_action_targets(minari_datasets) -> None:  # noqa: ANN001
+    from trajplan.data import action_weights, load_episodes, prepare_episodes
+
+    ep = load_episodes(minari_datasets.halfcheetah)
+    plain = prepare_episodes(ep, DataConfig(seq_len=3, n_bins=10))
+    weighted = prepare_episodes(ep, DataConfig(seq_len=3, n_bins=10, action_weighting=1.0))
+    idx = torch.arange(plain.windows.n_windows)
+    x0, y0, m0 = plain.windows.get_batch(idx)
+    x1, y1, m1 = weighted.windows.get_batch(idx)
+    assert torch.equal(x0, x1) and torch.equal(y0, y1)
+    D, o, a = 25, 17, 6  # noqa: N806
+    target_dim = (torch.arange(x0.shape[1]) + 1) % D
+    is_act = (target_dim >= o) & (target_dim < o + a)
+    assert torch.equal(m0[:, ~is_act], m1[:, ~is_act])
+    w = action_weights(plain.transitions, 1.0, 0.99)  # window 0 = steps 0..2 of episode 0
+    for k in range(3):
+        pos = k * D + o - 1  # input position whose target is step k's first action dim
+        assert m1[0, pos].item() == pytest.approx(w[k] * m0[0, pos].item(), rel=1e-6)
+
+
+def test_validation_split_holds_out_whole_episodes(minari_datasets) -> None:  # noqa: ANN001
+    from trajplan.data import load_episodes, prepare_episodes, split_episodes
+
+    ep = load_episodes(minari_datasets.hopper)
+    train_ep, val_ep = split_episodes(ep, 0.25)
+    assert (train_ep.n_episodes, val_ep.n_episodes) == (6, 2)
+    assert train_ep.n_steps + val_ep.n_steps == ep.n_steps
+    train_ep.validate(), val_ep.validate()
+    again = split_episodes(ep, 0.25)[1]
+    np.testing.assert_array_equal(again.rewards, val_ep.rewards)  # deterministic
+    data = prepare_episodes(ep, DataConfig(seq_len=4, n_bins=10, val_fraction=0.25))
+    assert data.val_windows.n_windows == int((val_ep.lengths - 1).sum())
+    assert data.windows.n_windows == int((train_ep.lengths - 1).sum())
+    with pytest.raises(TrajplanError, match="val_fraction"):
+        prepare_episodes(ep, DataConfig(val_fraction=1.5))
+
+
+def test_loss_by_kind_matches_a_hand_computation() -> None:
+    from trajplan.model import TrajectoryGPT
+
+    cfg = ModelConfig(n_layer=1, n_head=1, n_embd=8, obs_dim=2, act_dim=1, vocab_size=5,
+                      block_size=9)  # fmt: skip
+    model = TrajectoryGPT(cfg)
+    torch.manual_seed(0)
+    logits = torch.randn(2, 9, 6)
+    y = torch.randint(0, 6, (2, 9))
+    mask = torch.ones(2, 9)
+    mask[1, 4:] = 0
+    got = model.loss_by_kind(logits, y, mask)
+    ce = torch.nn.functional.cross_entropy(logits.reshape(-1, 6), y.reshape(-1), reduction="none")
+    ce = ce.view(2, 9)
+    kinds = [[0, 0, 1, 2, 3][(t + 1) % 5] for t in range(9)]  # target of position t
+    for k in range(4):
+        sel = [(b, t) for b in range(2) for t in range(9) if kinds[t] == k and mask[b, t] > 0]
+        want = sum(ce[b, t] for b, t in sel) / len(sel)
+        assert got[k].item() == pytest.approx(want.item(), rel=1e-5)
+
+
+def test_training_logs_validation_and_kind_losses_and_fits_its_schedule(
+    minari_datasets,
+    tmp_path: Path,
+    one_thread,  # noqa: ANN001
+) -> None:
+    from trajplan.train import train
+
+    cfg = load_config(ROOT / "configs" / "tiny.yaml")
+    cfg.dataset = minari_datasets.hopper
+    cfg.data.val_fraction = 0.25
+    cfg.data.action_weighting = 1.0
+    cfg.train.epochs, cfg.train.max_steps, cfg.train.log_every = 50, 7, 1
+    cfg.train.fit_schedule, cfg.train.clamp_schedule = True, True
+    run = train(cfg, tmp_path / "run", device="cpu", progress=False)
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if r["kind"] == "train"]
+    assert all({"loss_obs", "loss_act", "loss_rew", "loss_val"} <= set(r) for r in steps)
+    vals = [r for r in rows if r["kind"] == "val"]
+    assert vals and vals[-1]["step"] == 7  # the cut run still reports its validation loss
+    assert all(math.isfinite(vals[-1][k]) for k in ("val_loss", "val_obs", "val_act"))
+    # the schedule ended with the run: the last rate is the cosine's floor (0.1x)
+    assert steps[-1]["lr"] == pytest.approx(0.1 * cfg.train.lr, rel=1e-6)
+
+
+# -- plan diagnostics ------------------------------------------------------------------------
+
+
+def test_realized_returns_and_diagnostics_by_hand() -> None:
+    from trajplan.evaluate import EpisodeResult, plan_diagnostics, realized_returns
+
+    np.testing.assert_allclose(realized_returns([1.0, 2.0, 3.0], 0.5), [2.75, 3.5, 3.0])
+    e = EpisodeResult(0, 6.0, 3, None, True, rewards=[1.0, 2.0, 3.0],
+                      pred_rewards=[1.5, 2.0, 2.5], pred_returns=[3.0, 3.0, 3.0])  # fmt: skip
+    d = plan_diagnostics([e], 0.5)
+    assert d["reward_mae"] == pytest.approx(1 / 3)
+    assert d["return_bias"] == pytest.approx(np.mean([3 - 2.75, 3 - 3.5, 0.0]))
+    assert d["reward_corr"] == pytest.approx(1.0)
+
+
+def test_tt_eval_records_predictions_next_to_the_env(tiny_run: Path, one_thread) -> None:  # noqa: ANN001
+    from trajplan.checkpoint import load_checkpoint
+    from trajplan.evaluate import run_episodes
+
+    result = run_episodes(load_checkpoint(tiny_run, device="cpu"), seeds=[1], episode_steps=6,
+                          progress=False)  # fmt: skip
+    ep = result.episodes[0]
+    assert len(ep.pred_rewards) == len(ep.pred_returns) == ep.length == 6
+    diag = result.summary()["diagnostics"]
+    assert diag["steps"] == 6 and diag["reward_env_mean"] == pytest.approx(ep.ret / 6)
+
+
+# -- evaluation over worker processes --------------------------------------------------------
+
+
+def test_eval_over_workers_equals_one_process(tiny_run: Path) -> None:
+    from trajplan.workers import evaluate_run
+
+    kw = dict(seeds=[4, 1, 7], episode_steps=4, device="cpu", progress=False)
+    one = evaluate_run(tiny_run, workers=1, **kw)
+    two = evaluate_run(tiny_run, workers=2, **kw)
+    assert [e.seed for e in two.episodes] == [4, 1, 7]
+    for a, b in zip(one.episodes, two.episodes, strict=True):
+        assert (a.ret, a.rewards, a.pred_rewards) == (b.ret, b.rewards, b.pred_rewards)
+    assert two.env_steps == one.env_steps == 12
+    with pytest.raises(TrajplanError, match="distinct"):
+        evaluate_run(tiny_run, seeds=[1, 1], workers=2)

@@ -1,0 +1,114 @@
+"""Evaluate a run over several worker processes: the episodes split, the results one table.
+
+On a CPU one process's cost per episode does not fall with batching, so the lever is the
+other cores. `evaluate_run(..., workers=k)` deals the episode seeds round-robin to k spawned
+processes (one intra-op thread each by default), every worker loads the run and plays its
+episodes with `trajplan.evaluate.run_episodes`, and the episodes come back in seed order.
+Because every episode samples from its own seeded generator (the planner's batched == alone
+property), the result equals a single-process evaluation of the same seeds, episode for
+episode. Ctrl-C cancels the workers that have not finished.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing as mp
+import os
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from trajplan.config import PlanConfig, from_dict, to_dict
+from trajplan.errors import TrajplanError
+
+
+def _load(run_dir: str, device: str) -> Any:
+    from trajplan.bc import is_bc_run, load_bc
+    from trajplan.checkpoint import load_checkpoint
+
+    return load_bc(run_dir) if is_bc_run(run_dir) else load_checkpoint(run_dir, device=device)
+
+
+def _worker(
+    run_dir: str,
+    env: str | None,
+    seeds: list[int],
+    plan: dict[str, Any] | None,
+    episode_steps: int | None,
+    threads: int,
+) -> Any:
+    import torch
+
+    from trajplan.evaluate import run_episodes
+
+    torch.set_num_threads(threads)
+    run = _load(run_dir, "cpu")
+    cfg = from_dict(PlanConfig, plan, "plan") if plan is not None else None
+    return run_episodes(
+        run, env, seeds=seeds, plan_cfg=cfg, episode_steps=episode_steps, progress=False
+    )
+
+
+def default_workers() -> int:
+    """CPU cores this process may use (at least 1)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    *,
+    seeds: Sequence[int],
+    env: str | None = None,
+    plan_cfg: PlanConfig | None = None,
+    episode_steps: int | None = None,
+    workers: int = 1,
+    threads: int = 1,
+    device: str = "auto",
+    progress: bool = True,
+) -> Any:
+    """Evaluate a TT or BC run directory on `seeds`; with workers > 1, over that many CPU
+    processes of `threads` threads each (the same episodes as one process)."""
+    from trajplan.evaluate import EvalResult, run_episodes
+
+    seeds = [int(s) for s in seeds]
+    if len(set(seeds)) != len(seeds) or not seeds:
+        raise TrajplanError(f"episode seeds must be distinct and at least one, got {seeds}")
+    if workers < 1 or threads < 1:
+        raise TrajplanError(f"--workers and --threads must be at least 1, got {workers}/{threads}")
+    workers = min(workers, len(seeds))
+    plan = None if plan_cfg is None else to_dict(plan_cfg)
+    if workers == 1:
+        run = _load(str(run_dir), device)
+        return run_episodes(
+            run, env, seeds=seeds, plan_cfg=plan_cfg, episode_steps=episode_steps,
+            progress=progress,
+        )  # fmt: skip
+    chunks = [seeds[k::workers] for k in range(workers)]
+    t0 = time.perf_counter()
+    ctx = mp.get_context("spawn")  # no forked torch thread pools
+    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        futures = [
+            pool.submit(_worker, str(run_dir), env, c, plan, episode_steps, threads) for c in chunks
+        ]
+        try:
+            parts: list[EvalResult] = []
+            for k, f in enumerate(futures):
+                parts.append(f.result())
+                if progress:
+                    print(f"worker {k + 1}/{workers}: {len(chunks[k])} episodes done", flush=True)
+        except KeyboardInterrupt:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+    by_seed = {e.seed: e for p in parts for e in p.episodes}
+    first = parts[0]
+    return dataclasses.replace(
+        first,
+        episodes=[by_seed[s] for s in seeds],
+        wall_s=time.perf_counter() - t0,
+        env_steps=sum(p.env_steps for p in parts),
+    )
