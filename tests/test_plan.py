@@ -224,10 +224,14 @@ CONFIGS = [
         k_obs=3,
         cdf_obs=0.9,
     ),
+    # beams ranked by score + logp_weight * log-likelihood (not the reference)
+    PlanConfig(horizon=3, beam_width=4, n_expand=2, max_context_transitions=3, logp_weight=2.0),
 ]
 
 
-@pytest.mark.parametrize("cfg", CONFIGS, ids=["slide", "topk-nocontext", "freq2-sampled-obs"])
+@pytest.mark.parametrize(
+    "cfg", CONFIGS, ids=["slide", "topk-nocontext", "freq2-sampled-obs", "likelihood"]
+)
 def test_cached_equals_full_random_model(cfg: PlanConfig) -> None:
     model, disc = random_model(), random_discretizer()
     obs, rew = episode_data(8, 1)
@@ -370,6 +374,8 @@ def test_uniform_count_matches_the_search() -> None:
         ({"discount": 1.5}, "discount must be in"),
         ({"max_context_transitions": 1, "horizon": 2}, "holds less than one transition"),
         ({"max_context_transitions": 0}, "max_context_transitions must be at least 1"),
+        ({"logp_weight": -1.0}, "logp_weight must be >= 0"),
+        ({"logp_weight": float("nan")}, "logp_weight must be >= 0"),
     ],
 )
 def test_invalid_plan_options_are_clear_errors(change: dict, message: str) -> None:
@@ -422,3 +428,21 @@ def test_forward_shared_equals_full_forward_with_copied_prefix() -> None:
         last = model.forward_shared(own[:, :1], prefix, model.new_cache(6, 4), last_only=True)
     assert torch.allclose(torch.cat(parts, 1), full[:, ctx.shape[1] :], atol=1e-12)
     assert torch.allclose(last[:, 0], full[:, ctx.shape[1]], atol=1e-12)
+
+
+def test_likelihood_weight_changes_the_ranking_not_the_reported_score() -> None:
+    """logp_weight > 0 ranks beams by score + weight * log-likelihood; the plan's value stays
+    its discounted reward + value score, and batched episodes still equal separate ones."""
+    model, disc = random_model(seed=4), random_discretizer(4)
+    base = PlanConfig(horizon=3, beam_width=4, n_expand=2, max_context_transitions=3)
+    obs, rew = episode_data(5, 2, seed=5)
+    plain = play(model, disc, base, obs, rew, [1, 2])
+    liked = play(model, disc, dataclasses.replace(base, logp_weight=50.0), obs, rew, [1, 2])
+    assert any((p[0] != q[0]).any() for p, q in zip(plain, liked, strict=True))
+    # with a huge weight the best plan is no longer the best-scoring one
+    assert any((q[1] < p[1]).any() for p, q in zip(plain, liked, strict=True))
+    cfg = dataclasses.replace(base, logp_weight=50.0)
+    alone = play(model, disc, cfg, obs[:, 1:], rew[:, 1:], [2])
+    for (tok, val, act), (tok1, val1, act1) in zip(liked, alone, strict=True):
+        assert (tok[1] == tok1[0]).all() and (act[1] == act1[0]).all()
+        assert val[1] == pytest.approx(val1[0], abs=1e-9)

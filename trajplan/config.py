@@ -100,6 +100,10 @@ class PlanConfig:
     max_context_transitions: int = 5
     discount: float = 0.99
     plan_freq: int = 1  # replan every this many env steps
+    # Not the reference (0 = off): beams are ranked by their score plus logp_weight times
+    # the log-likelihood of their sampled action and observation tokens under the model, so
+    # the search prefers plans the model finds likely over ones that exploit its errors.
+    logp_weight: float = 0.0
     mode: str = "cached"  # "cached" (exact, fast) or "full" (whole window per token)
     window: str = "slide"  # "slide" (reference) or "grow" (slide only past the block; faster)
 

@@ -651,15 +651,19 @@ def _loss_curves(metrics: Path) -> dict[str, tuple[list[float], list[float]]]:
 
 
 def plot_eval(result: EvalResult, path: str | Path, metrics: str | Path | None = None) -> Path:
-    """PNG: return of every episode (and mean), plus the training loss curves if present."""
+    """PNG: return of every episode (and mean); the training loss curves if present; for a
+    planner, its predictions next to what the env returned in the first episode."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     curves = _loss_curves(Path(metrics)) if metrics and Path(metrics).is_file() else {}
-    fig, axes = plt.subplots(1, 2 if curves else 1, figsize=(11 if curves else 6, 4))
-    ax = axes[0] if curves else axes
+    first = result.episodes[0]
+    n_panels = 1 + bool(curves) + 2 * bool(first.pred_rewards)
+    fig, axes = plt.subplots(1, n_panels, figsize=(5.5 * n_panels, 4), squeeze=False)
+    panels = iter(axes[0])
+    ax = next(panels)
     rets = result.returns
     ax.bar([str(e.seed) for e in result.episodes], rets, color="tab:blue")
     ax.axhline(rets.mean(), color="k", ls="--", label=f"mean {rets.mean():.1f}")
@@ -671,12 +675,31 @@ def plot_eval(result: EvalResult, path: str | Path, metrics: str | Path | None =
     ax.set_title(title)
     ax.legend()
     if curves:
+        ax = next(panels)
         for key, (xs, ys) in curves.items():
-            axes[1].plot(xs, ys, label=key)
-        axes[1].set_xlabel("step")
-        axes[1].set_ylabel("loss")
-        axes[1].set_title("training")
-        axes[1].legend()
+            ax.plot(xs, ys, label=key)
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.set_title("training")
+        ax.legend(fontsize="small")
+    if first.pred_rewards:
+        t = np.arange(len(first.pred_rewards))
+        ax = next(panels)
+        ax.plot(t, first.rewards[: len(t)], lw=0.8, label="env reward")
+        ax.plot(t, first.pred_rewards, lw=0.8, label="predicted (expected) reward")
+        ax.set_xlabel("env step")
+        ax.set_ylabel("reward")
+        ax.set_title(f"episode seed {first.seed}: reward")
+        ax.legend(fontsize="small")
+        ax = next(panels)
+        gamma = float(result.plan.get("discount", 0.99))
+        ax.plot(t, realized_returns(first.rewards, gamma)[: len(t)], lw=0.8,
+                label="realized discounted return")  # fmt: skip
+        ax.plot(t, first.pred_returns, lw=0.8, label="score of the plan acted on")
+        ax.set_xlabel("env step")
+        ax.set_ylabel(f"discounted return (gamma {gamma:g})")
+        ax.set_title("predicted vs realized return")
+        ax.legend(fontsize="small")
     fig.tight_layout()
     atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=100))
     plt.close(fig)

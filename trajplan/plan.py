@@ -45,6 +45,7 @@ Episodes run in lockstep; a finished one is dropped from the batch (`Planner.dro
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -115,6 +116,11 @@ def sample_token(
     if filtered is logits:
         return draw(probs, u), probs
     return draw(torch.softmax(filtered, dim=-1), u), probs
+
+
+def token_logp(probs: torch.Tensor, tok: torch.Tensor) -> torch.Tensor:
+    """[R] float64 log-probability of the drawn tokens under the raw softmax probs [R, V]."""
+    return probs.gather(1, tok[:, None]).squeeze(1).to(torch.float64).clamp_min(1e-30).log()
 
 
 def beam_scores(rewards: torch.Tensor, discount: float) -> torch.Tensor:
@@ -390,6 +396,8 @@ def beam_search(
 
     logits = backend.begin(ctx)  # [E, V]
     rewards = torch.zeros(E, H + 1, dtype=torch.float64, device=dev)
+    lam = cfg.logp_weight  # 0: the reference's score
+    logp = torch.zeros(E, dtype=torch.float64, device=dev)  # log-likelihood of each plan
     env_base = torch.arange(E, device=dev)[:, None]
     rows = 1
     for t in range(H):
@@ -397,10 +405,12 @@ def beam_search(
         # single context row becomes B copies first)
         idx = (env_base * rows + torch.arange(n * B, device=dev) % rows).reshape(-1)
         backend.select(idx)
-        logits, rewards = logits[idx], rewards[idx]
+        logits, rewards, logp = logits[idx], rewards[idx], logp[idx]
         # 2. actions, one token at a time
         for _ in range(a):
-            tok, _ = sample_token(logits, uniforms.take(n * B), cfg.k_act, cfg.cdf_act)
+            tok, probs = sample_token(logits, uniforms.take(n * B), cfg.k_act, cfg.cdf_act)
+            if lam:
+                logp += token_logp(probs, tok)
             logits = backend.feed(tok)
         # 3. reward and value, greedy, scored by their expectations under the raw softmax
         tok_r, p_r = sample_token(logits, uniforms.take(n * B), cfg.k_rew, None)
@@ -410,11 +420,13 @@ def beam_search(
         rewards[:, t + 1] = p_v[:, :N].to(torch.float64) @ mid_v
         # 4-5. score and keep the B best of every episode
         values = beam_scores(rewards, cfg.discount).view(E, n * B)
-        values, best = values.topk(B, dim=1)  # [E, B], sorted descending
+        rank = values + lam * logp.view(E, n * B) if lam else values
+        best = rank.topk(B, dim=1).indices  # [E, B], best first
+        values = values.gather(1, best)
         idx = (env_base * (n * B) + best).reshape(-1)
         last = t == H - 1
         backend.select(idx, keep_state=not last)
-        rewards, tok_v = rewards[idx], tok_v[idx]
+        rewards, tok_v, logp = rewards[idx], tok_v[idx], logp[idx]
         rows = B
         # 6. next observation, greedy
         if last:
@@ -422,7 +434,9 @@ def beam_search(
             break
         logits = backend.feed(tok_v)
         for _ in range(o):
-            tok, _ = sample_token(logits, uniforms.take(B), cfg.k_obs, cfg.cdf_obs)
+            tok, probs = sample_token(logits, uniforms.take(B), cfg.k_obs, cfg.cdf_obs)
+            if lam:
+                logp += token_logp(probs, tok)
             logits = backend.feed(tok)
     best_rows = torch.arange(E, device=dev) * B  # topk is sorted: row 0 is the argmax
     planned = backend.planned().index_select(0, best_rows)  # [E, H*D - o]
@@ -458,6 +472,8 @@ def check_plan_config(cfg: PlanConfig, model: TrajectoryGPT | None = None) -> No
         raise TrajplanError(f"unknown plan window {cfg.window!r}: use one of {', '.join(WINDOWS)}")
     if not 0.0 < cfg.discount <= 1.0:
         raise TrajplanError(f"plan.discount must be in (0, 1], got {cfg.discount}")
+    if not (math.isfinite(cfg.logp_weight) and cfg.logp_weight >= 0):
+        raise TrajplanError(f"plan.logp_weight must be >= 0, got {cfg.logp_weight}")
     for name in ("cdf_obs", "cdf_act"):
         p = getattr(cfg, name)
         if p is not None and not 0.0 < p <= 1.0:
