@@ -139,9 +139,9 @@ def test_summary_scores_references_and_files(hopper, tmp_path: Path) -> None:  #
     lines = [{"kind": "train", "step": i, "loss": 3.0 / (i + 1)} for i in range(5)]
     lines.append({"kind": "epoch", "step": 4, "loss": 1.5})
     metrics.write_text("\n".join(json.dumps(x) for x in lines) + "\nnot json\n")
-    from trajplan.evaluate import _loss_curves
+    from trajplan.plot import loss_curves
 
-    curves = _loss_curves(metrics)
+    curves = loss_curves(metrics)
     assert curves["train loss"] == ([0.0, 1.0, 2.0, 3.0, 4.0], [3.0, 1.5, 1.0, 0.75, 0.6])
     assert curves["epoch loss"] == ([4.0], [1.5])
     path = save_eval(result, tmp_path / "out", metrics)

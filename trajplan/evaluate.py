@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import json
 import math
 import os
 import sys
@@ -629,27 +628,6 @@ def save_eval(result: EvalResult, out_dir: str | Path, metrics: str | Path | Non
     return out / "eval.json"
 
 
-def _loss_curves(metrics: Path) -> dict[str, tuple[list[float], list[float]]]:
-    """Numeric '*loss*' series of a metrics.jsonl against 'step' (or the line number), one
-    series per line 'kind' (trajplan.train writes "train" and "epoch" lines)."""
-    curves: dict[str, tuple[list[float], list[float]]] = {}
-    for n, line in enumerate(metrics.read_text().splitlines()):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if not isinstance(row, dict):
-            continue
-        x = row.get("step", n)
-        kind = f"{row['kind']} " if isinstance(row.get("kind"), str) else ""  # train / epoch
-        for key, val in row.items():
-            if "loss" in key and isinstance(val, (int, float)) and math.isfinite(val):
-                xs, ys = curves.setdefault(kind + key, ([], []))
-                xs.append(float(x))
-                ys.append(float(val))
-    return curves
-
-
 def plot_eval(result: EvalResult, path: str | Path, metrics: str | Path | None = None) -> Path:
     """PNG: return of every episode (and mean), plus the training loss curves if present."""
     import matplotlib
@@ -657,7 +635,9 @@ def plot_eval(result: EvalResult, path: str | Path, metrics: str | Path | None =
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    curves = _loss_curves(Path(metrics)) if metrics and Path(metrics).is_file() else {}
+    from trajplan.plot import loss_curves
+
+    curves = loss_curves(metrics) if metrics and Path(metrics).is_file() else {}
     fig, axes = plt.subplots(1, 2 if curves else 1, figsize=(11 if curves else 6, 4))
     ax = axes[0] if curves else axes
     rets = result.returns
