@@ -19,7 +19,6 @@ from trajplan.evaluate import (
     EvalResult,
     check_env_matches,
     evaluate,
-    prepare_rendering,
     references_for,
     resolve_run,
     run_episodes,
@@ -28,6 +27,7 @@ from trajplan.evaluate import (
 )
 from trajplan.model import TrajectoryGPT
 from trajplan.tokens import Discretizer
+from trajplan.video import prepare_rendering
 
 OBS, ACT, N = 11, 3, 20  # Hopper
 D = OBS + ACT + 2
@@ -269,7 +269,7 @@ def test_cli_bad_input_is_one_red_line(
 
 
 def test_rendering_without_a_gl_backend_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    from trajplan.evaluate import check_rendering
+    from trajplan.video import check_rendering
 
     monkeypatch.setenv("MUJOCO_GL", "no-such-backend")
     with pytest.raises(TrajplanError, match="cannot render headless with MUJOCO_GL=no-such"):

@@ -313,14 +313,8 @@ def plan(
     from rich.table import Table
 
     from trajplan.checkpoint import load_checkpoint
-    from trajplan.evaluate import (
-        check_rendering,
-        prepare_rendering,
-        resolve_run,
-        run_episodes,
-        with_overrides,
-        write_video,
-    )
+    from trajplan.evaluate import resolve_run, run_episodes, with_overrides
+    from trajplan.video import VideoRecorder, check_rendering, prepare_rendering
 
     _set_threads(threads)
     run_dir = resolve_run(checkpoint, env, runs)
@@ -332,9 +326,9 @@ def plan(
         horizon, beam_width, n_expand, cdf_act, k_act, context, plan_freq, mode, window
     )
     cfg = with_overrides(ckpt.config.plan, **opts)
+    recorder = VideoRecorder({0: video}) if video else None
     if video:
         check_rendering(env_name)
-    frames: list = [] if video else None  # type: ignore[assignment]
 
     def view(info) -> Table:  # noqa: ANN001
         table = Table(title=f"{env_name} seed {seed} ({run_dir.name})", min_width=60)
@@ -364,7 +358,7 @@ def plan(
             ckpt.model.pos_emb.device,
             progress=False,
             on_step=lambda info: live.update(view(info), refresh=True),
-            frames=frames,
+            recorder=recorder,
         )
     if not console.is_terminal:
         console.line()  # the live table leaves the cursor at its end
@@ -381,9 +375,8 @@ def plan(
     )
     if max_steps is not None:
         console.print(f"[yellow]capped at {max_steps} steps: not comparable to full-length scores")
-    if video:
-        write_video(frames, video, fps=30)
-        console.print(f"video -> {video}")
+    if recorder is not None and recorder.written:
+        console.print(f"video -> {video} ({recorder.frames[0]} frames)", highlight=False)
 
 
 @app.command("eval")
@@ -400,6 +393,15 @@ def eval_cmd(
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     threads: int = _THREADS,
     out: str = typer.Option(None, help="Output folder (default: RUN/eval); one subfolder per run."),
+    video: str = typer.Option(
+        None,
+        help="Record episodes into this folder, DIR/RUN/seedS.mp4 (needs trajplan\\[video] and "
+        "a headless GL: MUJOCO_GL=egl or osmesa).",
+    ),
+    video_episodes: str = typer.Option(
+        "0", help="Episodes to record with --video, by index: 0,1 = the first two."
+    ),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress."),
     horizon: int = _HORIZON,
     beam_width: int = _BEAM,
     n_expand: int = _EXPAND,
@@ -424,10 +426,14 @@ def eval_cmd(
     from trajplan.bc import is_bc_run, load_bc
     from trajplan.checkpoint import load_checkpoint
     from trajplan.evaluate import resolve_run, run_episodes, save_eval, with_overrides
+    from trajplan.video import VideoRecorder, check_rendering, parse_episodes, prepare_rendering
 
     _set_threads(threads)
     dirs = [*(checkpoints or []), *(checkpoint or [])]
     run_dirs = [resolve_run(d, None, runs) for d in dirs] or [resolve_run(None, env, runs)]
+    filmed = parse_episodes(video_episodes, episodes) if video else []
+    if video:
+        prepare_rendering()
     opts = _plan_options(
         horizon, beam_width, n_expand, cdf_act, k_act, context, plan_freq, mode, window
     )
@@ -435,15 +441,29 @@ def eval_cmd(
     for col in ("run", "env", "episodes", "return", "score", "reference", "ms/step"):
         table.add_column(col)
     paths = []
+    videos: list = []
     for run_dir in run_dirs:
+        rec = None
+        if video:
+            names = {i: Path(video) / run_dir.name / f"seed{seed + i}.mp4" for i in filmed}
+            rec = VideoRecorder(names)
         if is_bc_run(run_dir):  # a BC baseline acts on the same seeds; no planning options
-            result = run_episodes(load_bc(run_dir), env, episodes, seed, None, episode_steps)
+            run = load_bc(run_dir)
+            if rec is not None:
+                check_rendering(env or run.env)
+            result = run_episodes(
+                run, env, episodes, seed, None, episode_steps, progress=progress, recorder=rec
+            )
         else:
             ckpt = load_checkpoint(run_dir, device=device)
             cfg = with_overrides(ckpt.config.plan, **opts)
+            if rec is not None:
+                check_rendering(env or ckpt.env)
             result = run_episodes(
-                ckpt, env, episodes, seed, cfg, episode_steps, ckpt.model.pos_emb.device
-            )
+                ckpt, env, episodes, seed, cfg, episode_steps, ckpt.model.pos_emb.device,
+                progress=progress, recorder=rec,
+            )  # fmt: skip
+        videos += rec.written if rec is not None else []
         dest = Path(out) / run_dir.name if out else run_dir / "eval"
         path = save_eval(result, dest, run_dir / "metrics.jsonl")
         s = result.summary()
@@ -466,6 +486,8 @@ def eval_cmd(
     console.print(table)
     for path in paths:
         console.print(f"wrote {path} and {path.with_suffix('.png').name}", highlight=False)
+    for path in videos:
+        console.print(f"video -> {path}", highlight=False)
 
 
 # -- plot / aggregate (trajplan.plot, trajplan.aggregate) ------------------------------------------
