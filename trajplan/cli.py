@@ -28,6 +28,11 @@ data_app = typer.Typer(
     help="Find, inspect, download and create Minari datasets.", no_args_is_help=True
 )
 app.add_typer(data_app, name="data")
+hub_app = typer.Typer(
+    help="Share runs on the Hugging Face Hub (pip install 'trajplan\\[hub]').",
+    no_args_is_help=True,
+)
+app.add_typer(hub_app, name="hub")
 
 
 @app.command()
@@ -547,6 +552,50 @@ def aggregate_cmd(
         from trajplan.runtime import write_json
 
         console.print(f"wrote {write_json(json_out, to_json(groups, reps, seed))}", highlight=False)
+
+
+# -- hub push / pull (trajplan.hub) ---------------------------------------------------------------
+
+
+@hub_app.command("push")
+def hub_push(
+    run: str = typer.Argument(..., help="Run directory (TT or BC) to share."),
+    repo_id: str = typer.Argument(..., help="Hub model repository, e.g. you/halfcheetah-tt."),
+    private: bool = typer.Option(False, "--private", help="Create the repository private."),
+    stage: str = typer.Option(
+        None, help="Only build the upload folder (files + model card) in this new folder."
+    ),
+    token: str = typer.Option(None, help="Hub token (default: your saved Hub login or HF_TOKEN)."),
+) -> None:
+    """Upload a run with a generated model card (dataset, config, scores, how to reproduce).
+
+    Example: trajplan hub push runs/halfcheetah-medium-... you/halfcheetah-tt
+    """
+    from trajplan.hub import build_folder, push
+
+    if stage:
+        folder = build_folder(run, stage, repo_id)
+        console.print(f"staged {run} for {repo_id} in {folder} (card: {folder}/README.md)")
+        return
+    url = push(run, repo_id, private=private, token=token)
+    console.print(f"pushed {run} -> {url}", highlight=False)
+
+
+@hub_app.command("pull")
+def hub_pull(
+    repo_id: str = typer.Argument(..., help="Hub model repository, e.g. you/halfcheetah-tt."),
+    out: str = typer.Option(..., help="Folder to create: a run directory for plan/eval."),
+    revision: str = typer.Option(None, help="Branch, tag or commit (default: main)."),
+    token: str = typer.Option(None, help="Hub token, for private repositories."),
+) -> None:
+    """Download a run pushed with `trajplan hub push`; plan/eval take the folder as a run.
+
+    Example: trajplan hub pull you/halfcheetah-tt --out runs/hc-tt && trajplan eval runs/hc-tt
+    """
+    from trajplan.hub import pull
+
+    path = pull(repo_id, out, revision=revision, token=token)
+    console.print(f"pulled {repo_id} into {path}: trajplan eval {path}", highlight=False)
 
 
 # -- bc (trajplan.bc) ------------------------------------------------------------------------------
