@@ -7,12 +7,18 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from trajplan.errors import TrajplanError
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from trajplan.evaluate import EvalResult
 
 console = Console()
 err_console = Console(stderr=True)
@@ -74,11 +80,11 @@ def data_list() -> None:
         )
         return
     table = Table(title=f"Minari datasets in {datasets_root()}")
-    table.add_column("id", no_wrap=True)
-    table.add_column("episodes", justify="right")
-    table.add_column("steps", justify="right")
-    table.add_column("env")
-    table.add_column("reference scores")
+    table.add_column("id", overflow="fold")
+    table.add_column("episodes", justify="right", no_wrap=True)
+    table.add_column("steps", justify="right", no_wrap=True)
+    table.add_column("env", overflow="fold")
+    table.add_column("reference scores", overflow="fold")
     for r in rows:
         refs = "-"
         if r["ref_min"] is not None:
@@ -384,6 +390,41 @@ def plan(
         console.print(f"video -> {video} ({recorder.frames[0]} frames)", highlight=False)
 
 
+def _mean_se(mean: float | None, se: float | None) -> str:
+    return _score_text(mean) + ("" if mean is None or se is None else f" ± {se:.1f}")
+
+
+def eval_table(rows: list[tuple[str, EvalResult]]) -> Table:
+    """The `trajplan eval` summary of (run name, EvalResult) rows, readable at 80 columns:
+    long run names fold, numbers never wrap, reference scores and caps go in the caption."""
+    from rich.table import Table
+
+    envs = sorted({r.gym_id for _, r in rows})
+    table = Table(title=f"trajplan eval: {', '.join(envs)}", caption_justify="left")
+    table.add_column("run", overflow="fold")
+    for col in ("episodes", "return", "score", "ms/step"):
+        table.add_column(col, justify="right", no_wrap=True)
+    refs, capped = {}, set()
+    for name, result in rows:
+        s = result.summary()
+        refs.setdefault(s["reference"], []).append(name)
+        score = _mean_se(s["score_mean"], s["score_stderr"])
+        if not s["comparable"]:
+            capped.add(result.episode_steps)
+            score += "*"
+        ret = _mean_se(s["return_mean"], s["return_stderr"])
+        table.add_row(name, str(s["episodes"]), ret, score, f"{s['ms_per_step']:.0f}")
+    if len(refs) == 1:
+        caption = f"score: normalized with reference scores from {next(iter(refs))}"
+    else:
+        caption = "reference scores: " + "; ".join(f"{', '.join(n)}: {r}" for r, n in refs.items())
+    if capped:
+        steps = ", ".join(str(c) for c in sorted(capped))
+        caption += f". * episodes capped at {steps} steps: not comparable to full-length scores"
+    table.caption = caption
+    return table
+
+
 @app.command("eval")
 def eval_cmd(
     checkpoints: list[str] = typer.Argument(None, help="Run directories to evaluate."),
@@ -426,8 +467,6 @@ def eval_cmd(
     """
     from pathlib import Path
 
-    from rich.table import Table
-
     from trajplan.bc import is_bc_run, load_bc
     from trajplan.checkpoint import load_checkpoint
     from trajplan.evaluate import resolve_run, run_episodes, save_eval, with_overrides
@@ -442,10 +481,7 @@ def eval_cmd(
     opts = _plan_options(
         horizon, beam_width, n_expand, cdf_act, k_act, context, plan_freq, mode, window
     )
-    table = Table(title="trajplan eval")
-    for col in ("run", "env", "episodes", "return", "score", "reference", "ms/step"):
-        table.add_column(col)
-    paths = []
+    paths, rows = [], []
     videos: list = []
     for run_dir in run_dirs:
         rec = None
@@ -470,25 +506,9 @@ def eval_cmd(
             )  # fmt: skip
         videos += rec.written if rec is not None else []
         dest = Path(out) / run_dir.name if out else run_dir / "eval"
-        path = save_eval(result, dest, run_dir / "metrics.jsonl")
-        s = result.summary()
-        se = s["return_stderr"]
-        ret = f"{s['return_mean']:.1f}" + ("" if se is None else f" ± {se:.1f}")
-        score = _score_text(s["score_mean"])
-        if s["score_stderr"] is not None:
-            score += f" ± {s['score_stderr']:.1f}"
-        ref = s["ref_source"] + ("" if s["comparable"] else f", capped at {episode_steps}")
-        table.add_row(
-            run_dir.name,
-            result.env,
-            str(s["episodes"]),
-            ret,
-            score,
-            ref,
-            f"{s['ms_per_step']:.0f}",
-        )
-        paths.append(path)
-    console.print(table)
+        paths.append(save_eval(result, dest, run_dir / "metrics.jsonl"))
+        rows.append((run_dir.name, result))
+    console.print(eval_table(rows))
     for path in paths:
         console.print(f"wrote {path} and {path.with_suffix('.png').name}", highlight=False)
     for path in videos:

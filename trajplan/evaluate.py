@@ -29,6 +29,7 @@ from trajplan.envs import make_env, normalized_score, obs_view, resolve_env
 from trajplan.errors import TrajplanError
 from trajplan.model import TrajectoryGPT
 from trajplan.plan import Planner, check_plan_config
+from trajplan.progress import Progress
 from trajplan.runtime import atomic_write, resolve_device, write_json
 from trajplan.tokens import Discretizer
 from trajplan.video import VideoRecorder, release
@@ -396,22 +397,18 @@ def evaluate_policy(
     def track(info_: StepInfo) -> None:
         nonlocal steps
         steps += len(info_.seeds)
-        if bar is not None:
-            early = int(info_.done.sum()) * (limit - info_.t - 1)  # steps that will not come
-            total = bar.tasks[0].total - early
-            bar.update(
-                task, advance=len(info_.seeds), total=total, returns=float(info_.returns.mean())
-            )
+        early = int(info_.done.sum()) * (limit - info_.t - 1)  # steps that will not come
+        bar.update(
+            advance=len(info_.seeds),
+            total=bar.total - early,
+            info=f"mean return {float(info_.returns.mean()):.1f}",
+        )
         if on_step is not None:
             on_step(info_)
 
-    bar, task = _progress(progress, n_episodes * limit, info.name)
     t0 = time.perf_counter()
-    try:
+    with Progress(f"planning {info.name}", n_episodes * limit, enabled=progress) as bar:
         episodes = rollout(policy, env, seeds, refs, episode_steps, track, recorder)
-    finally:
-        if bar is not None:
-            bar.stop()
     wall = time.perf_counter() - t0
     return EvalResult(
         env=info.name,
@@ -431,24 +428,6 @@ def _env_limit(env: str) -> int:
         return int(e.spec.max_episode_steps or 1000) if e.spec is not None else 1000
     finally:
         e.close()
-
-
-def _progress(enabled: bool, total: int, name: str) -> tuple[Any, Any]:
-    if not enabled:
-        return None, None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-    bar = Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        "mean return {task.fields[returns]:.1f}",
-        TimeRemainingColumn(),
-        transient=False,
-    )
-    task = bar.add_task(f"planning {name}", total=total, returns=0.0)
-    bar.start()
-    return bar, task
 
 
 def run_episodes(
