@@ -89,6 +89,14 @@ def test_bc_run_card(halfcheetah_dataset: str, tmp_path: Path) -> None:
     assert "Behaviour-cloning baseline for HalfCheetah-v5" in card
     assert f"trajplan bc --dataset {halfcheetah_dataset} --out runs/bc-again --steps 20" in card
     assert "No evaluation was shared" in card and "USER/REPO" in card
+    elsewhere = tmp_path / "ev" / "eval.json"  # e.g. trajplan eval RUN --out ev
+    elsewhere.parent.mkdir()
+    elsewhere.write_text(
+        '{"gym_id": "HalfCheetah-v5", "summary": {"episodes": 3, "score_mean": 1.5, '
+        '"score_stderr": 0.5, "reference": "D4RL constants (-280.18 .. 12135.00)"}}'
+    )
+    card = build_folder(run, tmp_path / "up2", evaluation=elsewhere.parent) / "README.md"
+    assert "| 3 | 1.5 ± 0.5 |" in card.read_text() and "D4RL constants" in card.read_text()
 
 
 def test_push_and_pull_through_the_cli(

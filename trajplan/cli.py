@@ -585,6 +585,9 @@ def hub_push(
     stage: str = typer.Option(
         None, help="Only build the upload folder (files + model card) in this new folder."
     ),
+    eval_json: str = typer.Option(
+        None, "--eval", help="eval.json to share (default: RUN/eval/eval.json when present)."
+    ),
     token: str = typer.Option(None, help="Hub token (default: your saved Hub login or HF_TOKEN)."),
 ) -> None:
     """Upload a run with a generated model card (dataset, config, scores, how to reproduce).
@@ -594,10 +597,10 @@ def hub_push(
     from trajplan.hub import build_folder, push
 
     if stage:
-        folder = build_folder(run, stage, repo_id)
+        folder = build_folder(run, stage, repo_id, eval_json)
         console.print(f"staged {run} for {repo_id} in {folder} (card: {folder}/README.md)")
         return
-    url = push(run, repo_id, private=private, token=token)
+    url = push(run, repo_id, private=private, token=token, evaluation=eval_json)
     console.print(f"pushed {run} -> {url}", highlight=False)
 
 

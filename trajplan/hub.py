@@ -105,12 +105,14 @@ def _reproduce(kind: str, doc: dict[str, Any], name: str) -> list[str]:
     ]
 
 
-def model_card(run_dir: str | Path, repo_id: str | None = None) -> str:
-    """README.md for the Hub: what the run is, its scores, how to use and reproduce it."""
+def model_card(run_dir: str | Path, repo_id: str | None = None, name: str | None = None) -> str:
+    """README.md for the Hub: what the run is, its scores (RUN/eval/eval.json), how to use
+    and reproduce it. `name`: the run's folder name in the commands (default: run_dir's)."""
     from trajplan import __version__
 
     run = Path(run_dir)
     kind = run_kind(run)
+    name = name or run.name
     doc = _read_json(run / "config.json")
     evaluation = _read_json(run / "eval" / "eval.json")
     gym_id = str(doc.get("env_id") or evaluation.get("gym_id") or doc.get("env") or "?")
@@ -164,15 +166,15 @@ def model_card(run_dir: str | Path, repo_id: str | None = None) -> str:
         "",
         "```bash",
         "pip install 'trajplan[hub]'",
-        f"trajplan hub pull {repo} --out runs/{run.name}",
-        f"trajplan eval runs/{run.name} --episodes 10",
-        *([f"trajplan plan --checkpoint runs/{run.name}"] if kind == "tt" else []),
+        f"trajplan hub pull {repo} --out runs/{name}",
+        f"trajplan eval runs/{name} --episodes 10",
+        *([f"trajplan plan --checkpoint runs/{name}"] if kind == "tt" else []),
         "```",
         "",
         "## Reproduce",
         "",
         "```bash",
-        *_reproduce(kind, doc, run.name),
+        *_reproduce(kind, doc, name),
         "```",
         "",
         "## Config",
@@ -185,14 +187,28 @@ def model_card(run_dir: str | Path, repo_id: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def build_folder(run_dir: str | Path, dest: str | Path, repo_id: str | None = None) -> Path:
-    """Stage the upload: the run's files, its evaluation, the retrain config and the card."""
+def build_folder(
+    run_dir: str | Path,
+    dest: str | Path,
+    repo_id: str | None = None,
+    evaluation: str | Path | None = None,
+) -> Path:
+    """Stage the upload: the run's files, its evaluation, the retrain config and the card.
+
+    evaluation: an eval.json to share instead of RUN/eval/eval.json (e.g. one written with
+    `trajplan eval --out`); its eval.png comes along when it is beside it.
+    """
+    from trajplan.plot import eval_path
+
     run, out = Path(run_dir), Path(dest)
     kind = run_kind(run)
     if out.exists() and any(out.iterdir()):
         raise TrajplanError(f"{out} already exists and is not empty")
-    for name in (*(TT_FILES if kind == "tt" else BC_FILES), *OPTIONAL_FILES):
-        src = run / name
+    copies = {n: run / n for n in (*(TT_FILES if kind == "tt" else BC_FILES), *OPTIONAL_FILES)}
+    if evaluation is not None:
+        chosen = eval_path(evaluation)
+        copies.update({"eval/eval.json": chosen, "eval/eval.png": chosen.with_suffix(".png")})
+    for name, src in copies.items():
         if src.is_file():
             (out / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, out / name)
@@ -201,7 +217,7 @@ def build_folder(run_dir: str | Path, dest: str | Path, repo_id: str | None = No
     if kind == "tt":
         config = _read_json(run / "config.json").get("config", {})
         (out / TRAIN_CONFIG).write_text(yaml.safe_dump(config, sort_keys=False))
-    (out / CARD).write_text(model_card(run, repo_id))
+    (out / CARD).write_text(model_card(out, repo_id, name=run.name))
     return out
 
 
@@ -232,11 +248,16 @@ def _download(repo_id: str, out: Path, revision: str | None, token: str | None) 
     )
 
 
-def push(run_dir: str | Path, repo_id: str, private: bool = False, token: str | None = None) -> str:
+def push(
+    run_dir: str | Path,
+    repo_id: str,
+    private: bool = False,
+    token: str | None = None,
+    evaluation: str | Path | None = None,
+) -> str:
     """Upload a run (TT or BC) with its model card; returns the commit's URL."""
-    run_kind(run_dir)
     with tempfile.TemporaryDirectory(prefix="trajplan-hub-") as tmp:
-        folder = build_folder(run_dir, Path(tmp) / "upload", repo_id)
+        folder = build_folder(run_dir, Path(tmp) / "upload", repo_id, evaluation)
         return _upload(folder, repo_id, private, token)
 
 
