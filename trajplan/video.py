@@ -6,16 +6,18 @@ after every step (`capture`), and calls `finish` when an episode ends. Frames st
 the video file (a 1000-step episode is never held in memory) under a temporary name that is
 renamed when the episode is complete.
 
-Camera: Gymnasium's v5 MuJoCo envs, rendered with `render_mode="rgb_array"` and no camera,
-use a free camera at a fixed spot (HalfCheetah looks down at its start and runs out of the
-picture). The recorder asks for the models' `track` camera instead, which follows the
-agent's centre of mass.
+Camera: Gymnasium's v5 MuJoCo envs, rendered with `render_mode="rgb_array"` and no camera
+named, use a free camera at a fixed spot in Gymnasium 1.4 (HalfCheetah is filmed from above
+its start and runs out of the picture; Hopper's `trackbodyid` has no effect on a free
+camera). The recorder asks for the models' `track` camera instead, which follows the
+agent's centre of mass whatever Gymnasium's default.
 
 Headless OpenGL: MuJoCo renders through EGL (`MUJOCO_GL=egl`, the default set here) or
 OSMesa (`MUJOCO_GL=osmesa`); on Debian `apt-get install libegl1 libegl-mesa0
 libgl1-mesa-dri` or `libosmesa6`. A closed env's GL objects must be freed before another
 env renders (Python's garbage collector may otherwise free them later inside the other
-env's context and blank its frames), so `release` collects them right away.
+env's context and blank its frames), so `release` collects them right away; and envs filmed
+side by side each make their own context current before they render.
 """
 
 from __future__ import annotations
