@@ -462,7 +462,8 @@ def eval_cmd(
 
     A BC run (trajplan bc) is evaluated on the same seeds, so the two compare directly.
 
-    Writes eval.json (every episode + summary) and eval.png per checkpoint.
+    Writes eval.json (every episode + summary) and eval.png per checkpoint; with --video DIR
+    also videos of the chosen episodes (DIR/RUN/seedS.mp4, the camera following the agent).
     Example: trajplan eval runs/halfcheetah-medium-2024... --episodes 10
     """
     from pathlib import Path
