@@ -5,16 +5,23 @@ PY     := $(VENV)/bin/python
 # The CPU wheel; on a CUDA machine install torch yourself first (see README).
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install test lint demo bench clean
+.PHONY: install test lint demo bench clean gl-deps
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,video]"
 	touch $@
 
 install: $(VENV)/.installed
+
+# Headless OpenGL for MuJoCo videos (Debian/Ubuntu, as root): EGL (MUJOCO_GL=egl, the
+# default) and OSMesa (MUJOCO_GL=osmesa), both software-rendered by Mesa.
+GL_PACKAGES := libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 libopengl0 libosmesa6
+gl-deps:
+	apt-get update -q
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(GL_PACKAGES)
 
 test: install
 	$(PY) -m pytest -q -x tests

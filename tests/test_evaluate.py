@@ -19,7 +19,6 @@ from trajplan.evaluate import (
     EvalResult,
     check_env_matches,
     evaluate,
-    prepare_rendering,
     references_for,
     resolve_run,
     run_episodes,
@@ -28,6 +27,7 @@ from trajplan.evaluate import (
 )
 from trajplan.model import TrajectoryGPT
 from trajplan.tokens import Discretizer
+from trajplan.video import prepare_rendering
 
 OBS, ACT, N = 11, 3, 20  # Hopper
 D = OBS + ACT + 2
@@ -139,9 +139,9 @@ def test_summary_scores_references_and_files(hopper, tmp_path: Path) -> None:  #
     lines = [{"kind": "train", "step": i, "loss": 3.0 / (i + 1)} for i in range(5)]
     lines.append({"kind": "epoch", "step": 4, "loss": 1.5})
     metrics.write_text("\n".join(json.dumps(x) for x in lines) + "\nnot json\n")
-    from trajplan.evaluate import _loss_curves
+    from trajplan.plot import loss_curves
 
-    curves = _loss_curves(metrics)
+    curves = loss_curves(metrics)
     assert curves["train loss"] == ([0.0, 1.0, 2.0, 3.0, 4.0], [3.0, 1.5, 1.0, 0.75, 0.6])
     assert curves["epoch loss"] == ([4.0], [1.5])
     path = save_eval(result, tmp_path / "out", metrics)
@@ -269,7 +269,7 @@ def test_cli_bad_input_is_one_red_line(
 
 
 def test_rendering_without_a_gl_backend_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    from trajplan.evaluate import check_rendering
+    from trajplan.video import check_rendering
 
     monkeypatch.setenv("MUJOCO_GL", "no-such-backend")
     with pytest.raises(TrajplanError, match="cannot render headless with MUJOCO_GL=no-such"):

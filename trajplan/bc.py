@@ -30,6 +30,7 @@ from trajplan.data import Episodes, load_episodes, split_episodes
 from trajplan.envs import env_for_dataset, make_env, resolve_env
 from trajplan.errors import TrajplanError
 from trajplan.policies import Actor, load_actor, save_actor
+from trajplan.progress import Progress
 from trajplan.runtime import atomic_write, write_json
 
 BC_FORMAT = "trajplan-bc/1"
@@ -190,10 +191,7 @@ def train_bc(
     lines: list[str] = []
     t0 = time.perf_counter()
     loss_sum, last_loss, val_loss = 0.0, float("nan"), None
-    from rich.progress import Progress
-
-    with Progress(disable=not progress, transient=False) as bar:
-        task = bar.add_task(f"bc {dataset_id}", total=cfg.steps)
+    with Progress(f"bc {dataset_id}", cfg.steps, enabled=progress) as bar:
         for step in range(1, cfg.steps + 1):
             idx = torch.randint(0, x.shape[0], (cfg.batch_size,), generator=gen)
             loss = ((torch.tanh(net(x[idx])) - y[idx]) ** 2).mean()
@@ -212,9 +210,10 @@ def train_bc(
                     row["val_loss"] = val_loss
                 row["wall_s"] = round(time.perf_counter() - t0, 3)
                 lines.append(json.dumps(row) + "\n")
+                bar.update(info=f"loss {last_loss:.4f}")
                 if not progress and step % (cfg.log_every * 10) == 0:
                     print(f"bc step {step}/{cfg.steps} loss {last_loss:.4f}", flush=True)
-            bar.update(task, completed=step)
+            bar.update(completed=step)
     if not np.isfinite(last_loss):
         raise TrajplanError(f"BC training diverged (loss {last_loss}): lower --lr")
 

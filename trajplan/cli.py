@@ -7,12 +7,18 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from trajplan.errors import TrajplanError
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from trajplan.evaluate import EvalResult
 
 console = Console()
 err_console = Console(stderr=True)
@@ -28,6 +34,11 @@ data_app = typer.Typer(
     help="Find, inspect, download and create Minari datasets.", no_args_is_help=True
 )
 app.add_typer(data_app, name="data")
+hub_app = typer.Typer(
+    help="Share runs on the Hugging Face Hub (pip install 'trajplan\\[hub]').",
+    no_args_is_help=True,
+)
+app.add_typer(hub_app, name="hub")
 
 
 @app.command()
@@ -69,11 +80,11 @@ def data_list() -> None:
         )
         return
     table = Table(title=f"Minari datasets in {datasets_root()}")
-    table.add_column("id", no_wrap=True)
-    table.add_column("episodes", justify="right")
-    table.add_column("steps", justify="right")
-    table.add_column("env")
-    table.add_column("reference scores")
+    table.add_column("id", overflow="fold")
+    table.add_column("episodes", justify="right", no_wrap=True)
+    table.add_column("steps", justify="right", no_wrap=True)
+    table.add_column("env", overflow="fold")
+    table.add_column("reference scores", overflow="fold")
     for r in rows:
         refs = "-"
         if r["ref_min"] is not None:
@@ -313,14 +324,8 @@ def plan(
     from rich.table import Table
 
     from trajplan.checkpoint import load_checkpoint
-    from trajplan.evaluate import (
-        check_rendering,
-        prepare_rendering,
-        resolve_run,
-        run_episodes,
-        with_overrides,
-        write_video,
-    )
+    from trajplan.evaluate import resolve_run, run_episodes, with_overrides
+    from trajplan.video import VideoRecorder, check_rendering, prepare_rendering
 
     _set_threads(threads)
     run_dir = resolve_run(checkpoint, env, runs)
@@ -332,9 +337,9 @@ def plan(
         horizon, beam_width, n_expand, cdf_act, k_act, context, plan_freq, mode, window
     )
     cfg = with_overrides(ckpt.config.plan, **opts)
+    recorder = VideoRecorder({0: video}) if video else None
     if video:
         check_rendering(env_name)
-    frames: list = [] if video else None  # type: ignore[assignment]
 
     def view(info) -> Table:  # noqa: ANN001
         table = Table(title=f"{env_name} seed {seed} ({run_dir.name})", min_width=60)
@@ -364,7 +369,7 @@ def plan(
             ckpt.model.pos_emb.device,
             progress=False,
             on_step=lambda info: live.update(view(info), refresh=True),
-            frames=frames,
+            recorder=recorder,
         )
     if not console.is_terminal:
         console.line()  # the live table leaves the cursor at its end
@@ -381,9 +386,43 @@ def plan(
     )
     if max_steps is not None:
         console.print(f"[yellow]capped at {max_steps} steps: not comparable to full-length scores")
-    if video:
-        write_video(frames, video, fps=30)
-        console.print(f"video -> {video}")
+    if recorder is not None and recorder.written:
+        console.print(f"video -> {video} ({recorder.frames[0]} frames)", highlight=False)
+
+
+def _mean_se(mean: float | None, se: float | None) -> str:
+    return _score_text(mean) + ("" if mean is None or se is None else f" ± {se:.1f}")
+
+
+def eval_table(rows: list[tuple[str, EvalResult]]) -> Table:
+    """The `trajplan eval` summary of (run name, EvalResult) rows, readable at 80 columns:
+    long run names fold, numbers never wrap, reference scores and caps go in the caption."""
+    from rich.table import Table
+
+    envs = sorted({r.gym_id for _, r in rows})
+    table = Table(title=f"trajplan eval: {', '.join(envs)}", caption_justify="left")
+    table.add_column("run", overflow="fold")
+    for col in ("episodes", "return", "score", "ms/step"):
+        table.add_column(col, justify="right", no_wrap=True)
+    refs, capped = {}, set()
+    for name, result in rows:
+        s = result.summary()
+        refs.setdefault(s["reference"], []).append(name)
+        score = _mean_se(s["score_mean"], s["score_stderr"])
+        if not s["comparable"]:
+            capped.add(result.episode_steps)
+            score += "*"
+        ret = _mean_se(s["return_mean"], s["return_stderr"])
+        table.add_row(name, str(s["episodes"]), ret, score, f"{s['ms_per_step']:.0f}")
+    if len(refs) == 1:
+        caption = f"score: normalized with reference scores from {next(iter(refs))}"
+    else:
+        caption = "reference scores: " + "; ".join(f"{', '.join(n)}: {r}" for r, n in refs.items())
+    if capped:
+        steps = ", ".join(str(c) for c in sorted(capped))
+        caption += f". * episodes capped at {steps} steps: not comparable to full-length scores"
+    table.caption = caption
+    return table
 
 
 @app.command("eval")
@@ -400,6 +439,15 @@ def eval_cmd(
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     threads: int = _THREADS,
     out: str = typer.Option(None, help="Output folder (default: RUN/eval); one subfolder per run."),
+    video: str = typer.Option(
+        None,
+        help="Record episodes into this folder, DIR/RUN/seedS.mp4 (needs trajplan\\[video] and "
+        "a headless GL: MUJOCO_GL=egl or osmesa).",
+    ),
+    video_episodes: str = typer.Option(
+        "0", help="Episodes to record with --video, by index: 0,1 = the first two."
+    ),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress."),
     horizon: int = _HORIZON,
     beam_width: int = _BEAM,
     n_expand: int = _EXPAND,
@@ -414,58 +462,164 @@ def eval_cmd(
 
     A BC run (trajplan bc) is evaluated on the same seeds, so the two compare directly.
 
-    Writes eval.json (every episode + summary) and eval.png per checkpoint.
+    Writes eval.json (every episode + summary) and eval.png per checkpoint; with --video DIR
+    also videos of the chosen episodes (DIR/RUN/seedS.mp4, the camera following the agent).
     Example: trajplan eval runs/halfcheetah-medium-2024... --episodes 10
     """
     from pathlib import Path
 
-    from rich.table import Table
-
     from trajplan.bc import is_bc_run, load_bc
     from trajplan.checkpoint import load_checkpoint
     from trajplan.evaluate import resolve_run, run_episodes, save_eval, with_overrides
+    from trajplan.video import VideoRecorder, check_rendering, parse_episodes, prepare_rendering
 
     _set_threads(threads)
     dirs = [*(checkpoints or []), *(checkpoint or [])]
     run_dirs = [resolve_run(d, None, runs) for d in dirs] or [resolve_run(None, env, runs)]
+    filmed = parse_episodes(video_episodes, episodes) if video else []
+    if video:
+        prepare_rendering()
     opts = _plan_options(
         horizon, beam_width, n_expand, cdf_act, k_act, context, plan_freq, mode, window
     )
-    table = Table(title="trajplan eval")
-    for col in ("run", "env", "episodes", "return", "score", "reference", "ms/step"):
-        table.add_column(col)
-    paths = []
+    paths, rows = [], []
+    videos: list = []
     for run_dir in run_dirs:
+        rec = None
+        if video:
+            names = {i: Path(video) / run_dir.name / f"seed{seed + i}.mp4" for i in filmed}
+            rec = VideoRecorder(names)
         if is_bc_run(run_dir):  # a BC baseline acts on the same seeds; no planning options
-            result = run_episodes(load_bc(run_dir), env, episodes, seed, None, episode_steps)
+            run = load_bc(run_dir)
+            if rec is not None:
+                check_rendering(env or run.env)
+            result = run_episodes(
+                run, env, episodes, seed, None, episode_steps, progress=progress, recorder=rec
+            )
         else:
             ckpt = load_checkpoint(run_dir, device=device)
             cfg = with_overrides(ckpt.config.plan, **opts)
+            if rec is not None:
+                check_rendering(env or ckpt.env)
             result = run_episodes(
-                ckpt, env, episodes, seed, cfg, episode_steps, ckpt.model.pos_emb.device
-            )
+                ckpt, env, episodes, seed, cfg, episode_steps, ckpt.model.pos_emb.device,
+                progress=progress, recorder=rec,
+            )  # fmt: skip
+        videos += rec.written if rec is not None else []
         dest = Path(out) / run_dir.name if out else run_dir / "eval"
-        path = save_eval(result, dest, run_dir / "metrics.jsonl")
-        s = result.summary()
-        se = s["return_stderr"]
-        ret = f"{s['return_mean']:.1f}" + ("" if se is None else f" ± {se:.1f}")
-        score = _score_text(s["score_mean"])
-        if s["score_stderr"] is not None:
-            score += f" ± {s['score_stderr']:.1f}"
-        ref = s["ref_source"] + ("" if s["comparable"] else f", capped at {episode_steps}")
-        table.add_row(
-            run_dir.name,
-            result.env,
-            str(s["episodes"]),
-            ret,
-            score,
-            ref,
-            f"{s['ms_per_step']:.0f}",
-        )
-        paths.append(path)
-    console.print(table)
+        paths.append(save_eval(result, dest, run_dir / "metrics.jsonl"))
+        rows.append((run_dir.name, result))
+    console.print(eval_table(rows))
     for path in paths:
         console.print(f"wrote {path} and {path.with_suffix('.png').name}", highlight=False)
+    for path in videos:
+        console.print(f"video -> {path}", highlight=False)
+
+
+# -- plot / aggregate (trajplan.plot, trajplan.aggregate) ------------------------------------------
+
+
+@app.command("plot")
+def plot_cmd(
+    paths: list[str] = typer.Argument(
+        ..., help="Run directories (learning curves), or eval.json files with --scores."
+    ),
+    out: str = typer.Option(
+        None, help="Figure file, .png or .svg (default: curves.png / scores.png)."
+    ),
+    x: str = typer.Option("step", help="Learning curves against 'step' or 'tokens' (seen)."),
+    scores: bool = typer.Option(
+        False,
+        "--scores",
+        help="Compare normalized scores (mean ± stderr) of eval.json files (or RUN/eval/).",
+    ),
+) -> None:
+    """Plot learning curves of runs (TT and BC), or compare their evaluation scores.
+
+    Examples:
+      trajplan plot runs/tt-s0 runs/tt-s1 runs/bc-s0 --out curves.png
+      trajplan plot --scores runs/*/eval/eval.json --out scores.svg
+    """
+    from trajplan.plot import plot_curves, plot_scores
+
+    if scores:
+        path = plot_scores(paths, out or "scores.png")
+    else:
+        path = plot_curves(paths, out or "curves.png", x=x)
+    console.print(f"wrote {path}", highlight=False)
+
+
+@app.command("aggregate")
+def aggregate_cmd(
+    evals: list[str] = typer.Argument(
+        ...,
+        help="eval.json files (or run directories holding eval/eval.json); LABEL=PATH puts a "
+        "run in group LABEL (default: one group per policy and dataset).",
+    ),
+    json_out: str = typer.Option(None, "--json", help="Also write the aggregate as JSON."),
+    reps: int = typer.Option(2000, help="Bootstrap samples."),
+    seed: int = typer.Option(0, help="Seed of the bootstrap."),
+) -> None:
+    """Aggregate runs over seeds: per-run scores, mean ± stderr, IQM with 95% bootstrap CIs.
+
+    Example: trajplan aggregate runs/tt-s*/eval/eval.json runs/bc-s*/eval/eval.json --json agg.json
+    """
+    from trajplan.aggregate import aggregate, tables, to_json
+
+    groups = aggregate(evals, reps=reps, seed=seed)
+    for table in tables(groups):
+        console.print(table)
+    if json_out:
+        from trajplan.runtime import write_json
+
+        console.print(f"wrote {write_json(json_out, to_json(groups, reps, seed))}", highlight=False)
+
+
+# -- hub push / pull (trajplan.hub) ---------------------------------------------------------------
+
+
+@hub_app.command("push")
+def hub_push(
+    run: str = typer.Argument(..., help="Run directory (TT or BC) to share."),
+    repo_id: str = typer.Argument(..., help="Hub model repository, e.g. you/halfcheetah-tt."),
+    private: bool = typer.Option(False, "--private", help="Create the repository private."),
+    stage: str = typer.Option(
+        None, help="Only build the upload folder (files + model card) in this new folder."
+    ),
+    eval_json: str = typer.Option(
+        None, "--eval", help="eval.json to share (default: RUN/eval/eval.json when present)."
+    ),
+    token: str = typer.Option(None, help="Hub token (default: your saved Hub login or HF_TOKEN)."),
+) -> None:
+    """Upload a run with a generated model card (dataset, config, scores, how to reproduce).
+
+    Example: trajplan hub push runs/halfcheetah-medium-... you/halfcheetah-tt
+    """
+    from trajplan.hub import build_folder, push
+
+    if stage:
+        folder = build_folder(run, stage, repo_id, eval_json)
+        console.print(f"staged {run} for {repo_id} in {folder} (card: {folder}/README.md)")
+        return
+    url = push(run, repo_id, private=private, token=token, evaluation=eval_json)
+    console.print(f"pushed {run} -> {url}", highlight=False)
+
+
+@hub_app.command("pull")
+def hub_pull(
+    repo_id: str = typer.Argument(..., help="Hub model repository, e.g. you/halfcheetah-tt."),
+    out: str = typer.Option(..., help="Folder to create: a run directory for plan/eval."),
+    revision: str = typer.Option(None, help="Branch, tag or commit (default: main)."),
+    token: str = typer.Option(None, help="Hub token, for private repositories."),
+) -> None:
+    """Download a run pushed with `trajplan hub push`; plan/eval take the folder as a run.
+
+    Example: trajplan hub pull you/halfcheetah-tt --out runs/hc-tt && trajplan eval runs/hc-tt
+    """
+    from trajplan.hub import pull
+
+    path = pull(repo_id, out, revision=revision, token=token)
+    console.print(f"pulled {repo_id} into {path}: trajplan eval {path}", highlight=False)
 
 
 # -- bc (trajplan.bc) ------------------------------------------------------------------------------

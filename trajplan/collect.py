@@ -13,24 +13,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from trajplan.datasets import check_dataset_id, create_dataset, datasets_root
 from trajplan.envs import make_env, resolve_env
 from trajplan.errors import TrajplanError
 from trajplan.policies import MixedPolicy, Policy, make_policy
+from trajplan.progress import Progress
 
 Episode = dict[str, np.ndarray]
-
-
-def _progress(enabled: bool) -> Progress:
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-    )
-    return Progress(*columns, disable=not enabled, transient=False)
 
 
 def rollout(
@@ -55,8 +45,7 @@ def rollout(
     seeds: list[int] = []
     done_steps = 0
     try:
-        with _progress(progress) as bar:
-            task = bar.add_task(f"collect {policy.name}", total=steps)
+        with Progress(f"collect {policy.name}", steps, enabled=progress) as bar:
             while done_steps < steps:
                 ep_seed = seed + len(episodes)
                 policy.reset(ep_seed)
@@ -86,11 +75,7 @@ def rollout(
                     }
                 )
                 seeds.append(ep_seed)
-                bar.update(
-                    task,
-                    completed=done_steps,
-                    description=f"collect {policy.name} ({len(episodes)} episodes)",
-                )
+                bar.update(completed=done_steps, info=f"{len(episodes)} episodes")
     finally:
         env.close()
     return episodes, seeds

@@ -88,16 +88,20 @@ def make_env(
     seed: int | None = None,
     render_mode: str | None = None,
     max_episode_steps: int | None = None,
+    camera: str | None = None,
 ) -> gym.Env:
     """Create the Gymnasium env for `name` (short name or id), seeded when a seed is given.
 
     max_episode_steps overrides the env's time limit (None keeps the registered one).
+    camera: the named camera MuJoCo envs render from (e.g. "track", which follows the agent).
     """
     info = resolve_env(name)
     quiet_mujoco()
     if max_episode_steps is not None and max_episode_steps < 1:
         raise TrajplanError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
-    kwargs = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
+    kwargs: dict = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
+    if camera is not None:
+        kwargs["camera_name"] = camera
     try:
         env = gym.make(info.gym_id, render_mode=render_mode, **kwargs)
     except Exception as exc:  # missing mujoco, bad id, ...

@@ -14,11 +14,7 @@ such scores are marked as not comparable to full-length (1000-step) ones.
 from __future__ import annotations
 
 import dataclasses
-import gc
-import json
 import math
-import os
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -33,8 +29,10 @@ from trajplan.envs import make_env, normalized_score, obs_view, resolve_env
 from trajplan.errors import TrajplanError
 from trajplan.model import TrajectoryGPT
 from trajplan.plan import Planner, check_plan_config
+from trajplan.progress import Progress
 from trajplan.runtime import atomic_write, resolve_device, write_json
 from trajplan.tokens import Discretizer
+from trajplan.video import VideoRecorder, release
 
 
 @dataclass
@@ -250,22 +248,26 @@ def rollout(
     refs: References,
     episode_steps: int | None = None,
     on_step: Callable[[StepInfo], None] | None = None,
-    frames: list[np.ndarray] | None = None,
+    recorder: VideoRecorder | None = None,
 ) -> list[EpisodeResult]:
     """Play len(seeds) episodes in lockstep with one planner; returns them in seed order.
 
-    With `frames`, the first episode is rendered (rgb_array) into it after every step.
+    With a `recorder`, the episodes it names (indices into seeds) are rendered into videos.
     """
     info = resolve_env(env_name)
-    render_mode = "rgb_array" if frames is not None else None
-    envs = [make_env(env_name, render_mode=render_mode, max_episode_steps=episode_steps)]
-    envs += [make_env(env_name, max_episode_steps=episode_steps) for _ in seeds[1:]]
+    envs = [
+        recorder.make_env(env_name, episode_steps)
+        if recorder is not None and recorder.records(i)
+        else make_env(env_name, max_episode_steps=episode_steps)
+        for i in range(len(seeds))
+    ]
     try:
         obs = np.stack([env.reset(seed=int(s))[0] for env, s in zip(envs, seeds, strict=True)])
         for env, s in zip(envs, seeds, strict=True):
             env.action_space.seed(int(s))
-        if frames is not None:
-            frames.append(envs[0].render())
+        if recorder is not None:
+            for i, env in enumerate(envs):
+                recorder.capture(i, env)
         planner.reset(len(seeds), seeds)
         alive = list(range(len(seeds)))  # episode indices still running, planner order
         results: dict[int, EpisodeResult] = {
@@ -290,8 +292,10 @@ def rollout(
                 res.terminated = bool(term)
                 rewards[j], done[j] = r, term or trunc
                 next_obs.append(o2)
-                if i == 0 and frames is not None:
-                    frames.append(envs[0].render())
+                if recorder is not None:
+                    recorder.capture(i, envs[i])
+                    if done[j]:
+                        recorder.finish(i)
             planner.observe(seen, actions, rewards)
             dt = time.perf_counter() - t0
             if on_step is not None:
@@ -315,6 +319,10 @@ def rollout(
     finally:
         for env in envs:
             env.close()
+        if recorder is not None:
+            recorder.close()
+            envs.clear()
+            release()  # free the GL objects before any other env renders
     for res in results.values():
         res.score = refs.score(res.ret)
     return [results[i] for i in range(len(seeds))]
@@ -332,13 +340,13 @@ def evaluate(
     refs: References | None = None,
     progress: bool = True,
     on_step: Callable[[StepInfo], None] | None = None,
-    frames: list[np.ndarray] | None = None,
+    recorder: VideoRecorder | None = None,
     seeds: Sequence[int] | None = None,
 ) -> EvalResult:
     """Plan n_episodes episodes (seeds seed..seed+n-1) together and summarize them.
 
-    `seeds` (optional) lists the episode seeds instead. With `frames`, the first episode is
-    rendered into it (see `rollout`).
+    `seeds` (optional) lists the episode seeds instead. With a `recorder`, the episodes it
+    names are rendered into videos (see `rollout`).
     """
     check_plan_config(plan_cfg, model)
     dev = resolve_device(device) if isinstance(device, str) else device
@@ -352,7 +360,7 @@ def evaluate(
         refs=refs,
         progress=progress,
         on_step=on_step,
-        frames=frames,
+        recorder=recorder,
         seeds=seeds,
         plan=to_dict(plan_cfg),
     )
@@ -368,7 +376,7 @@ def evaluate_policy(
     refs: References | None = None,
     progress: bool = True,
     on_step: Callable[[StepInfo], None] | None = None,
-    frames: list[np.ndarray] | None = None,
+    recorder: VideoRecorder | None = None,
     seeds: Sequence[int] | None = None,
     plan: dict[str, Any] | None = None,
 ) -> EvalResult:
@@ -389,22 +397,18 @@ def evaluate_policy(
     def track(info_: StepInfo) -> None:
         nonlocal steps
         steps += len(info_.seeds)
-        if bar is not None:
-            early = int(info_.done.sum()) * (limit - info_.t - 1)  # steps that will not come
-            total = bar.tasks[0].total - early
-            bar.update(
-                task, advance=len(info_.seeds), total=total, returns=float(info_.returns.mean())
-            )
+        early = int(info_.done.sum()) * (limit - info_.t - 1)  # steps that will not come
+        bar.update(
+            advance=len(info_.seeds),
+            total=bar.total - early,
+            info=f"mean return {float(info_.returns.mean()):.1f}",
+        )
         if on_step is not None:
             on_step(info_)
 
-    bar, task = _progress(progress, n_episodes * limit, info.name)
     t0 = time.perf_counter()
-    try:
-        episodes = rollout(policy, env, seeds, refs, episode_steps, track, frames)
-    finally:
-        if bar is not None:
-            bar.stop()
+    with Progress(f"planning {info.name}", n_episodes * limit, enabled=progress) as bar:
+        episodes = rollout(policy, env, seeds, refs, episode_steps, track, recorder)
     wall = time.perf_counter() - t0
     return EvalResult(
         env=info.name,
@@ -426,24 +430,6 @@ def _env_limit(env: str) -> int:
         e.close()
 
 
-def _progress(enabled: bool, total: int, name: str) -> tuple[Any, Any]:
-    if not enabled:
-        return None, None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-    bar = Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        "mean return {task.fields[returns]:.1f}",
-        TimeRemainingColumn(),
-        transient=False,
-    )
-    task = bar.add_task(f"planning {name}", total=total, returns=0.0)
-    bar.start()
-    return bar, task
-
-
 def run_episodes(
     checkpoint: Any,
     env: str | None = None,
@@ -454,7 +440,7 @@ def run_episodes(
     device: str | torch.device = "auto",
     progress: bool = True,
     on_step: Callable[[StepInfo], None] | None = None,
-    frames: list[np.ndarray] | None = None,
+    recorder: VideoRecorder | None = None,
     seeds: Sequence[int] | None = None,
 ) -> EvalResult:
     """Evaluate a loaded run in its env: a TT checkpoint (trajplan.checkpoint.Checkpoint)
@@ -491,7 +477,7 @@ def run_episodes(
             refs=refs,
             progress=progress,
             on_step=on_step,
-            frames=frames,
+            recorder=recorder,
             seeds=seeds,
             plan={"policy": "bc"},
         )
@@ -519,7 +505,7 @@ def run_episodes(
         refs,
         progress,
         on_step,
-        frames,
+        recorder,
         seeds,
     )
     result.checkpoint = str(checkpoint.run_dir)
@@ -551,73 +537,6 @@ def with_overrides(cfg: PlanConfig, **overrides: Any) -> PlanConfig:
     return new
 
 
-def prepare_rendering() -> None:
-    """Pick a headless OpenGL backend (EGL) unless MUJOCO_GL is set; check imageio is there."""
-    try:
-        import imageio  # noqa: F401
-    except ImportError:
-        raise TrajplanError(
-            "--video needs imageio: pip install 'trajplan[video]' (imageio + imageio-ffmpeg)"
-        ) from None
-    if "MUJOCO_GL" not in os.environ:
-        os.environ["MUJOCO_GL"] = "egl"
-    os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
-
-
-def _render_one_frame(env: str) -> str | None:
-    """None when an rgb_array frame renders, else the exception's type name."""
-    # A failing Gymnasium viewer also raises from __del__ when it is freed: keep that
-    # "Exception ignored" noise out of the one-line error.
-    hook = sys.unraisablehook
-    sys.unraisablehook = lambda _: None
-    try:
-        e = make_env(env, seed=0, render_mode="rgb_array")
-        try:
-            e.render()
-        finally:
-            e.close()
-            del e
-    except TrajplanError:
-        raise
-    except Exception as exc:  # no EGL/OSMesa library, no GPU driver, ...
-        return type(exc).__name__
-    finally:
-        gc.collect()
-        sys.unraisablehook = hook
-    return None
-
-
-def check_rendering(env: str) -> None:
-    """Render one frame now, so a missing GL backend fails before a long episode."""
-    failure = _render_one_frame(env)
-    if failure is None:
-        return
-    backend = os.environ.get("MUJOCO_GL", "?")
-    raise TrajplanError(
-        f"cannot render headless with MUJOCO_GL={backend} ({failure}): install EGL (libegl1) "
-        "or OSMesa (libosmesa6) and set MUJOCO_GL=egl or MUJOCO_GL=osmesa"
-    )
-
-
-def write_video(frames: list[np.ndarray], path: str | Path, fps: int = 30) -> Path:
-    """Write RGB frames to a video file (.mp4); written to a temporary name, then renamed."""
-    import imageio
-
-    path = Path(path)
-    if not path.suffix:
-        raise TrajplanError(f"video file {path} needs an extension, e.g. {path}.mp4")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # ffmpeg picks the format by suffix
-    try:
-        with imageio.get_writer(tmp, fps=fps) as w:
-            for f in frames:
-                w.append_data(f)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 # -- files ---------------------------------------------------------------------------------
 
 
@@ -629,27 +548,6 @@ def save_eval(result: EvalResult, out_dir: str | Path, metrics: str | Path | Non
     return out / "eval.json"
 
 
-def _loss_curves(metrics: Path) -> dict[str, tuple[list[float], list[float]]]:
-    """Numeric '*loss*' series of a metrics.jsonl against 'step' (or the line number), one
-    series per line 'kind' (trajplan.train writes "train" and "epoch" lines)."""
-    curves: dict[str, tuple[list[float], list[float]]] = {}
-    for n, line in enumerate(metrics.read_text().splitlines()):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if not isinstance(row, dict):
-            continue
-        x = row.get("step", n)
-        kind = f"{row['kind']} " if isinstance(row.get("kind"), str) else ""  # train / epoch
-        for key, val in row.items():
-            if "loss" in key and isinstance(val, (int, float)) and math.isfinite(val):
-                xs, ys = curves.setdefault(kind + key, ([], []))
-                xs.append(float(x))
-                ys.append(float(val))
-    return curves
-
-
 def plot_eval(result: EvalResult, path: str | Path, metrics: str | Path | None = None) -> Path:
     """PNG: return of every episode (and mean); the training loss curves if present; for a
     planner, its predictions next to what the env returned in the first episode."""
@@ -658,7 +556,9 @@ def plot_eval(result: EvalResult, path: str | Path, metrics: str | Path | None =
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    curves = _loss_curves(Path(metrics)) if metrics and Path(metrics).is_file() else {}
+    from trajplan.plot import loss_curves
+
+    curves = loss_curves(metrics) if metrics and Path(metrics).is_file() else {}
     first = result.episodes[0]
     n_panels = 1 + bool(curves) + 2 * bool(first.pred_rewards)
     fig, axes = plt.subplots(1, n_panels, figsize=(5.5 * n_panels, 4), squeeze=False)

@@ -1,0 +1,145 @@
+"""Hub sharing up to the network boundary: the staged folder and model card, loadable runs,
+and push/pull through the CLI with the two network calls replaced by local copies."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from trajplan.cli import main
+from trajplan.errors import TrajplanError
+from trajplan.hub import build_folder, pull, push
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def cli(*args: str) -> int:
+    try:
+        main(list(args))
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+@pytest.fixture(scope="module")
+def evaluated_run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the tiny run with a (short) evaluation in RUN/eval."""
+    from trajplan.checkpoint import load_checkpoint
+    from trajplan.evaluate import run_episodes, save_eval
+
+    run = tmp_path_factory.mktemp("hub") / "tiny-hc"
+    shutil.copytree(tiny_run, run)
+    result = run_episodes(load_checkpoint(run, device="cpu"), n_episodes=2, seed=3,
+                          episode_steps=4, progress=False)  # fmt: skip
+    save_eval(result, run / "eval", run / "metrics.jsonl")
+    return run
+
+
+def test_staged_folder_is_a_run_with_a_model_card(evaluated_run: Path, tmp_path: Path) -> None:
+    from trajplan.checkpoint import load_checkpoint, read_manifest
+    from trajplan.config import load_config
+
+    folder = build_folder(evaluated_run, tmp_path / "up", "you/tiny-hc")
+    names = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    assert {"config.json", "model.safetensors", "best.safetensors", "discretizer.safetensors",
+            "metrics.jsonl", "eval/eval.json", "eval/eval.png", "README.md",
+            "train-config.yaml"} == names  # fmt: skip
+    ckpt = load_checkpoint(folder, device="cpu")  # the folder is a normal run directory
+    assert ckpt.dataset_id == "test/halfcheetah/random-v0" and ckpt.ref_source
+    cfg, _ = read_manifest(evaluated_run)
+    assert load_config(folder / "train-config.yaml") == cfg  # retrains the same config
+    card = (folder / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: trajplan\n")
+    for text in (
+        "# Trajectory Transformer for HalfCheetah-v5, trained on `test/halfcheetah/random-v0`",
+        "dataset metadata (-300.00 .. 12000.00)",  # the reference scores and their source
+        "episodes capped at 4 steps: not comparable",
+        "trajplan hub pull you/tiny-hc --out runs/tiny-hc",
+        "trajplan train --config train-config.yaml",
+        "n_layer: 1",
+        "4 episodes, 240 steps): test fixture: random actions in HalfCheetah-v5",
+    ):
+        assert text in card, text
+    score = load_eval_score(evaluated_run)
+    assert f"| 2 | {score} " in card
+    with pytest.raises(TrajplanError, match="already exists and is not empty"):
+        build_folder(evaluated_run, folder)
+    with pytest.raises(TrajplanError, match="not a trajplan run directory"):
+        build_folder(tmp_path, tmp_path / "up2")
+
+
+def load_eval_score(run: Path) -> str:
+    import json
+
+    s = json.loads((run / "eval" / "eval.json").read_text())["summary"]
+    return f"{s['score_mean']:.1f} ± {s['score_stderr']:.1f}"
+
+
+def test_bc_run_card(halfcheetah_dataset: str, tmp_path: Path) -> None:
+    from trajplan.bc import BCConfig, load_bc, train_bc
+
+    run = train_bc(halfcheetah_dataset, tmp_path / "bc", BCConfig(hidden=[16], steps=20,
+                   log_every=10), progress=False)  # fmt: skip
+    folder = build_folder(run, tmp_path / "up")
+    assert load_bc(folder).dataset_id == halfcheetah_dataset
+    card = (folder / "README.md").read_text()
+    assert "Behaviour-cloning baseline for HalfCheetah-v5" in card
+    assert f"trajplan bc --dataset {halfcheetah_dataset} --out runs/bc-again --steps 20" in card
+    assert "No evaluation was shared" in card and "USER/REPO" in card
+    elsewhere = tmp_path / "ev" / "eval.json"  # e.g. trajplan eval RUN --out ev
+    elsewhere.parent.mkdir()
+    elsewhere.write_text(
+        '{"gym_id": "HalfCheetah-v5", "summary": {"episodes": 3, "score_mean": 1.5, '
+        '"score_stderr": 0.5, "reference": "D4RL constants (-280.18 .. 12135.00)"}}'
+    )
+    card = build_folder(run, tmp_path / "up2", evaluation=elsewhere.parent) / "README.md"
+    assert "| 3 | 1.5 ± 0.5 |" in card.read_text() and "D4RL constants" in card.read_text()
+
+
+def test_push_and_pull_through_the_cli(
+    evaluated_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:  # fmt: skip
+    import trajplan.hub as hub
+
+    remote = tmp_path / "remote"  # stands in for the Hub repository
+
+    def upload(folder: Path, repo_id: str, private: bool, token: str | None) -> str:
+        shutil.copytree(folder, remote / repo_id)
+        return f"https://hub.example/{repo_id}"
+
+    def download(repo_id: str, out: Path, revision: str | None, token: str | None) -> None:
+        shutil.copytree(remote / repo_id, out, dirs_exist_ok=True)
+
+    monkeypatch.setattr(hub, "_upload", upload)
+    monkeypatch.setattr(hub, "_download", download)
+    assert cli("hub", "push", str(evaluated_run), "you/tiny-hc") == 0
+    assert "https://hub.example/you/tiny-hc" in capsys.readouterr().out
+    pulled = tmp_path / "runs" / "tiny-hc"
+    assert cli("hub", "pull", "you/tiny-hc", "--out", str(pulled)) == 0
+    assert (pulled / "README.md").is_file()
+    args = ("--episode-steps", "3", "--threads", "1", "--out", str(tmp_path / "ev"))
+    assert cli("eval", "--checkpoint", str(pulled), "--episodes", "1", *args) == 0
+    assert (tmp_path / "ev" / "tiny-hc" / "eval.json").is_file()
+    assert cli("plan", "--checkpoint", str(pulled), "--max-steps", "2", "--threads", "1",
+               "--out", str(tmp_path / "plan.json")) == 0  # fmt: skip
+    assert cli("hub", "push", str(evaluated_run), "you/x", "--stage", str(tmp_path / "s")) == 0
+    assert (tmp_path / "s" / "README.md").is_file() and not (remote / "you" / "x").exists()
+    (remote / "you" / "junk").mkdir(parents=True)
+    (remote / "you" / "junk" / "notes.txt").write_text("hello")
+    capsys.readouterr()
+    assert cli("hub", "pull", "you/junk", "--out", str(tmp_path / "junk")) == 2
+    assert "you/junk is not a trajplan run" in capsys.readouterr().err
+    with pytest.raises(TrajplanError, match="not empty: choose another --out"):
+        pull("you/tiny-hc", pulled)
+
+
+def test_missing_hub_extra_is_a_clear_error(
+    evaluated_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # import fails
+    with pytest.raises(TrajplanError, match=r"pip install 'trajplan\[hub\]'"):
+        push(evaluated_run, "you/tiny-hc")
