@@ -13,7 +13,8 @@
 Every file is written to a temporary name and renamed. A checkpoint writes the weights,
 then state.pt (self-contained: resuming reads only it), then config.json, so a run killed
 at any moment still has a consistent last checkpoint. `status` in config.json is
-"running", "interrupted" or "finished"; `find_latest_run` only returns finished runs.
+"starting" (no checkpoint yet), "running", "interrupted", "time_limit" (stopped by
+train.time_limit_s) or "finished"; `find_latest_run` returns only the last two.
 """
 
 from __future__ import annotations
@@ -157,6 +158,24 @@ def write_manifest(run_dir: str | Path, cfg: RunConfig, manifest: dict[str, Any]
 # -- reading -------------------------------------------------------------------------------
 
 
+# What a training leaves in its run directory before its first checkpoint.
+STARTUP_FILES = {CONFIG_FILE, METRICS_FILE, "tensorboard", ".lock"}
+
+
+def has_checkpoint(run_dir: str | Path) -> bool:
+    """True once a training has saved weights or a resume state into run_dir."""
+    return any((Path(run_dir) / name).is_file() for name in (LAST_FILE, STATE_FILE))
+
+
+def is_dead_end(run_dir: str | Path) -> bool:
+    """A run directory that a training left before its first checkpoint (killed or crashed
+    while starting): it holds nothing to lose, so a new training may start over in it."""
+    p = Path(run_dir)
+    if not p.is_dir() or has_checkpoint(p):
+        return False
+    return all(c.name in STARTUP_FILES or c.name.endswith(".tmp") for c in p.iterdir())
+
+
 def read_manifest(run_dir: str | Path) -> tuple[RunConfig, dict[str, Any]]:
     """Parse RUN/config.json -> (RunConfig, the whole JSON document)."""
     run_dir = Path(run_dir)
@@ -164,7 +183,12 @@ def read_manifest(run_dir: str | Path) -> tuple[RunConfig, dict[str, Any]]:
     if not run_dir.is_dir():
         raise TrajplanError(f"run directory not found: {run_dir}")
     if not path.is_file():
-        raise TrajplanError(f"{run_dir} is not a trajplan run directory (no {CONFIG_FILE})")
+        hint = (
+            ": a training stopped before it began; train into it again without --resume"
+            if is_dead_end(run_dir)
+            else ""
+        )
+        raise TrajplanError(f"{run_dir} is not a trajplan run directory (no {CONFIG_FILE}){hint}")
     try:
         doc = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -185,16 +209,23 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise TrajplanError(f"missing weights file {path} (no checkpoint was written yet?)")
     try:
-        return load_file(str(path), device="cpu")
+        state = load_file(str(path), device="cpu")
     except Exception as exc:  # SafetensorError, OSError, ...: truncated or not safetensors
         raise TrajplanError(f"{path}: corrupt or truncated weights ({_first_line(exc)})") from None
+    bad = [k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()]
+    if bad:
+        raise TrajplanError(
+            f"{path}: weights hold NaN or inf ({bad[0]}{' and more' if len(bad) > 1 else ''}): "
+            "the training diverged; retrain with a lower train.lr"
+        )
+    return state
 
 
 def build_model(cfg: RunConfig, state: dict[str, torch.Tensor], where: Path) -> TrajectoryGPT:
     """A TrajectoryGPT for cfg.model carrying `state`; shape/key mismatch -> TrajplanError."""
     try:
         model = TrajectoryGPT(cfg.model)
-    except (ValueError, AssertionError) as exc:
+    except (ValueError, TrajplanError) as exc:
         raise TrajplanError(f"{where}: invalid model config ({_first_line(exc)})") from None
     try:
         model.load_state_dict(state, strict=True)
@@ -252,10 +283,7 @@ def load_train_state(run_dir: str | Path) -> dict[str, Any]:
     """RUN/state.pt for resuming; damage or absence -> TrajplanError."""
     path = Path(run_dir) / STATE_FILE
     if not path.is_file():
-        raise TrajplanError(
-            f"cannot resume {run_dir}: no {STATE_FILE} yet (stopped before its first "
-            "checkpoint): delete it and start again"
-        )
+        raise TrajplanError(f"cannot resume {run_dir}: no {STATE_FILE} (was it deleted?)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, pickle error, ...
@@ -291,7 +319,7 @@ def find_latest_run(env: str, runs_root: str | Path = "runs") -> Path:
             doc = json.loads(cfg_path.read_text())
         except (OSError, json.JSONDecodeError, UnicodeDecodeError):
             continue
-        if not isinstance(doc, dict) or doc.get("status") != "finished":
+        if not isinstance(doc, dict) or doc.get("status") not in ("finished", "time_limit"):
             continue
         if not _same_env(str(doc.get("env") or ""), env):
             continue

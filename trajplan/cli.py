@@ -518,6 +518,11 @@ def _train_config(
     if resume:
         if out is None:
             raise TrajplanError("--resume needs --out DIR: the run directory to continue")
+        if config is not None:
+            raise TrajplanError(
+                "--resume continues with the run's own config: drop --config "
+                "(loop settings such as --max-steps or --set train.epochs=N may change)"
+            )
         cfg, _ = read_manifest(out)  # the run's own config; only loop settings may change
     elif config is not None:
         cfg = load_config(config)
@@ -568,6 +573,11 @@ def train(
     resume: bool = typer.Option(
         False, "--resume", help="Continue the run in --out from its last checkpoint."
     ),
+    allow_data_change: bool = typer.Option(
+        False,
+        "--allow-data-change",
+        help="With --resume: continue even though the dataset changed since the run began.",
+    ),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     download: bool = typer.Option(False, "--download", help="Download the dataset if missing."),
     threads: int = typer.Option(
@@ -599,7 +609,13 @@ def train(
     }
     cfg = _train_config(env, dataset, config, out, resume, set_ or [], flags)
     run_dir = run_training(
-        cfg, out, resume=resume, device=device, progress=progress, download=download
+        cfg,
+        out,
+        resume=resume,
+        device=device,
+        progress=progress,
+        download=download,
+        allow_data_change=allow_data_change,
     )
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 reports
         from trajplan.checkpoint import read_manifest
@@ -622,9 +638,9 @@ def main(argv: list[str] | None = None) -> None:
         message = escape(str(exc))  # "[hub]" in a message is text, not markup
         err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
         sys.exit(2)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or trajplan.train.Stopped (SIGINT / SIGTERM)
         err_console.print("[yellow]interrupted[/]")
-        sys.exit(130)
+        sys.exit(128 + int(getattr(exc, "signum", 2)))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import random
@@ -54,3 +55,54 @@ def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
 def write_json(path: str | Path, obj: Any) -> Path:
     """Atomically write `obj` as indented JSON."""
     return atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=2) + "\n"))
+
+
+class DirLock:
+    """An exclusive lock on DIR/.lock (fcntl.flock) so one process at a time writes DIR.
+
+    The kernel drops the lock when the process exits or is killed (even by kill -9), so a
+    stale .lock file never blocks anyone. The file holds the owner's pid, for the message.
+    """
+
+    NAME = ".lock"
+
+    def __init__(self, directory: str | Path, what: str = "directory") -> None:
+        self.dir = Path(directory)
+        self.created = not self.dir.exists()
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self.file = (self.dir / self.NAME).open("a+")
+        except OSError as exc:
+            raise TrajplanError(f"cannot write {what} {self.dir}: {exc.strerror}") from None
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.seek(0)
+            pid = self.file.read().strip() or "?"
+            self.file.close()
+            raise TrajplanError(
+                f"{what} {self.dir} is in use by another process (pid {pid}): wait for it to "
+                "end, or choose another --out"
+            ) from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(f"{os.getpid()}\n")
+        self.file.flush()
+
+    def release(self, remove_if_unused: bool = False) -> None:
+        """Unlock; with remove_if_unused, delete DIR again if this lock created it and
+        nothing else was written into it."""
+        if self.file.closed:
+            return
+        if remove_if_unused and self.created:
+            if [p.name for p in self.dir.iterdir()] == [self.NAME]:
+                (self.dir / self.NAME).unlink()
+                self.dir.rmdir()
+        self.file.close()  # closing the last descriptor drops the flock
+
+
+def remove_orphaned_tmp(directory: str | Path) -> None:
+    """Delete the .NAME.*.tmp files that `atomic_write` leaves when a process is killed
+    mid-write (call it only while holding the directory's DirLock)."""
+    for path in Path(directory).glob(".*.tmp"):
+        path.unlink(missing_ok=True)
