@@ -596,6 +596,7 @@ def train(
     Under torchrun (torchrun --nproc_per_node 2 -m trajplan train ...) it trains with DDP.
     The run directory holds the weights, the bins, config.json and metrics.jsonl (to plot).
     """
+    from trajplan.train import Stopped
     from trajplan.train import train as run_training
 
     _set_threads(threads)
@@ -608,15 +609,18 @@ def train(
         "seed": seed,
     }
     cfg = _train_config(env, dataset, config, out, resume, set_ or [], flags)
-    run_dir = run_training(
-        cfg,
-        out,
-        resume=resume,
-        device=device,
-        progress=progress,
-        download=download,
-        allow_data_change=allow_data_change,
-    )
+    try:
+        run_dir = run_training(
+            cfg,
+            out,
+            resume=resume,
+            device=device,
+            progress=progress,
+            download=download,
+            allow_data_change=allow_data_change,
+        )
+    except Stopped as exc:  # Ctrl-C or SIGTERM, after the checkpoint: exit 128 + signal
+        raise typer.Exit(128 + exc.signum) from None
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 reports
         from trajplan.checkpoint import read_manifest
 
@@ -638,9 +642,9 @@ def main(argv: list[str] | None = None) -> None:
         message = escape(str(exc))  # "[hub]" in a message is text, not markup
         err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
         sys.exit(2)
-    except KeyboardInterrupt as exc:  # Ctrl-C, or trajplan.train.Stopped (SIGINT / SIGTERM)
+    except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")
-        sys.exit(128 + int(getattr(exc, "signum", 2)))
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,280 @@
+"""Fault injection (issue 12): real files, real processes, real signals; no mocks.
+
+Every fault must end in one of two ways: the work continues correctly, or the command
+stops with one line on stderr and exit code 2, leaving every file it found intact and no
+half-written file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from trajplan.checkpoint import read_manifest
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "configs" / "tiny.yaml"
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str]:
+    """Run the CLI in-process: (exit code, stderr)."""
+    from trajplan.cli import main
+
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    return code, capsys.readouterr().err
+
+
+def one_line_error(code: int, err: str, *words: str) -> None:
+    """Exit code 2, one line on stderr, no traceback, every word in it."""
+    assert code == 2, err
+    assert err.strip().count("\n") == 0, err
+    assert "Traceback" not in err
+    for w in words:
+        assert w in err, err
+
+
+def snapshot(run: Path) -> dict[str, bytes]:
+    """Every file of a run directory (the lock file aside) with its bytes."""
+    return {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != ".lock"}
+
+
+def train_args(dataset: str, out: Path, *extra: str) -> tuple[str, ...]:
+    return ("train", "--config", str(TINY), "--dataset", dataset, "--out", str(out),
+            "--no-progress", *extra)  # fmt: skip
+
+
+def spawn_training(dataset: str, out: Path, root: Path, *extra: str) -> subprocess.Popen:
+    """A real `python -m trajplan train` process (one thread, endless epochs)."""
+    env = dict(os.environ, MINARI_DATASETS_PATH=str(root), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "trajplan", *train_args(dataset, out, "--epochs", "100000")]
+    cmd += ["--threads", "1", *extra]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(proc: subprocess.Popen, ready, timeout: float = 60.0) -> None:  # noqa: ANN001
+    deadline = time.time() + timeout
+    while not ready():
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            raise AssertionError(f"training did not get there: {proc.communicate()}")
+        time.sleep(0.05)
+
+
+def metrics_steps(run: Path) -> list[int]:
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line)["step"] for line in lines if '"kind": "train"' in line]
+
+
+def status(run: Path) -> dict:
+    return json.loads((run / "config.json").read_text())
+
+
+# -- 1. divergence -----------------------------------------------------------------------------
+
+
+def test_config_errors_up_front(capsys, halfcheetah_dataset: str, tmp_path: Path) -> None:
+    """Values that cannot train are refused before anything is loaded or written."""
+    out = tmp_path / "run"
+    for extra, words in (
+        (("--lr", "inf"), ("train.lr", "finite")),
+        (("--lr", "nan"), ("train.lr", "finite")),
+        (("--set", "model.dropout=2"), ("model.dropout", "[0, 1)")),
+        (("--set", "model.n_head=3"), ("model.n_embd", "multiple")),
+        (("--set", "model.n_head=0"), ("model.n_head",)),
+        (("--set", "train.save_every_min=0"), ("save_every_min",)),
+    ):
+        one_line_error(*cli(capsys, *train_args(halfcheetah_dataset, out, *extra)), *words)
+        assert not out.exists()
+
+
+def test_divergence_stops_without_saving(capsys, halfcheetah_dataset: str, tmp_path: Path):
+    """lr 1e30: the loss turns NaN in the first epoch; the run stops with one line and
+    never writes weights (before, it ended 'finished' with every tensor NaN)."""
+    out = tmp_path / "run"
+    code, err = cli(capsys, *train_args(halfcheetah_dataset, out, "--lr", "1e30"))
+    one_line_error(code, err, "diverged", "no checkpoint was written", "train.lr")
+    assert not any(out.glob("*.safetensors")) and not (out / "state.pt").exists()
+    assert status(out)["status"] == "starting"
+
+
+def test_divergence_keeps_last_good_checkpoint(capsys, halfcheetah_dataset: str, tmp_path):
+    """A checkpoint, then NaN weights (a real state.pt with one NaN, as an overflow would
+    leave): the resumed run stops at its first log point; the checkpoint stays as it was."""
+    out = tmp_path / "run"
+    assert cli(capsys, *train_args(halfcheetah_dataset, out, "--epochs", "1"))[0] == 0
+    state = torch.load(out / "state.pt", weights_only=True)
+    state["model"]["ln_f.weight"][0] = float("nan")
+    torch.save(state, out / "state.pt")
+    before = snapshot(out)
+    code, err = cli(capsys, "train", "--resume", "--out", str(out), "--epochs", "3")
+    one_line_error(code, err, "diverged at step", "last good checkpoint (step 4) is kept")
+    after = snapshot(out)
+    assert after == before
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_non_finite_weights_refused_on_load(capsys, tiny_run: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    weights = load_file(str(run / "model.safetensors"))
+    weights["head"][0, 0, 0] = float("inf")
+    save_file(weights, str(run / "model.safetensors"))
+    code, err = cli(capsys, "plan", "--checkpoint", str(run), "--max-steps", "1", "--device", "cpu")
+    one_line_error(code, err, "model.safetensors", "NaN or inf")
+    assert not list(run.glob("plan-*.json"))
+
+
+# -- 2. data fingerprint -----------------------------------------------------------------------
+
+
+def test_resume_on_changed_data_is_refused(capsys, tmp_path: Path, monkeypatch) -> None:
+    """Re-collect the dataset (another seed), then --resume: refused with one line, files
+    untouched; --allow-data-change continues with the run's own bins."""
+    from conftest import random_rollouts
+
+    from trajplan.data import create_dataset
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    ds = "test/halfcheetah/recollected-v0"
+
+    def collect(seed: int) -> None:
+        eps = random_rollouts("HalfCheetah-v5", 3, 40, seed)
+        create_dataset(ds, eps, "HalfCheetah-v5", seeds=[seed + i for i in range(3)], force=True)
+
+    collect(0)
+    out = tmp_path / "run"
+    assert cli(capsys, *train_args(ds, out, "--epochs", "1"))[0] == 0
+    assert status(out)["data_fingerprint"].startswith("sha256:")
+    # unchanged data resumes
+    assert cli(capsys, "train", "--resume", "--out", str(out), "--epochs", "2")[0] == 0
+    collect(1)
+    before = snapshot(out)
+    code, err = cli(capsys, "train", "--resume", "--out", str(out), "--epochs", "3")
+    one_line_error(code, err, "changed since the run began", "--allow-data-change")
+    assert snapshot(out) == before
+    args = ("train", "--resume", "--out", str(out), "--epochs", "3", "--allow-data-change")
+    assert cli(capsys, *args)[0] == 0
+    after = snapshot(out)
+    assert after["discretizer.safetensors"] == before["discretizer.safetensors"]
+    assert status(out)["data_fingerprint"] != json.loads(before["config.json"])["data_fingerprint"]
+    assert status(out)["epoch"] == 3
+
+
+# -- 3. + 6. lock, SIGTERM, time-based checkpoints, kill -9 ------------------------------------
+
+
+def test_lock_then_sigterm(capsys, halfcheetah_dataset, minari_root, tmp_path) -> None:
+    """A second training into a busy --out fails at once; SIGTERM checkpoints like Ctrl-C
+    (exit 143, status 'interrupted'); then the lock is free and the run resumes."""
+    out = tmp_path / "run"
+    extra = ("--set", "train.save_every=1000", "--set", "train.save_every_min=null")
+    proc = spawn_training(halfcheetah_dataset, out, minari_root, *extra)
+    try:
+        wait_for(proc, lambda: (out / "metrics.jsonl").is_file() and metrics_steps(out))
+        before = snapshot(out)
+        t0 = time.time()
+        code, err = cli(capsys, *train_args(halfcheetah_dataset, out))
+        one_line_error(code, err, "in use by another process", f"pid {proc.pid}")
+        code, err = cli(capsys, "train", "--resume", "--out", str(out), "--max-steps", "1")
+        one_line_error(code, err, "in use by another process")
+        assert time.time() - t0 < 10  # at once, not after loading the data
+        assert not (out / "model.safetensors").exists() and before.keys() <= snapshot(out).keys()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "--resume" in err and "Traceback" not in err
+    doc = status(out)
+    assert doc["status"] == "interrupted" and doc["step"] > 0
+    step = doc["step"]
+    args = ("train", "--resume", "--out", str(out), "--max-steps", str(step + 2))
+    assert cli(capsys, *args)[0] == 0
+    assert status(out)["step"] == step + 2
+    assert metrics_steps(out) == sorted(set(metrics_steps(out)))  # no interleaved lines
+
+
+def test_kill_9_loses_minutes_not_epochs(capsys, halfcheetah_dataset, minari_root, tmp_path):
+    """train.save_every_min checkpoints mid-epoch by the clock; after kill -9 the run
+    resumes from the newest one, and orphaned temporary files are cleaned up."""
+    out = tmp_path / "run"
+    extra = ("--set", "train.save_every=1000", "--set", "train.save_every_min=0.0005")
+    proc = spawn_training(halfcheetah_dataset, out, minari_root, *extra)
+    try:
+        wait_for(proc, lambda: (out / "state.pt").is_file() and status(out)["step"] >= 6)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    doc = status(out)
+    assert doc["status"] == "running" and doc["epoch"] < 1000  # saved long before save_every
+    orphan = out / ".model.safetensors.abc123.tmp"  # as a kill mid-write leaves one
+    orphan.write_bytes(b"half")
+    step = read_manifest(out)[1]["step"]
+    args = ("train", "--resume", "--out", str(out), "--max-steps", str(step + 1))
+    assert cli(capsys, *args)[0] == 0
+    assert status(out)["step"] == step + 1 and not orphan.exists()
+
+
+def test_timed_checkpoints_keep_resume_exact(halfcheetah_dataset: str, tmp_path: Path) -> None:
+    """A checkpoint after every step (save_every_min tiny) changes nothing in the result."""
+    from safetensors.torch import load_file
+
+    from trajplan.config import load_config
+    from trajplan.train import train
+
+    def run(name: str, minutes: float | None) -> dict[str, torch.Tensor]:
+        cfg = load_config(TINY)
+        cfg.dataset = halfcheetah_dataset
+        cfg.train.max_steps, cfg.train.save_every_min = 6, minutes
+        return load_file(str(train(cfg, tmp_path / name, progress=False) / "model.safetensors"))
+
+    a, b = run("plain", None), run("timed", 1e-9)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# -- 7. dead-end run folders -------------------------------------------------------------------
+
+
+def test_dead_end_folder_restarts(capsys, halfcheetah_dataset, minari_root, tmp_path) -> None:
+    """kill -9 before the first checkpoint: both --resume (with the recorded config) and a
+    plain train into the same --out start over; stale metric lines are dropped."""
+    out = tmp_path / "run"
+    extra = ("--set", "train.save_every=1000", "--set", "train.save_every_min=null")
+    proc = spawn_training(halfcheetah_dataset, out, minari_root, *extra)
+    try:
+        wait_for(proc, lambda: (out / "metrics.jsonl").is_file() and len(metrics_steps(out)) > 2)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert status(out)["status"] == "starting" and not (out / "state.pt").exists()
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    assert cli(capsys, "train", "--resume", "--out", str(out), "--max-steps", "3")[0] == 0
+    assert status(out)["step"] == 3 and metrics_steps(out) == [3]  # log_every 5: the end
+    assert cli(capsys, *train_args(halfcheetah_dataset, copy, "--max-steps", "5"))[0] == 0
+    assert status(copy)["step"] == 5 and metrics_steps(copy) == [5]
+    # a folder that is not a dead end is still protected
+    code, err = cli(capsys, *train_args(halfcheetah_dataset, copy))
+    one_line_error(code, err, "already exists", "--resume")
