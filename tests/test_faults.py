@@ -278,3 +278,145 @@ def test_dead_end_folder_restarts(capsys, halfcheetah_dataset, minari_root, tmp_
     # a folder that is not a dead end is still protected
     code, err = cli(capsys, *train_args(halfcheetah_dataset, copy))
     one_line_error(code, err, "already exists", "--resume")
+
+
+# -- 4. + 5. eval and plan outputs -------------------------------------------------------------
+
+
+def test_eval_outputs_never_clobber(capsys, tiny_run: Path, tmp_path: Path) -> None:
+    """Two runs named alike, evaluated twice into one --out, and twice into RUN/eval: four
+    and two distinct folders whose names say what was evaluated."""
+    a, b = tmp_path / "A" / "run", tmp_path / "B" / "run"
+    shutil.copytree(tiny_run, a)
+    shutil.copytree(tiny_run, b)
+    quick = ("--episodes", "1", "--episode-steps", "2", "--device", "cpu")
+    out = tmp_path / "X"
+    for _ in range(2):
+        assert cli(capsys, "eval", str(a), str(b), "--out", str(out), *quick)[0] == 0
+    folders = sorted(p.name for p in out.iterdir())
+    assert len(folders) == 4 and all((out / f / "eval.json").is_file() for f in folders)
+    assert sum(f.startswith("A_run-1ep-seed0-h2-b4-capped2-") for f in folders) == 2
+    assert sum(f.startswith("B_run-1ep-seed0-h2-b4-capped2-") for f in folders) == 2
+    assert cli(capsys, "eval", str(a), *quick)[0] == 0
+    assert cli(capsys, "eval", str(a), *quick, "--beam-width", "2", "--seed", "3")[0] == 0
+    names = sorted(p.name for p in (a / "eval").iterdir())
+    assert len(names) == 2 and names[0].startswith("1ep-seed0-h2-b4-capped2-")
+    assert names[1].startswith("1ep-seed3-h2-b2-capped2-")
+
+
+def test_outputs_checked_before_the_work(capsys, tiny_run: Path, tmp_path: Path) -> None:
+    """An output that cannot be written fails in the first second, not after the episodes;
+    `plan --checkpoint RUN/model.safetensors` writes beside the run."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    t0 = time.time()
+    full = ("--episodes", "50", "--device", "cpu")  # minutes of work if it started
+    code, err = cli(capsys, "eval", str(run), "--out", str(blocker / "sub"), *full)
+    one_line_error(code, err, "cannot write", "a-file")
+    code, err = cli(capsys, "plan", "--checkpoint", str(run), "--out", str(blocker / "p.json"))
+    one_line_error(code, err, "cannot write", "a-file")
+    assert time.time() - t0 < 20 and not (run / "eval").exists()
+    pytest.importorskip("imageio_ffmpeg")
+    code, err = cli(capsys, "plan", "--checkpoint", str(run), "--video", str(tmp_path / "v"))
+    one_line_error(code, err, "needs an extension")
+    code, err = cli(capsys, "plan", "--checkpoint", str(run), "--video", str(blocker / "v.mp4"))
+    one_line_error(code, err, "cannot write", "video folder")
+    weights = run / "model.safetensors"
+    args = ("plan", "--checkpoint", str(weights), "--max-steps", "2", "--device", "cpu")
+    assert cli(capsys, *args)[0] == 0
+    assert (run / "plan-seed0.json").is_file()
+
+
+def test_eval_sigterm_writes_partial_results(tiny_run: Path, minari_root: Path, tmp_path) -> None:
+    """SIGTERM mid-evaluation: the episodes so far are saved, marked interrupted."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    env = dict(os.environ, MINARI_DATASETS_PATH=str(minari_root), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "trajplan", "eval", str(run), "--episodes", "2",
+           "--episode-steps", "1000000", "--device", "cpu", "--threads", "1"]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(proc, lambda: (run / "eval").is_dir() and any((run / "eval").iterdir()))
+        time.sleep(4)  # load the model, make the envs, play some steps
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "partial results" in err and "Traceback" not in err
+    (folder,) = (run / "eval").iterdir()
+    doc = json.loads((folder / "eval.json").read_text())
+    assert doc["interrupted"] and not doc["summary"]["comparable"]
+    assert len(doc["episodes"]) == 2 and all(e["length"] > 0 for e in doc["episodes"])
+    assert (folder / "eval.png").is_file()
+
+
+# -- 8. tracebacks that became one line ----------------------------------------------------------
+
+
+def copy_dataset(src_root: Path, dst_root: Path, src_id: str, dst_id: str) -> Path:
+    """A copy of a local Minari dataset under another id (its metadata renamed too)."""
+    dst = dst_root / dst_id
+    shutil.copytree(src_root / src_id, dst)
+    meta = dst / "data" / "metadata.json"
+    meta.write_text(meta.read_text().replace(src_id, dst_id))
+    return dst
+
+
+def test_corrupt_hdf5(capsys, minari_root: Path, halfcheetah_dataset, tmp_path, monkeypatch):
+    """Truncated or garbage data files: `data info` and `train` say so in one line; no run
+    directory is left behind."""
+    root = tmp_path / "minari"
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
+    for name, damage in (
+        ("truncated", lambda b: b[: len(b) // 3]),
+        ("garbage", lambda b: os.urandom(len(b))),
+    ):
+        ds = f"test/halfcheetah/{name}-v0"
+        h5 = copy_dataset(minari_root, root, halfcheetah_dataset, ds) / "data" / "main_data.hdf5"
+        h5.write_bytes(damage(h5.read_bytes()))
+        one_line_error(*cli(capsys, "data", "info", ds), "truncated or corrupt", name)
+        out = tmp_path / f"run-{name}"
+        one_line_error(*cli(capsys, *train_args(ds, out)), "truncated or corrupt")
+        assert not out.exists()
+
+
+def test_minari_path_is_a_file(capsys, tmp_path: Path, monkeypatch) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(blocker))
+    one_line_error(*cli(capsys, "data", "list"), "is a file, not a folder")
+    collect = ("data", "collect", "--env", "hopper", "--policy", "random", "--steps", "50",
+               "--dataset-id", "local/hopper/x-v0")  # fmt: skip
+    one_line_error(*cli(capsys, *collect), "is a file, not a folder")
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(blocker / "sub"))
+    one_line_error(*cli(capsys, *collect), "cannot write", "Not a directory")
+
+
+def test_unknown_recorded_env(capsys, minari_root, halfcheetah_dataset, tmp_path, monkeypatch):
+    """A dataset recorded in an env that is not installed is refused before training (it
+    used to train, then fail at eval)."""
+    root = tmp_path / "minari"
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
+    ds = "test/mystery/random-v0"
+    meta = copy_dataset(minari_root, root, halfcheetah_dataset, ds) / "data" / "metadata.json"
+    meta.write_text(meta.read_text().replace("HalfCheetah-v5", "NoSuchEnv-v0"))
+    out = tmp_path / "run"
+    one_line_error(*cli(capsys, *train_args(ds, out)), "NoSuchEnv-v0", "not installed")
+    assert not out.exists()
+
+
+def test_window_too_large_for_memory(capsys, halfcheetah_dataset: str, tmp_path: Path) -> None:
+    """data.seq_len 5000 (125k tokens per window) is refused from the config, before the
+    OOM killer would end it."""
+    out = tmp_path / "run"
+    code, err = cli(capsys, *train_args(halfcheetah_dataset, out, "--set", "data.seq_len=5000"))
+    one_line_error(code, err, "GiB", "data.seq_len 5000")
+    assert not out.exists()
+
+
+def test_did_you_mean(capsys, tmp_path: Path) -> None:
+    code, err = cli(capsys, "train", "--env", "halfcheeta", "--out", str(tmp_path / "r"))
+    one_line_error(code, err, "did you mean 'halfcheetah'")

@@ -315,18 +315,24 @@ def plan(
     from trajplan.checkpoint import load_checkpoint
     from trajplan.evaluate import (
         check_rendering,
+        check_video_path,
         prepare_rendering,
         resolve_run,
         run_episodes,
         with_overrides,
         write_video,
     )
+    from trajplan.runtime import check_writable
 
     _set_threads(threads)
     run_dir = resolve_run(checkpoint, env, runs)
     if video:
         prepare_rendering()
+        check_video_path(video)
     ckpt = load_checkpoint(run_dir, device=device)
+    run_dir = ckpt.run_dir  # also for --checkpoint RUN/best.safetensors
+    path = Path(out) if out else run_dir / f"plan-seed{seed}.json"
+    check_writable(path.parent)  # now, not after the episode
     env_name = env or ckpt.env
     opts = _plan_options(
         horizon, beam_width, n_expand, cdf_act, k_act, context, plan_freq, mode, window
@@ -369,7 +375,6 @@ def plan(
     if not console.is_terminal:
         console.line()  # the live table leaves the cursor at its end
     ep = result.episodes[0]
-    path = Path(out) if out else run_dir / f"plan-seed{seed}.json"
     from trajplan.runtime import write_json
 
     write_json(path, result.to_dict())
@@ -422,8 +427,17 @@ def eval_cmd(
     from rich.table import Table
 
     from trajplan.bc import is_bc_run, load_bc
-    from trajplan.checkpoint import load_checkpoint
-    from trajplan.evaluate import resolve_run, run_episodes, save_eval, with_overrides
+    from trajplan.checkpoint import load_checkpoint, read_manifest
+    from trajplan.evaluate import (
+        EvalInterrupted,
+        check_episode_args,
+        eval_name,
+        resolve_run,
+        run_episodes,
+        save_eval,
+        with_overrides,
+    )
+    from trajplan.runtime import sigterm_as_interrupt, unique_dir
 
     _set_threads(threads)
     dirs = [*(checkpoints or []), *(checkpoint or [])]
@@ -431,38 +445,72 @@ def eval_cmd(
     opts = _plan_options(
         horizon, beam_width, n_expand, cdf_act, k_act, context, plan_freq, mode, window
     )
+    # Everything that can fail cheaply fails before the first episode: configs, options,
+    # and one new output folder per run (never an old one: evaluations do not overwrite).
+    bases = [d.parent if d.is_file() else d for d in run_dirs]  # RUN/best.safetensors -> RUN
+    names = [b.name for b in bases]
+    plans = [
+        None if is_bc_run(b) else with_overrides(read_manifest(b)[0].plan, **opts) for b in bases
+    ]
+    check_episode_args(episodes, episode_steps)
+    dests = []
+    for base, plan_cfg in zip(bases, plans, strict=True):
+        name = eval_name(episodes, seed, plan_cfg, episode_steps)
+        if out:  # runs with the same name (A/run, B/run) are told apart by their parent
+            label = base.name if names.count(base.name) == 1 else f"{base.parent.name}_{base.name}"
+            dests.append(unique_dir(Path(out), f"{label}-{name}"))
+        else:
+            dests.append(unique_dir(base / "eval", name))
+
     table = Table(title="trajplan eval")
     for col in ("run", "env", "episodes", "return", "score", "reference", "ms/step"):
         table.add_column(col)
     paths = []
-    for run_dir in run_dirs:
-        if is_bc_run(run_dir):  # a BC baseline acts on the same seeds; no planning options
-            result = run_episodes(load_bc(run_dir), env, episodes, seed, None, episode_steps)
-        else:
-            ckpt = load_checkpoint(run_dir, device=device)
-            cfg = with_overrides(ckpt.config.plan, **opts)
-            result = run_episodes(
-                ckpt, env, episodes, seed, cfg, episode_steps, ckpt.model.pos_emb.device
-            )
-        dest = Path(out) / run_dir.name if out else run_dir / "eval"
-        path = save_eval(result, dest, run_dir / "metrics.jsonl")
-        s = result.summary()
-        se = s["return_stderr"]
-        ret = f"{s['return_mean']:.1f}" + ("" if se is None else f" ± {se:.1f}")
-        score = _score_text(s["score_mean"])
-        if s["score_stderr"] is not None:
-            score += f" ± {s['score_stderr']:.1f}"
-        ref = s["ref_source"] + ("" if s["comparable"] else f", capped at {episode_steps}")
-        table.add_row(
-            run_dir.name,
-            result.env,
-            str(s["episodes"]),
-            ret,
-            score,
-            ref,
-            f"{s['ms_per_step']:.0f}",
-        )
-        paths.append(path)
+    try:
+        with sigterm_as_interrupt():
+            for run_dir, base, dest in zip(run_dirs, bases, dests, strict=True):
+                try:
+                    if is_bc_run(base):  # a BC baseline acts on the same seeds, no planning
+                        result = run_episodes(
+                            load_bc(base), env, episodes, seed, None, episode_steps
+                        )
+                    else:
+                        ckpt = load_checkpoint(run_dir, device=device)
+                        cfg = with_overrides(ckpt.config.plan, **opts)
+                        result = run_episodes(
+                            ckpt, env, episodes, seed, cfg, episode_steps, ckpt.model.pos_emb.device
+                        )
+                except EvalInterrupted as stop:  # Ctrl-C / SIGTERM: keep what was played
+                    partial = stop.result
+                    partial.checkpoint = partial.checkpoint or str(base)
+                    if partial.episodes:
+                        path = save_eval(partial, dest, base / "metrics.jsonl")
+                        err_console.print(
+                            f"[yellow]interrupted: partial results -> {path}[/]", highlight=False
+                        )
+                    raise typer.Exit(128 + stop.signum) from None
+                path = save_eval(result, dest, base / "metrics.jsonl")
+                s = result.summary()
+                se = s["return_stderr"]
+                ret = f"{s['return_mean']:.1f}" + ("" if se is None else f" ± {se:.1f}")
+                score = _score_text(s["score_mean"])
+                if s["score_stderr"] is not None:
+                    score += f" ± {s['score_stderr']:.1f}"
+                ref = s["ref_source"] + ("" if s["comparable"] else f", capped at {episode_steps}")
+                table.add_row(
+                    base.name,
+                    result.env,
+                    str(s["episodes"]),
+                    ret,
+                    score,
+                    ref,
+                    f"{s['ms_per_step']:.0f}",
+                )
+                paths.append(path)
+    finally:
+        for dest in dests:  # folders of evaluations that never ran
+            if dest.is_dir() and not any(dest.iterdir()):
+                dest.rmdir()
     console.print(table)
     for path in paths:
         console.print(f"wrote {path} and {path.with_suffix('.png').name}", highlight=False)
@@ -596,7 +644,7 @@ def train(
     Under torchrun (torchrun --nproc_per_node 2 -m trajplan train ...) it trains with DDP.
     The run directory holds the weights, the bins, config.json and metrics.jsonl (to plot).
     """
-    from trajplan.train import Stopped
+    from trajplan.runtime import Stopped
     from trajplan.train import train as run_training
 
     _set_threads(threads)

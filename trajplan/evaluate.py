@@ -33,7 +33,7 @@ from trajplan.envs import make_env, normalized_score, obs_view, resolve_env
 from trajplan.errors import TrajplanError
 from trajplan.model import TrajectoryGPT
 from trajplan.plan import Planner, check_plan_config
-from trajplan.runtime import atomic_write, resolve_device, write_json
+from trajplan.runtime import Stopped, atomic_write, check_writable, resolve_device, write_json
 from trajplan.tokens import Discretizer
 
 
@@ -109,6 +109,7 @@ class EvalResult:
     episode_steps: int | None = None  # cap given by the user (None: the env's own limit)
     checkpoint: str | None = None
     dataset_id: str | None = None
+    interrupted: bool = False  # stopped by Ctrl-C / SIGTERM: episodes are cut short
 
     @property
     def returns(self) -> np.ndarray:
@@ -134,7 +135,7 @@ class EvalResult:
             "reference": self.refs.describe(),
             "wall_s": round(self.wall_s, 3),
             "ms_per_step": round(self.ms_per_step, 3),
-            "comparable": self.episode_steps is None,
+            "comparable": self.episode_steps is None and not self.interrupted,
         }
         if all(s is not None for s in scores):
             arr = np.array(scores, dtype=np.float64)
@@ -143,6 +144,16 @@ class EvalResult:
             out["diagnostics"] = plan_diagnostics(self.episodes, float(self.plan["discount"]))
         return out
 
+    def note(self) -> str | None:
+        if self.interrupted:
+            return "interrupted: partial episodes, not comparable to full-length scores"
+        if self.episode_steps is not None:
+            return (
+                f"episodes capped at {self.episode_steps} steps: not comparable to full-length"
+                " scores"
+            )
+        return None
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "env": self.env,
@@ -150,14 +161,20 @@ class EvalResult:
             "checkpoint": self.checkpoint,
             "dataset_id": self.dataset_id,
             "episode_steps": self.episode_steps,
-            "note": None
-            if self.episode_steps is None
-            else f"episodes capped at {self.episode_steps} steps: not comparable to full-length"
-            " scores",
+            "interrupted": self.interrupted,
+            "note": self.note(),
             "summary": self.summary(),
             "plan": self.plan,
             "episodes": [asdict(e) for e in self.episodes],
         }
+
+
+class EvalInterrupted(Stopped):
+    """Ctrl-C or SIGTERM during an evaluation; `result` holds the episodes so far."""
+
+    def __init__(self, result: EvalResult, signum: int) -> None:
+        super().__init__(signum)
+        self.result = result
 
 
 def realized_returns(rewards: Sequence[float], discount: float) -> np.ndarray:
@@ -251,10 +268,12 @@ def rollout(
     episode_steps: int | None = None,
     on_step: Callable[[StepInfo], None] | None = None,
     frames: list[np.ndarray] | None = None,
+    sink: list[EpisodeResult] | None = None,
 ) -> list[EpisodeResult]:
     """Play len(seeds) episodes in lockstep with one planner; returns them in seed order.
 
     With `frames`, the first episode is rendered (rgb_array) into it after every step.
+    `sink` receives the episodes as they start (and grow): what is left if it is stopped.
     """
     info = resolve_env(env_name)
     render_mode = "rgb_array" if frames is not None else None
@@ -271,6 +290,8 @@ def rollout(
         results: dict[int, EpisodeResult] = {
             i: EpisodeResult(int(s), 0.0, 0, None, False) for i, s in enumerate(seeds)
         }
+        if sink is not None:
+            sink.extend(results.values())
         t = 0
         while alive:
             t0 = time.perf_counter()
@@ -358,6 +379,13 @@ def evaluate(
     )
 
 
+def check_episode_args(n_episodes: int, episode_steps: int | None) -> None:
+    if n_episodes < 1:
+        raise TrajplanError(f"--episodes must be at least 1, got {n_episodes}")
+    if episode_steps is not None and episode_steps < 1:
+        raise TrajplanError(f"--episode-steps must be at least 1, got {episode_steps}")
+
+
 def evaluate_policy(
     policy: Any,
     env: str,
@@ -376,10 +404,7 @@ def evaluate_policy(
     in lockstep and summarize them; `plan` is recorded as the planning config (None: none)."""
     if seeds is not None:
         seeds, n_episodes = [int(s) for s in seeds], len(seeds)
-    if n_episodes < 1:
-        raise TrajplanError(f"--episodes must be at least 1, got {n_episodes}")
-    if episode_steps is not None and episode_steps < 1:
-        raise TrajplanError(f"--episode-steps must be at least 1, got {episode_steps}")
+    check_episode_args(n_episodes, episode_steps)
     info = resolve_env(env)
     refs = refs or references_for(env)
     seeds = seeds or [seed + i for i in range(n_episodes)]
@@ -400,22 +425,32 @@ def evaluate_policy(
 
     bar, task = _progress(progress, n_episodes * limit, info.name)
     t0 = time.perf_counter()
+    started: list[EpisodeResult] = []
+
+    def result(episodes: list[EpisodeResult], interrupted: bool = False) -> EvalResult:
+        return EvalResult(
+            env=info.name,
+            gym_id=info.gym_id,
+            episodes=episodes,
+            refs=refs,
+            plan=plan or {},
+            wall_s=time.perf_counter() - t0,
+            env_steps=steps,
+            episode_steps=episode_steps,
+            interrupted=interrupted,
+        )
+
     try:
-        episodes = rollout(policy, env, seeds, refs, episode_steps, track, frames)
+        episodes = rollout(policy, env, seeds, refs, episode_steps, track, frames, started)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM under sigterm_as_interrupt
+        for ep in started:
+            ep.score = refs.score(ep.ret)
+        partial = result([ep for ep in started if ep.length > 0], interrupted=True)
+        raise EvalInterrupted(partial, getattr(exc, "signum", 2)) from None
     finally:
         if bar is not None:
             bar.stop()
-    wall = time.perf_counter() - t0
-    return EvalResult(
-        env=info.name,
-        gym_id=info.gym_id,
-        episodes=episodes,
-        refs=refs,
-        plan=plan or {},
-        wall_s=wall,
-        env_steps=steps,
-        episode_steps=episode_steps,
-    )
+    return result(episodes)
 
 
 def _env_limit(env: str) -> int:
@@ -507,21 +542,26 @@ def run_episodes(
         getattr(checkpoint, "ref_source", "") or "",
     )
     dev = device if isinstance(device, torch.device) else resolve_device(device)
-    result = evaluate(
-        model.to(dev),
-        checkpoint.discretizer,
-        env_name,
-        cfg,
-        n_episodes,
-        seed,
-        episode_steps,
-        dev,
-        refs,
-        progress,
-        on_step,
-        frames,
-        seeds,
-    )
+    try:
+        result = evaluate(
+            model.to(dev),
+            checkpoint.discretizer,
+            env_name,
+            cfg,
+            n_episodes,
+            seed,
+            episode_steps,
+            dev,
+            refs,
+            progress,
+            on_step,
+            frames,
+            seeds,
+        )
+    except EvalInterrupted as stop:
+        stop.result.checkpoint = str(checkpoint.run_dir)
+        stop.result.dataset_id = getattr(checkpoint, "dataset_id", None)
+        raise
     result.checkpoint = str(checkpoint.run_dir)
     result.dataset_id = getattr(checkpoint, "dataset_id", None)
     return result
@@ -555,6 +595,7 @@ def prepare_rendering() -> None:
     """Pick a headless OpenGL backend (EGL) unless MUJOCO_GL is set; check imageio is there."""
     try:
         import imageio  # noqa: F401
+        import imageio_ffmpeg  # noqa: F401  # mp4 writing: imageio alone cannot
     except ImportError:
         raise TrajplanError(
             "--video needs imageio: pip install 'trajplan[video]' (imageio + imageio-ffmpeg)"
@@ -599,14 +640,20 @@ def check_rendering(env: str) -> None:
     )
 
 
+def check_video_path(path: str | Path) -> Path:
+    """A video file name with an extension in a writable folder (checked before planning)."""
+    path = Path(path)
+    if not path.suffix:
+        raise TrajplanError(f"video file {path} needs an extension, e.g. {path}.mp4")
+    check_writable(path.parent, "video folder")
+    return path
+
+
 def write_video(frames: list[np.ndarray], path: str | Path, fps: int = 30) -> Path:
     """Write RGB frames to a video file (.mp4); written to a temporary name, then renamed."""
     import imageio
 
-    path = Path(path)
-    if not path.suffix:
-        raise TrajplanError(f"video file {path} needs an extension, e.g. {path}.mp4")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = check_video_path(path)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # ffmpeg picks the format by suffix
     try:
         with imageio.get_writer(tmp, fps=fps) as w:
@@ -619,6 +666,21 @@ def write_video(frames: list[np.ndarray], path: str | Path, fps: int = 30) -> Pa
 
 
 # -- files ---------------------------------------------------------------------------------
+
+
+def eval_name(
+    n_episodes: int, seed: int, plan: PlanConfig | None, episode_steps: int | None
+) -> str:
+    """A folder name that says what an evaluation was, e.g. 10ep-seed0-h15-b128-20250101-
+    120000 (plus -capped200 for capped episodes): a quick look never replaces a full one."""
+    import datetime as _dt
+
+    name = f"{n_episodes}ep-seed{seed}"
+    if plan is not None:
+        name += f"-h{plan.horizon}-b{plan.beam_width}"
+    if episode_steps is not None:
+        name += f"-capped{episode_steps}"
+    return f"{name}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
 def save_eval(result: EvalResult, out_dir: str | Path, metrics: str | Path | None = None) -> Path:

@@ -6,8 +6,11 @@ import fcntl
 import json
 import os
 import random
+import signal
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +53,35 @@ def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def check_writable(directory: str | Path, what: str = "output folder") -> Path:
+    """Create `directory` if needed and prove a file can be written there, so a command
+    fails in its first second rather than after its expensive work."""
+    d = Path(directory)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".write-check.", suffix=".tmp", dir=d)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise TrajplanError(f"cannot write to {what} {d}: {exc.strerror or exc}") from None
+    return d
+
+
+def unique_dir(parent: str | Path, name: str) -> Path:
+    """Create and return parent/name, or parent/name-2, -3, ... if taken: never reuse one."""
+    check_writable(parent)
+    for n in range(1, 10_000):
+        path = Path(parent) / (name if n == 1 else f"{name}-{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise TrajplanError(f"cannot create {path}: {exc.strerror or exc}") from None
+    raise TrajplanError(f"too many folders named {name}* in {parent}")
 
 
 def write_json(path: str | Path, obj: Any) -> Path:
@@ -106,3 +138,31 @@ def remove_orphaned_tmp(directory: str | Path) -> None:
     mid-write (call it only while holding the directory's DirLock)."""
     for path in Path(directory).glob(".*.tmp"):
         path.unlink(missing_ok=True)
+
+
+class Stopped(KeyboardInterrupt):
+    """Stopped by a signal (Ctrl-C, SIGTERM) after saving what there was to save; the CLI
+    exits with 128 + signum."""
+
+    def __init__(self, signum: int = signal.SIGINT) -> None:
+        super().__init__(signum)
+        self.signum = int(signum)
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Inside: SIGTERM (kill, docker stop, a scheduler) raises Stopped(SIGTERM) in the main
+    thread, as Ctrl-C raises KeyboardInterrupt, so one `except KeyboardInterrupt` saves
+    partial work for both."""
+
+    def handle(signum: int, frame: object) -> None:
+        raise Stopped(signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

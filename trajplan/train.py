@@ -63,6 +63,7 @@ from trajplan.errors import TrajplanError
 from trajplan.model import TrajectoryGPT, check_model_config
 from trajplan.runtime import (
     DirLock,
+    Stopped,
     atomic_write,
     remove_orphaned_tmp,
     resolve_device,
@@ -246,6 +247,48 @@ def fill_model_dims(cfg: RunConfig, obs_dim: int, act_dim: int, dataset: str) ->
         setattr(cfg.model, key, value)
 
 
+def min_train_bytes(cfg: RunConfig, world: int = 1, cpu: bool = True) -> int:
+    """A lower bound on the memory of one training process: the [T, T] attention mask, the
+    weights with their gradients and AdamW moments, and for one batch the logits (and their
+    gradient) and the activations kept for backward (>= 10 floats per token, layer and
+    embedding dim; a GPT block keeps about 16). On CPU the attention kernel also keeps the
+    causal half of every layer's [T, T] probabilities per head for backward."""
+    m = cfg.model
+    t, c, d, n = m.block_size, m.n_embd, m.transition_dim, m.vocab_size
+    b = math.ceil(cfg.train.batch_size / world)
+    params = (n * d + 1) * c + t * c + m.n_layer * 12 * c * c + d * (n + 1) * c
+    need = t * t + 16 * params + 4 * b * t * (10 * c * m.n_layer + 2 * (n + 1))
+    if cpu:
+        need += 4 * b * m.n_head * m.n_layer * t * t // 2
+    return need
+
+
+def available_bytes(dev: torch.device) -> int | None:
+    """Free memory of the device (GPU) or available RAM (Linux); None when unknown."""
+    if dev.type == "cuda":
+        return int(torch.cuda.mem_get_info(dev)[0])
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_memory(cfg: RunConfig, dev: torch.device, world: int = 1) -> None:
+    """Refuse a config that cannot fit, instead of meeting the OOM killer mid-run."""
+    need, have = min_train_bytes(cfg, world, dev.type == "cpu"), available_bytes(dev)
+    if have is None or need <= have:
+        return
+    gib = 2.0**30
+    raise TrajplanError(
+        f"this config needs at least {need / gib:,.1f} GiB to train ({cfg.model.block_size:,} "
+        f"tokens per window from data.seq_len {cfg.data.seq_len}, batch {cfg.train.batch_size}"
+        f"), {have / gib:,.1f} GiB are free on {dev}: lower data.seq_len or train.batch_size"
+    )
+
+
 def resume_config(saved: RunConfig, given: RunConfig, run_dir: Path) -> RunConfig:
     """The run's own config, with the loop fields (LOOP_FIELDS) and `plan` from `given`.
 
@@ -407,14 +450,6 @@ class _Metrics:
             self.file.close()
         if self.tb is not None:
             self.tb.close()
-
-
-class Stopped(KeyboardInterrupt):
-    """Training stopped by a signal after its checkpoint; the CLI exits 128 + signum."""
-
-    def __init__(self, signum: int = signal.SIGINT) -> None:
-        super().__init__(signum)
-        self.signum = signum
 
 
 class _StopFlag:
@@ -643,9 +678,11 @@ class Trainer:
 
             info = env_for_dataset(episodes.env_id)
             env_name = info.name if info else episodes.env_id
+            _check_env_known(env_name, dataset_id)
         _check_env_matches(env_name, episodes.env_id, dataset_id)
         cfg.env, cfg.dataset = env_name, dataset_id
         fill_model_dims(cfg, data.obs_dim, data.act_dim, dataset_id)
+        check_memory(cfg, dev, rk.world)
         w = data.windows
         if (w.block_size, w.transition_dim) != (cfg.model.block_size, cfg.model.transition_dim):
             raise TrajplanError(
@@ -1001,6 +1038,20 @@ class Trainer:
             self.save("finished", is_best)
         elif self.epoch % self.cfg.train.save_every == 0 or self._save_due():
             self.save("running", is_best)
+
+
+def _check_env_known(env_name: str, dataset: str) -> None:
+    """The env a dataset was recorded in must exist here, or the run could never be
+    evaluated: fail now, not after training."""
+    from trajplan.envs import resolve_env
+
+    try:
+        resolve_env(env_name)
+    except TrajplanError:
+        raise TrajplanError(
+            f"dataset {dataset} was recorded in env {env_name!r}, which is not installed here: "
+            "install it, or give --env NAME for the env to plan in"
+        ) from None
 
 
 def _check_env_matches(env_name: str | None, dataset_env: str | None, dataset: str) -> None:
