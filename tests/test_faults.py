@@ -420,3 +420,92 @@ def test_window_too_large_for_memory(capsys, halfcheetah_dataset: str, tmp_path:
 def test_did_you_mean(capsys, tmp_path: Path) -> None:
     code, err = cli(capsys, "train", "--env", "halfcheeta", "--out", str(tmp_path / "r"))
     one_line_error(code, err, "did you mean 'halfcheetah'")
+
+
+# -- disk full, file modes, run metadata ------------------------------------------------------
+
+
+def limit_file_size(limit: int):  # noqa: ANN201
+    """preexec_fn: no file of the child may grow past `limit` bytes (writes then fail with
+    EFBIG, as on a full disk; SIGXFSZ is ignored so the write error is what the child sees)."""
+    import resource
+
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+def test_full_disk_keeps_the_last_checkpoint(capsys, halfcheetah_dataset, minari_root, tmp_path):
+    """A checkpoint that cannot be written is one line (exit 2), renames nothing, leaves no
+    temporary file: the previous checkpoint stays whole and resumable."""
+    out = tmp_path / "run"
+    assert cli(capsys, *train_args(halfcheetah_dataset, out, "--epochs", "1"))[0] == 0
+    before = snapshot(out)
+    env = dict(os.environ, MINARI_DATASETS_PATH=str(minari_root), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "trajplan", "train", "--resume", "--out", str(out),
+           "--epochs", "2", "--threads", "1"]  # fmt: skip
+    res = subprocess.run(
+        cmd, env=env, capture_output=True, text=True, preexec_fn=limit_file_size(100_000)
+    )
+    one_line_error(res.returncode, res.stderr, "cannot write", "last good checkpoint (step 4)")
+    after = snapshot(out)
+    assert {k: v for k, v in after.items() if k != "metrics.jsonl"} == {
+        k: v for k, v in before.items() if k != "metrics.jsonl"
+    }
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    assert cli(capsys, "train", "--resume", "--out", str(out), "--epochs", "2")[0] == 0
+    assert status(out)["epoch"] == 2
+
+
+def test_files_respect_the_umask(tiny_run: Path, tmp_path: Path) -> None:
+    """Atomic writes give the umask's mode (mkstemp alone made every run file 0600)."""
+    from trajplan.runtime import atomic_write
+
+    assert (tiny_run / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~current_umask()
+    for umask, mode in ((0o022, 0o644), (0o077, 0o600), (0o002, 0o664)):
+        old = os.umask(umask)
+        try:
+            path = atomic_write(tmp_path / f"f{umask:o}", lambda p: p.write_text("x"))
+        finally:
+            os.umask(old)
+        assert path.stat().st_mode & 0o777 == mode
+
+
+def current_umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def test_best_weights_are_described(capsys, halfcheetah_dataset: str, tmp_path: Path) -> None:
+    """best.safetensors always has a step in config.json: the first checkpoint while no
+    epoch has ended (best_loss null), then the best epoch's end."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "run"
+    assert cli(capsys, *train_args(halfcheetah_dataset, out, "--max-steps", "2"))[0] == 0
+    doc = status(out)
+    assert (doc["best_loss"], doc["best_epoch"], doc["best_step"]) == (None, -1, 2)
+    best, last = (load_file(str(out / f"{n}.safetensors")) for n in ("best", "model"))
+    assert all(torch.equal(best[k], last[k]) for k in last)
+    args = ("train", "--resume", "--out", str(out), "--epochs", "2", "--max-steps", "8")
+    assert cli(capsys, *args)[0] == 0
+    doc = status(out)
+    assert doc["best_epoch"] in (0, 1) and doc["best_step"] == 4 * (doc["best_epoch"] + 1)
+
+
+def test_unwritable_out(capsys, halfcheetah_dataset: str, tmp_path: Path) -> None:
+    """--out that is a file, below a file, or read-only: one line before any data is read."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("keep me")
+    one_line_error(*cli(capsys, *train_args(halfcheetah_dataset, blocker)), "is a file")
+    code, err = cli(capsys, *train_args(halfcheetah_dataset, blocker / "run"))
+    one_line_error(code, err, "cannot write run directory", "Not a directory")
+    assert blocker.read_text() == "keep me"
+    if os.geteuid() != 0:  # root writes anywhere: the mode test needs a normal user
+        ro = tmp_path / "ro"
+        ro.mkdir(mode=0o555)
+        code, err = cli(capsys, *train_args(halfcheetah_dataset, ro / "run"))
+        one_line_error(code, err, "cannot write run directory", "Permission denied")

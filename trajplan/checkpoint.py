@@ -10,9 +10,11 @@
     RUN/state.pt                 resume state: weights, optimizer, counters, RNG states
     RUN/metrics.jsonl            one JSON line per logged step and per epoch (to plot)
 
-Every file is written to a temporary name and renamed. A checkpoint writes the weights,
-then state.pt (self-contained: resuming reads only it), then config.json, so a run killed
-at any moment still has a consistent last checkpoint. `status` in config.json is
+Every file is written to a temporary name and renamed. A checkpoint first writes all its
+files (weights, state.pt, config.json) to temporary names and renames them, in that order,
+only when all were written: a failed write (disk full) leaves the previous checkpoint as it
+was, and a run killed at any moment still has a consistent last checkpoint (state.pt is
+self-contained: resuming reads only it). `status` in config.json is
 "starting" (no checkpoint yet), "running", "interrupted", "time_limit" (stopped by
 train.time_limit_s) or "finished"; `find_latest_run` returns only the last two.
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +35,7 @@ import torch
 from trajplan.config import RunConfig, from_dict, to_dict
 from trajplan.errors import TrajplanError
 from trajplan.model import TrajectoryGPT
-from trajplan.runtime import atomic_write, resolve_device, write_json
+from trajplan.runtime import atomic_write, resolve_device, staged_writes
 from trajplan.tokens import Discretizer
 
 FORMAT = "trajplan-run/1"
@@ -75,13 +78,18 @@ def _first_line(exc: BaseException) -> str:
 # -- writing -------------------------------------------------------------------------------
 
 
-def save_weights(path: str | Path, model: TrajectoryGPT, metadata: dict[str, str]) -> Path:
-    """Write the model's state dict as safetensors (atomic)."""
+def weights_writer(model: TrajectoryGPT, metadata: dict[str, str]) -> Callable[[Path], Any]:
+    """A function that writes the model's state dict as safetensors to a path."""
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"format": "trajplan-weights/1", **metadata}
-    return atomic_write(path, lambda p: save_file(tensors, str(p), metadata=meta))
+    return lambda p: save_file(tensors, str(p), metadata=meta)
+
+
+def save_weights(path: str | Path, model: TrajectoryGPT, metadata: dict[str, str]) -> Path:
+    """Write the model's state dict as safetensors (atomic)."""
+    return atomic_write(path, weights_writer(model, metadata))
 
 
 def rng_state() -> dict[str, Any]:
@@ -128,21 +136,22 @@ def save_checkpoint(
     step, ...). train_state: what `trainer` needs to resume (saved as state.pt).
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     meta = {"step": str(manifest.get("step", 0)), "epoch": str(manifest.get("epoch", 0))}
-    save_weights(run_dir / LAST_FILE, model, meta)
-    if is_best or not (run_dir / BEST_FILE).exists():
-        save_weights(run_dir / BEST_FILE, model, meta)
-    if not (run_dir / DISCRETIZER_FILE).exists():
-        discretizer.save(run_dir / DISCRETIZER_FILE)
-    if train_state is not None:
-        atomic_write(run_dir / STATE_FILE, lambda p: torch.save(train_state, p))
-    write_manifest(run_dir, cfg, manifest)
+    weights = weights_writer(model, meta)
+    with staged_writes() as stage:  # all files or none: a full disk keeps the last checkpoint
+        stage(run_dir / LAST_FILE, weights)
+        if is_best or not (run_dir / BEST_FILE).exists():
+            stage(run_dir / BEST_FILE, weights)
+        if not (run_dir / DISCRETIZER_FILE).exists():
+            stage(run_dir / DISCRETIZER_FILE, discretizer.save)
+        if train_state is not None:
+            stage(run_dir / STATE_FILE, lambda p: torch.save(train_state, p))
+        stage(run_dir / CONFIG_FILE, manifest_writer(cfg, manifest))
     return run_dir
 
 
-def write_manifest(run_dir: str | Path, cfg: RunConfig, manifest: dict[str, Any]) -> Path:
-    """config.json: format, version, the manifest fields, then the full config."""
+def manifest_writer(cfg: RunConfig, manifest: dict[str, Any]) -> Callable[[Path], Any]:
+    """A function that writes config.json: format, version, the manifest, the config."""
     from trajplan import __version__
 
     doc = {
@@ -152,7 +161,12 @@ def write_manifest(run_dir: str | Path, cfg: RunConfig, manifest: dict[str, Any]
         "updated": now_iso(),
         "config": to_dict(cfg),
     }
-    return write_json(Path(run_dir) / CONFIG_FILE, doc)
+    return lambda p: p.write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def write_manifest(run_dir: str | Path, cfg: RunConfig, manifest: dict[str, Any]) -> Path:
+    """config.json alone (atomic)."""
+    return atomic_write(Path(run_dir) / CONFIG_FILE, manifest_writer(cfg, manifest))
 
 
 # -- reading -------------------------------------------------------------------------------

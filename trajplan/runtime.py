@@ -40,19 +40,75 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def file_mode() -> int:
+    """The mode a new file gets from the process umask (0o644 under the usual 022)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def stage_file(path: str | Path, write: Callable[[Path], Any]) -> Path:
+    """Call write(tmp) on a new temporary file beside `path` and return tmp (not renamed).
+
+    The file gets the umask's mode (mkstemp's 0600 would hide runs from collaborators on
+    shared storage). Any failure (disk full, no permission) removes the temporary file and
+    is one TrajplanError.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise TrajplanError(f"cannot write {path}: {exc.strerror or exc}") from None
+    tmp = Path(name)
+    try:
+        write(tmp)
+        os.chmod(tmp, file_mode())  # after: some writers replace the file
+    except TrajplanError:
+        tmp.unlink(missing_ok=True)
+        raise
+    except Exception as exc:  # OSError, torch's RuntimeError, SafetensorError, ...
+        tmp.unlink(missing_ok=True)
+        raise TrajplanError(
+            f"cannot write {path} ({_first_line(exc)}): is the disk full?"
+        ) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+@contextmanager
+def staged_writes() -> Iterator[Callable[[str | Path, Callable[[Path], Any]], None]]:
+    """Write several files all-or-nothing: `stage(path, write)` for each inside the block;
+    they are renamed into place, in order, only when every one was written. A failure or a
+    signal inside the block leaves the old files as they were and no temporary file."""
+    staged: list[tuple[Path, Path]] = []
+
+    def stage(path: str | Path, write: Callable[[Path], Any]) -> None:
+        staged.append((stage_file(path, write), Path(path)))
+
+    try:
+        yield stage
+    except BaseException:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        raise
+    for tmp, path in staged:
+        os.replace(tmp, path)
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
     """Call write(tmp_path) on a temporary file beside `path`, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with staged_writes() as stage:
+        stage(path, write)
+    return Path(path)
 
 
 def check_writable(directory: str | Path, what: str = "output folder") -> Path:

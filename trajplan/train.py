@@ -45,6 +45,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from trajplan.checkpoint import (
+    BEST_FILE,
     DISCRETIZER_FILE,
     FORMAT,
     METRICS_FILE,
@@ -437,8 +438,11 @@ class _Metrics:
     def write(self, record: dict[str, Any]) -> None:
         if self.file is None:
             return
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
+        try:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
+        except OSError as exc:
+            raise TrajplanError(f"cannot write {self.path}: {exc.strerror or exc}") from None
         if self.tb is not None:
             prefix = record.get("kind", "train")
             for key in ("loss", "lr", "tokens_per_s"):
@@ -447,7 +451,10 @@ class _Metrics:
 
     def close(self) -> None:
         if self.file is not None:
-            self.file.close()
+            try:
+                self.file.close()
+            except OSError:  # already reported by write (disk full)
+                pass
         if self.tb is not None:
             self.tb.close()
 
@@ -568,6 +575,9 @@ class Trainer:
         self.wall_before = 0.0  # training time of earlier sessions of this run
         self.epoch_loss, self.epoch_batches = 0.0, 0  # partial epoch (for best.safetensors)
         self.best_loss, self.best_epoch = math.inf, -1
+        # step of the weights in best.safetensors: the best epoch's end, or the first
+        # checkpoint while no epoch has ended (then best_loss is null and best_epoch -1)
+        self.best_step: int | None = None
         self.last_loss: float | None = None
         self._last_save: tuple[int, str] | None = None  # (step, status) of the last checkpoint
         self._good_step: int | None = None  # step of the newest checkpoint on disk
@@ -730,6 +740,7 @@ class Trainer:
             self.tokens, self.wall_before = state["tokens"], state["wall_s"]
             self.epoch_loss, self.epoch_batches = state["epoch_loss_sum"], state["epoch_batches"]
             self.best_loss, self.best_epoch = state["best_loss"], state["best_epoch"]
+            self.best_step = state.get("best_step")
             self.last_loss = state.get("last_loss")
             self._good_step = self.step
             self.manifest["created"] = state.get("created", self.manifest["created"])
@@ -740,16 +751,17 @@ class Trainer:
 
     # -- checkpoints -------------------------------------------------------------------------
 
+    def _kept(self) -> str:
+        if self._good_step is None:
+            return "no checkpoint was written"
+        return f"the last good checkpoint (step {self._good_step}) is kept"
+
     def _diverged(self, what: str) -> TrajplanError:
         """The error that stops a run whose loss or weights are no longer finite."""
-        kept = (
-            f"the last good checkpoint (step {self._good_step}) is kept"
-            if self._good_step is not None
-            else "no checkpoint was written"
-        )
         return TrajplanError(
-            f"training diverged at step {self.step} ({what}): stopped without saving, {kept} "
-            f"in {self.run_dir}; start a new run with a lower train.lr (was {self.cfg.train.lr:g})"
+            f"training diverged at step {self.step} ({what}): stopped without saving, "
+            f"{self._kept()} in {self.run_dir}; start a new run with a lower train.lr "
+            f"(was {self.cfg.train.lr:g})"
         )
 
     def _check_finite(self, what: str, value: float) -> None:
@@ -768,6 +780,7 @@ class Trainer:
             "last_loss": self.last_loss,
             "best_loss": None if math.isinf(self.best_loss) else self.best_loss,
             "best_epoch": self.best_epoch,
+            "best_step": self.best_step,
         }
         if status in ("finished", "time_limit"):
             info["finished"] = now_iso()
@@ -782,6 +795,8 @@ class Trainer:
                 raise self._diverged("non-finite weights")
         if not self.rk.main:
             return
+        if is_best or not (self.run_dir / BEST_FILE).exists():
+            is_best, self.best_step = True, self.step  # best.safetensors: these weights
         info = self._info(status)
         state = {
             "format": FORMAT,
@@ -796,13 +811,17 @@ class Trainer:
             "epoch_batches": self.epoch_batches,
             "best_loss": self.best_loss,
             "best_epoch": self.best_epoch,
+            "best_step": self.best_step,
             "last_loss": self.last_loss,
             "created": self.manifest["created"],
             "rng": rng_state(),
         }
-        save_checkpoint(
-            self.run_dir, self.model, self.cfg, info, self.data.discretizer, state, is_best
-        )
+        try:
+            save_checkpoint(
+                self.run_dir, self.model, self.cfg, info, self.data.discretizer, state, is_best
+            )
+        except TrajplanError as exc:  # disk full, ...: nothing of this checkpoint was renamed
+            raise TrajplanError(f"{exc}; {self._kept()}") from None
         self._last_save = (self.step, status)
         self._good_step = self.step
         self._t_saved = time.perf_counter()
