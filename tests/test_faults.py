@@ -417,9 +417,32 @@ def test_window_too_large_for_memory(capsys, halfcheetah_dataset: str, tmp_path:
     assert not out.exists()
 
 
-def test_did_you_mean(capsys, tmp_path: Path) -> None:
+def test_did_you_mean(capsys, halfcheetah_dataset: str, tmp_path: Path) -> None:
     code, err = cli(capsys, "train", "--env", "halfcheeta", "--out", str(tmp_path / "r"))
     one_line_error(code, err, "did you mean 'halfcheetah'")
+    typo = halfcheetah_dataset.replace("random", "randm")
+    code, err = cli(capsys, "data", "info", typo)
+    one_line_error(code, err, f"did you mean {halfcheetah_dataset!r}", "data download")
+    code, err = cli(capsys, "data", "info", "local/halfcheetah/random-v0")
+    one_line_error(code, err, "data collect")
+    assert "download" not in err  # local/ ids are never on the remote
+
+
+def test_data_list_names_unreadable_datasets(capsys, minari_root, halfcheetah_dataset, tmp_path,
+                                             monkeypatch) -> None:  # fmt: skip
+    root = tmp_path / "minari"
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
+    copy_dataset(minari_root, root, halfcheetah_dataset, halfcheetah_dataset)
+    bad = copy_dataset(minari_root, root, halfcheetah_dataset, "test/halfcheetah/broken-v0")
+    (bad / "data" / "metadata.json").write_text("{not json")
+    from trajplan.cli import main
+
+    try:
+        main(["data", "list"])
+    except SystemExit as exc:
+        assert not exc.code
+    shown = capsys.readouterr().out
+    assert halfcheetah_dataset in shown and "1 unreadable: test/halfcheetah/broken-v0" in shown
 
 
 # -- disk full, file modes, run metadata ------------------------------------------------------

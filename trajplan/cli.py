@@ -59,7 +59,7 @@ def data_list() -> None:
     """
     from rich.table import Table
 
-    from trajplan.datasets import datasets_root, local_datasets
+    from trajplan.datasets import datasets_root, local_dataset_dirs, local_datasets
 
     rows = local_datasets()
     if not rows:
@@ -81,6 +81,13 @@ def data_list() -> None:
             refs = f"{r['ref_min']:g} .. {r['ref_max']:g} ({source})"
         table.add_row(r["id"], _fmt(r["episodes"]), _fmt(r["steps"]), _fmt(r["env"]), refs)
     console.print(table)
+    broken = sorted(set(local_dataset_dirs()) - {r["id"] for r in rows})
+    if broken:  # Minari's listing skips datasets it cannot read
+        console.print(
+            f"[yellow]{len(broken)} unreadable: {', '.join(broken)} "
+            "(trajplan data info ID says why)[/]",
+            highlight=False,
+        )
 
 
 @data_app.command("info")

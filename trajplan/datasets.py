@@ -82,11 +82,25 @@ def split_dataset_ids(dataset_id: str) -> list[str]:
     return parts
 
 
-def _missing(dataset_id: str) -> TrajplanError:
-    return TrajplanError(
-        f"dataset {dataset_id!r} not found in {datasets_root()}: run `trajplan data download "
-        f"{dataset_id}` (needs network) or create one locally with `trajplan data collect ...`"
+def local_dataset_dirs() -> list[str]:
+    """Ids of every folder in the local store that looks like a dataset (readable or not)."""
+    root = datasets_root()
+    if not root.is_dir():
+        return []
+    return sorted(
+        str(p.parent.parent.relative_to(root)) for p in root.glob("**/data/metadata.json")
     )
+
+
+def _missing(dataset_id: str) -> TrajplanError:
+    import difflib
+
+    close = difflib.get_close_matches(dataset_id, local_dataset_dirs(), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    how = "create it with `trajplan data collect ...`"
+    if not dataset_id.startswith("local/"):  # local/ ids are never on Minari's remote
+        how = f"run `trajplan data download {dataset_id}` (needs network) or {how}"
+    return TrajplanError(f"dataset {dataset_id!r} not found in {datasets_root()}{hint}: {how}")
 
 
 def open_dataset(dataset_id: str, download: bool = False) -> Any:
