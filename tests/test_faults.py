@@ -275,6 +275,13 @@ def test_dead_end_folder_restarts(capsys, halfcheetah_dataset, minari_root, tmp_
     assert status(out)["step"] == 3 and metrics_steps(out) == [3]  # log_every 5: the end
     assert cli(capsys, *train_args(halfcheetah_dataset, copy, "--max-steps", "5"))[0] == 0
     assert status(copy)["step"] == 5 and metrics_steps(copy) == [5]
+    # killed while loading its data: only the lock file is there
+    early = tmp_path / "early"
+    early.mkdir()
+    (early / ".lock").write_text("12345\n")
+    code, err = cli(capsys, "train", "--resume", "--out", str(early))
+    one_line_error(code, err, "train into it again without --resume")
+    assert cli(capsys, *train_args(halfcheetah_dataset, early, "--max-steps", "1"))[0] == 0
     # a folder that is not a dead end is still protected
     code, err = cli(capsys, *train_args(halfcheetah_dataset, copy))
     one_line_error(code, err, "already exists", "--resume")

@@ -444,7 +444,7 @@ def eval_cmd(
         save_eval,
         with_overrides,
     )
-    from trajplan.runtime import sigterm_as_interrupt, unique_dir
+    from trajplan.runtime import Stopped, sigterm_as_interrupt, unique_dir
 
     _set_threads(threads)
     dirs = [*(checkpoints or []), *(checkpoint or [])]
@@ -514,6 +514,8 @@ def eval_cmd(
                     f"{s['ms_per_step']:.0f}",
                 )
                 paths.append(path)
+    except Stopped as stop:  # SIGTERM while loading or saving: nothing partial to keep
+        raise typer.Exit(128 + stop.signum) from None
     finally:
         for dest in dests:  # folders of evaluations that never ran
             if dest.is_dir() and not any(dest.iterdir()):
