@@ -442,6 +442,9 @@ def test_data_list_names_unreadable_datasets(capsys, minari_root, halfcheetah_da
     copy_dataset(minari_root, root, halfcheetah_dataset, halfcheetah_dataset)
     bad = copy_dataset(minari_root, root, halfcheetah_dataset, "test/halfcheetah/broken-v0")
     (bad / "data" / "metadata.json").write_text("{not json")
+    cut = copy_dataset(minari_root, root, halfcheetah_dataset, "test/halfcheetah/cut-v0")
+    h5 = cut / "data" / "main_data.hdf5"
+    h5.write_bytes(h5.read_bytes()[:1000])
     from trajplan.cli import main
 
     try:
@@ -449,7 +452,8 @@ def test_data_list_names_unreadable_datasets(capsys, minari_root, halfcheetah_da
     except SystemExit as exc:
         assert not exc.code
     shown = capsys.readouterr().out
-    assert halfcheetah_dataset in shown and "1 unreadable: test/halfcheetah/broken-v0" in shown
+    assert halfcheetah_dataset in shown
+    assert "2 unreadable: test/halfcheetah/broken-v0, test/halfcheetah/cut-v0" in shown
 
 
 # -- disk full, file modes, run metadata ------------------------------------------------------

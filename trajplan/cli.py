@@ -411,7 +411,11 @@ def eval_cmd(
     ),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     threads: int = _THREADS,
-    out: str = typer.Option(None, help="Output folder (default: RUN/eval); one subfolder per run."),
+    out: str = typer.Option(
+        None,
+        help="Output folder (default: RUN/eval). Every evaluation writes a new subfolder named "
+        "for the run and settings, e.g. RUN-10ep-seed0-h15-b128-<time>.",
+    ),
     horizon: int = _HORIZON,
     beam_width: int = _BEAM,
     n_expand: int = _EXPAND,
@@ -426,7 +430,9 @@ def eval_cmd(
 
     A BC run (trajplan bc) is evaluated on the same seeds, so the two compare directly.
 
-    Writes eval.json (every episode + summary) and eval.png per checkpoint.
+    Writes eval.json (every episode + summary) and eval.png per checkpoint, into a new
+    folder RUN/eval/<N>ep-seed<S>-h<H>-b<W>[-capped<C>]-<time>: nothing is overwritten.
+    Ctrl-C or SIGTERM saves the episodes played so far, marked interrupted.
     Example: trajplan eval runs/halfcheetah-medium-2024... --episodes 10
     """
     from pathlib import Path

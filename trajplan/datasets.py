@@ -172,6 +172,17 @@ def _corrupt(ds: Any, exc: BaseException) -> TrajplanError:
     )
 
 
+def _opens(h5: Path) -> bool:
+    """True when an HDF5 file opens (h5py checks its signature and its recorded size)."""
+    import h5py
+
+    try:
+        with h5py.File(h5, "r"):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
 def check_data_file(ds: Any) -> None:
     """Open the episode file and find every episode in it (cheap: no arrays are read)."""
     if ds.storage.FORMAT != "hdf5":
@@ -239,6 +250,9 @@ def local_datasets() -> list[dict]:
         metas = minari.list_local_datasets()
     rows = []
     for dataset_id, meta in metas.items():
+        h5 = datasets_root() / dataset_id / "data" / "main_data.hdf5"
+        if meta.get("data_format", "hdf5") == "hdf5" and not _opens(h5):
+            continue  # truncated or garbage: `data list` names it as unreadable
         env_id = _env_from_metadata(meta)
         lo, hi, src = reference_scores(meta, env_id, dataset_id)
         rows.append(
