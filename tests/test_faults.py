@@ -170,7 +170,8 @@ def test_resume_on_changed_data_is_refused(capsys, tmp_path: Path, monkeypatch) 
     collect(1)
     before = snapshot(out)
     code, err = cli(capsys, "train", "--resume", "--out", str(out), "--epochs", "3")
-    one_line_error(code, err, "changed since the run began", "--allow-data-change")
+    one_line_error(code, err, "changed since the run began", "same size, other contents")
+    assert "--allow-data-change" in err
     assert snapshot(out) == before
     args = ("train", "--resume", "--out", str(out), "--epochs", "3", "--allow-data-change")
     assert cli(capsys, *args)[0] == 0
@@ -531,7 +532,13 @@ def test_best_weights_are_described(capsys, halfcheetah_dataset: str, tmp_path: 
 
 
 def test_unwritable_out(capsys, halfcheetah_dataset: str, tmp_path: Path) -> None:
-    """--out that is a file, below a file, or read-only: one line before any data is read."""
+    """--out that is a file, below a file, or read-only: one line before any data is read;
+    a failed start leaves an existing empty --out empty."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, err = cli(capsys, *train_args(halfcheetah_dataset, empty, "--set", "model.obs_dim=3"))
+    one_line_error(code, err, "obs_dim")
+    assert list(empty.iterdir()) == []
     blocker = tmp_path / "a-file"
     blocker.write_text("keep me")
     one_line_error(*cli(capsys, *train_args(halfcheetah_dataset, blocker)), "is a file")

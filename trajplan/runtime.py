@@ -178,13 +178,13 @@ class DirLock:
         self.file.flush()
 
     def release(self, remove_if_unused: bool = False) -> None:
-        """Unlock; with remove_if_unused, delete DIR again if this lock created it and
-        nothing else was written into it."""
+        """Unlock; with remove_if_unused and nothing but the lock file in DIR, delete the
+        lock file, and DIR too if this lock created it (a failed start leaves no trace)."""
         if self.file.closed:
             return
-        if remove_if_unused and self.created:
-            if [p.name for p in self.dir.iterdir()] == [self.NAME]:
-                (self.dir / self.NAME).unlink()
+        if remove_if_unused and [p.name for p in self.dir.iterdir()] == [self.NAME]:
+            (self.dir / self.NAME).unlink()
+            if self.created:
                 self.dir.rmdir()
         self.file.close()  # closing the last descriptor drops the flock
 

@@ -341,11 +341,17 @@ def _check_same_data(
     """A resumed run must see the data it was trained on (unless allow_change)."""
     if saved is None or allow_change or saved.get("data_fingerprint") in (None, fingerprint):
         return
+    then = (saved.get("n_episodes"), saved.get("n_transitions"))
+    now = (episodes.n_episodes, episodes.n_steps)
+    size = (
+        "same size, other contents"
+        if then == now
+        else f"{then[0]} episodes / {then[1]} steps then, {now[0]} / {now[1]} now"
+    )
     raise TrajplanError(
         f"cannot resume {run_dir}: dataset {episodes.dataset_id} changed since the run began "
-        f"({saved.get('n_episodes')} episodes / {saved.get('n_transitions')} steps then, "
-        f"{episodes.n_episodes} / {episodes.n_steps} now): pass --allow-data-change to "
-        "continue on the new data with the run's bins, or train a new run"
+        f"({size}): pass --allow-data-change to continue on the new data with the run's "
+        "bins, or train a new run"
     )
 
 
