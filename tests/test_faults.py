@@ -78,6 +78,12 @@ def wait_for(proc: subprocess.Popen, ready, timeout: float = 60.0) -> None:  # n
         time.sleep(0.05)
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time a process has used (progress that busy cores do not stretch)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def metrics_steps(run: Path) -> list[int]:
     lines = (run / "metrics.jsonl").read_text().splitlines()
     return [json.loads(line)["step"] for line in lines if '"kind": "train"' in line]
@@ -347,7 +353,8 @@ def test_eval_sigterm_writes_partial_results(tiny_run: Path, minari_root: Path, 
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(proc, lambda: (run / "eval").is_dir() and any((run / "eval").iterdir()))
-        time.sleep(4)  # load the model, make the envs, play some steps
+        busy = cpu_seconds(proc.pid) + 3  # load the model, make the envs, play some steps
+        wait_for(proc, lambda: cpu_seconds(proc.pid) >= busy, timeout=120)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
     finally:
