@@ -68,7 +68,7 @@ def test_best_and_file_paths(tiny_run: Path) -> None:
 
 
 def test_no_temporary_files_left(tiny_run: Path) -> None:
-    assert not [p for p in tiny_run.iterdir() if p.name.startswith(".") or "tmp" in p.name]
+    assert not [p for p in tiny_run.iterdir() if p.name.endswith(".tmp") or "tmp" in p.name]
 
 
 @pytest.mark.parametrize(

@@ -236,10 +236,13 @@ def test_cli_plan_and_eval_end_to_end(run_dir: Path, tmp_path: Path) -> None:
     ev = run_cli("eval", str(run_dir), "--episodes", "2", "--episode-steps", "4",
                  "--out", str(tmp_path / "ev"), "--mode", "full")  # fmt: skip
     assert ev.returncode == 0, ev.stderr
-    summary = json.loads((tmp_path / "ev" / run_dir.name / "eval.json").read_text())["summary"]
+    (folder,) = (tmp_path / "ev").iterdir()  # one folder that says what was evaluated
+    assert folder.name.startswith(f"{run_dir.name}-2ep-seed0-h{PLAN.horizon}-b")
+    assert "-capped4-" in folder.name
+    summary = json.loads((folder / "eval.json").read_text())["summary"]
     assert summary["episodes"] == 2 and summary["ref_source"] == "dataset metadata"
     assert "hopper-tiny" in ev.stdout and "dataset metadata" in ev.stdout
-    assert (tmp_path / "ev" / run_dir.name / "eval.png").is_file()
+    assert (folder / "eval.png").is_file()
 
 
 @pytest.mark.parametrize(

@@ -159,6 +159,7 @@ def test_run_directory_contents(tiny_run: Path) -> None:
         "discretizer.safetensors",
         "state.pt",
         "metrics.jsonl",
+        ".lock",  # the run directory's lock (trajplan.runtime.DirLock), kept for reuse
     }
     assert doc["status"] == "finished" and doc["step"] == 40 and doc["epoch"] == 10
     assert doc["env"] == "halfcheetah" and doc["env_id"] == "HalfCheetah-v5"
@@ -403,5 +404,5 @@ def test_time_limit_stops_at_a_log_point(halfcheetah_dataset: str, tmp_path: Pat
     cfg = tiny_cfg(halfcheetah_dataset, log_every=4, time_limit_s=1e-6)
     run = train(cfg, tmp_path / "run", progress=False)
     _, doc = read_manifest(run)
-    assert (doc["status"], doc["step"], doc["epoch"]) == ("finished", 4, 1)
+    assert (doc["status"], doc["step"], doc["epoch"]) == ("time_limit", 4, 1)
     assert [m["kind"] for m in metrics(run)] == ["train", "epoch"]

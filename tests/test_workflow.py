@@ -40,8 +40,8 @@ def test_readme_workflow(minari_root: Path, tmp_path: Path, capsys: pytest.Captu
         "--steps", "40", "--hidden", "32,32", "--no-progress")  # fmt: skip
     cli("eval", *(str(runs / r) for r in ("tt-s0", "tt-s1", "bc-s0")), "--episodes", "2",
         "--episode-steps", "6", "--horizon", "2", "--beam-width", "4")  # fmt: skip
-    evals = sorted(runs.glob("*/eval/eval.json"))
-    assert [p.parent.parent.name for p in evals] == ["bc-s0", "tt-s0", "tt-s1"]
+    evals = sorted(runs.glob("*/eval/*/eval.json"))  # one new folder per evaluation
+    assert [p.parents[2].name for p in evals] == ["bc-s0", "tt-s0", "tt-s1"]
     curves, scores = tmp_path / "curves.png", tmp_path / "scores.svg"
     cli("plot", *(str(runs / r) for r in ("tt-s0", "tt-s1", "bc-s0")), "--out", str(curves))
     cli("plot", "--scores", *map(str, evals), "--out", str(scores))

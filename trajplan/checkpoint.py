@@ -10,10 +10,13 @@
     RUN/state.pt                 resume state: weights, optimizer, counters, RNG states
     RUN/metrics.jsonl            one JSON line per logged step and per epoch (to plot)
 
-Every file is written to a temporary name and renamed. A checkpoint writes the weights,
-then state.pt (self-contained: resuming reads only it), then config.json, so a run killed
-at any moment still has a consistent last checkpoint. `status` in config.json is
-"running", "interrupted" or "finished"; `find_latest_run` only returns finished runs.
+Every file is written to a temporary name and renamed. A checkpoint first writes all its
+files (weights, state.pt, config.json) to temporary names and renames them, in that order,
+only when all were written: a failed write (disk full) leaves the previous checkpoint as it
+was, and a run killed at any moment still has a consistent last checkpoint (state.pt is
+self-contained: resuming reads only it). `status` in config.json is
+"starting" (no checkpoint yet), "running", "interrupted", "time_limit" (stopped by
+train.time_limit_s) or "finished"; `find_latest_run` returns only the last two.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +35,7 @@ import torch
 from trajplan.config import RunConfig, from_dict, to_dict
 from trajplan.errors import TrajplanError
 from trajplan.model import TrajectoryGPT
-from trajplan.runtime import atomic_write, resolve_device, write_json
+from trajplan.runtime import atomic_write, resolve_device, staged_writes
 from trajplan.tokens import Discretizer
 
 FORMAT = "trajplan-run/1"
@@ -74,13 +78,18 @@ def _first_line(exc: BaseException) -> str:
 # -- writing -------------------------------------------------------------------------------
 
 
-def save_weights(path: str | Path, model: TrajectoryGPT, metadata: dict[str, str]) -> Path:
-    """Write the model's state dict as safetensors (atomic)."""
+def weights_writer(model: TrajectoryGPT, metadata: dict[str, str]) -> Callable[[Path], Any]:
+    """A function that writes the model's state dict as safetensors to a path."""
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"format": "trajplan-weights/1", **metadata}
-    return atomic_write(path, lambda p: save_file(tensors, str(p), metadata=meta))
+    return lambda p: save_file(tensors, str(p), metadata=meta)
+
+
+def save_weights(path: str | Path, model: TrajectoryGPT, metadata: dict[str, str]) -> Path:
+    """Write the model's state dict as safetensors (atomic)."""
+    return atomic_write(path, weights_writer(model, metadata))
 
 
 def rng_state() -> dict[str, Any]:
@@ -127,21 +136,22 @@ def save_checkpoint(
     step, ...). train_state: what `trainer` needs to resume (saved as state.pt).
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     meta = {"step": str(manifest.get("step", 0)), "epoch": str(manifest.get("epoch", 0))}
-    save_weights(run_dir / LAST_FILE, model, meta)
-    if is_best or not (run_dir / BEST_FILE).exists():
-        save_weights(run_dir / BEST_FILE, model, meta)
-    if not (run_dir / DISCRETIZER_FILE).exists():
-        discretizer.save(run_dir / DISCRETIZER_FILE)
-    if train_state is not None:
-        atomic_write(run_dir / STATE_FILE, lambda p: torch.save(train_state, p))
-    write_manifest(run_dir, cfg, manifest)
+    weights = weights_writer(model, meta)
+    with staged_writes() as stage:  # all files or none: a full disk keeps the last checkpoint
+        stage(run_dir / LAST_FILE, weights)
+        if is_best or not (run_dir / BEST_FILE).exists():
+            stage(run_dir / BEST_FILE, weights)
+        if not (run_dir / DISCRETIZER_FILE).exists():
+            stage(run_dir / DISCRETIZER_FILE, discretizer.save)
+        if train_state is not None:
+            stage(run_dir / STATE_FILE, lambda p: torch.save(train_state, p))
+        stage(run_dir / CONFIG_FILE, manifest_writer(cfg, manifest))
     return run_dir
 
 
-def write_manifest(run_dir: str | Path, cfg: RunConfig, manifest: dict[str, Any]) -> Path:
-    """config.json: format, version, the manifest fields, then the full config."""
+def manifest_writer(cfg: RunConfig, manifest: dict[str, Any]) -> Callable[[Path], Any]:
+    """A function that writes config.json: format, version, the manifest, the config."""
     from trajplan import __version__
 
     doc = {
@@ -151,10 +161,33 @@ def write_manifest(run_dir: str | Path, cfg: RunConfig, manifest: dict[str, Any]
         "updated": now_iso(),
         "config": to_dict(cfg),
     }
-    return write_json(Path(run_dir) / CONFIG_FILE, doc)
+    return lambda p: p.write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def write_manifest(run_dir: str | Path, cfg: RunConfig, manifest: dict[str, Any]) -> Path:
+    """config.json alone (atomic)."""
+    return atomic_write(Path(run_dir) / CONFIG_FILE, manifest_writer(cfg, manifest))
 
 
 # -- reading -------------------------------------------------------------------------------
+
+
+# What a training leaves in its run directory before its first checkpoint.
+STARTUP_FILES = {CONFIG_FILE, METRICS_FILE, "tensorboard", ".lock"}
+
+
+def has_checkpoint(run_dir: str | Path) -> bool:
+    """True once a training has saved weights or a resume state into run_dir."""
+    return any((Path(run_dir) / name).is_file() for name in (LAST_FILE, STATE_FILE))
+
+
+def is_dead_end(run_dir: str | Path) -> bool:
+    """A run directory that a training left before its first checkpoint (killed or crashed
+    while starting): it holds nothing to lose, so a new training may start over in it."""
+    p = Path(run_dir)
+    if not p.is_dir() or has_checkpoint(p):
+        return False
+    return all(c.name in STARTUP_FILES or c.name.endswith(".tmp") for c in p.iterdir())
 
 
 def read_manifest(run_dir: str | Path) -> tuple[RunConfig, dict[str, Any]]:
@@ -164,7 +197,12 @@ def read_manifest(run_dir: str | Path) -> tuple[RunConfig, dict[str, Any]]:
     if not run_dir.is_dir():
         raise TrajplanError(f"run directory not found: {run_dir}")
     if not path.is_file():
-        raise TrajplanError(f"{run_dir} is not a trajplan run directory (no {CONFIG_FILE})")
+        hint = (
+            ": a training stopped before it began; train into it again without --resume"
+            if is_dead_end(run_dir)
+            else ""
+        )
+        raise TrajplanError(f"{run_dir} is not a trajplan run directory (no {CONFIG_FILE}){hint}")
     try:
         doc = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -185,16 +223,23 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise TrajplanError(f"missing weights file {path} (no checkpoint was written yet?)")
     try:
-        return load_file(str(path), device="cpu")
+        state = load_file(str(path), device="cpu")
     except Exception as exc:  # SafetensorError, OSError, ...: truncated or not safetensors
         raise TrajplanError(f"{path}: corrupt or truncated weights ({_first_line(exc)})") from None
+    bad = [k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()]
+    if bad:
+        raise TrajplanError(
+            f"{path}: weights hold NaN or inf ({bad[0]}{' and more' if len(bad) > 1 else ''}): "
+            "the training diverged; retrain with a lower train.lr"
+        )
+    return state
 
 
 def build_model(cfg: RunConfig, state: dict[str, torch.Tensor], where: Path) -> TrajectoryGPT:
     """A TrajectoryGPT for cfg.model carrying `state`; shape/key mismatch -> TrajplanError."""
     try:
         model = TrajectoryGPT(cfg.model)
-    except (ValueError, AssertionError) as exc:
+    except (ValueError, TrajplanError) as exc:
         raise TrajplanError(f"{where}: invalid model config ({_first_line(exc)})") from None
     try:
         model.load_state_dict(state, strict=True)
@@ -252,10 +297,7 @@ def load_train_state(run_dir: str | Path) -> dict[str, Any]:
     """RUN/state.pt for resuming; damage or absence -> TrajplanError."""
     path = Path(run_dir) / STATE_FILE
     if not path.is_file():
-        raise TrajplanError(
-            f"cannot resume {run_dir}: no {STATE_FILE} yet (stopped before its first "
-            "checkpoint): delete it and start again"
-        )
+        raise TrajplanError(f"cannot resume {run_dir}: no {STATE_FILE} (was it deleted?)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, pickle error, ...
@@ -291,7 +333,7 @@ def find_latest_run(env: str, runs_root: str | Path = "runs") -> Path:
             doc = json.loads(cfg_path.read_text())
         except (OSError, json.JSONDecodeError, UnicodeDecodeError):
             continue
-        if not isinstance(doc, dict) or doc.get("status") != "finished":
+        if not isinstance(doc, dict) or doc.get("status") not in ("finished", "time_limit"):
             continue
         if not _same_env(str(doc.get("env") or ""), env):
             continue

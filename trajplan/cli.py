@@ -70,7 +70,7 @@ def data_list() -> None:
     """
     from rich.table import Table
 
-    from trajplan.datasets import datasets_root, local_datasets
+    from trajplan.datasets import datasets_root, local_dataset_dirs, local_datasets
 
     rows = local_datasets()
     if not rows:
@@ -92,6 +92,13 @@ def data_list() -> None:
             refs = f"{r['ref_min']:g} .. {r['ref_max']:g} ({source})"
         table.add_row(r["id"], _fmt(r["episodes"]), _fmt(r["steps"]), _fmt(r["env"]), refs)
     console.print(table)
+    broken = sorted(set(local_dataset_dirs()) - {r["id"] for r in rows})
+    if broken:  # Minari's listing skips datasets it cannot read
+        console.print(
+            f"[yellow]{len(broken)} unreadable: {', '.join(broken)} "
+            "(trajplan data info ID says why)[/]",
+            highlight=False,
+        )
 
 
 @data_app.command("info")
@@ -325,13 +332,18 @@ def plan(
 
     from trajplan.checkpoint import load_checkpoint
     from trajplan.evaluate import resolve_run, run_episodes, with_overrides
-    from trajplan.video import VideoRecorder, check_rendering, prepare_rendering
+    from trajplan.runtime import check_writable
+    from trajplan.video import VideoRecorder, check_rendering, check_video_path, prepare_rendering
 
     _set_threads(threads)
     run_dir = resolve_run(checkpoint, env, runs)
     if video:
         prepare_rendering()
+        check_video_path(video)
     ckpt = load_checkpoint(run_dir, device=device)
+    run_dir = ckpt.run_dir  # also for --checkpoint RUN/best.safetensors
+    path = Path(out) if out else run_dir / f"plan-seed{seed}.json"
+    check_writable(path.parent)  # now, not after the episode
     env_name = env or ckpt.env
     opts = _plan_options(
         horizon, beam_width, n_expand, cdf_act, k_act, context, plan_freq, mode, window
@@ -374,7 +386,6 @@ def plan(
     if not console.is_terminal:
         console.line()  # the live table leaves the cursor at its end
     ep = result.episodes[0]
-    path = Path(out) if out else run_dir / f"plan-seed{seed}.json"
     from trajplan.runtime import write_json
 
     write_json(path, result.to_dict())
@@ -438,7 +449,11 @@ def eval_cmd(
     ),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     threads: int = _THREADS,
-    out: str = typer.Option(None, help="Output folder (default: RUN/eval); one subfolder per run."),
+    out: str = typer.Option(
+        None,
+        help="Output folder (default: RUN/eval). Every evaluation writes a new subfolder named "
+        "for the run and settings, e.g. RUN-10ep-seed0-h15-b128-<time>.",
+    ),
     video: str = typer.Option(
         None,
         help="Record episodes into this folder, DIR/RUN/seedS.mp4 (needs trajplan\\[video] and "
@@ -462,15 +477,27 @@ def eval_cmd(
 
     A BC run (trajplan bc) is evaluated on the same seeds, so the two compare directly.
 
-    Writes eval.json (every episode + summary) and eval.png per checkpoint; with --video DIR
-    also videos of the chosen episodes (DIR/RUN/seedS.mp4, the camera following the agent).
+    Writes eval.json (every episode + summary) and eval.png per checkpoint, into a new
+    folder RUN/eval/<N>ep-seed<S>-h<H>-b<W>[-capped<C>]-<time>: nothing is overwritten.
+    With --video DIR also videos of the chosen episodes (DIR/RUN/seedS.mp4, the camera
+    following the agent). Ctrl-C or SIGTERM saves the episodes played so far, marked
+    interrupted.
     Example: trajplan eval runs/halfcheetah-medium-2024... --episodes 10
     """
     from pathlib import Path
 
     from trajplan.bc import is_bc_run, load_bc
-    from trajplan.checkpoint import load_checkpoint
-    from trajplan.evaluate import resolve_run, run_episodes, save_eval, with_overrides
+    from trajplan.checkpoint import load_checkpoint, read_manifest
+    from trajplan.evaluate import (
+        EvalInterrupted,
+        check_episode_args,
+        eval_name,
+        resolve_run,
+        run_episodes,
+        save_eval,
+        with_overrides,
+    )
+    from trajplan.runtime import Stopped, sigterm_as_interrupt, unique_dir
     from trajplan.video import VideoRecorder, check_rendering, parse_episodes, prepare_rendering
 
     _set_threads(threads)
@@ -482,33 +509,68 @@ def eval_cmd(
     opts = _plan_options(
         horizon, beam_width, n_expand, cdf_act, k_act, context, plan_freq, mode, window
     )
+    # Everything that can fail cheaply fails before the first episode: configs, options,
+    # and one new output folder per run (never an old one: evaluations do not overwrite).
+    bases = [d.parent if d.is_file() else d for d in run_dirs]  # RUN/best.safetensors -> RUN
+    names = [b.name for b in bases]
+    plans = [
+        None if is_bc_run(b) else with_overrides(read_manifest(b)[0].plan, **opts) for b in bases
+    ]
+    check_episode_args(episodes, episode_steps)
+    dests = []
+    for base, plan_cfg in zip(bases, plans, strict=True):
+        name = eval_name(episodes, seed, plan_cfg, episode_steps)
+        if out:  # runs with the same name (A/run, B/run) are told apart by their parent
+            label = base.name if names.count(base.name) == 1 else f"{base.parent.name}_{base.name}"
+            dests.append(unique_dir(Path(out), f"{label}-{name}"))
+        else:
+            dests.append(unique_dir(base / "eval", name))
+
     paths, rows = [], []
     videos: list = []
-    for run_dir in run_dirs:
-        rec = None
-        if video:
-            names = {i: Path(video) / run_dir.name / f"seed{seed + i}.mp4" for i in filmed}
-            rec = VideoRecorder(names)
-        if is_bc_run(run_dir):  # a BC baseline acts on the same seeds; no planning options
-            run = load_bc(run_dir)
-            if rec is not None:
-                check_rendering(env or run.env)
-            result = run_episodes(
-                run, env, episodes, seed, None, episode_steps, progress=progress, recorder=rec
-            )
-        else:
-            ckpt = load_checkpoint(run_dir, device=device)
-            cfg = with_overrides(ckpt.config.plan, **opts)
-            if rec is not None:
-                check_rendering(env or ckpt.env)
-            result = run_episodes(
-                ckpt, env, episodes, seed, cfg, episode_steps, ckpt.model.pos_emb.device,
-                progress=progress, recorder=rec,
-            )  # fmt: skip
-        videos += rec.written if rec is not None else []
-        dest = Path(out) / run_dir.name if out else run_dir / "eval"
-        paths.append(save_eval(result, dest, run_dir / "metrics.jsonl"))
-        rows.append((run_dir.name, result))
+    try:
+        with sigterm_as_interrupt():
+            for run_dir, base, dest in zip(run_dirs, bases, dests, strict=True):
+                rec = None
+                if video:
+                    films = {i: Path(video) / base.name / f"seed{seed + i}.mp4" for i in filmed}
+                    rec = VideoRecorder(films)
+                try:
+                    if is_bc_run(base):  # a BC baseline acts on the same seeds, no planning
+                        run = load_bc(base)
+                        if rec is not None:
+                            check_rendering(env or run.env)
+                        result = run_episodes(
+                            run, env, episodes, seed, None, episode_steps,
+                            progress=progress, recorder=rec,
+                        )  # fmt: skip
+                    else:
+                        ckpt = load_checkpoint(run_dir, device=device)
+                        cfg = with_overrides(ckpt.config.plan, **opts)
+                        if rec is not None:
+                            check_rendering(env or ckpt.env)
+                        result = run_episodes(
+                            ckpt, env, episodes, seed, cfg, episode_steps,
+                            ckpt.model.pos_emb.device, progress=progress, recorder=rec,
+                        )  # fmt: skip
+                except EvalInterrupted as stop:  # Ctrl-C / SIGTERM: keep what was played
+                    partial = stop.result
+                    partial.checkpoint = partial.checkpoint or str(base)
+                    if partial.episodes:
+                        path = save_eval(partial, dest, base / "metrics.jsonl")
+                        err_console.print(
+                            f"[yellow]interrupted: partial results -> {path}[/]", highlight=False
+                        )
+                    raise typer.Exit(128 + stop.signum) from None
+                videos += rec.written if rec is not None else []
+                paths.append(save_eval(result, dest, base / "metrics.jsonl"))
+                rows.append((base.name, result))
+    except Stopped as stop:  # SIGTERM while loading or saving: nothing partial to keep
+        raise typer.Exit(128 + stop.signum) from None
+    finally:
+        for dest in dests:  # folders of evaluations that never ran
+            if dest.is_dir() and not any(dest.iterdir()):
+                dest.rmdir()
     console.print(eval_table(rows))
     for path in paths:
         console.print(f"wrote {path} and {path.with_suffix('.png').name}", highlight=False)
@@ -672,6 +734,11 @@ def _train_config(
     if resume:
         if out is None:
             raise TrajplanError("--resume needs --out DIR: the run directory to continue")
+        if config is not None:
+            raise TrajplanError(
+                "--resume continues with the run's own config: drop --config "
+                "(loop settings such as --max-steps or --set train.epochs=N may change)"
+            )
         cfg, _ = read_manifest(out)  # the run's own config; only loop settings may change
     elif config is not None:
         cfg = load_config(config)
@@ -722,6 +789,11 @@ def train(
     resume: bool = typer.Option(
         False, "--resume", help="Continue the run in --out from its last checkpoint."
     ),
+    allow_data_change: bool = typer.Option(
+        False,
+        "--allow-data-change",
+        help="With --resume: continue even though the dataset changed since the run began.",
+    ),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     download: bool = typer.Option(False, "--download", help="Download the dataset if missing."),
     threads: int = typer.Option(
@@ -740,6 +812,7 @@ def train(
     Under torchrun (torchrun --nproc_per_node 2 -m trajplan train ...) it trains with DDP.
     The run directory holds the weights, the bins, config.json and metrics.jsonl (to plot).
     """
+    from trajplan.runtime import Stopped
     from trajplan.train import train as run_training
 
     _set_threads(threads)
@@ -752,9 +825,18 @@ def train(
         "seed": seed,
     }
     cfg = _train_config(env, dataset, config, out, resume, set_ or [], flags)
-    run_dir = run_training(
-        cfg, out, resume=resume, device=device, progress=progress, download=download
-    )
+    try:
+        run_dir = run_training(
+            cfg,
+            out,
+            resume=resume,
+            device=device,
+            progress=progress,
+            download=download,
+            allow_data_change=allow_data_change,
+        )
+    except Stopped as exc:  # Ctrl-C or SIGTERM, after the checkpoint: exit 128 + signal
+        raise typer.Exit(128 + exc.signum) from None
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 reports
         from trajplan.checkpoint import read_manifest
 

@@ -19,6 +19,7 @@ from trajplan.envs import make_env, resolve_env
 from trajplan.errors import TrajplanError
 from trajplan.policies import MixedPolicy, Policy, make_policy
 from trajplan.progress import Progress
+from trajplan.runtime import check_writable
 
 Episode = dict[str, np.ndarray]
 
@@ -255,6 +256,8 @@ def from_replay(
 
 
 def _check_new(dataset_id: str, force: bool) -> None:
-    """Fail before the (slow) rollout when the dataset exists and force is off."""
+    """Fail before the (slow) rollout when the dataset exists and force is off, or when the
+    datasets folder cannot be written."""
     if not force and (datasets_root() / check_dataset_id(dataset_id)).exists():
         raise TrajplanError(f"dataset {dataset_id!r} already exists: pass --force to replace it")
+    check_writable(datasets_root(), "datasets folder (MINARI_DATASETS_PATH)")

@@ -80,6 +80,7 @@ class TrainConfig:
     val_every: int = 1  # epochs between validation losses (data.val_fraction > 0)
     seed: int = 42
     save_every: int = 1  # epochs between checkpoints
+    save_every_min: float | None = 5.0  # also checkpoint (mid-epoch) after this many minutes
     log_every: int = 10  # optimizer steps between metric lines
     compile: bool = False  # torch.compile the model (CUDA)
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)

@@ -460,16 +460,24 @@ def _windows(ep: Episodes, transitions: np.ndarray, disc: Discretizer, cfg: Data
     return windows
 
 
-def prepare_episodes(ep: Episodes, cfg: DataConfig) -> PreparedData:
+def prepare_episodes(
+    ep: Episodes, cfg: DataConfig, discretizer: Discretizer | None = None
+) -> PreparedData:
     """Transitions, fitted discretizer and tokenized windows from in-memory episodes.
 
-    The discretizer is fitted on all transitions; with `val_fraction` > 0 whole episodes
-    are held out of the training windows into `val_windows` (unweighted).
+    The discretizer is fitted on all transitions (or given: a resumed run keeps its bins);
+    with `val_fraction` > 0 whole episodes are held out of the training windows into
+    `val_windows` (unweighted).
     """
     _check_config(cfg)
     ep.validate()
     transitions = make_transitions(ep, cfg)  # [n, D]
-    disc = Discretizer.fit(transitions, cfg.n_bins, cfg.discretizer)
+    disc = discretizer or Discretizer.fit(transitions, cfg.n_bins, cfg.discretizer)
+    if disc.dim != transitions.shape[1]:
+        raise TrajplanError(
+            f"dataset {ep.dataset_id!r}: {transitions.shape[1]} dims per transition, the given "
+            f"bins have {disc.dim}"
+        )
     train_ep, val_windows = ep, None
     if cfg.val_fraction > 0:
         train_ep, val_ep = split_episodes(ep, cfg.val_fraction)

@@ -31,9 +31,13 @@ METADATA_SOURCE = "dataset metadata"
 
 
 def datasets_root() -> Path:
-    """Where Minari keeps local datasets."""
+    """Where Minari keeps local datasets (a folder, or not there yet)."""
     env = os.environ.get("MINARI_DATASETS_PATH")
-    return Path(env) if env else Path.home() / ".minari" / "datasets"
+    root = Path(env) if env else Path.home() / ".minari" / "datasets"
+    if root.exists() and not root.is_dir():
+        where = "MINARI_DATASETS_PATH" if env else "the default datasets folder"
+        raise TrajplanError(f"{where} {root} is a file, not a folder: point it at a folder")
+    return root
 
 
 @contextlib.contextmanager
@@ -78,11 +82,25 @@ def split_dataset_ids(dataset_id: str) -> list[str]:
     return parts
 
 
-def _missing(dataset_id: str) -> TrajplanError:
-    return TrajplanError(
-        f"dataset {dataset_id!r} not found in {datasets_root()}: run `trajplan data download "
-        f"{dataset_id}` (needs network) or create one locally with `trajplan data collect ...`"
+def local_dataset_dirs() -> list[str]:
+    """Ids of every folder in the local store that looks like a dataset (readable or not)."""
+    root = datasets_root()
+    if not root.is_dir():
+        return []
+    return sorted(
+        str(p.parent.parent.relative_to(root)) for p in root.glob("**/data/metadata.json")
     )
+
+
+def _missing(dataset_id: str) -> TrajplanError:
+    import difflib
+
+    close = difflib.get_close_matches(dataset_id, local_dataset_dirs(), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    how = "create it with `trajplan data collect ...`"
+    if not dataset_id.startswith("local/"):  # local/ ids are never on Minari's remote
+        how = f"run `trajplan data download {dataset_id}` (needs network) or {how}"
+    return TrajplanError(f"dataset {dataset_id!r} not found in {datasets_root()}{hint}: {how}")
 
 
 def open_dataset(dataset_id: str, download: bool = False) -> Any:
@@ -132,16 +150,52 @@ def iter_episodes(ds: Any) -> Iterator[dict[str, np.ndarray]]:
     keys: 3.1 s instead of 5.5 s on 2 cores); other formats go through Minari's own reader.
     """
     storage = ds.storage
-    if storage.FORMAT == "hdf5":
-        import h5py
+    try:
+        if storage.FORMAT == "hdf5":
+            import h5py
 
-        with h5py.File(storage.data_path / "main_data.hdf5", "r") as f:
-            for i in ds.episode_indices:
-                group = f[f"episode_{i}"]
-                yield {k: group[k][()] for k in _EPISODE_KEYS}
-    else:
-        for ep in storage.get_episodes(ds.episode_indices):
-            yield {k: np.asarray(ep[k]) for k in _EPISODE_KEYS}
+            with h5py.File(storage.data_path / "main_data.hdf5", "r") as f:
+                for i in ds.episode_indices:
+                    group = f[f"episode_{i}"]
+                    yield {k: group[k][()] for k in _EPISODE_KEYS}
+        else:
+            for ep in storage.get_episodes(ds.episode_indices):
+                yield {k: np.asarray(ep[k]) for k in _EPISODE_KEYS}
+    except (OSError, KeyError, ValueError, TypeError) as exc:  # h5py / pyarrow: bad file
+        raise _corrupt(ds, exc) from None
+
+
+def _corrupt(ds: Any, exc: BaseException) -> TrajplanError:
+    return TrajplanError(
+        f"dataset {ds.id!r}: its data file in {ds.storage.data_path} is truncated or corrupt "
+        f"({_first_line(exc)}): download or collect it again (--force)"
+    )
+
+
+def _opens(h5: Path) -> bool:
+    """True when an HDF5 file opens (h5py checks its signature and its recorded size)."""
+    import h5py
+
+    try:
+        with h5py.File(h5, "r"):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def check_data_file(ds: Any) -> None:
+    """Open the episode file and find every episode in it (cheap: no arrays are read)."""
+    if ds.storage.FORMAT != "hdf5":
+        return
+    import h5py
+
+    try:
+        with h5py.File(ds.storage.data_path / "main_data.hdf5", "r") as f:
+            missing = [i for i in ds.episode_indices if f"episode_{i}" not in f]
+    except (OSError, ValueError) as exc:
+        raise _corrupt(ds, exc) from None
+    if missing:
+        raise _corrupt(ds, KeyError(f"episode_{missing[0]} missing"))
 
 
 def reference_scores(
@@ -196,6 +250,9 @@ def local_datasets() -> list[dict]:
         metas = minari.list_local_datasets()
     rows = []
     for dataset_id, meta in metas.items():
+        h5 = datasets_root() / dataset_id / "data" / "main_data.hdf5"
+        if meta.get("data_format", "hdf5") == "hdf5" and not _opens(h5):
+            continue  # truncated or garbage: `data list` names it as unreadable
         env_id = _env_from_metadata(meta)
         lo, hi, src = reference_scores(meta, env_id, dataset_id)
         rows.append(
@@ -215,6 +272,7 @@ def local_datasets() -> list[dict]:
 def dataset_info(dataset_id: str) -> dict:
     """Everything `trajplan data info` shows about one local dataset (reads metadata only)."""
     ds = open_dataset(dataset_id)
+    check_data_file(ds)
     meta = ds.storage.metadata
     env_id = env_id_of(ds)
     lo, hi, src = reference_scores(meta, env_id, ds.id)

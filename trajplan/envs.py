@@ -50,8 +50,15 @@ def resolve_env(name: str) -> EnvInfo:
             return info
     if key in gym.registry:
         return EnvInfo(key, key, None, None, None)
+    import difflib
+
     names = ", ".join(REGISTRY)
-    raise TrajplanError(f"unknown env {name!r}: use one of {names} or a Gymnasium id")
+    known = [*REGISTRY, *(i.gym_id for i in REGISTRY.values()), *gym.registry]
+    close = difflib.get_close_matches(key, known, n=1) or difflib.get_close_matches(
+        key.lower(), list(REGISTRY), n=1
+    )
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise TrajplanError(f"unknown env {name!r}{hint}: use one of {names} or a Gymnasium id")
 
 
 def env_for_dataset(dataset_id: str) -> EnvInfo | None:

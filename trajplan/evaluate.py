@@ -14,6 +14,7 @@ such scores are marked as not comparable to full-length (1000-step) ones.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -30,7 +31,7 @@ from trajplan.errors import TrajplanError
 from trajplan.model import TrajectoryGPT
 from trajplan.plan import Planner, check_plan_config
 from trajplan.progress import Progress
-from trajplan.runtime import atomic_write, resolve_device, write_json
+from trajplan.runtime import Stopped, atomic_write, resolve_device, write_json
 from trajplan.tokens import Discretizer
 from trajplan.video import VideoRecorder, release
 
@@ -107,6 +108,7 @@ class EvalResult:
     episode_steps: int | None = None  # cap given by the user (None: the env's own limit)
     checkpoint: str | None = None
     dataset_id: str | None = None
+    interrupted: bool = False  # stopped by Ctrl-C / SIGTERM: episodes are cut short
 
     @property
     def returns(self) -> np.ndarray:
@@ -132,7 +134,7 @@ class EvalResult:
             "reference": self.refs.describe(),
             "wall_s": round(self.wall_s, 3),
             "ms_per_step": round(self.ms_per_step, 3),
-            "comparable": self.episode_steps is None,
+            "comparable": self.episode_steps is None and not self.interrupted,
         }
         if all(s is not None for s in scores):
             arr = np.array(scores, dtype=np.float64)
@@ -141,6 +143,16 @@ class EvalResult:
             out["diagnostics"] = plan_diagnostics(self.episodes, float(self.plan["discount"]))
         return out
 
+    def note(self) -> str | None:
+        if self.interrupted:
+            return "interrupted: partial episodes, not comparable to full-length scores"
+        if self.episode_steps is not None:
+            return (
+                f"episodes capped at {self.episode_steps} steps: not comparable to full-length"
+                " scores"
+            )
+        return None
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "env": self.env,
@@ -148,14 +160,20 @@ class EvalResult:
             "checkpoint": self.checkpoint,
             "dataset_id": self.dataset_id,
             "episode_steps": self.episode_steps,
-            "note": None
-            if self.episode_steps is None
-            else f"episodes capped at {self.episode_steps} steps: not comparable to full-length"
-            " scores",
+            "interrupted": self.interrupted,
+            "note": self.note(),
             "summary": self.summary(),
             "plan": self.plan,
             "episodes": [asdict(e) for e in self.episodes],
         }
+
+
+class EvalInterrupted(Stopped):
+    """Ctrl-C or SIGTERM during an evaluation; `result` holds the episodes so far."""
+
+    def __init__(self, result: EvalResult, signum: int) -> None:
+        super().__init__(signum)
+        self.result = result
 
 
 def realized_returns(rewards: Sequence[float], discount: float) -> np.ndarray:
@@ -249,10 +267,12 @@ def rollout(
     episode_steps: int | None = None,
     on_step: Callable[[StepInfo], None] | None = None,
     recorder: VideoRecorder | None = None,
+    sink: list[EpisodeResult] | None = None,
 ) -> list[EpisodeResult]:
     """Play len(seeds) episodes in lockstep with one planner; returns them in seed order.
 
     With a `recorder`, the episodes it names (indices into seeds) are rendered into videos.
+    `sink` receives the episodes as they start (and grow): what is left if it is stopped.
     """
     info = resolve_env(env_name)
     envs = [
@@ -273,6 +293,8 @@ def rollout(
         results: dict[int, EpisodeResult] = {
             i: EpisodeResult(int(s), 0.0, 0, None, False) for i, s in enumerate(seeds)
         }
+        if sink is not None:
+            sink.extend(results.values())
         t = 0
         while alive:
             t0 = time.perf_counter()
@@ -366,6 +388,13 @@ def evaluate(
     )
 
 
+def check_episode_args(n_episodes: int, episode_steps: int | None) -> None:
+    if n_episodes < 1:
+        raise TrajplanError(f"--episodes must be at least 1, got {n_episodes}")
+    if episode_steps is not None and episode_steps < 1:
+        raise TrajplanError(f"--episode-steps must be at least 1, got {episode_steps}")
+
+
 def evaluate_policy(
     policy: Any,
     env: str,
@@ -384,10 +413,7 @@ def evaluate_policy(
     in lockstep and summarize them; `plan` is recorded as the planning config (None: none)."""
     if seeds is not None:
         seeds, n_episodes = [int(s) for s in seeds], len(seeds)
-    if n_episodes < 1:
-        raise TrajplanError(f"--episodes must be at least 1, got {n_episodes}")
-    if episode_steps is not None and episode_steps < 1:
-        raise TrajplanError(f"--episode-steps must be at least 1, got {episode_steps}")
+    check_episode_args(n_episodes, episode_steps)
     info = resolve_env(env)
     refs = refs or references_for(env)
     seeds = seeds or [seed + i for i in range(n_episodes)]
@@ -407,19 +433,30 @@ def evaluate_policy(
             on_step(info_)
 
     t0 = time.perf_counter()
-    with Progress(f"planning {info.name}", n_episodes * limit, enabled=progress) as bar:
-        episodes = rollout(policy, env, seeds, refs, episode_steps, track, recorder)
-    wall = time.perf_counter() - t0
-    return EvalResult(
-        env=info.name,
-        gym_id=info.gym_id,
-        episodes=episodes,
-        refs=refs,
-        plan=plan or {},
-        wall_s=wall,
-        env_steps=steps,
-        episode_steps=episode_steps,
-    )
+    started: list[EpisodeResult] = []
+
+    def result(episodes: list[EpisodeResult], interrupted: bool = False) -> EvalResult:
+        return EvalResult(
+            env=info.name,
+            gym_id=info.gym_id,
+            episodes=episodes,
+            refs=refs,
+            plan=plan or {},
+            wall_s=time.perf_counter() - t0,
+            env_steps=steps,
+            episode_steps=episode_steps,
+            interrupted=interrupted,
+        )
+
+    try:
+        with Progress(f"planning {info.name}", n_episodes * limit, enabled=progress) as bar:
+            episodes = rollout(policy, env, seeds, refs, episode_steps, track, recorder, started)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM under sigterm_as_interrupt
+        for ep in started:
+            ep.score = refs.score(ep.ret)
+        partial = result([ep for ep in started if ep.length > 0], interrupted=True)
+        raise EvalInterrupted(partial, getattr(exc, "signum", 2)) from None
+    return result(episodes)
 
 
 def _env_limit(env: str) -> int:
@@ -493,21 +530,26 @@ def run_episodes(
         getattr(checkpoint, "ref_source", "") or "",
     )
     dev = device if isinstance(device, torch.device) else resolve_device(device)
-    result = evaluate(
-        model.to(dev),
-        checkpoint.discretizer,
-        env_name,
-        cfg,
-        n_episodes,
-        seed,
-        episode_steps,
-        dev,
-        refs,
-        progress,
-        on_step,
-        recorder,
-        seeds,
-    )
+    try:
+        result = evaluate(
+            model.to(dev),
+            checkpoint.discretizer,
+            env_name,
+            cfg,
+            n_episodes,
+            seed,
+            episode_steps,
+            dev,
+            refs,
+            progress,
+            on_step,
+            recorder,
+            seeds,
+        )
+    except EvalInterrupted as stop:
+        stop.result.checkpoint = str(checkpoint.run_dir)
+        stop.result.dataset_id = getattr(checkpoint, "dataset_id", None)
+        raise
     result.checkpoint = str(checkpoint.run_dir)
     result.dataset_id = getattr(checkpoint, "dataset_id", None)
     return result
@@ -538,6 +580,42 @@ def with_overrides(cfg: PlanConfig, **overrides: Any) -> PlanConfig:
 
 
 # -- files ---------------------------------------------------------------------------------
+
+
+def eval_name(
+    n_episodes: int, seed: int, plan: PlanConfig | None, episode_steps: int | None
+) -> str:
+    """A folder name that says what an evaluation was, e.g. 10ep-seed0-h15-b128-20250101-
+    120000 (plus -capped200 for capped episodes): a quick look never replaces a full one."""
+    import datetime as _dt
+
+    name = f"{n_episodes}ep-seed{seed}"
+    if plan is not None:
+        name += f"-h{plan.horizon}-b{plan.beam_width}"
+    if episode_steps is not None:
+        name += f"-capped{episode_steps}"
+    return f"{name}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def latest_eval(run_dir: str | Path) -> Path | None:
+    """The eval.json that speaks for a run: among RUN/eval/*/eval.json (and RUN/eval/eval.json),
+    full-length and complete ones first, then the most episodes, then the newest."""
+
+    def rank(path: Path) -> tuple:
+        try:
+            s = json.loads(path.read_text()).get("summary", {})
+        except (OSError, json.JSONDecodeError, AttributeError):
+            return (False, False, 0, 0.0)
+        return (
+            bool(s.get("comparable")),
+            not s.get("interrupted", False),
+            int(s.get("episodes", 0)),
+            path.stat().st_mtime,
+        )
+
+    root = Path(run_dir) / "eval"
+    found = [*root.glob("eval.json"), *root.glob("*/eval.json")] if root.is_dir() else []
+    return max(found, key=rank) if found else None
 
 
 def save_eval(result: EvalResult, out_dir: str | Path, metrics: str | Path | None = None) -> Path:

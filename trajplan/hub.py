@@ -114,7 +114,7 @@ def model_card(run_dir: str | Path, repo_id: str | None = None, name: str | None
     kind = run_kind(run)
     name = name or run.name
     doc = _read_json(run / "config.json")
-    evaluation = _read_json(run / "eval" / "eval.json")
+    evaluation = _read_json(run / "eval" / "eval.json")  # staged by build_folder
     gym_id = str(doc.get("env_id") or evaluation.get("gym_id") or doc.get("env") or "?")
     env = str(doc.get("env") or gym_id)
     dataset = doc.get("dataset_id") or "?"
@@ -198,6 +198,7 @@ def build_folder(
     evaluation: an eval.json to share instead of RUN/eval/eval.json (e.g. one written with
     `trajplan eval --out`); its eval.png comes along when it is beside it.
     """
+    from trajplan.evaluate import latest_eval
     from trajplan.plot import eval_path
 
     run, out = Path(run_dir), Path(dest)
@@ -205,8 +206,8 @@ def build_folder(
     if out.exists() and any(out.iterdir()):
         raise TrajplanError(f"{out} already exists and is not empty")
     copies = {n: run / n for n in (*(TT_FILES if kind == "tt" else BC_FILES), *OPTIONAL_FILES)}
-    if evaluation is not None:
-        chosen = eval_path(evaluation)
+    chosen = eval_path(evaluation) if evaluation is not None else latest_eval(run)
+    if chosen is not None:
         copies.update({"eval/eval.json": chosen, "eval/eval.png": chosen.with_suffix(".png")})
     for name, src in copies.items():
         if src.is_file():

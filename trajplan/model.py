@@ -29,7 +29,25 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from trajplan.config import ModelConfig
+from trajplan.errors import TrajplanError
 from trajplan.kernels import Dropout, blocked_attention, causal_bias
+
+
+def check_model_config(cfg: ModelConfig) -> None:
+    """The hyperparameters a model can be built and trained with (dims are checked apart)."""
+    for name in ("n_layer", "n_head", "n_embd"):
+        if getattr(cfg, name) < 1:
+            raise TrajplanError(f"model.{name} must be at least 1, got {getattr(cfg, name)}")
+    if cfg.n_embd % cfg.n_head:
+        raise TrajplanError(
+            f"model.n_embd ({cfg.n_embd}) must be a multiple of model.n_head ({cfg.n_head})"
+        )
+    if not 0.0 <= cfg.dropout < 1.0:
+        raise TrajplanError(f"model.dropout must be in [0, 1), got {cfg.dropout}")
+    for name in ("action_weight", "reward_weight", "value_weight"):
+        value = getattr(cfg, name)
+        if not (math.isfinite(value) and value >= 0):
+            raise TrajplanError(f"model.{name} must be a finite number >= 0, got {value}")
 
 
 def attention_mask(block_size: int, transition_dim: int) -> torch.Tensor:
@@ -92,7 +110,6 @@ class KVCache:
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        assert cfg.n_embd % cfg.n_head == 0
         self.n_head = cfg.n_head
         self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd)
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd)
@@ -209,6 +226,7 @@ class TrajectoryGPT(nn.Module):
         super().__init__()
         if min(cfg.obs_dim, cfg.act_dim, cfg.vocab_size, cfg.block_size) <= 0:
             raise ValueError("ModelConfig needs obs_dim, act_dim, vocab_size and block_size > 0")
+        check_model_config(cfg)
         self.cfg = cfg
         D, N, C = cfg.transition_dim, cfg.vocab_size, cfg.n_embd  # noqa: N806
         self.transition_dim = D

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import random
+import signal
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,21 +40,185 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def file_mode() -> int:
+    """The mode a new file gets from the process umask (0o644 under the usual 022)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def stage_file(path: str | Path, write: Callable[[Path], Any]) -> Path:
+    """Call write(tmp) on a new temporary file beside `path` and return tmp (not renamed).
+
+    The file gets the umask's mode (mkstemp's 0600 would hide runs from collaborators on
+    shared storage). Any failure (disk full, no permission) removes the temporary file and
+    is one TrajplanError.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise TrajplanError(f"cannot write {path}: {exc.strerror or exc}") from None
+    tmp = Path(name)
+    try:
+        write(tmp)
+        os.chmod(tmp, file_mode())  # after: some writers replace the file
+    except TrajplanError:
+        tmp.unlink(missing_ok=True)
+        raise
+    except Exception as exc:  # OSError, torch's RuntimeError, SafetensorError, ...
+        tmp.unlink(missing_ok=True)
+        raise TrajplanError(
+            f"cannot write {path} ({_first_line(exc)}): is the disk full?"
+        ) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+@contextmanager
+def staged_writes() -> Iterator[Callable[[str | Path, Callable[[Path], Any]], None]]:
+    """Write several files all-or-nothing: `stage(path, write)` for each inside the block;
+    they are renamed into place, in order, only when every one was written. A failure or a
+    signal inside the block leaves the old files as they were and no temporary file."""
+    staged: list[tuple[Path, Path]] = []
+
+    def stage(path: str | Path, write: Callable[[Path], Any]) -> None:
+        staged.append((stage_file(path, write), Path(path)))
+
+    try:
+        yield stage
+    except BaseException:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        raise
+    for tmp, path in staged:
+        os.replace(tmp, path)
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
     """Call write(tmp_path) on a temporary file beside `path`, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    with staged_writes() as stage:
+        stage(path, write)
+    return Path(path)
+
+
+def check_writable(directory: str | Path, what: str = "output folder") -> Path:
+    """Create `directory` if needed and prove a file can be written there, so a command
+    fails in its first second rather than after its expensive work."""
+    d = Path(directory)
     try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+        d.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".write-check.", suffix=".tmp", dir=d)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise TrajplanError(f"cannot write to {what} {d}: {exc.strerror or exc}") from None
+    return d
+
+
+def unique_dir(parent: str | Path, name: str) -> Path:
+    """Create and return parent/name, or parent/name-2, -3, ... if taken: never reuse one."""
+    check_writable(parent)
+    for n in range(1, 10_000):
+        path = Path(parent) / (name if n == 1 else f"{name}-{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise TrajplanError(f"cannot create {path}: {exc.strerror or exc}") from None
+    raise TrajplanError(f"too many folders named {name}* in {parent}")
 
 
 def write_json(path: str | Path, obj: Any) -> Path:
     """Atomically write `obj` as indented JSON."""
     return atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=2) + "\n"))
+
+
+class DirLock:
+    """An exclusive lock on DIR/.lock (fcntl.flock) so one process at a time writes DIR.
+
+    The kernel drops the lock when the process exits or is killed (even by kill -9), so a
+    stale .lock file never blocks anyone. The file holds the owner's pid, for the message.
+    """
+
+    NAME = ".lock"
+
+    def __init__(self, directory: str | Path, what: str = "directory") -> None:
+        self.dir = Path(directory)
+        self.created = not self.dir.exists()
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self.file = (self.dir / self.NAME).open("a+")
+        except OSError as exc:
+            raise TrajplanError(f"cannot write {what} {self.dir}: {exc.strerror}") from None
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.seek(0)
+            pid = self.file.read().strip() or "?"
+            self.file.close()
+            raise TrajplanError(
+                f"{what} {self.dir} is in use by another process (pid {pid}): wait for it to "
+                "end, or choose another --out"
+            ) from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(f"{os.getpid()}\n")
+        self.file.flush()
+
+    def release(self, remove_if_unused: bool = False) -> None:
+        """Unlock; with remove_if_unused and nothing but the lock file in DIR, delete the
+        lock file, and DIR too if this lock created it (a failed start leaves no trace)."""
+        if self.file.closed:
+            return
+        if remove_if_unused and [p.name for p in self.dir.iterdir()] == [self.NAME]:
+            (self.dir / self.NAME).unlink()
+            if self.created:
+                self.dir.rmdir()
+        self.file.close()  # closing the last descriptor drops the flock
+
+
+def remove_orphaned_tmp(directory: str | Path) -> None:
+    """Delete the .NAME.*.tmp files that `atomic_write` leaves when a process is killed
+    mid-write (call it only while holding the directory's DirLock)."""
+    for path in Path(directory).glob(".*.tmp"):
+        path.unlink(missing_ok=True)
+
+
+class Stopped(KeyboardInterrupt):
+    """Stopped by a signal (Ctrl-C, SIGTERM) after saving what there was to save; the CLI
+    exits with 128 + signum."""
+
+    def __init__(self, signum: int = signal.SIGINT) -> None:
+        super().__init__(signum)
+        self.signum = int(signum)
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Inside: SIGTERM (kill, docker stop, a scheduler) raises Stopped(SIGTERM) in the main
+    thread, as Ctrl-C raises KeyboardInterrupt, so one `except KeyboardInterrupt` saves
+    partial work for both."""
+
+    def handle(signum: int, frame: object) -> None:
+        raise Stopped(signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import hashlib
 import json
 import math
 import os
@@ -38,28 +39,50 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 
 from trajplan.checkpoint import (
+    BEST_FILE,
+    DISCRETIZER_FILE,
     FORMAT,
     METRICS_FILE,
+    has_checkpoint,
+    is_dead_end,
     load_train_state,
     now_iso,
     read_manifest,
     rng_state,
     save_checkpoint,
     set_rng_state,
+    write_manifest,
 )
 from trajplan.config import RunConfig, TrainConfig, dataset_level, to_dict
 from trajplan.errors import TrajplanError
-from trajplan.model import TrajectoryGPT
-from trajplan.runtime import atomic_write, resolve_device, seed_everything
+from trajplan.model import TrajectoryGPT, check_model_config
+from trajplan.runtime import (
+    DirLock,
+    Stopped,
+    atomic_write,
+    remove_orphaned_tmp,
+    resolve_device,
+    seed_everything,
+)
+from trajplan.tokens import Discretizer
 
 # Fields that may change when a run is resumed (they steer the loop, not the result).
 KINDS = ("obs", "act", "rew", "val")  # token kinds of the per-kind losses in metrics
-LOOP_FIELDS = ("epochs", "max_steps", "time_limit_s", "save_every", "log_every", "compile")
+LOOP_FIELDS = (
+    "epochs",
+    "max_steps",
+    "time_limit_s",
+    "save_every",
+    "save_every_min",
+    "log_every",
+    "compile",
+)
 DIM_FIELDS = ("obs_dim", "act_dim", "vocab_size", "block_size")
 
 
@@ -147,8 +170,15 @@ def check_train_config(cfg: TrainConfig) -> None:
         value = getattr(cfg, name)
         if value is not None and value < 1:
             raise TrajplanError(f"train.{name} must be at least 1 (or null), got {value}")
+    if cfg.save_every_min is not None and not cfg.save_every_min > 0:
+        raise TrajplanError(f"train.save_every_min must be > 0 (or null), got {cfg.save_every_min}")
+    for name in ("lr", "grad_clip", "weight_decay"):
+        if not math.isfinite(getattr(cfg, name)):
+            raise TrajplanError(f"train.{name} must be a finite number, got {getattr(cfg, name)}")
     if cfg.lr <= 0 or cfg.grad_clip <= 0 or cfg.weight_decay < 0:
         raise TrajplanError("train.lr and train.grad_clip must be > 0, weight_decay >= 0")
+    if not all(0 <= b < 1 for b in cfg.betas):
+        raise TrajplanError(f"train.betas must be in [0, 1), got {list(cfg.betas)}")
     if not 0 < cfg.warmup_mult < cfg.final_mult:
         raise TrajplanError("train.warmup_mult must be > 0 and below train.final_mult")
 
@@ -216,11 +246,48 @@ def fill_model_dims(cfg: RunConfig, obs_dim: int, act_dim: int, dataset: str) ->
                 "(leave model dims at 0 to take them from the data)"
             )
         setattr(cfg.model, key, value)
-    if cfg.model.n_embd % cfg.model.n_head:
-        raise TrajplanError(
-            f"model.n_embd ({cfg.model.n_embd}) must be a multiple of model.n_head "
-            f"({cfg.model.n_head})"
-        )
+
+
+def min_train_bytes(cfg: RunConfig, world: int = 1, cpu: bool = True) -> int:
+    """A lower bound on the memory of one training process: the [T, T] attention mask, the
+    weights with their gradients and AdamW moments, and for one batch the logits (and their
+    gradient) and the activations kept for backward (>= 10 floats per token, layer and
+    embedding dim; a GPT block keeps about 16). On CPU the attention kernel also keeps the
+    causal half of every layer's [T, T] probabilities per head for backward."""
+    m = cfg.model
+    t, c, d, n = m.block_size, m.n_embd, m.transition_dim, m.vocab_size
+    b = math.ceil(cfg.train.batch_size / world)
+    params = (n * d + 1) * c + t * c + m.n_layer * 12 * c * c + d * (n + 1) * c
+    need = t * t + 16 * params + 4 * b * t * (10 * c * m.n_layer + 2 * (n + 1))
+    if cpu:
+        need += 4 * b * m.n_head * m.n_layer * t * t // 2
+    return need
+
+
+def available_bytes(dev: torch.device) -> int | None:
+    """Free memory of the device (GPU) or available RAM (Linux); None when unknown."""
+    if dev.type == "cuda":
+        return int(torch.cuda.mem_get_info(dev)[0])
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_memory(cfg: RunConfig, dev: torch.device, world: int = 1) -> None:
+    """Refuse a config that cannot fit, instead of meeting the OOM killer mid-run."""
+    need, have = min_train_bytes(cfg, world, dev.type == "cpu"), available_bytes(dev)
+    if have is None or need <= have:
+        return
+    gib = 2.0**30
+    raise TrajplanError(
+        f"this config needs at least {need / gib:,.1f} GiB to train ({cfg.model.block_size:,} "
+        f"tokens per window from data.seq_len {cfg.data.seq_len}, batch {cfg.train.batch_size}"
+        f"), {have / gib:,.1f} GiB are free on {dev}: lower data.seq_len or train.batch_size"
+    )
 
 
 def resume_config(saved: RunConfig, given: RunConfig, run_dir: Path) -> RunConfig:
@@ -251,6 +318,41 @@ def resume_config(saved: RunConfig, given: RunConfig, run_dir: Path) -> RunConfi
         saved.train, **{k: getattr(given.train, k) for k in LOOP_FIELDS}
     )
     return merged
+
+
+def data_fingerprint(episodes: Any) -> str:
+    """sha256 over the loaded episodes (every array, with its dtype and shape): a changed
+    dataset (re-collected, other seed or size) gets another fingerprint."""
+    h = hashlib.sha256()
+    for name in ("observations", "actions", "rewards", "terminations", "truncations", "lengths"):
+        arr = np.ascontiguousarray(getattr(episodes, name))
+        h.update(f"{name}:{arr.dtype.str}:{arr.shape};".encode())
+        h.update(arr.data)
+    return "sha256:" + h.hexdigest()
+
+
+def _check_same_data(
+    saved: dict[str, Any] | None,
+    fingerprint: str,
+    episodes: Any,
+    allow_change: bool,
+    run_dir: str | Path | None,
+) -> None:
+    """A resumed run must see the data it was trained on (unless allow_change)."""
+    if saved is None or allow_change or saved.get("data_fingerprint") in (None, fingerprint):
+        return
+    then = (saved.get("n_episodes"), saved.get("n_transitions"))
+    now = (episodes.n_episodes, episodes.n_steps)
+    size = (
+        "same size, other contents"
+        if then == now
+        else f"{then[0]} episodes / {then[1]} steps then, {now[0]} / {now[1]} now"
+    )
+    raise TrajplanError(
+        f"cannot resume {run_dir}: dataset {episodes.dataset_id} changed since the run began "
+        f"({size}): pass --allow-data-change to continue on the new data with the run's "
+        "bins, or train a new run"
+    )
 
 
 def default_run_dir(env: str | None, dataset: str, runs_root: str | Path = "runs") -> Path:
@@ -342,8 +444,11 @@ class _Metrics:
     def write(self, record: dict[str, Any]) -> None:
         if self.file is None:
             return
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
+        try:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
+        except OSError as exc:
+            raise TrajplanError(f"cannot write {self.path}: {exc.strerror or exc}") from None
         if self.tb is not None:
             prefix = record.get("kind", "train")
             for key in ("loss", "lr", "tokens_per_s"):
@@ -352,28 +457,35 @@ class _Metrics:
 
     def close(self) -> None:
         if self.file is not None:
-            self.file.close()
+            try:
+                self.file.close()
+            except OSError:  # already reported by write (disk full)
+                pass
         if self.tb is not None:
             self.tb.close()
 
 
 class _StopFlag:
-    """Ctrl-C between steps: finish the step, checkpoint, then stop (a second Ctrl-C aborts)."""
+    """Ctrl-C or SIGTERM (kill, docker stop, a scheduler's pre-emption) between steps:
+    finish the step, checkpoint, then stop. A second signal aborts at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self, enabled: bool) -> None:
-        self.requested = False
-        self.previous = None
+        self.requested: int | None = None  # the signal number once one arrived
+        self.previous: dict[int, Any] = {}
         if enabled and threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._handle)
+            for sig in self.SIGNALS:
+                self.previous[sig] = signal.signal(sig, self._handle)
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
+            raise Stopped(signum)
+        self.requested = signum
 
     def close(self) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
 
 # -- the loop --------------------------------------------------------------------------------
@@ -388,6 +500,7 @@ def train(
     data: Any = None,
     download: bool = False,
     runs_root: str | Path = "runs",
+    allow_data_change: bool = False,
 ) -> Path:
     """Train a TT model as configured; returns the run directory (see trajplan.checkpoint).
 
@@ -395,14 +508,20 @@ def train(
     unless resume=True, which continues from its last checkpoint with the run's own config
     (only LOOP_FIELDS and `plan` may differ, e.g. a larger train.max_steps). data: a
     PreparedData to train on instead of loading cfg.dataset (tests, benchmarks).
-    Under torchrun this runs on every rank; only rank 0 writes. Ctrl-C finishes the current
-    step, checkpoints (status "interrupted") and raises KeyboardInterrupt.
+    allow_data_change: resume even if the dataset's fingerprint differs from the run's.
+    Under torchrun this runs on every rank; only rank 0 writes. Ctrl-C or SIGTERM finishes
+    the current step, checkpoints (status "interrupted") and raises `Stopped`.
     """
     rank_info, dev = init_distributed(device)
+    trainer = None
     try:
-        trainer = Trainer.setup(cfg, out_dir, resume, dev, data, download, runs_root, rank_info)
+        trainer = Trainer.setup(
+            cfg, out_dir, resume, dev, data, download, runs_root, rank_info, allow_data_change
+        )
         interrupted = trainer.run(progress)
     finally:
+        if trainer is not None:
+            trainer.close()
         if rank_info.world > 1 and dist.is_initialized():
             dist.destroy_process_group()
     if interrupted:
@@ -414,7 +533,7 @@ def train(
                 f"trajplan train --resume --out {trainer.run_dir}[/]",
                 highlight=False,
             )
-        raise KeyboardInterrupt
+        raise Stopped(trainer.stop_signal)
     return trainer.run_dir
 
 
@@ -462,8 +581,15 @@ class Trainer:
         self.wall_before = 0.0  # training time of earlier sessions of this run
         self.epoch_loss, self.epoch_batches = 0.0, 0  # partial epoch (for best.safetensors)
         self.best_loss, self.best_epoch = math.inf, -1
+        # step of the weights in best.safetensors: the best epoch's end, or the first
+        # checkpoint while no epoch has ended (then best_loss is null and best_epoch -1)
+        self.best_step: int | None = None
         self.last_loss: float | None = None
         self._last_save: tuple[int, str] | None = None  # (step, status) of the last checkpoint
+        self._good_step: int | None = None  # step of the newest checkpoint on disk
+        self.lock: DirLock | None = None  # held by rank 0 from setup to close
+        self.stop_signal: int = signal.SIGINT  # the signal that stopped run(), if one did
+        self._t_start = self._t_saved = time.perf_counter()
         self.manifest = {
             **manifest,
             "n_params": self.model.num_params(),
@@ -488,41 +614,91 @@ class Trainer:
         download: bool,
         runs_root: str | Path,
         rk: DistInfo,
+        allow_data_change: bool = False,
     ) -> Trainer:
-        """Check the run directory and config, prepare the data, build (or restore) a run."""
+        """Check the run directory and config, prepare the data, build (or restore) a run.
+
+        Rank 0 locks the run directory (runtime.DirLock) until `close`: a second training
+        into it fails at once. A directory left before its first checkpoint (killed while
+        starting) is started over, with --resume (its recorded config) or without."""
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model))  # caller's stays
-        state = None
-        if resume:
-            if out_dir is None:
-                raise TrajplanError("--resume needs the run directory (--out DIR)")
-            saved, _ = read_manifest(out_dir)
-            cfg = resume_config(saved, cfg, Path(out_dir))
-            state = load_train_state(out_dir)
-        elif out_dir is not None:
+        check_train_config(cfg.train)
+        check_model_config(cfg.model)
+        if resume and out_dir is None:
+            raise TrajplanError("--resume needs the run directory (--out DIR)")
+        if out_dir is not None and not resume:
             p = Path(out_dir)
-            if p.exists() and (not p.is_dir() or any(p.iterdir())):
+            if p.exists() and not p.is_dir():
+                raise TrajplanError(f"--out {p} is a file, not a directory")
+            if p.is_dir() and any(p.iterdir()) and not is_dead_end(p):
                 raise TrajplanError(
                     f"run directory {p} already exists: pass --resume to continue it, "
                     "or choose another --out"
                 )
-        check_train_config(cfg.train)
+        lock = DirLock(out_dir, "run directory") if out_dir is not None and rk.main else None
+        try:
+            trainer = cls._build(
+                cfg, out_dir, resume, dev, data, download, runs_root, rk, allow_data_change
+            )
+        except BaseException:
+            if lock is not None:
+                lock.release(remove_if_unused=True)
+            raise
+        if lock is None and rk.main:  # a default run directory: new, named by the time
+            lock = DirLock(trainer.run_dir, "run directory")
+        trainer.lock = lock
+        if lock is not None:
+            remove_orphaned_tmp(trainer.run_dir)  # left by a process killed mid-write
+        return trainer
+
+    @classmethod
+    def _build(
+        cls,
+        cfg: RunConfig,
+        out_dir: str | Path | None,
+        resume: bool,
+        dev: torch.device,
+        data: Any,
+        download: bool,
+        runs_root: str | Path,
+        rk: DistInfo,
+        allow_data_change: bool,
+    ) -> Trainer:
+        state, saved_doc, bins = None, None, None
+        if resume:
+            saved, saved_doc = read_manifest(out_dir)  # type: ignore[arg-type]
+            cfg = resume_config(saved, cfg, Path(out_dir))  # type: ignore[arg-type]
+            if has_checkpoint(out_dir):  # type: ignore[arg-type]
+                state = load_train_state(out_dir)  # type: ignore[arg-type]
+                bins = Path(out_dir) / DISCRETIZER_FILE  # type: ignore[arg-type]
+            # else: stopped before its first checkpoint: start over with its config
 
         if data is not None and cfg.dataset is None:
             cfg.dataset = data.episodes.dataset_id
         env_name, dataset_id, obs_keep = resolve_dataset(cfg)
         if data is None:  # every rank prepares the same windows (deterministic)
-            from trajplan.data import prepare
+            from trajplan.data import load_episodes, prepare_episodes
 
-            data = prepare(dataset_id, cfg.data, download=download, obs_keep=obs_keep)
+            episodes = load_episodes(dataset_id, download=download, obs_keep=obs_keep)
+            fingerprint = data_fingerprint(episodes)
+            _check_same_data(saved_doc, fingerprint, episodes, allow_data_change, out_dir)
+            # a resumed run keeps its own bins, so its tokens keep their meaning
+            disc = Discretizer.load(bins) if bins is not None and bins.is_file() else None
+            data = prepare_episodes(episodes, cfg.data, discretizer=disc)
+        else:
+            fingerprint = data_fingerprint(data.episodes)
+            _check_same_data(saved_doc, fingerprint, data.episodes, allow_data_change, out_dir)
         episodes = data.episodes
         if env_name is None and episodes.env_id:
             from trajplan.envs import env_for_dataset
 
             info = env_for_dataset(episodes.env_id)
             env_name = info.name if info else episodes.env_id
+            _check_env_known(env_name, dataset_id)
         _check_env_matches(env_name, episodes.env_id, dataset_id)
         cfg.env, cfg.dataset = env_name, dataset_id
         fill_model_dims(cfg, data.obs_dim, data.act_dim, dataset_id)
+        check_memory(cfg, dev, rk.world)
         w = data.windows
         if (w.block_size, w.transition_dim) != (cfg.model.block_size, cfg.model.transition_dim):
             raise TrajplanError(
@@ -548,12 +724,18 @@ class Trainer:
             "n_windows": w.n_windows,
             "n_transitions": int(episodes.n_steps),
             "n_episodes": int(episodes.n_episodes),
+            "data_fingerprint": fingerprint,
             "created": now_iso(),
         }
         trainer = cls(cfg, run_dir, data, dev, rk, manifest)
         if state is not None:
             trainer.restore(state)
         return trainer
+
+    def close(self) -> None:
+        """Release the run directory's lock (the process's exit does it too)."""
+        if self.lock is not None:
+            self.lock.release()
 
     def restore(self, state: dict[str, Any]) -> None:
         """Continue from a state.pt (weights, optimizer, counters, RNG)."""
@@ -564,7 +746,9 @@ class Trainer:
             self.tokens, self.wall_before = state["tokens"], state["wall_s"]
             self.epoch_loss, self.epoch_batches = state["epoch_loss_sum"], state["epoch_batches"]
             self.best_loss, self.best_epoch = state["best_loss"], state["best_epoch"]
+            self.best_step = state.get("best_step")
             self.last_loss = state.get("last_loss")
+            self._good_step = self.step
             self.manifest["created"] = state.get("created", self.manifest["created"])
             set_rng_state(state["rng"])
         except (RuntimeError, ValueError, KeyError, TypeError) as exc:
@@ -573,10 +757,25 @@ class Trainer:
 
     # -- checkpoints -------------------------------------------------------------------------
 
-    def save(self, status: str, is_best: bool = False) -> None:
-        """One checkpoint (rank 0 only): weights, resume state, then config.json."""
-        if not self.rk.main:
-            return
+    def _kept(self) -> str:
+        if self._good_step is None:
+            return "no checkpoint was written"
+        return f"the last good checkpoint (step {self._good_step}) is kept"
+
+    def _diverged(self, what: str) -> TrajplanError:
+        """The error that stops a run whose loss or weights are no longer finite."""
+        return TrajplanError(
+            f"training diverged at step {self.step} ({what}): stopped without saving, "
+            f"{self._kept()} in {self.run_dir}; start a new run with a lower train.lr "
+            f"(was {self.cfg.train.lr:g})"
+        )
+
+    def _check_finite(self, what: str, value: float) -> None:
+        if not math.isfinite(value):
+            raise self._diverged(f"{what} {value}")
+
+    def _info(self, status: str) -> dict[str, Any]:
+        """config.json's fields besides the config: the manifest and the progress."""
         info = {
             **self.manifest,
             "status": status,
@@ -587,9 +786,24 @@ class Trainer:
             "last_loss": self.last_loss,
             "best_loss": None if math.isinf(self.best_loss) else self.best_loss,
             "best_epoch": self.best_epoch,
+            "best_step": self.best_step,
         }
-        if status == "finished":
+        if status in ("finished", "time_limit"):
             info["finished"] = now_iso()
+        return info
+
+    def save(self, status: str, is_best: bool = False) -> None:
+        """One checkpoint (rank 0 only): weights, resume state, then config.json.
+
+        Weights that are not all finite are never saved: the run stops with an error."""
+        with torch.no_grad():
+            if not all(bool(p.isfinite().all()) for p in self.model.parameters()):
+                raise self._diverged("non-finite weights")
+        if not self.rk.main:
+            return
+        if is_best or not (self.run_dir / BEST_FILE).exists():
+            is_best, self.best_step = True, self.step  # best.safetensors: these weights
+        info = self._info(status)
         state = {
             "format": FORMAT,
             "model": self.model.state_dict(),
@@ -603,14 +817,20 @@ class Trainer:
             "epoch_batches": self.epoch_batches,
             "best_loss": self.best_loss,
             "best_epoch": self.best_epoch,
+            "best_step": self.best_step,
             "last_loss": self.last_loss,
             "created": self.manifest["created"],
             "rng": rng_state(),
         }
-        save_checkpoint(
-            self.run_dir, self.model, self.cfg, info, self.data.discretizer, state, is_best
-        )
+        try:
+            save_checkpoint(
+                self.run_dir, self.model, self.cfg, info, self.data.discretizer, state, is_best
+            )
+        except TrajplanError as exc:  # disk full, ...: nothing of this checkpoint was renamed
+            raise TrajplanError(f"{exc}; {self._kept()}") from None
         self._last_save = (self.step, status)
+        self._good_step = self.step
+        self._t_saved = time.perf_counter()
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -666,7 +886,8 @@ class Trainer:
         return out
 
     def run(self, progress: bool = True) -> bool:
-        """Train until the last epoch, max_steps or time_limit_s; True if Ctrl-C stopped it."""
+        """Train until the last epoch, max_steps or time_limit_s; True if a signal (Ctrl-C,
+        SIGTERM) stopped it (its number is in `stop_signal`)."""
         tc, rk = self.cfg.train, self.rk
         self._t_start = time.perf_counter()
         if self.step >= self.total_steps or self.epoch >= self.n_epochs:
@@ -687,14 +908,16 @@ class Trainer:
             net = torch.compile(net)
         if rk.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-        metrics = _Metrics(self.run_dir, rk.main, self.step if self.step > 0 else None)
+            if self._good_step is None:  # config.json from the start: resumable, fingerprinted
+                write_manifest(self.run_dir, self.cfg, self._info("starting"))
+        metrics = _Metrics(self.run_dir, rk.main, self.step)  # drops lines past the checkpoint
         stop = _StopFlag(rk.world == 1)
         bar = _Progress(progress and rk.main, self.total_steps, self.step, self.run_dir.name)
+        self._t_saved = time.perf_counter()
         try:
-            interrupted = self._loop(net, metrics, bar, stop)
-            status = "interrupted" if interrupted else "finished"
-            if self._last_save != (self.step, status):  # max_steps, time limit or Ctrl-C
-                if not interrupted:
+            status = self._loop(net, metrics, bar, stop)
+            if self._last_save != (self.step, status):  # max_steps, time limit or a signal
+                if status != "interrupted":
                     self._log_validation(metrics)
                 self.save(status)
         finally:
@@ -703,10 +926,17 @@ class Trainer:
             stop.close()
         if rk.world > 1:
             dist.barrier()
-        return interrupted
+        self.stop_signal = stop.requested or signal.SIGINT
+        return status == "interrupted"
 
-    def _loop(self, net: nn.Module, metrics: _Metrics, bar: _Progress, stop: _StopFlag) -> bool:
-        """The epochs and steps; returns True when Ctrl-C asked to stop."""
+    def _save_due(self) -> bool:
+        """train.save_every_min has passed since the last checkpoint (a kill -9 loses less)."""
+        minutes = self.cfg.train.save_every_min
+        return minutes is not None and time.perf_counter() - self._t_saved >= 60 * minutes
+
+    def _loop(self, net: nn.Module, metrics: _Metrics, bar: _Progress, stop: _StopFlag) -> str:
+        """The epochs and steps; returns the status: "interrupted" (a signal asked to stop),
+        "time_limit" or "finished" (last epoch or max_steps)."""
         tc, rk, w = self.cfg.train, self.rk, self.windows
         use_amp = self.dev.type == "cuda" and tc.amp
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else nullcontext()
@@ -757,12 +987,18 @@ class Trainer:
                         self._end_epoch(ep_loss, lr, metrics)
                     else:
                         self.epoch_loss = float(ep_loss)  # the partial epoch, for resuming
-                    return stop.requested
+                    if stop.requested:
+                        return "interrupted"
+                    done = self.epoch >= self.n_epochs or self.step >= self.total_steps
+                    return "finished" if done else "time_limit"
+                if self._save_due() and self.batch_pos < self.steps_per_epoch:
+                    self.epoch_loss = float(ep_loss)  # a mid-epoch checkpoint, by the clock
+                    self.save("running")
             if self.batch_pos < self.steps_per_epoch:  # max_steps inside the epoch
                 self.epoch_loss = float(ep_loss)
-                return False
+                return "finished"
             self._end_epoch(ep_loss, lr, metrics)
-        return False
+        return "finished"
 
     def _log(
         self,
@@ -774,6 +1010,7 @@ class Trainer:
         kinds: torch.Tensor,
     ) -> None:
         """One metrics.jsonl line and a progress-bar refresh (loss by kind: the last batch)."""
+        self._check_finite("mean loss", loss)
         self.last_loss = loss
         metrics.write(
             {
@@ -801,6 +1038,7 @@ class Trainer:
     def _end_epoch(self, ep_loss: torch.Tensor, lr: float, metrics: _Metrics) -> None:
         """Epoch mean loss (decides best.safetensors), metrics line, checkpoint when due."""
         mean = self._mean_over_ranks(ep_loss, self.epoch_batches)
+        self._check_finite("epoch loss", mean)
         is_best = mean < self.best_loss
         if is_best:
             self.best_loss, self.best_epoch = mean, self.epoch
@@ -823,8 +1061,22 @@ class Trainer:
             self._log_validation(metrics)
         if self.epoch >= self.n_epochs or self.step >= self.total_steps:
             self.save("finished", is_best)
-        elif self.epoch % self.cfg.train.save_every == 0:
+        elif self.epoch % self.cfg.train.save_every == 0 or self._save_due():
             self.save("running", is_best)
+
+
+def _check_env_known(env_name: str, dataset: str) -> None:
+    """The env a dataset was recorded in must exist here, or the run could never be
+    evaluated: fail now, not after training."""
+    from trajplan.envs import resolve_env
+
+    try:
+        resolve_env(env_name)
+    except TrajplanError:
+        raise TrajplanError(
+            f"dataset {dataset} was recorded in env {env_name!r}, which is not installed here: "
+            "install it, or give --env NAME for the env to plan in"
+        ) from None
 
 
 def _check_env_matches(env_name: str | None, dataset_env: str | None, dataset: str) -> None:

@@ -42,6 +42,7 @@ def prepare_rendering() -> None:
     """Pick a headless OpenGL backend (EGL) unless MUJOCO_GL is set; check imageio is there."""
     try:
         import imageio  # noqa: F401
+        import imageio_ffmpeg  # noqa: F401  # mp4 writing: imageio alone cannot
     except ImportError:
         raise TrajplanError(
             "--video needs imageio: pip install 'trajplan[video]' (imageio + imageio-ffmpeg)"
@@ -49,6 +50,25 @@ def prepare_rendering() -> None:
     if "MUJOCO_GL" not in os.environ:
         os.environ["MUJOCO_GL"] = "egl"
     os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+
+
+def check_suffix(path: Path) -> Path:
+    """A video file name must end in one of SUFFIXES (the writer picks the format by it)."""
+    if path.suffix.lower() not in SUFFIXES:
+        raise TrajplanError(
+            f"video file {path} must end in one of {', '.join(SUFFIXES)}, e.g. "
+            f"{path.with_suffix('.mp4')}"
+        )
+    return path
+
+
+def check_video_path(path: str | Path) -> Path:
+    """A video file name with a known extension in a writable folder (checked before planning)."""
+    from trajplan.runtime import check_writable
+
+    path = check_suffix(Path(path))
+    check_writable(path.parent, "video folder")
+    return path
 
 
 def release() -> None:
@@ -112,13 +132,7 @@ class VideoRecorder:
     """
 
     def __init__(self, paths: Mapping[int, str | Path], fps: int | None = None) -> None:
-        self.paths = {int(i): Path(p) for i, p in paths.items()}
-        for path in self.paths.values():
-            if path.suffix.lower() not in SUFFIXES:
-                raise TrajplanError(
-                    f"video file {path} must end in one of {', '.join(SUFFIXES)}, e.g. "
-                    f"{path.with_suffix('.mp4')}"
-                )
+        self.paths = {int(i): check_suffix(Path(p)) for i, p in paths.items()}
         self.fps = fps
         self.frames: dict[int, int] = {}  # episode -> frames written so far
         self.written: list[Path] = []  # finished files

@@ -1,0 +1,563 @@
+"""Fault injection (issue 12): real files, real processes, real signals; no mocks.
+
+Every fault must end in one of two ways: the work continues correctly, or the command
+stops with one line on stderr and exit code 2, leaving every file it found intact and no
+half-written file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from trajplan.checkpoint import read_manifest
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "configs" / "tiny.yaml"
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str]:
+    """Run the CLI in-process: (exit code, stderr)."""
+    from trajplan.cli import main
+
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    return code, capsys.readouterr().err
+
+
+def one_line_error(code: int, err: str, *words: str) -> None:
+    """Exit code 2, one line on stderr, no traceback, every word in it."""
+    assert code == 2, err
+    assert err.strip().count("\n") == 0, err
+    assert "Traceback" not in err
+    for w in words:
+        assert w in err, err
+
+
+def snapshot(run: Path) -> dict[str, bytes]:
+    """Every file of a run directory (the lock file aside) with its bytes."""
+    return {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != ".lock"}
+
+
+def train_args(dataset: str, out: Path, *extra: str) -> tuple[str, ...]:
+    return ("train", "--config", str(TINY), "--dataset", dataset, "--out", str(out),
+            "--no-progress", *extra)  # fmt: skip
+
+
+def spawn_training(dataset: str, out: Path, root: Path, *extra: str) -> subprocess.Popen:
+    """A real `python -m trajplan train` process (one thread, endless epochs)."""
+    env = dict(os.environ, MINARI_DATASETS_PATH=str(root), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "trajplan", *train_args(dataset, out, "--epochs", "100000")]
+    cmd += ["--threads", "1", *extra]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(proc: subprocess.Popen, ready, timeout: float = 180.0) -> None:  # noqa: ANN001
+    deadline = time.time() + timeout
+    while not ready():
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            raise AssertionError(f"training did not get there: {proc.communicate()}")
+        time.sleep(0.05)
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time a process has used (progress that busy cores do not stretch)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def metrics_steps(run: Path) -> list[int]:
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line)["step"] for line in lines if '"kind": "train"' in line]
+
+
+def status(run: Path) -> dict:
+    return json.loads((run / "config.json").read_text())
+
+
+# -- 1. divergence -----------------------------------------------------------------------------
+
+
+def test_config_errors_up_front(capsys, halfcheetah_dataset: str, tmp_path: Path) -> None:
+    """Values that cannot train are refused before anything is loaded or written."""
+    out = tmp_path / "run"
+    for extra, words in (
+        (("--lr", "inf"), ("train.lr", "finite")),
+        (("--lr", "nan"), ("train.lr", "finite")),
+        (("--set", "model.dropout=2"), ("model.dropout", "[0, 1)")),
+        (("--set", "model.n_head=3"), ("model.n_embd", "multiple")),
+        (("--set", "model.n_head=0"), ("model.n_head",)),
+        (("--set", "train.save_every_min=0"), ("save_every_min",)),
+    ):
+        one_line_error(*cli(capsys, *train_args(halfcheetah_dataset, out, *extra)), *words)
+        assert not out.exists()
+
+
+def test_divergence_stops_without_saving(capsys, halfcheetah_dataset: str, tmp_path: Path):
+    """lr 1e30: the loss turns NaN in the first epoch; the run stops with one line and
+    never writes weights (before, it ended 'finished' with every tensor NaN)."""
+    out = tmp_path / "run"
+    code, err = cli(capsys, *train_args(halfcheetah_dataset, out, "--lr", "1e30"))
+    one_line_error(code, err, "diverged", "no checkpoint was written", "train.lr")
+    assert not any(out.glob("*.safetensors")) and not (out / "state.pt").exists()
+    assert status(out)["status"] == "starting"
+
+
+def test_divergence_keeps_last_good_checkpoint(capsys, halfcheetah_dataset: str, tmp_path):
+    """A checkpoint, then NaN weights (a real state.pt with one NaN, as an overflow would
+    leave): the resumed run stops at its first log point; the checkpoint stays as it was."""
+    out = tmp_path / "run"
+    assert cli(capsys, *train_args(halfcheetah_dataset, out, "--epochs", "1"))[0] == 0
+    state = torch.load(out / "state.pt", weights_only=True)
+    state["model"]["ln_f.weight"][0] = float("nan")
+    torch.save(state, out / "state.pt")
+    before = snapshot(out)
+    code, err = cli(capsys, "train", "--resume", "--out", str(out), "--epochs", "3")
+    one_line_error(code, err, "diverged at step", "last good checkpoint (step 4) is kept")
+    after = snapshot(out)
+    assert after == before
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_non_finite_weights_refused_on_load(capsys, tiny_run: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    weights = load_file(str(run / "model.safetensors"))
+    weights["head"][0, 0, 0] = float("inf")
+    save_file(weights, str(run / "model.safetensors"))
+    code, err = cli(capsys, "plan", "--checkpoint", str(run), "--max-steps", "1", "--device", "cpu")
+    one_line_error(code, err, "model.safetensors", "NaN or inf")
+    assert not list(run.glob("plan-*.json"))
+
+
+# -- 2. data fingerprint -----------------------------------------------------------------------
+
+
+def test_resume_on_changed_data_is_refused(capsys, tmp_path: Path, monkeypatch) -> None:
+    """Re-collect the dataset (another seed), then --resume: refused with one line, files
+    untouched; --allow-data-change continues with the run's own bins."""
+    from conftest import random_rollouts
+
+    from trajplan.data import create_dataset
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    ds = "test/halfcheetah/recollected-v0"
+
+    def collect(seed: int) -> None:
+        eps = random_rollouts("HalfCheetah-v5", 3, 40, seed)
+        create_dataset(ds, eps, "HalfCheetah-v5", seeds=[seed + i for i in range(3)], force=True)
+
+    collect(0)
+    out = tmp_path / "run"
+    assert cli(capsys, *train_args(ds, out, "--epochs", "1"))[0] == 0
+    assert status(out)["data_fingerprint"].startswith("sha256:")
+    # unchanged data resumes
+    assert cli(capsys, "train", "--resume", "--out", str(out), "--epochs", "2")[0] == 0
+    collect(1)
+    before = snapshot(out)
+    code, err = cli(capsys, "train", "--resume", "--out", str(out), "--epochs", "3")
+    one_line_error(code, err, "changed since the run began", "same size, other contents")
+    assert "--allow-data-change" in err
+    assert snapshot(out) == before
+    args = ("train", "--resume", "--out", str(out), "--epochs", "3", "--allow-data-change")
+    assert cli(capsys, *args)[0] == 0
+    after = snapshot(out)
+    assert after["discretizer.safetensors"] == before["discretizer.safetensors"]
+    assert status(out)["data_fingerprint"] != json.loads(before["config.json"])["data_fingerprint"]
+    assert status(out)["epoch"] == 3
+
+
+# -- 3. + 6. lock, SIGTERM, time-based checkpoints, kill -9 ------------------------------------
+
+
+def test_lock_then_sigterm(capsys, halfcheetah_dataset, minari_root, tmp_path) -> None:
+    """A second training into a busy --out fails at once; SIGTERM checkpoints like Ctrl-C
+    (exit 143, status 'interrupted'); then the lock is free and the run resumes."""
+    out = tmp_path / "run"
+    extra = ("--set", "train.save_every=1000", "--set", "train.save_every_min=null")
+    proc = spawn_training(halfcheetah_dataset, out, minari_root, *extra)
+    try:
+        wait_for(proc, lambda: (out / "metrics.jsonl").is_file() and metrics_steps(out))
+        before = snapshot(out)
+        t0 = time.time()
+        code, err = cli(capsys, *train_args(halfcheetah_dataset, out))
+        one_line_error(code, err, "in use by another process", f"pid {proc.pid}")
+        code, err = cli(capsys, "train", "--resume", "--out", str(out), "--max-steps", "1")
+        one_line_error(code, err, "in use by another process")
+        assert time.time() - t0 < 10  # at once, not after loading the data
+        assert not (out / "model.safetensors").exists() and before.keys() <= snapshot(out).keys()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "--resume" in err and "Traceback" not in err
+    doc = status(out)
+    assert doc["status"] == "interrupted" and doc["step"] > 0
+    step = doc["step"]
+    args = ("train", "--resume", "--out", str(out), "--max-steps", str(step + 2))
+    assert cli(capsys, *args)[0] == 0
+    assert status(out)["step"] == step + 2
+    assert metrics_steps(out) == sorted(set(metrics_steps(out)))  # no interleaved lines
+
+
+def test_kill_9_loses_minutes_not_epochs(capsys, halfcheetah_dataset, minari_root, tmp_path):
+    """train.save_every_min checkpoints mid-epoch by the clock; after kill -9 the run
+    resumes from the newest one, and orphaned temporary files are cleaned up."""
+    out = tmp_path / "run"
+    extra = ("--set", "train.save_every=1000", "--set", "train.save_every_min=0.0005")
+    proc = spawn_training(halfcheetah_dataset, out, minari_root, *extra)
+    try:
+        wait_for(proc, lambda: (out / "state.pt").is_file() and status(out)["step"] >= 6)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    doc = status(out)
+    assert doc["status"] == "running" and doc["epoch"] < 1000  # saved long before save_every
+    orphan = out / ".model.safetensors.abc123.tmp"  # as a kill mid-write leaves one
+    orphan.write_bytes(b"half")
+    step = read_manifest(out)[1]["step"]
+    args = ("train", "--resume", "--out", str(out), "--max-steps", str(step + 1))
+    assert cli(capsys, *args)[0] == 0
+    assert status(out)["step"] == step + 1 and not orphan.exists()
+
+
+def test_timed_checkpoints_keep_resume_exact(halfcheetah_dataset: str, tmp_path: Path) -> None:
+    """A checkpoint after every step (save_every_min tiny) changes nothing in the result."""
+    from safetensors.torch import load_file
+
+    from trajplan.config import load_config
+    from trajplan.train import train
+
+    def run(name: str, minutes: float | None) -> dict[str, torch.Tensor]:
+        cfg = load_config(TINY)
+        cfg.dataset = halfcheetah_dataset
+        cfg.train.max_steps, cfg.train.save_every_min = 6, minutes
+        return load_file(str(train(cfg, tmp_path / name, progress=False) / "model.safetensors"))
+
+    a, b = run("plain", None), run("timed", 1e-9)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# -- 7. dead-end run folders -------------------------------------------------------------------
+
+
+def test_dead_end_folder_restarts(capsys, halfcheetah_dataset, minari_root, tmp_path) -> None:
+    """kill -9 before the first checkpoint: both --resume (with the recorded config) and a
+    plain train into the same --out start over; stale metric lines are dropped."""
+    out = tmp_path / "run"
+    extra = ("--set", "train.save_every=1000", "--set", "train.save_every_min=null")
+    proc = spawn_training(halfcheetah_dataset, out, minari_root, *extra)
+    try:
+        wait_for(proc, lambda: (out / "metrics.jsonl").is_file() and len(metrics_steps(out)) > 2)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert status(out)["status"] == "starting" and not (out / "state.pt").exists()
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    assert cli(capsys, "train", "--resume", "--out", str(out), "--max-steps", "3")[0] == 0
+    assert status(out)["step"] == 3 and metrics_steps(out) == [3]  # log_every 5: the end
+    assert cli(capsys, *train_args(halfcheetah_dataset, copy, "--max-steps", "5"))[0] == 0
+    assert status(copy)["step"] == 5 and metrics_steps(copy) == [5]
+    # killed while loading its data: only the lock file is there
+    early = tmp_path / "early"
+    early.mkdir()
+    (early / ".lock").write_text("12345\n")
+    code, err = cli(capsys, "train", "--resume", "--out", str(early))
+    one_line_error(code, err, "train into it again without --resume")
+    assert cli(capsys, *train_args(halfcheetah_dataset, early, "--max-steps", "1"))[0] == 0
+    # a folder that is not a dead end is still protected
+    code, err = cli(capsys, *train_args(halfcheetah_dataset, copy))
+    one_line_error(code, err, "already exists", "--resume")
+
+
+# -- 4. + 5. eval and plan outputs -------------------------------------------------------------
+
+
+def test_eval_outputs_never_clobber(capsys, tiny_run: Path, tmp_path: Path) -> None:
+    """Two runs named alike, evaluated twice into one --out, and twice into RUN/eval: four
+    and two distinct folders whose names say what was evaluated."""
+    a, b = tmp_path / "A" / "run", tmp_path / "B" / "run"
+    shutil.copytree(tiny_run, a)
+    shutil.copytree(tiny_run, b)
+    quick = ("--episodes", "1", "--episode-steps", "2", "--device", "cpu")
+    out = tmp_path / "X"
+    for _ in range(2):
+        assert cli(capsys, "eval", str(a), str(b), "--out", str(out), *quick)[0] == 0
+    folders = sorted(p.name for p in out.iterdir())
+    assert len(folders) == 4 and all((out / f / "eval.json").is_file() for f in folders)
+    assert sum(f.startswith("A_run-1ep-seed0-h2-b4-capped2-") for f in folders) == 2
+    assert sum(f.startswith("B_run-1ep-seed0-h2-b4-capped2-") for f in folders) == 2
+    assert cli(capsys, "eval", str(a), *quick)[0] == 0
+    assert cli(capsys, "eval", str(a), *quick, "--beam-width", "2", "--seed", "3")[0] == 0
+    names = sorted(p.name for p in (a / "eval").iterdir())
+    assert len(names) == 2 and names[0].startswith("1ep-seed0-h2-b4-capped2-")
+    assert names[1].startswith("1ep-seed3-h2-b2-capped2-")
+
+
+def test_outputs_checked_before_the_work(capsys, tiny_run: Path, tmp_path: Path) -> None:
+    """An output that cannot be written fails in the first second, not after the episodes;
+    `plan --checkpoint RUN/model.safetensors` writes beside the run."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    t0 = time.time()
+    full = ("--episodes", "50", "--device", "cpu")  # minutes of work if it started
+    code, err = cli(capsys, "eval", str(run), "--out", str(blocker / "sub"), *full)
+    one_line_error(code, err, "cannot write", "a-file")
+    code, err = cli(capsys, "plan", "--checkpoint", str(run), "--out", str(blocker / "p.json"))
+    one_line_error(code, err, "cannot write", "a-file")
+    assert time.time() - t0 < 20 and not (run / "eval").exists()
+    pytest.importorskip("imageio_ffmpeg")
+    code, err = cli(capsys, "plan", "--checkpoint", str(run), "--video", str(tmp_path / "v"))
+    one_line_error(code, err, "needs an extension")
+    code, err = cli(capsys, "plan", "--checkpoint", str(run), "--video", str(blocker / "v.mp4"))
+    one_line_error(code, err, "cannot write", "video folder")
+    weights = run / "model.safetensors"
+    args = ("plan", "--checkpoint", str(weights), "--max-steps", "2", "--device", "cpu")
+    assert cli(capsys, *args)[0] == 0
+    assert (run / "plan-seed0.json").is_file()
+
+
+def test_eval_sigterm_writes_partial_results(tiny_run: Path, minari_root: Path, tmp_path) -> None:
+    """SIGTERM mid-evaluation: the episodes so far are saved, marked interrupted."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    env = dict(os.environ, MINARI_DATASETS_PATH=str(minari_root), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "trajplan", "eval", str(run), "--episodes", "2",
+           "--episode-steps", "1000000", "--device", "cpu", "--threads", "1"]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(proc, lambda: (run / "eval").is_dir() and any((run / "eval").iterdir()))
+        busy = cpu_seconds(proc.pid) + 3  # load the model, make the envs, play some steps
+        wait_for(proc, lambda: cpu_seconds(proc.pid) >= busy, timeout=120)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "partial results" in err and "Traceback" not in err
+    (folder,) = (run / "eval").iterdir()
+    doc = json.loads((folder / "eval.json").read_text())
+    assert doc["interrupted"] and not doc["summary"]["comparable"]
+    assert len(doc["episodes"]) == 2 and all(e["length"] > 0 for e in doc["episodes"])
+    assert (folder / "eval.png").is_file()
+
+
+# -- 8. tracebacks that became one line ----------------------------------------------------------
+
+
+def copy_dataset(src_root: Path, dst_root: Path, src_id: str, dst_id: str) -> Path:
+    """A copy of a local Minari dataset under another id (its metadata renamed too)."""
+    dst = dst_root / dst_id
+    shutil.copytree(src_root / src_id, dst)
+    meta = dst / "data" / "metadata.json"
+    meta.write_text(meta.read_text().replace(src_id, dst_id))
+    return dst
+
+
+def test_corrupt_hdf5(capsys, minari_root: Path, halfcheetah_dataset, tmp_path, monkeypatch):
+    """Truncated or garbage data files: `data info` and `train` say so in one line; no run
+    directory is left behind."""
+    root = tmp_path / "minari"
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
+    for name, damage in (
+        ("truncated", lambda b: b[: len(b) // 3]),
+        ("garbage", lambda b: os.urandom(len(b))),
+    ):
+        ds = f"test/halfcheetah/{name}-v0"
+        h5 = copy_dataset(minari_root, root, halfcheetah_dataset, ds) / "data" / "main_data.hdf5"
+        h5.write_bytes(damage(h5.read_bytes()))
+        one_line_error(*cli(capsys, "data", "info", ds), "truncated or corrupt", name)
+        out = tmp_path / f"run-{name}"
+        one_line_error(*cli(capsys, *train_args(ds, out)), "truncated or corrupt")
+        assert not out.exists()
+
+
+def test_minari_path_is_a_file(capsys, tmp_path: Path, monkeypatch) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(blocker))
+    one_line_error(*cli(capsys, "data", "list"), "is a file, not a folder")
+    collect = ("data", "collect", "--env", "hopper", "--policy", "random", "--steps", "50",
+               "--dataset-id", "local/hopper/x-v0")  # fmt: skip
+    one_line_error(*cli(capsys, *collect), "is a file, not a folder")
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(blocker / "sub"))
+    one_line_error(*cli(capsys, *collect), "cannot write", "Not a directory")
+
+
+def test_unknown_recorded_env(capsys, minari_root, halfcheetah_dataset, tmp_path, monkeypatch):
+    """A dataset recorded in an env that is not installed is refused before training (it
+    used to train, then fail at eval)."""
+    root = tmp_path / "minari"
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
+    ds = "test/mystery/random-v0"
+    meta = copy_dataset(minari_root, root, halfcheetah_dataset, ds) / "data" / "metadata.json"
+    meta.write_text(meta.read_text().replace("HalfCheetah-v5", "NoSuchEnv-v0"))
+    out = tmp_path / "run"
+    one_line_error(*cli(capsys, *train_args(ds, out)), "NoSuchEnv-v0", "not installed")
+    assert not out.exists()
+
+
+def test_window_too_large_for_memory(capsys, halfcheetah_dataset: str, tmp_path: Path) -> None:
+    """data.seq_len 5000 (125k tokens per window) is refused from the config, before the
+    OOM killer would end it."""
+    out = tmp_path / "run"
+    code, err = cli(capsys, *train_args(halfcheetah_dataset, out, "--set", "data.seq_len=5000"))
+    one_line_error(code, err, "GiB", "data.seq_len 5000")
+    assert not out.exists()
+
+
+def test_did_you_mean(capsys, halfcheetah_dataset: str, tmp_path: Path) -> None:
+    code, err = cli(capsys, "train", "--env", "halfcheeta", "--out", str(tmp_path / "r"))
+    one_line_error(code, err, "did you mean 'halfcheetah'")
+    typo = halfcheetah_dataset.replace("random", "randm")
+    code, err = cli(capsys, "data", "info", typo)
+    one_line_error(code, err, f"did you mean {halfcheetah_dataset!r}", "data download")
+    code, err = cli(capsys, "data", "info", "local/halfcheetah/random-v0")
+    one_line_error(code, err, "data collect")
+    assert "download" not in err  # local/ ids are never on the remote
+
+
+def test_data_list_names_unreadable_datasets(capsys, minari_root, halfcheetah_dataset, tmp_path,
+                                             monkeypatch) -> None:  # fmt: skip
+    root = tmp_path / "minari"
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
+    copy_dataset(minari_root, root, halfcheetah_dataset, halfcheetah_dataset)
+    bad = copy_dataset(minari_root, root, halfcheetah_dataset, "test/halfcheetah/broken-v0")
+    (bad / "data" / "metadata.json").write_text("{not json")
+    cut = copy_dataset(minari_root, root, halfcheetah_dataset, "test/halfcheetah/cut-v0")
+    h5 = cut / "data" / "main_data.hdf5"
+    h5.write_bytes(h5.read_bytes()[:1000])
+    from trajplan import cli
+    from trajplan.cli import main
+
+    monkeypatch.setattr(cli.console, "width", 200)  # ids wrap in narrower table cells
+    try:
+        main(["data", "list"])
+    except SystemExit as exc:
+        assert not exc.code
+    shown = capsys.readouterr().out
+    assert halfcheetah_dataset in shown
+    assert "2 unreadable: test/halfcheetah/broken-v0, test/halfcheetah/cut-v0" in " ".join(
+        shown.split()
+    )
+
+
+# -- disk full, file modes, run metadata ------------------------------------------------------
+
+
+def limit_file_size(limit: int):  # noqa: ANN201
+    """preexec_fn: no file of the child may grow past `limit` bytes (writes then fail with
+    EFBIG, as on a full disk; SIGXFSZ is ignored so the write error is what the child sees)."""
+    import resource
+
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+def test_full_disk_keeps_the_last_checkpoint(capsys, halfcheetah_dataset, minari_root, tmp_path):
+    """A checkpoint that cannot be written is one line (exit 2), renames nothing, leaves no
+    temporary file: the previous checkpoint stays whole and resumable."""
+    out = tmp_path / "run"
+    assert cli(capsys, *train_args(halfcheetah_dataset, out, "--epochs", "1"))[0] == 0
+    before = snapshot(out)
+    env = dict(os.environ, MINARI_DATASETS_PATH=str(minari_root), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "trajplan", "train", "--resume", "--out", str(out),
+           "--epochs", "2", "--threads", "1"]  # fmt: skip
+    res = subprocess.run(
+        cmd, env=env, capture_output=True, text=True, preexec_fn=limit_file_size(100_000)
+    )
+    one_line_error(res.returncode, res.stderr, "cannot write", "last good checkpoint (step 4)")
+    after = snapshot(out)
+    assert {k: v for k, v in after.items() if k != "metrics.jsonl"} == {
+        k: v for k, v in before.items() if k != "metrics.jsonl"
+    }
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    assert cli(capsys, "train", "--resume", "--out", str(out), "--epochs", "2")[0] == 0
+    assert status(out)["epoch"] == 2
+
+
+def test_files_respect_the_umask(tiny_run: Path, tmp_path: Path) -> None:
+    """Atomic writes give the umask's mode (mkstemp alone made every run file 0600)."""
+    from trajplan.runtime import atomic_write
+
+    assert (tiny_run / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~current_umask()
+    for umask, mode in ((0o022, 0o644), (0o077, 0o600), (0o002, 0o664)):
+        old = os.umask(umask)
+        try:
+            path = atomic_write(tmp_path / f"f{umask:o}", lambda p: p.write_text("x"))
+        finally:
+            os.umask(old)
+        assert path.stat().st_mode & 0o777 == mode
+
+
+def current_umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def test_best_weights_are_described(capsys, halfcheetah_dataset: str, tmp_path: Path) -> None:
+    """best.safetensors always has a step in config.json: the first checkpoint while no
+    epoch has ended (best_loss null), then the best epoch's end."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "run"
+    assert cli(capsys, *train_args(halfcheetah_dataset, out, "--max-steps", "2"))[0] == 0
+    doc = status(out)
+    assert (doc["best_loss"], doc["best_epoch"], doc["best_step"]) == (None, -1, 2)
+    best, last = (load_file(str(out / f"{n}.safetensors")) for n in ("best", "model"))
+    assert all(torch.equal(best[k], last[k]) for k in last)
+    args = ("train", "--resume", "--out", str(out), "--epochs", "2", "--max-steps", "8")
+    assert cli(capsys, *args)[0] == 0
+    doc = status(out)
+    assert doc["best_epoch"] in (0, 1) and doc["best_step"] == 4 * (doc["best_epoch"] + 1)
+
+
+def test_unwritable_out(capsys, halfcheetah_dataset: str, tmp_path: Path) -> None:
+    """--out that is a file, below a file, or read-only: one line before any data is read;
+    a failed start leaves an existing empty --out empty."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, err = cli(capsys, *train_args(halfcheetah_dataset, empty, "--set", "model.obs_dim=3"))
+    one_line_error(code, err, "obs_dim")
+    assert list(empty.iterdir()) == []
+    blocker = tmp_path / "a-file"
+    blocker.write_text("keep me")
+    one_line_error(*cli(capsys, *train_args(halfcheetah_dataset, blocker)), "is a file")
+    code, err = cli(capsys, *train_args(halfcheetah_dataset, blocker / "run"))
+    one_line_error(code, err, "cannot write run directory", "Not a directory")
+    assert blocker.read_text() == "keep me"
+    if os.geteuid() != 0:  # root writes anywhere: the mode test needs a normal user
+        ro = tmp_path / "ro"
+        ro.mkdir(mode=0o555)
+        code, err = cli(capsys, *train_args(halfcheetah_dataset, ro / "run"))
+        one_line_error(code, err, "cannot write run directory", "Permission denied")
