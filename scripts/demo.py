@@ -1,13 +1,16 @@
 """The whole trajplan pipeline, offline, on a CPU: `make demo`.
 
-1. data  -- the Minari dataset mujoco/halfcheetah/medium-v0 when it is on disk; otherwise a
-            local D4RL-style medium dataset collected with trajplan's bundled SAC actor;
-2. train -- a small Trajectory Transformer (configs/cpu-small.yaml) for a fixed time budget;
-3. eval  -- beam-search planning in HalfCheetah-v5 over several full 1000-step episodes;
-4. a table: behaviour policy score, dataset mean score, TT score (D4RL-normalized).
+1. data  -- a local mixed-quality HalfCheetah-v5 dataset (the kind of data TT is for): the
+            bundled SAC medium actor, each episode taking uniform random actions at its own
+            rate drawn from U(0, 1) (`trajplan data collect --mix-random 0:1`);
+2. train -- the BC baseline (`trajplan bc`) and the CPU recipe TT (configs/cpu-recipe.yaml:
+            return-weighted action tokens, a schedule that ends with the run);
+3. eval  -- both on the same full 1000-step episodes and seeds, TT planning with the recipe's
+            horizon 5 / beam 32, over one worker process per core;
+4. a table: dataset mean, BC and TT, D4RL-normalized, mean +- stderr.
 
-Everything goes under .demo/ (datasets, run, eval JSON/PNG). Re-running reuses the dataset
-and starts a fresh training run. The last line printed is a JSON object of the figures.
+Everything goes under .demo/ (dataset, runs, eval JSON/PNG). Re-running reuses the dataset
+and trains afresh. The last line printed is a JSON object of the figures.
 """
 
 from __future__ import annotations
@@ -22,126 +25,107 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / ".demo"
-LOCAL_ID = "trajplan-demo/halfcheetah/medium-v0"
-MINARI_ID = "mujoco/halfcheetah/medium-v0"
-
-
-def pick_dataset(steps: int, seed: int) -> str:
-    """The real Minari dataset if present, else a local one (collected once, then reused)."""
-    from trajplan.collect import collect
-    from trajplan.data import local_datasets
-
-    default_root = os.environ.get("MINARI_DATASETS_PATH")
-    if any(d["id"] == MINARI_ID for d in local_datasets()):
-        return MINARI_ID
-    # Keep the demo's own data out of the user's Minari folder.
-    os.environ["MINARI_DATASETS_PATH"] = str(DEMO / "datasets")
-    if default_root is None and any(d["id"] == LOCAL_ID for d in local_datasets()):
-        return LOCAL_ID
-    collect("halfcheetah", "medium", steps, LOCAL_ID, seed=seed, force=True)
-    return LOCAL_ID
+DATASET = "trajplan-demo/halfcheetah/mixed-v0"
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=50_000, help="steps of data to collect")
-    ap.add_argument("--train-minutes", type=float, default=8.0, help="training time budget")
+    ap.add_argument("--steps", type=int, default=100_000, help="steps of data to collect")
+    ap.add_argument("--epochs", type=int, default=2, help="TT epochs over the data")
+    ap.add_argument("--bc-steps", type=int, default=10_000, help="BC optimizer steps")
+    ap.add_argument("--out", type=Path, default=DEMO, help="where the dataset, runs, eval go")
     ap.add_argument("--episodes", type=int, default=3, help="evaluation episodes")
-    ap.add_argument("--horizon", type=int, default=3, help="planning horizon (SPEC: 5)")
-    ap.add_argument("--beam-width", type=int, default=16, help="beam width (SPEC: 32)")
     ap.add_argument("--episode-steps", type=int, default=None, help="cap episodes (quick look)")
-    ap.add_argument("--config", default=str(ROOT / "configs" / "cpu-small.yaml"))
+    ap.add_argument("--config", default=str(ROOT / "configs" / "cpu-recipe.yaml"))
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
-    import numpy as np
+    demo = args.out
+    os.environ["MINARI_DATASETS_PATH"] = str(demo / "datasets")  # keep the user's folder clean
+    import torch
     from rich.console import Console
     from rich.table import Table
 
-    from trajplan.checkpoint import load_checkpoint
+    from trajplan.bc import BCConfig, train_bc
+    from trajplan.collect import collect
     from trajplan.config import load_config
     from trajplan.data import load_episodes
-    from trajplan.envs import normalized_score, resolve_env
-    from trajplan.evaluate import run_episodes, save_eval
-    from trajplan.policies import builtin_actor, load_actor
+    from trajplan.evaluate import references_for, save_eval, stderr
     from trajplan.train import train
+    from trajplan.workers import default_workers, evaluate_run
 
     console = Console()
     t0 = time.time()
-    info = resolve_env("halfcheetah")
-
     console.rule("[bold]1. data")
-    dataset_id = pick_dataset(args.steps, args.seed)
-    episodes = load_episodes(dataset_id)
-    ref_min, ref_max = episodes.ref_min or info.ref_min, episodes.ref_max or info.ref_max
-    data_returns = episodes.returns()
+    if not (demo / "datasets" / DATASET).exists():
+        collect("halfcheetah", "medium", args.steps, DATASET, seed=args.seed, random_rate=(0, 1))
+    episodes = load_episodes(DATASET)
+    refs = references_for("halfcheetah", episodes.ref_min, episodes.ref_max, "")
+    data_scores = [refs.score(r) for r in episodes.returns()]
     console.print(
-        f"{dataset_id}: {episodes.n_episodes} episodes, {episodes.n_steps} steps, "
-        f"mean return {data_returns.mean():.1f}"
+        f"{DATASET}: {episodes.n_episodes} episodes, {episodes.n_steps} steps, normalized "
+        f"score {sum(data_scores) / len(data_scores):.1f} (best episode {max(data_scores):.1f})"
     )
     t_data = time.time() - t0
 
-    console.rule("[bold]2. train")
-    cfg = load_config(args.config)
-    cfg.env, cfg.dataset = "halfcheetah", dataset_id
-    cfg.train.seed = args.seed
-    cfg.train.time_limit_s = args.train_minutes * 60
-    # A lighter search than the reference's halfcheetah setting (horizon 5, beam 32) keeps
-    # three full 1000-step episodes to a few minutes on two cores.
-    cfg.plan.horizon, cfg.plan.beam_width = args.horizon, args.beam_width
-    run_dir = DEMO / "run"
-    shutil.rmtree(run_dir, ignore_errors=True)
+    console.rule("[bold]2. train BC and TT")
+    runs = demo / "runs"
+    shutil.rmtree(runs, ignore_errors=True)
     t1 = time.time()
-    train(cfg, run_dir)
+    bc_run = train_bc(DATASET, runs / "bc", BCConfig(steps=args.bc_steps, seed=args.seed))
+    cfg = load_config(args.config)
+    cfg.dataset, cfg.train.seed, cfg.train.epochs = DATASET, args.seed, args.epochs
+    tt_run = train(cfg, runs / "tt")
     t_train = time.time() - t1
 
-    console.rule("[bold]3. plan and evaluate")
+    console.rule("[bold]3. evaluate on the same episodes")
     t2 = time.time()
-    import torch
-
-    torch.set_num_threads(1)  # planning runs many small ops: one thread is fastest on 2 cores
-    ckpt = load_checkpoint(run_dir)
-    result = run_episodes(
-        ckpt, n_episodes=args.episodes, seed=args.seed, episode_steps=args.episode_steps
-    )
-    save_eval(result, DEMO / "eval", metrics=run_dir / "metrics.jsonl")
+    torch.set_num_threads(1)
+    seeds = list(range(args.seed, args.seed + args.episodes))
+    kw = dict(seeds=seeds, episode_steps=args.episode_steps, workers=default_workers())
+    results = {name: evaluate_run(run, **kw) for name, run in (("BC", bc_run), ("TT", tt_run))}
+    for name, result in results.items():
+        save_eval(result, demo / "eval" / name, metrics=Path(result.checkpoint) / "metrics.jsonl")
     t_eval = time.time() - t2
 
-    actor = load_actor(builtin_actor("halfcheetah", "medium"))
-    behaviour_return = actor.meta.get("mean_return")
-    summary = result.summary()
-    tt_returns = result.returns
-    rows = {
-        "behaviour policy (SAC medium actor)": behaviour_return,
-        f"dataset mean ({episodes.n_episodes} episodes)": float(data_returns.mean()),
-        f"trajplan TT ({len(tt_returns)} episodes)": float(np.mean(tt_returns)),
-    }
-    table = Table(title=f"HalfCheetah-v5, normalized with {summary['reference']}")
-    table.add_column("policy")
-    table.add_column("return", justify="right")
-    table.add_column("normalized score", justify="right")
-    for name, ret in rows.items():
-        if ret is None:
-            table.add_row(name, "?", "?")
-            continue
-        table.add_row(name, f"{ret:.1f}", f"{normalized_score(ret, ref_min, ref_max):.1f}")
+    def cell(mean: float, err: float | None) -> str:
+        return f"{mean:.1f}" + ("" if err is None else f" ± {err:.1f}")
+
+    import numpy as np
+
+    table = Table(title=f"HalfCheetah-v5 mixed-quality data, {len(seeds)} episodes of each")
+    for col in ("policy", "normalized score", "return"):
+        table.add_column(col, justify="left" if col == "policy" else "right")
+    ds = np.array(data_scores)
+    table.add_row(f"dataset mean ({len(ds)} episodes)", cell(ds.mean(), stderr(ds)), "")
+    for name, result in results.items():
+        s = result.summary()
+        table.add_row(
+            "behaviour cloning (MLP)" if name == "BC" else "trajplan TT (beam search)",
+            cell(s["score_mean"], s["score_stderr"]),
+            cell(s["return_mean"], s["return_stderr"]),
+        )
     console.print(table)
+    console.print(f"reference scores: {refs.describe()}", highlight=False)
     if args.episode_steps:
         console.print(f"[yellow]episodes capped at {args.episode_steps} steps: not comparable")
-    console.print(f"outputs in {DEMO.relative_to(ROOT)}/ (run/, eval/)")
-    figures = {
-        "behaviour_score": None
-        if behaviour_return is None
-        else round(normalized_score(behaviour_return, ref_min, ref_max), 2),
-        "dataset_score": round(normalized_score(float(data_returns.mean()), ref_min, ref_max), 2),
-        "tt_score": round(normalized_score(float(np.mean(tt_returns)), ref_min, ref_max), 2),
-        "tt_score_stderr": summary.get("score_stderr"),
-        "data_s": round(t_data, 1),
-        "train_s": round(t_train, 1),
-        "eval_s": round(t_eval, 1),
-        "total_s": round(time.time() - t0, 1),
-    }
-    print(json.dumps(figures))
+    console.print(f"outputs in {demo}/ (datasets/, runs/, eval/)", highlight=False)
+    bc, tt = results["BC"].summary(), results["TT"].summary()
+    print(
+        json.dumps(
+            {
+                "dataset_score": round(float(ds.mean()), 2),
+                "bc_score": round(bc["score_mean"], 2),
+                "bc_score_stderr": bc["score_stderr"],
+                "tt_score": round(tt["score_mean"], 2),
+                "tt_score_stderr": tt["score_stderr"],
+                "data_s": round(t_data, 1),
+                "train_s": round(t_train, 1),
+                "eval_s": round(t_eval, 1),
+                "total_s": round(time.time() - t0, 1),
+            }
+        )
+    )
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -316,3 +317,18 @@ def test_eval_over_workers_equals_one_process(tiny_run: Path) -> None:
     assert two.env_steps == one.env_steps == 12
     with pytest.raises(TrajplanError, match="distinct"):
         evaluate_run(tiny_run, seeds=[1, 1], workers=2)
+
+
+def test_demo_runs_end_to_end_at_toy_size(tmp_path: Path) -> None:
+    """`make demo`'s script, shrunk: collect, BC, TT, eval on the same seeds, table + JSON."""
+    cmd = [sys.executable, str(ROOT / "scripts" / "demo.py"), "--out", str(tmp_path),
+           "--steps", "1200", "--epochs", "1", "--bc-steps", "50", "--episodes", "2",
+           "--episode-steps", "5", "--config", str(ROOT / "configs" / "tiny.yaml")]  # fmt: skip
+    r = subprocess.run(
+        cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    figures = json.loads(r.stdout.strip().splitlines()[-1])
+    assert {"dataset_score", "bc_score", "tt_score", "tt_score_stderr"} <= set(figures)
+    assert "behaviour cloning" in r.stdout and "trajplan TT" in r.stdout
+    assert len(list((tmp_path / "eval").glob("*/eval.json"))) == 2
