@@ -55,7 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="first evaluation seed")
     ap.add_argument("--episode-steps", type=int, default=None, help="cap (not comparable)")
     ap.add_argument("--workers", type=int, default=None, help="eval processes (default: cores)")
-    ap.add_argument("--threads", type=int, default=None, help="training threads")
+    ap.add_argument(
+        "--threads", type=int, default=None, help="TT training threads (default: cores)"
+    )
     ap.add_argument("--bc-steps", type=int, default=20_000)
     ap.add_argument("--out", default=None, help="folder for the runs (default runs/bench-...)")
     ap.add_argument("--tt-run", default=None, help="evaluate this TT run instead of training")
@@ -77,14 +79,13 @@ def main(argv: list[str] | None = None) -> int:
         slug = re.sub(r"[^A-Za-z0-9]+", "-", args.dataset).strip("-")
         out = Path(args.out or f"runs/bench-learning/{slug}-{time.strftime('%Y%m%d-%H%M%S')}")
         ds_mean, ds_err, ds_n, ref = dataset_score(args.dataset)
-        if args.threads:
-            torch.set_num_threads(args.threads)
         seeds = list(range(args.seed, args.seed + args.episodes))
         workers = args.workers or default_workers()
         eval_kw = dict(seeds=seeds, episode_steps=args.episode_steps, workers=workers)
         figures: dict[str, object] = {"dataset_id": args.dataset, "episodes": args.episodes}
 
         t0 = time.perf_counter()
+        torch.set_num_threads(1)  # planning and BC: one thread per process is fastest
         bc_run = Path(args.bc_run) if args.bc_run else train_bc(
             args.dataset, out / "bc", BCConfig(steps=args.bc_steps), progress=False
         )  # fmt: skip
@@ -100,8 +101,10 @@ def main(argv: list[str] | None = None) -> int:
             cfg = load_config(args.config)
             cfg.dataset = args.dataset
             apply_overrides(cfg, args.set)
+            torch.set_num_threads(args.threads or default_workers())  # training: all cores
             tt_run = train(cfg, out / "tt", progress=False)
             tt_train_min = (time.perf_counter() - t0) / 60
+            torch.set_num_threads(1)
         t0 = time.perf_counter()
         tt = evaluate_run(tt_run, **eval_kw, progress=False).summary()
         tt_eval_min = (time.perf_counter() - t0) / 60
