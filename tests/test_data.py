@@ -100,7 +100,7 @@ def test_value_targets_equal_a_direct_sum() -> None:
 def reference_window(
     step_tokens: np.ndarray, ep: Episodes, e: int, j: int, L: int, max_path_length: int, stop: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """SPEC s.3 written out for one window: episode e, first step j."""
+    """docs/method.md (Data) written out for one window: episode e, first step j."""
     d = step_tokens.shape[1]
     win = np.full((L, d), stop, dtype=np.int64)
     mask = np.ones((L, d))

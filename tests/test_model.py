@@ -36,7 +36,7 @@ def make_model(seed: int = 0, **kw: int | float) -> TrajectoryGPT:
 
 
 def test_reference_parameter_count() -> None:
-    """HalfCheetah, reference defaults: 1,468,544 parameters (SPEC section 4)."""
+    """HalfCheetah, reference defaults: 1,468,544 parameters (docs/method.md, Model)."""
     cfg = ModelConfig(obs_dim=17, act_dim=6, vocab_size=100, block_size=10 * 25 - 1)
     model = TrajectoryGPT(cfg)
     assert model.num_params() == 1_468_544

@@ -73,7 +73,10 @@ def test_weight_decay_groups() -> None:
 
 
 def test_lr_schedule_by_hand() -> None:
-    """Warmup over one pass, cosine to 0.1x at 20 passes, unclamped rise after (SPEC s.4)."""
+    """Warmup over one pass, cosine to 0.1x at 20 passes, unclamped rise after.
+
+    docs/method.md, Optimizer and schedule.
+    """
     s = LRSchedule(lr=6e-4, warmup_tokens=1000.0, final_tokens=20_000.0)
     assert s(0) == 0.0
     assert s(250) == pytest.approx(6e-4 * 0.25)
@@ -325,7 +328,10 @@ def test_cli_subprocess_exit_code(tiny_run: Path) -> None:
 
 
 def test_shipped_configs_load() -> None:
-    """Every YAML in configs/ is valid; the reference configs carry the SPEC s.5 overrides."""
+    """Every YAML in configs/ is valid; the reference configs carry the paper's overrides.
+
+    docs/method.md, Planner.
+    """
     for path in sorted((ROOT / "configs").glob("*.yaml")):
         load_config(path)
     hc = config_for("halfcheetah")

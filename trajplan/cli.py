@@ -215,7 +215,7 @@ def data_from_replay(
 
 # -- plan / eval (trajplan.plan, trajplan.evaluate) ----------------------------------------------
 
-_PLAN_HELP = "Planning (defaults: the run's own plan config, SPEC s.5)"
+_PLAN_HELP = "Planning (defaults: the run's own plan config; docs/method.md, Planner)"
 
 
 def _plan_options(
@@ -243,7 +243,7 @@ def _plan_options(
 
 
 _HORIZON = typer.Option(
-    None, help="Planned steps per plan (SPEC default 15).", rich_help_panel=_PLAN_HELP
+    None, help="Planned steps per plan (reference default 15).", rich_help_panel=_PLAN_HELP
 )
 _BEAM = typer.Option(None, help="Beams kept after every step (128).", rich_help_panel=_PLAN_HELP)
 _EXPAND = typer.Option(

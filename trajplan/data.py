@@ -1,4 +1,4 @@
-"""Minari episodes -> transitions -> tokenized training windows (SPEC sections 1-3).
+"""Minari episodes -> transitions -> tokenized training windows (docs/method.md, Data).
 
     load_episodes   flat arrays over all steps of all episodes (+ env id, reference scores)
     make_transitions  [obs, act, r (termination penalty), V (discounted reward-to-go)]
@@ -306,7 +306,9 @@ def split_episodes(ep: Episodes, val_fraction: float, seed: int = 0) -> tuple[Ep
 
 
 class WindowDataset:
-    """All training windows of L transitions, stored once and gathered per batch (SPEC s.3).
+    """All training windows of L transitions, stored once and gathered per batch.
+
+    docs/method.md, Data.
 
     Storage: the step tokens of every episode followed by L-1 rows of stop tokens, flat
     [n_steps + n_episodes * (L-1), D] int16 (int32 if N > 32767). A window is a row offset

@@ -73,7 +73,10 @@ def check_dataset_id(dataset_id: str) -> str:
 
 
 def split_dataset_ids(dataset_id: str) -> list[str]:
-    """'a+b' -> ['a', 'b']; a missing '.../medium-expert-vN' -> medium + expert (SPEC s.1)."""
+    """'a+b' -> ['a', 'b']; a missing '.../medium-expert-vN' -> medium + expert.
+
+    docs/method.md, Data.
+    """
     parts = [check_dataset_id(p) for p in dataset_id.split("+")]
     if len(parts) == 1 and not (datasets_root() / parts[0]).exists():
         head, sep, tail = parts[0].rpartition("medium-expert-v")

@@ -1,4 +1,4 @@
-"""Evaluate a trained model by planning in its environment (SPEC section 6).
+"""Evaluate a trained model by planning in its environment (docs/method.md, Scores).
 
 `run_episodes` plays N episodes (seeds seed, seed+1, ...) in lockstep through one batched
 `Planner`: all beams of all episodes share every model call, and a finished episode leaves

@@ -1,4 +1,4 @@
-"""The Trajectory Transformer GPT (SPEC section 4), with a key/value cache for planning.
+"""The Trajectory Transformer GPT (docs/method.md, Model), with a key/value cache for planning.
 
 A sequence is a run of whole transitions `[obs (o), act (a), reward, value]`, D = o + a + 2
 tokens each, always starting at an observation's first token. Token t holds dimension

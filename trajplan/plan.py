@@ -1,4 +1,4 @@
-"""Beam-search planning with the Trajectory Transformer (SPEC section 5), exact and fast.
+"""Beam-search planning with the Trajectory Transformer (docs/method.md, Planner), exact and fast.
 
 The planner keeps the last `max_context_transitions` real transitions of every episode,
 `[obs, executed action, raw reward, value placeholder 1e6]`, tokenized. At each planning
@@ -66,7 +66,7 @@ WINDOWS = ("slide", "grow")
 
 
 def cdf_filter(logits: torch.Tensor, probs: torch.Tensor, threshold: float) -> torch.Tensor:
-    """Give logit -1000 to every token with probability <= p* (SPEC s.5 step 2).
+    """Give logit -1000 to every token with probability <= p* (docs/method.md, Planner, step 2).
 
     probs [R, V] is softmax(logits). Sort ascending and take the running sum; p* is the
     probability at the last position where that sum is still below `threshold`, or the
@@ -157,7 +157,7 @@ def uniforms_per_plan(cfg: PlanConfig, obs_dim: int, act_dim: int) -> int:
 
 
 def window_start(length: int, window: int, transition_dim: int) -> int:
-    """First token of the model window for a sequence of `length` tokens (SPEC s.5).
+    """First token of the model window for a sequence of `length` tokens (docs/method.md, Planner).
 
     Crops `length - window` tokens rounded up to whole transitions (0 when it fits).
     """

@@ -1,4 +1,4 @@
-"""Training the TT model (SPEC section 4): one loop for CPU, one GPU and torchrun DDP.
+"""Training the TT model (docs/method.md, Model; Optimizer and schedule): CPU, GPU, DDP.
 
 Faithful to the reference trainer:
 - AdamW(lr 6e-4, betas (0.9, 0.95)); weight decay 0.1 on Linear weights and the
@@ -118,7 +118,7 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> 
 
 @dataclass(frozen=True)
 class LRSchedule:
-    """Learning rate as a function of tokens seen (SPEC s.4)."""
+    """Learning rate as a function of tokens seen (docs/method.md, Optimizer and schedule)."""
 
     lr: float
     warmup_tokens: float
