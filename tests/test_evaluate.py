@@ -73,7 +73,7 @@ def hopper() -> tuple[TrajectoryGPT, Discretizer]:
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, hopper) -> Path:  # noqa: ANN001
+def run_dir(tmp_path_factory, hopper) -> Path:
     """A finished run directory (trajplan.checkpoint format) holding the Hopper model."""
     save_checkpoint = pytest.importorskip("trajplan.checkpoint").save_checkpoint
 
@@ -98,7 +98,7 @@ def run_dir(tmp_path_factory, hopper) -> Path:  # noqa: ANN001
 # -- episodes --------------------------------------------------------------------------------
 
 
-def test_episodes_batched_equal_alone_and_same_seed_same_returns(hopper) -> None:  # noqa: ANN001
+def test_episodes_batched_equal_alone_and_same_seed_same_returns(hopper) -> None:
     model, disc = hopper
     together = evaluate(model, disc, "hopper", PLAN, 3, seed=5, episode_steps=25, device="cpu",
                         progress=False)  # fmt: skip
@@ -122,7 +122,7 @@ def test_episodes_batched_equal_alone_and_same_seed_same_returns(hopper) -> None
     assert together.env_steps == sum(e.length for e in together.episodes)
 
 
-def test_summary_scores_references_and_files(hopper, tmp_path: Path) -> None:  # noqa: ANN001
+def test_summary_scores_references_and_files(hopper, tmp_path: Path) -> None:
     model, disc = hopper
     refs = references_for("hopper", -20.0, 3000.0)
     result = evaluate(model, disc, "hopper", PLAN, 2, seed=0, episode_steps=5, device="cpu",
@@ -173,7 +173,7 @@ def test_one_episode_stderr_is_none() -> None:
 # -- bad input -------------------------------------------------------------------------------
 
 
-def test_wrong_env_and_bad_options_are_clear_errors(hopper, run_dir: Path) -> None:  # noqa: ANN001
+def test_wrong_env_and_bad_options_are_clear_errors(hopper, run_dir: Path) -> None:
     model, _ = hopper
     with pytest.raises(TrajplanError, match="trained on hopper, not halfcheetah"):
         check_env_matches(model, "halfcheetah", "hopper")

@@ -353,7 +353,7 @@ def plan(
     if video:
         check_rendering(env_name)
 
-    def view(info) -> Table:  # noqa: ANN001
+    def view(info) -> Table:
         table = Table(title=f"{env_name} seed {seed} ({run_dir.name})", min_width=60)
         for col in ("step", "reward", "return", "score", "ms/step"):
             table.add_column(col, justify="right")
@@ -726,7 +726,7 @@ def _train_config(
     resume: bool,
     overrides: list[str],
     flags: dict[str, object],
-):  # noqa: ANN202
+):
     """The RunConfig for `trajplan train`: base (run / file / reference), then overrides."""
     from trajplan.checkpoint import read_manifest
     from trajplan.config import apply_overrides, config_for, load_config

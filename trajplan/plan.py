@@ -299,8 +299,8 @@ class CachedWindow(FullWindow):
         to the rows. Identical inputs give identical keys, so this equals the per-row
         recompute.
         """
-        model, y, E = self.model, self.y, self.n_env  # noqa: N806
-        R, length = y.shape[0], self.n - first  # noqa: N806
+        model, y, E = self.model, self.y, self.n_env
+        R, length = y.shape[0], self.n - first
         bounds = [b for b in range(self.D, self.n, self.D) if b > first] + [self.n]
         level: KVCache | None = None
         slot_prev: torch.Tensor | None = None
@@ -344,12 +344,12 @@ def distinct_rows(keys: torch.Tensor, n_env: int) -> tuple[torch.Tensor, torch.T
     of any episode) and rep [E*U] (slot -> one row holding it; unused slots repeat a row of
     their episode), so that keys[rep][slot] == keys.
     """
-    R = keys.shape[0]  # noqa: N806
+    R = keys.shape[0]
     r = R // n_env
     env = torch.arange(R, device=keys.device) // r
     uniq, inv = torch.unique(torch.cat([env[:, None], keys], 1), dim=0, return_inverse=True)
     counts = torch.bincount(uniq[:, 0], minlength=n_env)  # distinct rows per episode
-    U = int(counts.max())  # noqa: N806
+    U = int(counts.max())
     first = torch.cumsum(counts, 0) - counts  # index of each episode's first distinct row
     slot = env * U + (inv - first[env])
     rep = (torch.arange(n_env, device=keys.device) * r).repeat_interleave(U)
@@ -385,11 +385,11 @@ def beam_search(
     mids [N, D] float64 bin midpoints on the device; pool: key/value buffers to reuse across
     plans (cached mode). Returns the best beam of every episode.
     """
-    D, N = model.transition_dim, model.vocab_size  # noqa: N806
+    D, N = model.transition_dim, model.vocab_size
     a = model.cfg.act_dim
     o = model.cfg.obs_dim
-    H, B, n = cfg.horizon, cfg.beam_width, cfg.n_expand  # noqa: N806
-    E, dev = ctx.shape[0], ctx.device  # noqa: N806
+    H, B, n = cfg.horizon, cfg.beam_width, cfg.n_expand
+    E, dev = ctx.shape[0], ctx.device
     backend_cls = CachedWindow if cfg.mode == "cached" else FullWindow
     backend = backend_cls(model, window, H * D - o, pool, grow=cfg.window == "grow")
     mid_r, mid_v = mids[:, D - 2], mids[:, D - 1]  # [N] each
@@ -487,7 +487,7 @@ def check_plan_config(cfg: PlanConfig, model: TrajectoryGPT | None = None) -> No
             raise TrajplanError(
                 f"plan.{name} must be between 1 and {n_classes} (bins + stop) or none, got {k}"
             )
-    D = model.transition_dim  # noqa: N806
+    D = model.transition_dim
     if cfg.horizon > 1 and plan_window(model, cfg) < D:
         raise TrajplanError(
             f"the planning window ({plan_window(model, cfg)} tokens) holds less than one "

@@ -179,7 +179,7 @@ def load_actor(path: str | Path) -> Actor:
     try:
         with safe_open(str(path), framework="numpy") as f:
             header = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise TrajplanError(f"{path} is not a readable safetensors file: {exc}") from exc
     if header.get("format") != ACTOR_FORMAT:
