@@ -438,7 +438,7 @@ class _Metrics:
             from torch.utils.tensorboard import SummaryWriter
 
             self.tb = SummaryWriter(str(run_dir / "tensorboard"))
-        except Exception:  # tensorboard not installed: the JSON lines are enough
+        except ImportError:  # tensorboard not installed: the JSON lines are enough
             self.tb = None
 
     def write(self, record: dict[str, Any]) -> None:
