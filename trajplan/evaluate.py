@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from trajplan.config import PlanConfig, to_dict
+from trajplan.config import PlanConfig, apply_overrides, to_dict
 from trajplan.envs import make_env, normalized_score, obs_view, resolve_env
 from trajplan.errors import TrajplanError
 from trajplan.model import TrajectoryGPT
@@ -572,9 +572,17 @@ def resolve_run(checkpoint: str | Path | None, env: str | None, runs_root: str |
     return Path(find_latest_run(resolve_env(env).name, runs_root=runs_root))
 
 
-def with_overrides(cfg: PlanConfig, **overrides: Any) -> PlanConfig:
-    """A copy of cfg with every override that is not None applied, then checked."""
+def with_overrides(cfg: PlanConfig, sets: Sequence[str] = (), **overrides: Any) -> PlanConfig:
+    """A copy of cfg with every override that is not None applied, then the
+    `plan.KEY=VALUE` strings of `sets` (the CLI's --set), then checked."""
     new = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    for item in sets:
+        section, dot, rest = item.strip().partition(".")
+        if section != "plan" or not dot or "=" not in rest:
+            raise TrajplanError(
+                f"--set {item!r}: plan and eval take plan.KEY=VALUE, e.g. plan.logp_weight=0.1"
+            )
+        apply_overrides(new, [rest])
     check_plan_config(new)
     return new
 
