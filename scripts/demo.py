@@ -61,9 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     from trajplan.checkpoint import load_checkpoint
     from trajplan.config import load_config
     from trajplan.data import load_episodes
-    from trajplan.envs import normalized_score, resolve_env
-    from trajplan.evaluate import run_episodes, save_eval
+    from trajplan.envs import resolve_env
+    from trajplan.evaluate import run_episodes
     from trajplan.policies import builtin_actor, load_actor
+    from trajplan.report import save_eval
+    from trajplan.scores import normalized_score
     from trajplan.train import train
 
     console = Console()

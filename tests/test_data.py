@@ -25,9 +25,10 @@ from trajplan.data import (
     prepare_episodes,
     value_targets,
 )
-from trajplan.datasets import D4RL_SOURCE, METADATA_SOURCE, split_dataset_ids
+from trajplan.datasets import split_dataset_ids
 from trajplan.envs import resolve_env
 from trajplan.errors import TrajplanError
+from trajplan.scores import D4RL_SOURCE, METADATA_SOURCE
 
 
 def tiny_episodes() -> Episodes:

@@ -19,13 +19,13 @@ from trajplan.evaluate import (
     EvalResult,
     check_env_matches,
     evaluate,
-    references_for,
     resolve_run,
     run_episodes,
-    save_eval,
     with_overrides,
 )
 from trajplan.model import TrajectoryGPT
+from trajplan.report import save_eval
+from trajplan.scores import references_for
 from trajplan.tokens import Discretizer
 from trajplan.video import prepare_rendering
 
@@ -163,7 +163,7 @@ def test_reference_scores_are_named() -> None:
 
 
 def test_one_episode_stderr_is_none() -> None:
-    from trajplan.evaluate import EpisodeResult
+    from trajplan.rollout import EpisodeResult
 
     res = EvalResult("hopper", "Hopper-v5", [EpisodeResult(0, 1.0, 1, None, False)],
                      references_for("hopper"), {}, 1.0, 1)  # fmt: skip

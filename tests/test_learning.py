@@ -278,7 +278,8 @@ def test_training_logs_validation_and_kind_losses_and_fits_its_schedule(
 
 
 def test_realized_returns_and_diagnostics_by_hand() -> None:
-    from trajplan.evaluate import EpisodeResult, plan_diagnostics, realized_returns
+    from trajplan.rollout import EpisodeResult
+    from trajplan.scores import plan_diagnostics, realized_returns
 
     np.testing.assert_allclose(realized_returns([1.0, 2.0, 3.0], 0.5), [2.75, 3.5, 3.0])
     e = EpisodeResult(0, 6.0, 3, None, True, rewards=[1.0, 2.0, 3.0],

@@ -76,7 +76,9 @@ def render(table: object, width: int = 80) -> str:
 
 def test_eval_table_is_readable_at_80_columns() -> None:
     from trajplan.cli import eval_table
-    from trajplan.evaluate import EpisodeResult, EvalResult, references_for
+    from trajplan.evaluate import EvalResult
+    from trajplan.rollout import EpisodeResult
+    from trajplan.scores import references_for
 
     def result(rets: list[float], refs: tuple | None = None, steps: int | None = None):
         r = references_for("halfcheetah", *(refs or (None, None)))

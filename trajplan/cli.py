@@ -398,11 +398,11 @@ def plan(
         result = run_episodes(
             ckpt,
             env_name,
-            1,
-            seed,
-            cfg,
-            max_steps,
-            ckpt.model.pos_emb.device,
+            n_episodes=1,
+            seed=seed,
+            plan_cfg=cfg,
+            episode_steps=max_steps,
+            device=ckpt.model.pos_emb.device,
             progress=False,
             on_step=lambda info: live.update(view(info), refresh=True),
             recorder=recorder,
@@ -505,14 +505,8 @@ def eval_cmd(
 
     from trajplan.bc import is_bc_run, load_bc
     from trajplan.checkpoint import load_checkpoint, read_manifest
-    from trajplan.evaluate import (
-        EvalInterrupted,
-        check_episode_args,
-        eval_name,
-        resolve_run,
-        run_episodes,
-        save_eval,
-    )
+    from trajplan.evaluate import EvalInterrupted, check_episode_args, resolve_run, run_episodes
+    from trajplan.report import eval_name, save_eval
     from trajplan.runtime import Stopped, sigterm_as_interrupt, unique_dir
     from trajplan.video import VideoRecorder, check_rendering, parse_episodes, prepare_rendering
 
@@ -553,8 +547,8 @@ def eval_cmd(
                         if rec is not None:
                             check_rendering(env or run.env)
                         result = run_episodes(
-                            run, env, episodes, seed, None, episode_steps,
-                            progress=progress, recorder=rec,
+                            run, env, n_episodes=episodes, seed=seed,
+                            episode_steps=episode_steps, progress=progress, recorder=rec,
                         )  # fmt: skip
                     else:
                         ckpt = load_checkpoint(run_dir, device=device)
@@ -562,8 +556,9 @@ def eval_cmd(
                         if rec is not None:
                             check_rendering(env or ckpt.env)
                         result = run_episodes(
-                            ckpt, env, episodes, seed, cfg, episode_steps,
-                            ckpt.model.pos_emb.device, progress=progress, recorder=rec,
+                            ckpt, env, n_episodes=episodes, seed=seed, plan_cfg=cfg,
+                            episode_steps=episode_steps, device=ckpt.model.pos_emb.device,
+                            progress=progress, recorder=rec,
                         )  # fmt: skip
                 except EvalInterrupted as stop:  # Ctrl-C / SIGTERM: keep what was played
                     partial = stop.result

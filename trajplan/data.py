@@ -27,11 +27,11 @@ from trajplan.datasets import (
     iter_episodes,
     local_datasets,
     open_dataset,
-    reference_scores,
     registry_info,
     split_dataset_ids,
 )
 from trajplan.errors import TrajplanError
+from trajplan.scores import reference_scores
 from trajplan.tokens import Discretizer
 
 __all__ = [
@@ -200,7 +200,7 @@ def load_episodes(dataset_id: str, download: bool = False, obs_keep: int | None 
     meta = {}
     if len(refs) == 1:  # every part carries the same pair (or none)
         meta["ref_min_score"], meta["ref_max_score"] = refs.pop()
-    lo, hi, src = reference_scores(meta, env_id, dataset_id)
+    lo, hi, src = reference_scores(meta, info)
     return Episodes(
         observations=obs,
         actions=cat["act"],

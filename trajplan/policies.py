@@ -237,7 +237,7 @@ class ActorPolicy:
 
 class BatchedActor:
     """An exported actor (a BC policy, a SAC actor) for E episodes in lockstep: the batched
-    interface of `trajplan.plan.Planner` that `trajplan.evaluate.rollout` drives."""
+    interface of `trajplan.plan.Planner` that `trajplan.rollout.rollout` drives."""
 
     def __init__(self, actor: Actor) -> None:
         self.actor = actor
