@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     from trajplan.evaluate import run_episodes
     from trajplan.policies import builtin_actor, load_actor
     from trajplan.report import save_eval
-    from trajplan.scores import normalized_score
+    from trajplan.scores import normalized_score, references_for
     from trajplan.train import train
 
     console = Console()
@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     console.rule("[bold]1. data")
     dataset_id = pick_dataset(args.steps, args.seed)
     episodes = load_episodes(dataset_id)
-    ref_min, ref_max = episodes.ref_min or info.ref_min, episodes.ref_max or info.ref_max
+    refs = references_for(info.name, episodes.ref_min, episodes.ref_max)  # else D4RL's
+    ref_min, ref_max = refs.ref_min, refs.ref_max
     data_returns = episodes.returns()
     console.print(
         f"{dataset_id}: {episodes.n_episodes} episodes, {episodes.n_steps} steps, "
