@@ -334,7 +334,7 @@ def test_outputs_checked_before_the_work(capsys, tiny_run: Path, tmp_path: Path)
     assert time.time() - t0 < 20 and not (run / "eval").exists()
     pytest.importorskip("imageio_ffmpeg")
     code, err = cli(capsys, "plan", "--checkpoint", str(run), "--video", str(tmp_path / "v"))
-    one_line_error(code, err, "needs an extension")
+    one_line_error(code, err, "must end in one of")
     code, err = cli(capsys, "plan", "--checkpoint", str(run), "--video", str(blocker / "v.mp4"))
     one_line_error(code, err, "cannot write", "video folder")
     weights = run / "model.safetensors"
