@@ -17,14 +17,8 @@ from trajplan.checkpoint import load_checkpoint, read_manifest
 from trajplan.config import ModelConfig, RunConfig, TrainConfig, config_for, load_config
 from trajplan.errors import TrajplanError
 from trajplan.model import TrajectoryGPT
-from trajplan.train import (
-    DistInfo,
-    LRSchedule,
-    Trainer,
-    decay_parameter_names,
-    n_epochs_for,
-    train,
-)
+from trajplan.optim import LRSchedule, decay_parameter_names, n_epochs_for
+from trajplan.train import DistInfo, Trainer, train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.yaml"

@@ -62,6 +62,7 @@ from trajplan.checkpoint import (
 from trajplan.config import RunConfig, TrainConfig, dataset_level, to_dict
 from trajplan.errors import TrajplanError
 from trajplan.model import TrajectoryGPT, check_model_config
+from trajplan.optim import LRSchedule, make_optimizer, n_epochs_for
 from trajplan.runtime import (
     DirLock,
     Stopped,
@@ -86,69 +87,7 @@ LOOP_FIELDS = (
 DIM_FIELDS = ("obs_dim", "act_dim", "vocab_size", "block_size")
 
 
-# -- optimizer and schedule ------------------------------------------------------------------
-
-
-def decay_parameter_names(model: nn.Module) -> tuple[list[str], list[str]]:
-    """(decayed, not decayed) parameter names: Linear weights and the head are decayed;
-    biases, LayerNorm, the token embedding and the position embedding are not."""
-    decay, no_decay = [], []
-    for mod_name, mod in model.named_modules():
-        for name, _ in mod.named_parameters(recurse=False):
-            full = f"{mod_name}.{name}" if mod_name else name
-            if (isinstance(mod, nn.Linear) and name == "weight") or (
-                mod is model and name == "head"
-            ):
-                decay.append(full)
-            else:
-                no_decay.append(full)
-    return decay, no_decay
-
-
-def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    decay, no_decay = decay_parameter_names(model)
-    params = dict(model.named_parameters())
-    groups = [
-        {"params": [params[n] for n in decay], "weight_decay": cfg.weight_decay},
-        {"params": [params[n] for n in no_decay], "weight_decay": 0.0},
-    ]
-    fused = device.type == "cuda"  # one kernel for all parameters
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), fused=fused)
-
-
-@dataclass(frozen=True)
-class LRSchedule:
-    """Learning rate as a function of tokens seen (docs/method.md, Optimizer and schedule)."""
-
-    lr: float
-    warmup_tokens: float
-    final_tokens: float
-    clamp: bool = False  # False: the reference's unclamped cosine
-
-    @classmethod
-    def for_data(cls, cfg: TrainConfig, n_windows: int, block_size: int) -> LRSchedule:
-        one_pass = n_windows * block_size
-        return cls(
-            cfg.lr, cfg.warmup_mult * one_pass, cfg.final_mult * one_pass, cfg.clamp_schedule
-        )
-
-    def multiplier(self, tokens: float) -> float:
-        if tokens < self.warmup_tokens:
-            return tokens / max(1.0, self.warmup_tokens)
-        progress = (tokens - self.warmup_tokens) / max(1.0, self.final_tokens - self.warmup_tokens)
-        if self.clamp:
-            progress = min(progress, 1.0)
-        return max(0.1, 0.5 * (1.0 + math.cos(math.pi * progress)))
-
-    def __call__(self, tokens: float) -> float:
-        return self.lr * self.multiplier(tokens)
-
-
-def n_epochs_for(cfg: TrainConfig, n_windows: int) -> int:
-    """`epochs` if given, else the reference's int(1e6 / n_windows * n_epochs_ref), >= 1."""
-    if cfg.epochs is not None:
-        return cfg.epochs
-    return max(1, int(1e6 / n_windows * cfg.n_epochs_ref))
+# -- the loop's pure functions ----------------------------------------------------------------
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -565,17 +504,10 @@ class Trainer:
         self.total_steps = self.n_epochs * self.steps_per_epoch
         if tc.max_steps is not None:
             self.total_steps = min(self.total_steps, tc.max_steps)
-        if tc.fit_schedule:  # the cosine ends with the run (average tokens per step)
-            per_step = self.schedule.final_tokens / max(1, self.n_epochs * self.steps_per_epoch)
-            budget = per_step * self.total_steps
-            if budget < self.schedule.final_tokens:
-                scale = budget / self.schedule.final_tokens
-                self.schedule = dataclasses.replace(
-                    self.schedule,
-                    warmup_tokens=self.schedule.warmup_tokens * scale,
-                    final_tokens=budget,
-                    clamp=True,
-                )
+        if tc.fit_schedule:  # the cosine ends with the run
+            self.schedule = self.schedule.fitted(
+                self.n_epochs * self.steps_per_epoch, self.total_steps
+            )
         # progress counters (all restored on resume)
         self.step = self.epoch = self.batch_pos = self.tokens = 0
         self.wall_before = 0.0  # training time of earlier sessions of this run
