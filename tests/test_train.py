@@ -18,7 +18,8 @@ from trajplan.config import ModelConfig, RunConfig, TrainConfig, config_for, loa
 from trajplan.errors import TrajplanError
 from trajplan.model import TrajectoryGPT
 from trajplan.optim import LRSchedule, decay_parameter_names, n_epochs_for
-from trajplan.train import DistInfo, Trainer, train
+from trajplan.runprep import DistInfo
+from trajplan.train import Trainer, train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.yaml"
