@@ -110,11 +110,11 @@ def test_first_update_runs_at_full_rate(halfcheetah_dataset: str, tmp_path: Path
     delta = (trainer.model.ln_f.bias - before["ln_f.bias"]).abs()
     assert torch.allclose(delta, torch.full_like(delta, 6e-4), rtol=1e-3)
     lr_now = trainer.optimizer.param_groups[0]["lr"]
-    assert lr_now == pytest.approx(trainer.schedule(trainer.tokens))
+    assert lr_now == pytest.approx(trainer.schedule(trainer.state.tokens))
     warmup = trainer.windows.n_windows * trainer.windows.block_size
-    assert 0 < trainer.tokens < warmup and lr_now < 6e-4 / 2
+    assert 0 < trainer.state.tokens < warmup and lr_now < 6e-4 / 2
     # tokens: non-stop targets of the batch (HalfCheetah windows end inside episodes)
-    assert trainer.tokens <= cfg.train.batch_size * trainer.windows.block_size
+    assert trainer.state.tokens <= cfg.train.batch_size * trainer.windows.block_size
 
 
 # -- training ----------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ import signal
 import threading
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -247,12 +248,49 @@ def train(
             from rich.console import Console
 
             Console(stderr=True).print(
-                f"[yellow]stopped at step {trainer.step}: checkpoint saved; continue with "
+                f"[yellow]stopped at step {trainer.state.step}: checkpoint saved; continue with "
                 f"trajplan train --resume --out {trainer.run_dir}[/]",
                 highlight=False,
             )
         raise Stopped(trainer.stop_signal)
     return trainer.run_dir
+
+
+@dataclass
+class TrainState:
+    """The progress counters of a run: saved in state.pt under these names, restored from
+    it on resume (one list of fields for both)."""
+
+    step: int = 0  # optimizer steps over the whole run
+    epoch: int = 0
+    batch: int = 0  # steps done in the current epoch
+    tokens: int = 0  # non-stop target tokens seen: the schedule's unit
+    wall_s: float = 0.0  # training time of earlier sessions (saved: up to the checkpoint)
+    epoch_loss_sum: float = 0.0  # the partial epoch (for best.safetensors)
+    epoch_batches: int = 0
+    best_loss: float = math.inf
+    best_epoch: int = -1
+    # step of the weights in best.safetensors: the best epoch's end, or the first
+    # checkpoint while no epoch has ended (then best_loss is null and best_epoch -1)
+    best_step: int | None = None
+    last_loss: float | None = None
+
+    def saved(self, wall_s: float) -> dict[str, Any]:
+        """The fields for state.pt, with the run's training time up to now."""
+        return {**dataclasses.asdict(self), "tokens": int(self.tokens), "wall_s": wall_s}
+
+    @classmethod
+    def from_saved(cls, state: dict[str, Any]) -> TrainState:
+        """From a state.pt (older ones lack the optional fields); KeyError if one is missing."""
+        return cls(
+            **{
+                f.name: state.get(f.name) if f.name in _OPTIONAL_STATE else state[f.name]
+                for f in dataclasses.fields(cls)
+            }
+        )
+
+
+_OPTIONAL_STATE = ("best_step", "last_loss")  # absent from state.pt files of older runs
 
 
 class Trainer:
@@ -287,15 +325,7 @@ class Trainer:
             self.schedule = self.schedule.fitted(
                 self.n_epochs * self.steps_per_epoch, self.total_steps
             )
-        # progress counters (all restored on resume)
-        self.step = self.epoch = self.batch_pos = self.tokens = 0
-        self.wall_before = 0.0  # training time of earlier sessions of this run
-        self.epoch_loss, self.epoch_batches = 0.0, 0  # partial epoch (for best.safetensors)
-        self.best_loss, self.best_epoch = math.inf, -1
-        # step of the weights in best.safetensors: the best epoch's end, or the first
-        # checkpoint while no epoch has ended (then best_loss is null and best_epoch -1)
-        self.best_step: int | None = None
-        self.last_loss: float | None = None
+        self.state = TrainState()  # the progress counters (saved and restored)
         self._last_save: tuple[int, str] | None = None  # (step, status) of the last checkpoint
         self._good_step: int | None = None  # step of the newest checkpoint on disk
         self.lock: DirLock | None = None  # held by rank 0 from setup to close
@@ -375,13 +405,8 @@ class Trainer:
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
-            self.step, self.epoch, self.batch_pos = state["step"], state["epoch"], state["batch"]
-            self.tokens, self.wall_before = state["tokens"], state["wall_s"]
-            self.epoch_loss, self.epoch_batches = state["epoch_loss_sum"], state["epoch_batches"]
-            self.best_loss, self.best_epoch = state["best_loss"], state["best_epoch"]
-            self.best_step = state.get("best_step")
-            self.last_loss = state.get("last_loss")
-            self._good_step = self.step
+            self.state = TrainState.from_saved(state)
+            self._good_step = self.state.step
             self.manifest["created"] = state.get("created", self.manifest["created"])
             set_rng_state(state["rng"])
         except (RuntimeError, ValueError, KeyError, TypeError) as exc:
@@ -398,7 +423,7 @@ class Trainer:
     def _diverged(self, what: str) -> TrajplanError:
         """The error that stops a run whose loss or weights are no longer finite."""
         return TrajplanError(
-            f"training diverged at step {self.step} ({what}): stopped without saving, "
+            f"training diverged at step {self.state.step} ({what}): stopped without saving, "
             f"{self._kept()} in {self.run_dir}; start a new run with a lower train.lr "
             f"(was {self.cfg.train.lr:g})"
         )
@@ -412,14 +437,14 @@ class Trainer:
         info = {
             **self.manifest,
             "status": status,
-            "step": self.step,
-            "epoch": self.epoch,
-            "tokens": int(self.tokens),
+            "step": self.state.step,
+            "epoch": self.state.epoch,
+            "tokens": int(self.state.tokens),
             "wall_s": round(self.elapsed(), 3),
-            "last_loss": self.last_loss,
-            "best_loss": None if math.isinf(self.best_loss) else self.best_loss,
-            "best_epoch": self.best_epoch,
-            "best_step": self.best_step,
+            "last_loss": self.state.last_loss,
+            "best_loss": None if math.isinf(self.state.best_loss) else self.state.best_loss,
+            "best_epoch": self.state.best_epoch,
+            "best_step": self.state.best_step,
         }
         if status in ("finished", "time_limit"):
             info["finished"] = now_iso()
@@ -435,23 +460,13 @@ class Trainer:
         if not self.rk.main:
             return
         if is_best or not (self.run_dir / BEST_FILE).exists():
-            is_best, self.best_step = True, self.step  # best.safetensors: these weights
+            is_best, self.state.best_step = True, self.state.step  # best.safetensors: these weights
         info = self._info(status)
         state = {
             "format": FORMAT,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "step": self.step,
-            "epoch": self.epoch,
-            "batch": self.batch_pos,
-            "tokens": int(self.tokens),
-            "wall_s": self.elapsed(),
-            "epoch_loss_sum": self.epoch_loss,
-            "epoch_batches": self.epoch_batches,
-            "best_loss": self.best_loss,
-            "best_epoch": self.best_epoch,
-            "best_step": self.best_step,
-            "last_loss": self.last_loss,
+            **self.state.saved(self.elapsed()),
             "created": self.manifest["created"],
             "rng": rng_state(),
         }
@@ -461,15 +476,15 @@ class Trainer:
             )
         except TrajplanError as exc:  # disk full, ...: nothing of this checkpoint was renamed
             raise TrajplanError(f"{exc}; {self._kept()}") from None
-        self._last_save = (self.step, status)
-        self._good_step = self.step
+        self._last_save = (self.state.step, status)
+        self._good_step = self.state.step
         self._t_saved = time.perf_counter()
 
     # -- the loop ----------------------------------------------------------------------------
 
     def elapsed(self) -> float:
         """Training wall time over all sessions of this run."""
-        return self.wall_before + time.perf_counter() - self._t_start
+        return self.state.wall_s + time.perf_counter() - self._t_start
 
     def _mean_over_ranks(self, total: torch.Tensor, n: int) -> float:
         pair = torch.stack([total.detach().float(), torch.tensor(float(n), device=self.dev)])
@@ -482,9 +497,9 @@ class Trainer:
         the limit counts as that share of the schedule's tokens when it is larger."""
         tc = self.cfg.train
         if not (tc.fit_schedule and tc.time_limit_s):
-            return float(self.tokens)
+            return float(self.state.tokens)
         share = (time.perf_counter() - self._t_start) / tc.time_limit_s
-        return max(float(self.tokens), share * self.schedule.final_tokens)
+        return max(float(self.state.tokens), share * self.schedule.final_tokens)
 
     @torch.no_grad()
     def validate(self, max_windows: int = 8192) -> dict[str, float] | None:
@@ -523,9 +538,10 @@ class Trainer:
         SIGTERM) stopped it (its number is in `stop_signal`)."""
         tc, rk = self.cfg.train, self.rk
         self._t_start = time.perf_counter()
-        if self.step >= self.total_steps or self.epoch >= self.n_epochs:
+        if self.state.step >= self.total_steps or self.state.epoch >= self.n_epochs:
             return False  # nothing left to do (a finished run resumed without a new limit)
-        lr = self.schedule(self.tokens) if self.step > 0 else tc.lr  # first update: full rate
+        st = self.state
+        lr = self.schedule(st.tokens) if st.step > 0 else tc.lr  # first update: full rate
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         if self.dev.type == "cuda":
@@ -543,13 +559,13 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             if self._good_step is None:  # config.json from the start: resumable, fingerprinted
                 write_manifest(self.run_dir, self.cfg, self._info("starting"))
-        metrics = _Metrics(self.run_dir, rk.main, self.step)  # drops lines past the checkpoint
+        metrics = _Metrics(self.run_dir, rk.main, st.step)  # drops lines past the checkpoint
         stop = _StopFlag(rk.world == 1)
-        bar = _Progress(progress and rk.main, self.total_steps, self.step, self.run_dir.name)
+        bar = _Progress(progress and rk.main, self.total_steps, self.state.step, self.run_dir.name)
         self._t_saved = time.perf_counter()
         try:
             status = self._loop(net, metrics, bar, stop)
-            if self._last_save != (self.step, status):  # max_steps, time limit or a signal
+            if self._last_save != (self.state.step, status):  # max_steps, time limit or a signal
                 if status != "interrupted":
                     self._log_validation(metrics)
                 self.save(status)
@@ -570,22 +586,22 @@ class Trainer:
     def _loop(self, net: nn.Module, metrics: _Metrics, bar: _Progress, stop: _StopFlag) -> str:
         """The epochs and steps; returns the status: "interrupted" (a signal asked to stop),
         "time_limit" or "finished" (last epoch or max_steps)."""
-        tc, rk, w = self.cfg.train, self.rk, self.windows
+        tc, rk, w, st = self.cfg.train, self.rk, self.windows, self.state
         use_amp = self.dev.type == "cuda" and tc.amp
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else nullcontext()
         log_loss = torch.zeros((), device=self.dev)  # summed on the device, read when logged
-        ep_loss = torch.tensor(self.epoch_loss, device=self.dev)
+        ep_loss = torch.tensor(st.epoch_loss_sum, device=self.dev)
         log_n, log_tokens, t_log = 0, 0, time.perf_counter()
         lr = self.optimizer.param_groups[0]["lr"]
-        while self.epoch < self.n_epochs and self.step < self.total_steps:
-            perm = epoch_permutation(w.n_windows, tc.seed, self.epoch)
+        while st.epoch < self.n_epochs and st.step < self.total_steps:
+            perm = epoch_permutation(w.n_windows, tc.seed, st.epoch)
             pad = self.shard_len * rk.world - w.n_windows  # wrap around (DistributedSampler)
             grid = torch.cat([perm, perm[:pad]]).view(self.shard_len, rk.world)
-            while self.batch_pos < self.steps_per_epoch and self.step < self.total_steps:
-                a = self.batch_pos * self.per_rank
+            while st.batch < self.steps_per_epoch and st.step < self.total_steps:
+                a = st.batch * self.per_rank
                 rows = grid[a : a + self.per_rank]  # [b, world] window ids of this step
                 x, y, mask = w.get_batch(rows[:, rk.rank].to(self.dev))  # [b, block] each
-                torch.manual_seed(step_seed(tc.seed, rk.rank, self.step))  # dropout draws
+                torch.manual_seed(step_seed(tc.seed, rk.rank, st.step))  # dropout draws
                 with autocast:
                     logits, loss = net(x, y, mask)
                 self.optimizer.zero_grad(set_to_none=True)
@@ -593,19 +609,19 @@ class Trainer:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
                 self.optimizer.step()
                 # as the reference: the rate for the *next* step, from the tokens seen
-                self.tokens += int(self._counts[rows.reshape(-1)].sum())
+                st.tokens += int(self._counts[rows.reshape(-1)].sum())
                 lr = self.schedule(self._schedule_tokens())
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
-                self.step += 1
-                self.batch_pos += 1
-                self.epoch_batches += 1
+                st.step += 1
+                st.batch += 1
+                st.epoch_batches += 1
                 log_loss += loss.detach()
                 ep_loss += loss.detach()
                 log_n += 1
                 log_tokens += x.numel() * rk.world
                 out_of_time = False
-                if self.step % tc.log_every == 0 or self.step == self.total_steps:
+                if st.step % tc.log_every == 0 or st.step == self.total_steps:
                     speed = log_tokens / max(time.perf_counter() - t_log, 1e-9)
                     kinds = self.model.loss_by_kind(logits.detach(), y, mask)  # this batch
                     loss_mean = self._mean_over_ranks(log_loss, log_n)
@@ -614,21 +630,21 @@ class Trainer:
                     log_n, log_tokens, t_log = 0, 0, time.perf_counter()
                     out_of_time = self._out_of_time()
                 else:
-                    bar.update(self.step)
+                    bar.update(st.step)
                 if stop.requested or out_of_time:
-                    if self.batch_pos == self.steps_per_epoch:
+                    if st.batch == self.steps_per_epoch:
                         self._end_epoch(ep_loss, lr, metrics)
                     else:
-                        self.epoch_loss = float(ep_loss)  # the partial epoch, for resuming
+                        st.epoch_loss_sum = float(ep_loss)  # the partial epoch, for resuming
                     if stop.requested:
                         return "interrupted"
-                    done = self.epoch >= self.n_epochs or self.step >= self.total_steps
+                    done = st.epoch >= self.n_epochs or st.step >= self.total_steps
                     return "finished" if done else "time_limit"
-                if self._save_due() and self.batch_pos < self.steps_per_epoch:
-                    self.epoch_loss = float(ep_loss)  # a mid-epoch checkpoint, by the clock
+                if self._save_due() and st.batch < self.steps_per_epoch:
+                    st.epoch_loss_sum = float(ep_loss)  # a mid-epoch checkpoint, by the clock
                     self.save("running")
-            if self.batch_pos < self.steps_per_epoch:  # max_steps inside the epoch
-                self.epoch_loss = float(ep_loss)
+            if st.batch < self.steps_per_epoch:  # max_steps inside the epoch
+                st.epoch_loss_sum = float(ep_loss)
                 return "finished"
             self._end_epoch(ep_loss, lr, metrics)
         return "finished"
@@ -644,55 +660,61 @@ class Trainer:
     ) -> None:
         """One metrics.jsonl line and a progress-bar refresh (loss by kind: the last batch)."""
         self._check_finite("mean loss", loss)
-        self.last_loss = loss
+        self.state.last_loss = loss
         metrics.write(
             {
                 "kind": "train",
-                "step": self.step,
-                "epoch": self.epoch,
+                "step": self.state.step,
+                "epoch": self.state.epoch,
                 "loss": loss,
                 **{f"loss_{k}": round(float(v), 5) for k, v in zip(KINDS, kinds, strict=True)},
                 "lr": lr,
-                "tokens": int(self.tokens),
+                "tokens": int(self.state.tokens),
                 "tokens_per_s": round(speed, 1),
                 "wall_s": round(self.elapsed(), 3),
             }
         )
         bar.update(
-            self.step, epoch=self.epoch, loss=f"{loss:.4f}", lr=f"{lr:.2e}", speed=f"{speed:,.0f}"
+            self.state.step,
+            epoch=self.state.epoch,
+            loss=f"{loss:.4f}",
+            lr=f"{lr:.2e}",
+            speed=f"{speed:,.0f}",
         )
 
     def _log_validation(self, metrics: _Metrics) -> None:
         val = self.validate()
         if val is not None:
             self.last_val = val
-            metrics.write({"kind": "val", "step": self.step, "epoch": self.epoch, **val})
+            metrics.write(
+                {"kind": "val", "step": self.state.step, "epoch": self.state.epoch, **val}
+            )
 
     def _end_epoch(self, ep_loss: torch.Tensor, lr: float, metrics: _Metrics) -> None:
         """Epoch mean loss (decides best.safetensors), metrics line, checkpoint when due."""
-        mean = self._mean_over_ranks(ep_loss, self.epoch_batches)
+        mean = self._mean_over_ranks(ep_loss, self.state.epoch_batches)
         self._check_finite("epoch loss", mean)
-        is_best = mean < self.best_loss
+        is_best = mean < self.state.best_loss
         if is_best:
-            self.best_loss, self.best_epoch = mean, self.epoch
+            self.state.best_loss, self.state.best_epoch = mean, self.state.epoch
         metrics.write(
             {
                 "kind": "epoch",
-                "step": self.step,
-                "epoch": self.epoch,
+                "step": self.state.step,
+                "epoch": self.state.epoch,
                 "loss": mean,
                 "lr": lr,
-                "tokens": int(self.tokens),
+                "tokens": int(self.state.tokens),
                 "wall_s": round(self.elapsed(), 3),
             }
         )
-        self.epoch += 1
-        self.batch_pos, self.epoch_batches, self.epoch_loss = 0, 0, 0.0
+        self.state.epoch += 1
+        self.state.batch, self.state.epoch_batches, self.state.epoch_loss_sum = 0, 0, 0.0
         ep_loss.zero_()
-        last = self.epoch >= self.n_epochs or self.step >= self.total_steps
-        if last or self.epoch % self.cfg.train.val_every == 0:
+        last = self.state.epoch >= self.n_epochs or self.state.step >= self.total_steps
+        if last or self.state.epoch % self.cfg.train.val_every == 0:
             self._log_validation(metrics)
-        if self.epoch >= self.n_epochs or self.step >= self.total_steps:
+        if self.state.epoch >= self.n_epochs or self.state.step >= self.total_steps:
             self.save("finished", is_best)
-        elif self.epoch % self.cfg.train.save_every == 0 or self._save_due():
+        elif self.state.epoch % self.cfg.train.save_every == 0 or self._save_due():
             self.save("running", is_best)
