@@ -117,6 +117,36 @@ def test_first_update_runs_at_full_rate(halfcheetah_dataset: str, tmp_path: Path
     assert trainer.state.tokens <= cfg.train.batch_size * trainer.windows.block_size
 
 
+def test_callbacks_see_every_metrics_line_and_step(halfcheetah_dataset: str, tmp_path: Path):
+    """A callback given to run() gets what metrics.jsonl gets, and every step, in order."""
+    from trajplan.callbacks import Callback
+
+    class Recorder(Callback):
+        def __init__(self) -> None:
+            self.records: list[dict] = []
+            self.steps: list[int] = []
+            self.closed = False
+
+        def on_record(self, record: dict) -> None:
+            self.records.append(record)
+
+        def on_step(self, step: int) -> None:
+            self.steps.append(step)
+
+        def close(self) -> None:
+            self.closed = True
+
+    cfg = tiny_cfg(halfcheetah_dataset, max_steps=6, log_every=2)
+    cpu = torch.device("cpu")
+    trainer = Trainer.setup(cfg, tmp_path / "run", False, cpu, None, False, "runs", DistInfo())
+    rec = Recorder()
+    trainer.run(progress=False, callbacks=[rec])
+    assert rec.steps == [1, 2, 3, 4, 5, 6] and rec.closed and trainer.callbacks == []
+    written = metrics(tmp_path / "run")
+    assert rec.records == written
+    assert [m["step"] for m in written if m["kind"] == "train"] == [2, 4, 6]
+
+
 # -- training ----------------------------------------------------------------------------------
 
 

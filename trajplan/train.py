@@ -26,11 +26,11 @@ progress.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import signal
 import threading
 import time
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,10 +40,10 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from trajplan.callbacks import Callback, default_callbacks
 from trajplan.checkpoint import (
     BEST_FILE,
     FORMAT,
-    METRICS_FILE,
     is_dead_end,
     now_iso,
     rng_state,
@@ -59,7 +59,6 @@ from trajplan.runprep import DistInfo, check_train_config, init_distributed, pre
 from trajplan.runtime import (
     DirLock,
     Stopped,
-    atomic_write,
     remove_orphaned_tmp,
     seed_everything,
 )
@@ -91,97 +90,7 @@ def target_token_counts(windows: Any, chunk: int = 8192) -> torch.Tensor:
     return counts
 
 
-# -- progress and metrics --------------------------------------------------------------------
-
-
-class _Progress:
-    """A rich progress bar (rank 0, when asked) with loss, lr, tokens/s and ETA."""
-
-    def __init__(self, enabled: bool, total: int, done: int, title: str) -> None:
-        self.bar = None
-        if not enabled:
-            return
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.bar = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("epoch {task.fields[epoch]}  loss {task.fields[loss]}"),
-            TextColumn("lr {task.fields[lr]}  {task.fields[speed]} tok/s"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-        )
-        self.task = self.bar.add_task(
-            title, total=total, completed=done, epoch="-", loss="-", lr="-", speed="-"
-        )
-        self.bar.start()
-
-    def update(self, step: int, **fields: Any) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, completed=step, **fields)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-
-class _Metrics:
-    """metrics.jsonl (+ TensorBoard when installed), written by rank 0 only."""
-
-    def __init__(self, run_dir: Path, enabled: bool, keep_until_step: int | None) -> None:
-        self.path = run_dir / METRICS_FILE
-        self.file = None
-        self.tb = None
-        if not enabled:
-            return
-        if keep_until_step is not None and self.path.exists():  # drop lines past the checkpoint
-            kept = []
-            for line in self.path.read_text().splitlines():
-                try:
-                    if json.loads(line).get("step", 0) <= keep_until_step:
-                        kept.append(line + "\n")
-                except json.JSONDecodeError:
-                    continue
-            atomic_write(self.path, lambda p: p.write_text("".join(kept)))
-        self.file = self.path.open("a")
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
-        except ImportError:  # tensorboard not installed: the JSON lines are enough
-            self.tb = None
-
-    def write(self, record: dict[str, Any]) -> None:
-        if self.file is None:
-            return
-        try:
-            self.file.write(json.dumps(record) + "\n")
-            self.file.flush()
-        except OSError as exc:
-            raise TrajplanError(f"cannot write {self.path}: {exc.strerror or exc}") from None
-        if self.tb is not None:
-            prefix = record.get("kind", "train")
-            for key in ("loss", "lr", "tokens_per_s"):
-                if record.get(key) is not None:
-                    self.tb.add_scalar(f"{prefix}/{key}", record[key], record["step"])
-
-    def close(self) -> None:
-        if self.file is not None:
-            try:
-                self.file.close()
-            except OSError:  # already reported by write (disk full)
-                pass
-        if self.tb is not None:
-            self.tb.close()
+# -- signals --------------------------------------------------------------------
 
 
 class _StopFlag:
@@ -326,6 +235,7 @@ class Trainer:
                 self.n_epochs * self.steps_per_epoch, self.total_steps
             )
         self.state = TrainState()  # the progress counters (saved and restored)
+        self.callbacks: list[Callback] = []  # rank 0, while run() runs: metrics, bar, ...
         self._last_save: tuple[int, str] | None = None  # (step, status) of the last checkpoint
         self._good_step: int | None = None  # step of the newest checkpoint on disk
         self.lock: DirLock | None = None  # held by rank 0 from setup to close
@@ -533,9 +443,10 @@ class Trainer:
             out = bool(flag > 0)
         return out
 
-    def run(self, progress: bool = True) -> bool:
+    def run(self, progress: bool = True, callbacks: Sequence[Callback] = ()) -> bool:
         """Train until the last epoch, max_steps or time_limit_s; True if a signal (Ctrl-C,
-        SIGTERM) stopped it (its number is in `stop_signal`)."""
+        SIGTERM) stopped it (its number is in `stop_signal`). `callbacks` run after the
+        default ones (metrics.jsonl, TensorBoard, progress bar), on rank 0 only."""
         tc, rk = self.cfg.train, self.rk
         self._t_start = time.perf_counter()
         if self.state.step >= self.total_steps or self.state.epoch >= self.n_epochs:
@@ -559,19 +470,21 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             if self._good_step is None:  # config.json from the start: resumable, fingerprinted
                 write_manifest(self.run_dir, self.cfg, self._info("starting"))
-        metrics = _Metrics(self.run_dir, rk.main, st.step)  # drops lines past the checkpoint
+        if rk.main:  # the other ranks write nothing
+            defaults = default_callbacks(self.run_dir, st.step, self.total_steps, progress)
+            self.callbacks = [*defaults, *callbacks]
         stop = _StopFlag(rk.world == 1)
-        bar = _Progress(progress and rk.main, self.total_steps, self.state.step, self.run_dir.name)
         self._t_saved = time.perf_counter()
         try:
-            status = self._loop(net, metrics, bar, stop)
-            if self._last_save != (self.state.step, status):  # max_steps, time limit or a signal
+            status = self._loop(net, stop)
+            if self._last_save != (st.step, status):  # max_steps, time limit or a signal
                 if status != "interrupted":
-                    self._log_validation(metrics)
+                    self._log_validation()
                 self.save(status)
         finally:
-            bar.close()
-            metrics.close()
+            for callback in reversed(self.callbacks):
+                callback.close()
+            self.callbacks = []
             stop.close()
         if rk.world > 1:
             dist.barrier()
@@ -583,7 +496,7 @@ class Trainer:
         minutes = self.cfg.train.save_every_min
         return minutes is not None and time.perf_counter() - self._t_saved >= 60 * minutes
 
-    def _loop(self, net: nn.Module, metrics: _Metrics, bar: _Progress, stop: _StopFlag) -> str:
+    def _loop(self, net: nn.Module, stop: _StopFlag) -> str:
         """The epochs and steps; returns the status: "interrupted" (a signal asked to stop),
         "time_limit" or "finished" (last epoch or max_steps)."""
         tc, rk, w, st = self.cfg.train, self.rk, self.windows, self.state
@@ -616,6 +529,8 @@ class Trainer:
                 st.step += 1
                 st.batch += 1
                 st.epoch_batches += 1
+                for callback in self.callbacks:
+                    callback.on_step(st.step)
                 log_loss += loss.detach()
                 ep_loss += loss.detach()
                 log_n += 1
@@ -625,15 +540,13 @@ class Trainer:
                     speed = log_tokens / max(time.perf_counter() - t_log, 1e-9)
                     kinds = self.model.loss_by_kind(logits.detach(), y, mask)  # this batch
                     loss_mean = self._mean_over_ranks(log_loss, log_n)
-                    self._log(metrics, bar, loss_mean, lr, speed, kinds)
+                    self._log(loss_mean, lr, speed, kinds)
                     log_loss.zero_()
                     log_n, log_tokens, t_log = 0, 0, time.perf_counter()
                     out_of_time = self._out_of_time()
-                else:
-                    bar.update(st.step)
                 if stop.requested or out_of_time:
                     if st.batch == self.steps_per_epoch:
-                        self._end_epoch(ep_loss, lr, metrics)
+                        self._end_epoch(ep_loss, lr)
                     else:
                         st.epoch_loss_sum = float(ep_loss)  # the partial epoch, for resuming
                     if stop.requested:
@@ -646,22 +559,19 @@ class Trainer:
             if st.batch < self.steps_per_epoch:  # max_steps inside the epoch
                 st.epoch_loss_sum = float(ep_loss)
                 return "finished"
-            self._end_epoch(ep_loss, lr, metrics)
+            self._end_epoch(ep_loss, lr)
         return "finished"
 
-    def _log(
-        self,
-        metrics: _Metrics,
-        bar: _Progress,
-        loss: float,
-        lr: float,
-        speed: float,
-        kinds: torch.Tensor,
-    ) -> None:
-        """One metrics.jsonl line and a progress-bar refresh (loss by kind: the last batch)."""
+    def _emit(self, record: dict[str, Any]) -> None:
+        """Hand a metrics line to the callbacks (none on ranks other than 0)."""
+        for callback in self.callbacks:
+            callback.on_record(record)
+
+    def _log(self, loss: float, lr: float, speed: float, kinds: torch.Tensor) -> None:
+        """One "train" metrics line (loss by kind: the last batch)."""
         self._check_finite("mean loss", loss)
         self.state.last_loss = loss
-        metrics.write(
+        self._emit(
             {
                 "kind": "train",
                 "step": self.state.step,
@@ -674,30 +584,21 @@ class Trainer:
                 "wall_s": round(self.elapsed(), 3),
             }
         )
-        bar.update(
-            self.state.step,
-            epoch=self.state.epoch,
-            loss=f"{loss:.4f}",
-            lr=f"{lr:.2e}",
-            speed=f"{speed:,.0f}",
-        )
 
-    def _log_validation(self, metrics: _Metrics) -> None:
+    def _log_validation(self) -> None:
         val = self.validate()
         if val is not None:
             self.last_val = val
-            metrics.write(
-                {"kind": "val", "step": self.state.step, "epoch": self.state.epoch, **val}
-            )
+            self._emit({"kind": "val", "step": self.state.step, "epoch": self.state.epoch, **val})
 
-    def _end_epoch(self, ep_loss: torch.Tensor, lr: float, metrics: _Metrics) -> None:
+    def _end_epoch(self, ep_loss: torch.Tensor, lr: float) -> None:
         """Epoch mean loss (decides best.safetensors), metrics line, checkpoint when due."""
         mean = self._mean_over_ranks(ep_loss, self.state.epoch_batches)
         self._check_finite("epoch loss", mean)
         is_best = mean < self.state.best_loss
         if is_best:
             self.state.best_loss, self.state.best_epoch = mean, self.state.epoch
-        metrics.write(
+        self._emit(
             {
                 "kind": "epoch",
                 "step": self.state.step,
@@ -713,7 +614,7 @@ class Trainer:
         ep_loss.zero_()
         last = self.state.epoch >= self.n_epochs or self.state.step >= self.total_steps
         if last or self.state.epoch % self.cfg.train.val_every == 0:
-            self._log_validation(metrics)
+            self._log_validation()
         if self.state.epoch >= self.n_epochs or self.state.step >= self.total_steps:
             self.save("finished", is_best)
         elif self.state.epoch % self.cfg.train.save_every == 0 or self._save_due():
