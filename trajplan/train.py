@@ -1,14 +1,15 @@
 """Training the TT model (docs/method.md, Model; Optimizer and schedule): CPU, GPU, DDP.
 
-Faithful to the reference trainer:
-- AdamW(lr 6e-4, betas (0.9, 0.95)); weight decay 0.1 on Linear weights and the
-  per-dimension head only; gradient norm clipped at 1.0;
-- batches of 256 windows, reshuffled every epoch, the last partial batch kept;
-- learning rate by tokens seen (non-stop targets): linear warmup over one pass of the data
-  (n_windows * block_size tokens), then a cosine to 0.1x at 20 passes that the reference
-  never clamps (it rises again after); the new rate is set *after* each optimizer step, so
-  the first update runs at the full rate. `train.clamp_schedule` holds 0.1x after the end;
-- n_epochs = int(1e6 / n_windows * n_epochs_ref) unless `train.epochs` is given.
+A run passes through four pieces, one module each:
+
+    trajplan.runprep    prepare_run: config vs data vs an old run, data, dims, manifest
+    trajplan.optim      AdamW groups, the token-based schedule, the epoch rule
+    trajplan.train      Trainer: the loop, TrainState (the saved counters), checkpoints
+    trajplan.callbacks  metrics.jsonl, TensorBoard, the progress bar (rank 0 only)
+
+As the reference trainer: batches of 256 windows, reshuffled every epoch, the last partial
+batch kept; gradient norm clipped at 1.0; the new learning rate is set *after* each
+optimizer step, so the first update runs at the full rate.
 
 Quick runs: `train.max_steps` (a total over the run) and `train.time_limit_s` (wall time of
 one session, checked every log_every steps) stop early with a checkpoint.
