@@ -30,7 +30,7 @@ def dataset_score(dataset_id: str) -> tuple[float, float, int, str]:
     """Mean and stderr of the normalized return of the dataset's whole episodes."""
     from trajplan.data import load_episodes
     from trajplan.envs import env_for_dataset, resolve_env
-    from trajplan.evaluate import references_for, stderr
+    from trajplan.scores import references_for, stderr
 
     ep = load_episodes(dataset_id)
     info = None

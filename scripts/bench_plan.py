@@ -146,7 +146,7 @@ def main() -> None:
         )
     full5 = rows[0][2]
     table.add_row(
-        "h5_b32, grow window (not SPEC)",
+        "h5_b32, grow window (not the reference)",
         f"{grow[0]:,.0f} / {grow[1]:,.0f}",
         "",
         f"{full5[0] / grow[0]:.1f}x",

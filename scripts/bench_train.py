@@ -55,9 +55,9 @@ class ExplicitAttention(CausalSelfAttention):
         self.attn_dropout = nn.Dropout(cfg.dropout)
         self.resid_drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, mask, cache=None, layer=0, prefix=None):  # noqa: ANN001, ANN201
-        B, T, C = x.shape  # noqa: N806
-        H = self.n_head  # noqa: N806
+    def forward(self, x, mask, cache=None, layer=0, prefix=None):
+        B, T, C = x.shape
+        H = self.n_head
         q, k, v = (t.view(B, T, H, C // H).transpose(1, 2) for t in self.qkv(x).split(C, dim=2))
         fmask = mask.float()  # the original keeps a float 0/1 buffer
         att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
@@ -74,9 +74,9 @@ class SDPAAttention(CausalSelfAttention):
         super().__init__(cfg)
         self.resid_drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, mask, cache=None, layer=0, prefix=None):  # noqa: ANN001, ANN201
-        B, T, C = x.shape  # noqa: N806
-        H = self.n_head  # noqa: N806
+    def forward(self, x, mask, cache=None, layer=0, prefix=None):
+        B, T, C = x.shape
+        H = self.n_head
         q, k, v = (t.view(B, T, H, C // H).transpose(1, 2) for t in self.qkv(x).split(C, dim=2))
         p = self.attn_drop if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
@@ -111,7 +111,7 @@ class Stepper:
             self.model.parameters(), lr=6e-4, betas=(0.9, 0.95), fused=device.type == "cuda"
         )
         g = torch.Generator().manual_seed(1)
-        T = CFG["block_size"]  # noqa: N806
+        T = CFG["block_size"]
         self.x = torch.randint(0, 101, (batch, T), generator=g).to(device)
         self.y = torch.randint(0, 101, (batch, T), generator=g).to(device)
         self.mask = torch.ones(batch, T, device=device)

@@ -30,8 +30,9 @@ from rich.table import Table
 
 from trajplan.collect import collect, episode_returns, from_replay
 from trajplan.data import load_episodes
-from trajplan.envs import normalized_score, resolve_env
+from trajplan.envs import resolve_env
 from trajplan.policies import ActorPolicy, load_actor, save_actor
+from trajplan.scores import normalized_score
 
 console = Console(width=max(Console().width, 110))  # dataset ids are long
 ASSETS = Path(__file__).resolve().parents[1] / "trajplan" / "assets"

@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     from trajplan.collect import collect
     from trajplan.config import load_config
     from trajplan.data import load_episodes
-    from trajplan.evaluate import references_for, save_eval, stderr
+    from trajplan.report import save_eval
+    from trajplan.scores import references_for, stderr
     from trajplan.train import train
     from trajplan.workers import default_workers, evaluate_run
 

@@ -37,6 +37,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from trajplan.envs import make_env, resolve_env
 from trajplan.policies import Actor, actor_from_sb3, save_actor
+from trajplan.scores import stderr
 
 console = Console()
 
@@ -55,8 +56,7 @@ def evaluate(actor: Actor, env_name: str, episodes: int, seed: int) -> tuple[flo
         lengths.append(n)
     env.close()
     rets = np.asarray(returns)
-    stderr = float(rets.std(ddof=1) / np.sqrt(len(rets))) if len(rets) > 1 else 0.0
-    return float(rets.mean()), stderr, float(np.mean(lengths))
+    return float(rets.mean()), stderr(rets) or 0.0, float(np.mean(lengths))
 
 
 def dump_replay(model, path: Path) -> int:

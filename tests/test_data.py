@@ -25,9 +25,10 @@ from trajplan.data import (
     prepare_episodes,
     value_targets,
 )
-from trajplan.datasets import D4RL_SOURCE, METADATA_SOURCE, split_dataset_ids
+from trajplan.datasets import split_dataset_ids
 from trajplan.envs import resolve_env
 from trajplan.errors import TrajplanError
+from trajplan.scores import D4RL_SOURCE, METADATA_SOURCE
 
 
 def tiny_episodes() -> Episodes:
@@ -100,7 +101,7 @@ def test_value_targets_equal_a_direct_sum() -> None:
 def reference_window(
     step_tokens: np.ndarray, ep: Episodes, e: int, j: int, L: int, max_path_length: int, stop: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """SPEC s.3 written out for one window: episode e, first step j."""
+    """docs/method.md (Data) written out for one window: episode e, first step j."""
     d = step_tokens.shape[1]
     win = np.full((L, d), stop, dtype=np.int64)
     mask = np.ones((L, d))

@@ -19,13 +19,13 @@ from trajplan.evaluate import (
     EvalResult,
     check_env_matches,
     evaluate,
-    references_for,
     resolve_run,
     run_episodes,
-    save_eval,
     with_overrides,
 )
 from trajplan.model import TrajectoryGPT
+from trajplan.report import save_eval
+from trajplan.scores import references_for
 from trajplan.tokens import Discretizer
 from trajplan.video import prepare_rendering
 
@@ -73,7 +73,7 @@ def hopper() -> tuple[TrajectoryGPT, Discretizer]:
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, hopper) -> Path:  # noqa: ANN001
+def run_dir(tmp_path_factory, hopper) -> Path:
     """A finished run directory (trajplan.checkpoint format) holding the Hopper model."""
     save_checkpoint = pytest.importorskip("trajplan.checkpoint").save_checkpoint
 
@@ -98,7 +98,7 @@ def run_dir(tmp_path_factory, hopper) -> Path:  # noqa: ANN001
 # -- episodes --------------------------------------------------------------------------------
 
 
-def test_episodes_batched_equal_alone_and_same_seed_same_returns(hopper) -> None:  # noqa: ANN001
+def test_episodes_batched_equal_alone_and_same_seed_same_returns(hopper) -> None:
     model, disc = hopper
     together = evaluate(model, disc, "hopper", PLAN, 3, seed=5, episode_steps=25, device="cpu",
                         progress=False)  # fmt: skip
@@ -122,7 +122,7 @@ def test_episodes_batched_equal_alone_and_same_seed_same_returns(hopper) -> None
     assert together.env_steps == sum(e.length for e in together.episodes)
 
 
-def test_summary_scores_references_and_files(hopper, tmp_path: Path) -> None:  # noqa: ANN001
+def test_summary_scores_references_and_files(hopper, tmp_path: Path) -> None:
     model, disc = hopper
     refs = references_for("hopper", -20.0, 3000.0)
     result = evaluate(model, disc, "hopper", PLAN, 2, seed=0, episode_steps=5, device="cpu",
@@ -163,7 +163,7 @@ def test_reference_scores_are_named() -> None:
 
 
 def test_one_episode_stderr_is_none() -> None:
-    from trajplan.evaluate import EpisodeResult
+    from trajplan.rollout import EpisodeResult
 
     res = EvalResult("hopper", "Hopper-v5", [EpisodeResult(0, 1.0, 1, None, False)],
                      references_for("hopper"), {}, 1.0, 1)  # fmt: skip
@@ -173,7 +173,7 @@ def test_one_episode_stderr_is_none() -> None:
 # -- bad input -------------------------------------------------------------------------------
 
 
-def test_wrong_env_and_bad_options_are_clear_errors(hopper, run_dir: Path) -> None:  # noqa: ANN001
+def test_wrong_env_and_bad_options_are_clear_errors(hopper, run_dir: Path) -> None:
     model, _ = hopper
     with pytest.raises(TrajplanError, match="trained on hopper, not halfcheetah"):
         check_env_matches(model, "halfcheetah", "hopper")
@@ -192,6 +192,15 @@ def test_wrong_env_and_bad_options_are_clear_errors(hopper, run_dir: Path) -> No
     model_, disc = hopper
     with pytest.raises(TrajplanError, match="--episodes must be at least 1"):
         evaluate(model_, disc, "hopper", PLAN, 0, progress=False)
+
+
+def test_set_overrides_any_plan_field_after_the_flags() -> None:
+    cfg = with_overrides(PLAN, ["plan.logp_weight=0.5", " plan.horizon=4"], horizon=7)
+    assert cfg.logp_weight == 0.5 and cfg.horizon == 4 and cfg.beam_width == PLAN.beam_width
+    assert PLAN.logp_weight == 0.0 and PLAN.horizon == 2  # the given config is not touched
+    assert with_overrides(PLAN, ["plan.k_act=null"]).k_act is None
+    with pytest.raises(TrajplanError, match="beam_width must be at least 1"):
+        with_overrides(PLAN, ["plan.beam_width=0"])
 
 
 def test_video_without_imageio_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -245,6 +254,30 @@ def test_cli_plan_and_eval_end_to_end(run_dir: Path, tmp_path: Path) -> None:
     assert (folder / "eval.png").is_file()
 
 
+def test_cli_plan_set_reaches_the_planner(run_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "rollout.json"
+    res = run_cli("plan", "--checkpoint", str(run_dir), "--threads", "1", "--max-steps", "2",
+                  "--beam-width", "2", "--set", "plan.logp_weight=0.5", "--set",
+                  "plan.n_expand=3", "--out", str(out))  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    plan = json.loads(out.read_text())["plan"]
+    assert plan["logp_weight"] == 0.5 and plan["n_expand"] == 3 and plan["beam_width"] == 2
+
+
+@pytest.mark.parametrize("command", [[], ["plan"], ["eval"], ["train"], ["data", "list"], ["hub"]])
+def test_cli_short_help_and_version(command: list[str], capsys: pytest.CaptureFixture) -> None:
+    from trajplan import __version__
+    from trajplan.cli import main
+
+    with pytest.raises(SystemExit) as code:
+        main([*command, "-h"])
+    assert code.value.code == 0
+    assert "Usage:" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as code:
+        main(["--version"])
+    assert code.value.code == 0 and capsys.readouterr().out.strip() == __version__
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -256,6 +289,11 @@ def test_cli_plan_and_eval_end_to_end(run_dir: Path, tmp_path: Path) -> None:
         (("eval", "{run}", "--episodes", "0"), "--episodes must be at least 1"),
         (("eval", "{run}", "--threads", "0"), "--threads must be at least 1"),
         (("plan", "--checkpoint", "{run}", "--window", "wide"), "unknown plan window"),
+        (("eval", "{run}", "--set", "plan.nope=1"), "unknown key 'nope'"),
+        (("eval", "{run}", "--set", "train.lr=1"), "plan and eval take plan.KEY=VALUE"),
+        (("plan", "--checkpoint", "{run}", "--set", "plan.logp_weight"), "plan.KEY=VALUE"),
+        (("plan", "--checkpoint", "{run}", "--set", "plan.logp_weight=-1"), "logp_weight must"),
+        (("eval", "{run}", "--set", "plan.horizon=two"), "expected an integer"),
     ],
 )
 def test_cli_bad_input_is_one_red_line(

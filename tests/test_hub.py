@@ -28,7 +28,8 @@ def cli(*args: str) -> int:
 def evaluated_run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the tiny run with a (short) evaluation in RUN/eval."""
     from trajplan.checkpoint import load_checkpoint
-    from trajplan.evaluate import run_episodes, save_eval
+    from trajplan.evaluate import run_episodes
+    from trajplan.report import save_eval
 
     run = tmp_path_factory.mktemp("hub") / "tiny-hc"
     shutil.copytree(tiny_run, run)

@@ -12,7 +12,7 @@ from trajplan.kernels import blocked_attention, causal_bias, dropout, keep_mask
 from trajplan.model import TrajectoryGPT, attention_mask
 
 
-def explicit_attention(q, k, v, bias, keep=None, p=0.0):  # noqa: ANN001, ANN201
+def explicit_attention(q, k, v, bias, keep=None, p=0.0):
     att = (q @ k.transpose(1, 2)) / math.sqrt(q.shape[-1]) + bias
     att = att.softmax(-1)
     if keep is not None:

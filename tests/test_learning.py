@@ -24,7 +24,7 @@ ROOT = Path(__file__).parents[1]
 
 
 @pytest.fixture(scope="module")
-def bc_run(minari_datasets, tmp_path_factory, one_thread) -> Path:  # noqa: ANN001
+def bc_run(minari_datasets, tmp_path_factory, one_thread) -> Path:
     from trajplan.bc import BCConfig, train_bc
 
     out = tmp_path_factory.mktemp("bc") / "bc"
@@ -33,7 +33,7 @@ def bc_run(minari_datasets, tmp_path_factory, one_thread) -> Path:  # noqa: ANN0
     )
 
 
-def test_bc_trains_saves_loads_and_matches_its_torch_net(bc_run: Path, minari_datasets) -> None:  # noqa: ANN001
+def test_bc_trains_saves_loads_and_matches_its_torch_net(bc_run: Path, minari_datasets) -> None:
     from trajplan.bc import BCConfig, is_bc_run, load_bc, train_bc
     from trajplan.data import load_episodes
 
@@ -130,13 +130,13 @@ def test_mixed_policy_rates_noise_and_determinism() -> None:
     class Constant:
         name = "const"
 
-        def reset(self, seed):  # noqa: ANN001, ANN202
+        def reset(self, seed):
             pass
 
-        def act(self, obs):  # noqa: ANN001, ANN202
+        def act(self, obs):
             return np.full(3, 0.25, np.float32)
 
-        def observe(self, *a):  # noqa: ANN002, ANN202
+        def observe(self, *a):
             pass
 
     plain = MixedPolicy(Constant(), space)
@@ -193,7 +193,7 @@ def test_action_weights_follow_return_to_go() -> None:
     np.testing.assert_array_equal(action_weights(tr, 0.0, 0.99), np.ones(5))
 
 
-def test_weighted_windows_scale_only_action_targets(minari_datasets) -> None:  # noqa: ANN001
+def test_weighted_windows_scale_only_action_targets(minari_datasets) -> None:
     from trajplan.data import action_weights, load_episodes, prepare_episodes
 
     ep = load_episodes(minari_datasets.halfcheetah)
@@ -203,7 +203,7 @@ def test_weighted_windows_scale_only_action_targets(minari_datasets) -> None:  #
     x0, y0, m0 = plain.windows.get_batch(idx)
     x1, y1, m1 = weighted.windows.get_batch(idx)
     assert torch.equal(x0, x1) and torch.equal(y0, y1)
-    D, o, a = 25, 17, 6  # noqa: N806
+    D, o, a = 25, 17, 6
     target_dim = (torch.arange(x0.shape[1]) + 1) % D
     is_act = (target_dim >= o) & (target_dim < o + a)
     assert torch.equal(m0[:, ~is_act], m1[:, ~is_act])
@@ -213,7 +213,7 @@ def test_weighted_windows_scale_only_action_targets(minari_datasets) -> None:  #
         assert m1[0, pos].item() == pytest.approx(w[k] * m0[0, pos].item(), rel=1e-6)
 
 
-def test_validation_split_holds_out_whole_episodes(minari_datasets) -> None:  # noqa: ANN001
+def test_validation_split_holds_out_whole_episodes(minari_datasets) -> None:
     from trajplan.data import load_episodes, prepare_episodes, split_episodes
 
     ep = load_episodes(minari_datasets.hopper)
@@ -254,7 +254,7 @@ def test_loss_by_kind_matches_a_hand_computation() -> None:
 def test_training_logs_validation_and_kind_losses_and_fits_its_schedule(
     minari_datasets,
     tmp_path: Path,
-    one_thread,  # noqa: ANN001
+    one_thread,
 ) -> None:
     from trajplan.train import train
 
@@ -279,7 +279,8 @@ def test_training_logs_validation_and_kind_losses_and_fits_its_schedule(
 
 
 def test_realized_returns_and_diagnostics_by_hand() -> None:
-    from trajplan.evaluate import EpisodeResult, plan_diagnostics, realized_returns
+    from trajplan.rollout import EpisodeResult
+    from trajplan.scores import plan_diagnostics, realized_returns
 
     np.testing.assert_allclose(realized_returns([1.0, 2.0, 3.0], 0.5), [2.75, 3.5, 3.0])
     e = EpisodeResult(0, 6.0, 3, None, True, rewards=[1.0, 2.0, 3.0],
@@ -290,7 +291,7 @@ def test_realized_returns_and_diagnostics_by_hand() -> None:
     assert d["reward_corr"] == pytest.approx(1.0)
 
 
-def test_tt_eval_records_predictions_next_to_the_env(tiny_run: Path, one_thread) -> None:  # noqa: ANN001
+def test_tt_eval_records_predictions_next_to_the_env(tiny_run: Path, one_thread) -> None:
     from trajplan.checkpoint import load_checkpoint
     from trajplan.evaluate import run_episodes
 

@@ -9,7 +9,30 @@ import torch
 import torch.nn.functional as F
 
 from trajplan.config import ModelConfig
-from trajplan.model import TrajectoryGPT, attention_mask
+from trajplan.model import KVCache, TrajectoryGPT, attention_mask
+
+
+# Beam-search operations on a KVCache, written out for the tests (the planner keeps its own
+# preallocated buffers, trajplan.plan.gather_rows).
+def cache_reorder(cache: KVCache, idx: torch.Tensor) -> KVCache:
+    """Select (and duplicate) sequences along the batch: new[b] = old[idx[b]]."""
+    return KVCache(cache.k.index_select(1, idx), cache.v.index_select(1, idx), cache.length)
+
+
+def cache_repeat(cache: KVCache, n: int) -> KVCache:
+    """Tile the batch n times, like `x.repeat(n, 1)` on the token sequences."""
+    return cache_reorder(cache, torch.arange(cache.batch_size).repeat(n))
+
+
+def cache_concat(a: KVCache, b: KVCache) -> KVCache:
+    """Join two caches of the same length along the batch, keeping the larger capacity."""
+    assert a.length == b.length
+    n, cap = a.length, max(a.capacity, b.capacity)
+    shape = (a.k.shape[0], a.batch_size + b.batch_size, a.k.shape[2], cap, a.k.shape[4])
+    k, v = a.k.new_zeros(shape), a.v.new_zeros(shape)
+    k[:, :, :, :n] = torch.cat([a.k[:, :, :, :n], b.k[:, :, :, :n]], dim=1)
+    v[:, :, :, :n] = torch.cat([a.v[:, :, :, :n], b.v[:, :, :, :n]], dim=1)
+    return KVCache(k, v, n)
 
 
 def tiny_config(**kw: int | float) -> ModelConfig:
@@ -36,7 +59,7 @@ def make_model(seed: int = 0, **kw: int | float) -> TrajectoryGPT:
 
 
 def test_reference_parameter_count() -> None:
-    """HalfCheetah, reference defaults: 1,468,544 parameters (SPEC section 4)."""
+    """HalfCheetah, reference defaults: 1,468,544 parameters (docs/method.md, Model)."""
     cfg = ModelConfig(obs_dim=17, act_dim=6, vocab_size=100, block_size=10 * 25 - 1)
     model = TrajectoryGPT(cfg)
     assert model.num_params() == 1_468_544
@@ -55,7 +78,7 @@ def test_attention_mask_hides_value_tokens() -> None:
 def test_value_tokens_are_invisible_to_other_positions() -> None:
     """Only a value token's own position (through the residual stream) sees it."""
     model = make_model()
-    D = model.transition_dim  # noqa: N806
+    D = model.transition_dim
     x = torch.randint(0, 7, (2, 4 * D))
     x2 = x.clone()
     x2[:, D - 1 :: D] = (x2[:, D - 1 :: D] + 3) % 7  # change every value token
@@ -70,7 +93,7 @@ def test_value_tokens_are_invisible_to_other_positions() -> None:
 
 def test_stop_token_uses_last_embedding_row() -> None:
     model = make_model()
-    D = model.transition_dim  # noqa: N806
+    D = model.transition_dim
     idx = torch.tensor([[7] * D])  # stop tokens everywhere
     emb = model._embed(idx, 0)
     expected = model.tok_emb.weight[7 * D] + model.pos_emb[:D]
@@ -82,8 +105,8 @@ def test_stop_token_uses_last_embedding_row() -> None:
 
 def explicit_forward(model: TrajectoryGPT, idx: torch.Tensor) -> torch.Tensor:
     """The original design: explicit masked softmax(QK^T / sqrt(d)) V and a per-head loop."""
-    B, T = idx.shape  # noqa: N806
-    D, C, H = model.transition_dim, model.cfg.n_embd, model.cfg.n_head  # noqa: N806
+    B, T = idx.shape
+    D, C, H = model.transition_dim, model.cfg.n_embd, model.cfg.n_head
     x = model._embed(idx, 0)
     mask = torch.tril(torch.ones(T, T))
     mask[:, D - 1 :: D] = 0
@@ -115,8 +138,8 @@ def test_sdpa_model_equals_explicit_reference(length: int) -> None:
 def test_loss_weights_and_mask_per_target_dimension() -> None:
     """One window, hand-computed: weight of the target's dimension, times the mask, mean."""
     model = make_model(action_weight=5.0, reward_weight=2.0, value_weight=3.0)
-    D = model.transition_dim  # 3 obs, 2 act, r, V  # noqa: N806
-    T = 2 * D - 1  # noqa: N806
+    D = model.transition_dim  # 3 obs, 2 act, r, V
+    T = 2 * D - 1
     idx = torch.randint(0, 7, (1, T))
     targets = torch.randint(0, 8, (1, T))
     mask = torch.ones(1, T)
@@ -134,7 +157,7 @@ def test_loss_weights_and_mask_per_target_dimension() -> None:
 def test_cached_decoding_equals_full_forward() -> None:
     """Prefix, then one token at a time over several whole transitions (atol 1e-5)."""
     model = make_model()
-    D = model.transition_dim  # noqa: N806
+    D = model.transition_dim
     idx = torch.randint(0, 8, (4, 5 * D + 3))
     with torch.no_grad():
         full, _ = model(idx)
@@ -150,15 +173,15 @@ def test_cached_decoding_equals_full_forward() -> None:
 def test_cached_decoding_across_reorder_and_repeat() -> None:
     """Beam search reorders and tiles the cache; the logits must follow the sequences."""
     model = make_model(seed=3)
-    D = model.transition_dim  # noqa: N806
+    D = model.transition_dim
     idx = torch.randint(0, 8, (3, 4 * D))
     split = 2 * D - 2
     with torch.no_grad():
         cache = model.new_cache(3)
         model.forward_cached(idx[:, :split], cache)
         order = torch.tensor([2, 2, 0, 1, 0])
-        cache = cache.reorder(order)
-        cache = cache.repeat(2)  # like x.repeat(2, 1)
+        cache = cache_reorder(cache, order)
+        cache = cache_repeat(cache, 2)  # like x.repeat(2, 1)
         seqs = idx[order].repeat(2, 1)
         pieces = [model.forward_cached(seqs[:, t : t + 1], cache) for t in range(split, 4 * D)]
         inc = torch.cat(pieces, dim=1)
@@ -174,7 +197,7 @@ def test_cache_concat_and_last_only() -> None:
         a, b = model.new_cache(1), model.new_cache(1)
         model.forward_cached(idx[:1, :9], a)
         model.forward_cached(idx[1:, :9], b)
-        both = a.concat(b)
+        both = cache_concat(a, b)
         last = model.forward_cached(idx[:, 9:12], both, last_only=True)
     assert last.shape == (2, 1, 8)
     torch.testing.assert_close(last[:, 0], full[:, 11], atol=1e-5, rtol=1e-5)

@@ -85,7 +85,7 @@ def trained(one_thread: None) -> tuple[TrajectoryGPT, Discretizer, np.ndarray]:
         rows.append(tr)
     env.close()
     disc = Discretizer.fit(np.concatenate(rows), N)
-    L = 4  # noqa: N806
+    L = 4
     windows = []
     for tr in rows:
         tok = disc.discretize(tr)
@@ -177,7 +177,7 @@ def test_window_start_halfcheetah_numbers() -> None:
 # -- the search ------------------------------------------------------------------------------
 
 
-def play(model, disc, cfg, obs, rew, seeds, drop_at=None):  # noqa: ANN001, ANN201
+def play(model, disc, cfg, obs, rew, seeds, drop_at=None):
     """Run a planner over given observations obs [T, E, o] and rewards [T, E].
 
     Returns per step the plan tokens [E, H, D], plan values and actions, all as numpy.
@@ -198,7 +198,7 @@ def play(model, disc, cfg, obs, rew, seeds, drop_at=None):  # noqa: ANN001, ANN2
     return out
 
 
-def episode_data(steps: int, n_env: int, seed: int = 0, pool: np.ndarray | None = None):  # noqa: ANN201
+def episode_data(steps: int, n_env: int, seed: int = 0, pool: np.ndarray | None = None):
     rng = np.random.default_rng(seed)
     if pool is None:
         obs = rng.normal(size=(steps, n_env, OBS))
@@ -260,7 +260,7 @@ def test_grow_window_cached_equals_full_and_differs_from_slide(horizon: int) -> 
     assert any((g[0] != s[0]).any() for g, s in zip(cached, slide, strict=True))
 
 
-def test_cached_equals_full_trained_model(trained) -> None:  # noqa: ANN001
+def test_cached_equals_full_trained_model(trained) -> None:
     model, disc, pool = trained
     cfg = PlanConfig(horizon=4, beam_width=6, n_expand=2, max_context_transitions=3)
     obs, rew = episode_data(6, 1, seed=1, pool=pool)

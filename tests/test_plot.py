@@ -14,8 +14,10 @@ from rich.console import Console
 from trajplan.aggregate import aggregate, bootstrap_ci, iqm, tables, to_json
 from trajplan.cli import main
 from trajplan.errors import TrajplanError
-from trajplan.evaluate import EpisodeResult, EvalResult, references_for
+from trajplan.evaluate import EvalResult
 from trajplan.plot import loss_curves, plot_curves, plot_scores, read_series, run_labels
+from trajplan.rollout import EpisodeResult
+from trajplan.scores import references_for
 
 PNG, SVG = b"\x89PNG\r\n\x1a\n", b"<svg"
 

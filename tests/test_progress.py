@@ -76,9 +76,11 @@ def render(table: object, width: int = 80) -> str:
 
 def test_eval_table_is_readable_at_80_columns() -> None:
     from trajplan.cli import eval_table
-    from trajplan.evaluate import EpisodeResult, EvalResult, references_for
+    from trajplan.evaluate import EvalResult
+    from trajplan.rollout import EpisodeResult
+    from trajplan.scores import references_for
 
-    def result(rets: list[float], refs: tuple | None = None, steps: int | None = None):  # noqa: ANN202
+    def result(rets: list[float], refs: tuple | None = None, steps: int | None = None):
         r = references_for("halfcheetah", *(refs or (None, None)))
         eps = [EpisodeResult(i, x, 1000, r.score(x), False) for i, x in enumerate(rets)]
         return EvalResult("halfcheetah", "HalfCheetah-v5", eps, r, {}, 12.3, 2000, steps)

@@ -17,14 +17,9 @@ from trajplan.checkpoint import load_checkpoint, read_manifest
 from trajplan.config import ModelConfig, RunConfig, TrainConfig, config_for, load_config
 from trajplan.errors import TrajplanError
 from trajplan.model import TrajectoryGPT
-from trajplan.train import (
-    DistInfo,
-    LRSchedule,
-    Trainer,
-    decay_parameter_names,
-    n_epochs_for,
-    train,
-)
+from trajplan.optim import LRSchedule, decay_parameter_names, n_epochs_for
+from trajplan.runprep import DistInfo
+from trajplan.train import Trainer, train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.yaml"
@@ -73,7 +68,10 @@ def test_weight_decay_groups() -> None:
 
 
 def test_lr_schedule_by_hand() -> None:
-    """Warmup over one pass, cosine to 0.1x at 20 passes, unclamped rise after (SPEC s.4)."""
+    """Warmup over one pass, cosine to 0.1x at 20 passes, unclamped rise after.
+
+    docs/method.md, Optimizer and schedule.
+    """
     s = LRSchedule(lr=6e-4, warmup_tokens=1000.0, final_tokens=20_000.0)
     assert s(0) == 0.0
     assert s(250) == pytest.approx(6e-4 * 0.25)
@@ -112,11 +110,41 @@ def test_first_update_runs_at_full_rate(halfcheetah_dataset: str, tmp_path: Path
     delta = (trainer.model.ln_f.bias - before["ln_f.bias"]).abs()
     assert torch.allclose(delta, torch.full_like(delta, 6e-4), rtol=1e-3)
     lr_now = trainer.optimizer.param_groups[0]["lr"]
-    assert lr_now == pytest.approx(trainer.schedule(trainer.tokens))
+    assert lr_now == pytest.approx(trainer.schedule(trainer.state.tokens))
     warmup = trainer.windows.n_windows * trainer.windows.block_size
-    assert 0 < trainer.tokens < warmup and lr_now < 6e-4 / 2
+    assert 0 < trainer.state.tokens < warmup and lr_now < 6e-4 / 2
     # tokens: non-stop targets of the batch (HalfCheetah windows end inside episodes)
-    assert trainer.tokens <= cfg.train.batch_size * trainer.windows.block_size
+    assert trainer.state.tokens <= cfg.train.batch_size * trainer.windows.block_size
+
+
+def test_callbacks_see_every_metrics_line_and_step(halfcheetah_dataset: str, tmp_path: Path):
+    """A callback given to run() gets what metrics.jsonl gets, and every step, in order."""
+    from trajplan.callbacks import Callback
+
+    class Recorder(Callback):
+        def __init__(self) -> None:
+            self.records: list[dict] = []
+            self.steps: list[int] = []
+            self.closed = False
+
+        def on_record(self, record: dict) -> None:
+            self.records.append(record)
+
+        def on_step(self, step: int) -> None:
+            self.steps.append(step)
+
+        def close(self) -> None:
+            self.closed = True
+
+    cfg = tiny_cfg(halfcheetah_dataset, max_steps=6, log_every=2)
+    cpu = torch.device("cpu")
+    trainer = Trainer.setup(cfg, tmp_path / "run", False, cpu, None, False, "runs", DistInfo())
+    rec = Recorder()
+    trainer.run(progress=False, callbacks=[rec])
+    assert rec.steps == [1, 2, 3, 4, 5, 6] and rec.closed and trainer.callbacks == []
+    written = metrics(tmp_path / "run")
+    assert rec.records == written
+    assert [m["step"] for m in written if m["kind"] == "train"] == [2, 4, 6]
 
 
 # -- training ----------------------------------------------------------------------------------
@@ -325,7 +353,10 @@ def test_cli_subprocess_exit_code(tiny_run: Path) -> None:
 
 
 def test_shipped_configs_load() -> None:
-    """Every YAML in configs/ is valid; the reference configs carry the SPEC s.5 overrides."""
+    """Every YAML in configs/ is valid; the reference configs carry the paper's overrides.
+
+    docs/method.md, Planner.
+    """
     for path in sorted((ROOT / "configs").glob("*.yaml")):
         load_config(path)
     hc = config_for("halfcheetah")

@@ -27,6 +27,7 @@ import numpy as np
 
 from trajplan.errors import TrajplanError
 from trajplan.plot import eval_label, eval_path, read_eval, run_labels
+from trajplan.scores import stderr as mean_stderr
 
 
 @dataclass
@@ -43,7 +44,7 @@ class RunScores:
 
     @property
     def stderr(self) -> float | None:
-        return _stderr(np.asarray(self.scores))
+        return mean_stderr(np.asarray(self.scores))
 
 
 @dataclass
@@ -69,10 +70,6 @@ class GroupStats:
         out["runs"] = [{**asdict(r), "mean": r.mean, "stderr": r.stderr} for r in self.runs]
         out["n_runs"] = len(self.runs)
         return out
-
-
-def _stderr(x: np.ndarray) -> float | None:
-    return float(x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else None
 
 
 def iqm(x: np.ndarray) -> float:
@@ -150,7 +147,7 @@ def aggregate(
                 reference=refs.pop(),
                 runs=runs,
                 mean=float(run_means.mean()),
-                stderr=_stderr(run_means),
+                stderr=mean_stderr(run_means),
                 mean_ci=ci["mean"],
                 iqm=iqm(np.concatenate(arrays)),
                 iqm_ci=ci["iqm"],

@@ -5,9 +5,13 @@ Every command turns a TrajplanError into one red line on stderr and exit code 2.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import sys
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -18,25 +22,31 @@ from trajplan.errors import TrajplanError
 if TYPE_CHECKING:
     from rich.table import Table
 
+    from trajplan.config import PlanConfig
     from trajplan.evaluate import EvalResult
 
 console = Console()
 err_console = Console(stderr=True)
 
+_HELP = {"help_option_names": ["-h", "--help"]}  # inherited by every subcommand
 app = typer.Typer(
     name="trajplan",
     help="The Trajectory Transformer: train on Minari datasets, plan in Gymnasium MuJoCo envs.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings=_HELP,
 )
 data_app = typer.Typer(
-    help="Find, inspect, download and create Minari datasets.", no_args_is_help=True
+    help="Find, inspect, download and create Minari datasets.",
+    no_args_is_help=True,
+    context_settings=_HELP,
 )
 app.add_typer(data_app, name="data")
 hub_app = typer.Typer(
     help="Share runs on the Hugging Face Hub (pip install 'trajplan\\[hub]').",
     no_args_is_help=True,
+    context_settings=_HELP,
 )
 app.add_typer(hub_app, name="hub")
 
@@ -47,6 +57,21 @@ def version() -> None:
     from trajplan import __version__
 
     console.print(__version__)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        version()
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    show_version: bool = typer.Option(
+        False, "--version", is_eager=True, callback=_print_version, help="Print the version."
+    ),
+) -> None:
+    """The Trajectory Transformer: train on Minari datasets, plan in Gymnasium MuJoCo envs."""
 
 
 # -- data list / info / download (trajplan.datasets) ---------------------------------------------
@@ -215,59 +240,67 @@ def data_from_replay(
 
 # -- plan / eval (trajplan.plan, trajplan.evaluate) ----------------------------------------------
 
-_PLAN_HELP = "Planning (defaults: the run's own plan config, SPEC s.5)"
+_PLAN_HELP = "Planning (defaults: the run's own plan config; docs/method.md, Planner)"
+
+# The planning flags of `plan` and `eval`, declared once: (flag, PlanConfig field, type, help).
+_PLAN_FLAGS: tuple[tuple[str, str, type, str], ...] = (
+    ("horizon", "horizon", int, "Planned steps per plan (reference default 15)."),
+    ("beam_width", "beam_width", int, "Beams kept after every step (128)."),
+    ("n_expand", "n_expand", int, "Copies of each beam before sampling actions (2)."),
+    ("cdf_act", "cdf_act", float, "Action cdf filter threshold in (0, 1] (0.6)."),
+    ("k_act", "k_act", int, "Top-k filter for actions (none)."),
+    ("context", "max_context_transitions", int, "Past transitions kept as context (5)."),
+    ("plan_freq", "plan_freq", int, "Replan every N env steps (1)."),
+    ("mode", "mode", str, "cached (fast, exact) or full (reference: whole window per token)."),
+    (
+        "window",
+        "window",
+        str,
+        "slide (reference) or grow: keep the plan's window start, slide only past the "
+        "model's block (faster, not the published semantics).",
+    ),
+)
 
 
-def _plan_options(
-    horizon: int | None,
-    beam_width: int | None,
-    n_expand: int | None,
-    cdf_act: float | None,
-    k_act: int | None,
-    context: int | None,
-    plan_freq: int | None,
-    mode: str | None,
-    window: str | None,
-) -> dict:
-    return {
-        "window": window,
-        "horizon": horizon,
-        "beam_width": beam_width,
-        "n_expand": n_expand,
-        "cdf_act": cdf_act,
-        "k_act": k_act,
-        "max_context_transitions": context,
-        "plan_freq": plan_freq,
-        "mode": mode,
-    }
+@dataclass(frozen=True)
+class PlanOptions:
+    """What the planning flags and `--set plan.KEY=VALUE` of one command line ask for."""
+
+    fields: dict[str, Any]
+    sets: tuple[str, ...] = ()
+
+    def apply(self, cfg: PlanConfig) -> PlanConfig:
+        """A checked copy of a run's plan config with these options applied."""
+        from trajplan.evaluate import with_overrides
+
+        return with_overrides(cfg, self.sets, **self.fields)
 
 
-_HORIZON = typer.Option(
-    None, help="Planned steps per plan (SPEC default 15).", rich_help_panel=_PLAN_HELP
-)
-_BEAM = typer.Option(None, help="Beams kept after every step (128).", rich_help_panel=_PLAN_HELP)
-_EXPAND = typer.Option(
-    None, help="Copies of each beam before sampling actions (2).", rich_help_panel=_PLAN_HELP
-)
-_CDF_ACT = typer.Option(
-    None, help="Action cdf filter threshold in (0, 1] (0.6).", rich_help_panel=_PLAN_HELP
-)
-_K_ACT = typer.Option(None, help="Top-k filter for actions (none).", rich_help_panel=_PLAN_HELP)
-_CONTEXT = typer.Option(
-    None, help="Past transitions kept as context (5).", rich_help_panel=_PLAN_HELP
-)
-_PLAN_FREQ = typer.Option(None, help="Replan every N env steps (1).", rich_help_panel=_PLAN_HELP)
-_WINDOW = typer.Option(
-    None,
-    help="slide (reference) or grow: keep the plan's window start, slide only past the "
-    "model's block (faster, not the published semantics).",
-    rich_help_panel=_PLAN_HELP,
-)
-_MODE = typer.Option(
-    None,
-    help="cached (fast, exact) or full (reference: whole window per token).",
-    rich_help_panel=_PLAN_HELP,
-)
+def plan_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give a command the planning flags and `--set`; it receives them as `planning`."""
+    sig = inspect.signature(command, eval_str=True)
+    params = [p for name, p in sig.parameters.items() if name != "planning"]
+    kw = inspect.Parameter.KEYWORD_ONLY
+    for flag, _, tp, text in _PLAN_FLAGS:
+        option = typer.Option(None, help=text, rich_help_panel=_PLAN_HELP)
+        params.append(inspect.Parameter(flag, kw, default=option, annotation=tp | None))
+    sets = typer.Option(
+        None,
+        "--set",
+        help="Set any plan config key, repeatable: --set plan.logp_weight=0.1 (after the flags).",
+        rich_help_panel=_PLAN_HELP,
+    )
+    params.append(inspect.Parameter("plan_set", kw, default=sets, annotation=list[str] | None))
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> None:
+        fields = {field: kwargs.pop(flag) for flag, field, _, _ in _PLAN_FLAGS}
+        planning = PlanOptions(fields, tuple(kwargs.pop("plan_set") or ()))
+        return command(**kwargs, planning=planning)
+
+    wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in params} | {"return": None}
+    return wrapper
 
 
 _THREADS = typer.Option(
@@ -291,6 +324,7 @@ def _score_text(score: float | None) -> str:
 
 
 @app.command()
+@plan_options
 def plan(
     env: str = typer.Option(
         None,
@@ -311,15 +345,7 @@ def plan(
         "a headless GL: MUJOCO_GL=egl or osmesa).",
     ),
     out: str = typer.Option(None, help="Rollout JSON (default: RUN/plan-seed{SEED}.json)."),
-    horizon: int = _HORIZON,
-    beam_width: int = _BEAM,
-    n_expand: int = _EXPAND,
-    cdf_act: float = _CDF_ACT,
-    k_act: int = _K_ACT,
-    context: int = _CONTEXT,
-    plan_freq: int = _PLAN_FREQ,
-    mode: str = _MODE,
-    window: str = _WINDOW,
+    planning: PlanOptions | None = None,
 ) -> None:
     """Plan one episode with a trained model, showing every step live.
 
@@ -331,7 +357,7 @@ def plan(
     from rich.table import Table
 
     from trajplan.checkpoint import load_checkpoint
-    from trajplan.evaluate import resolve_run, run_episodes, with_overrides
+    from trajplan.evaluate import resolve_run, run_episodes
     from trajplan.runtime import check_writable
     from trajplan.video import VideoRecorder, check_rendering, check_video_path, prepare_rendering
 
@@ -345,15 +371,13 @@ def plan(
     path = Path(out) if out else run_dir / f"plan-seed{seed}.json"
     check_writable(path.parent)  # now, not after the episode
     env_name = env or ckpt.env
-    opts = _plan_options(
-        horizon, beam_width, n_expand, cdf_act, k_act, context, plan_freq, mode, window
-    )
-    cfg = with_overrides(ckpt.config.plan, **opts)
+    assert planning is not None  # given by @plan_options
+    cfg = planning.apply(ckpt.config.plan)
     recorder = VideoRecorder({0: video}) if video else None
     if video:
         check_rendering(env_name)
 
-    def view(info) -> Table:  # noqa: ANN001
+    def view(info) -> Table:
         table = Table(title=f"{env_name} seed {seed} ({run_dir.name})", min_width=60)
         for col in ("step", "reward", "return", "score", "ms/step"):
             table.add_column(col, justify="right")
@@ -374,11 +398,11 @@ def plan(
         result = run_episodes(
             ckpt,
             env_name,
-            1,
-            seed,
-            cfg,
-            max_steps,
-            ckpt.model.pos_emb.device,
+            n_episodes=1,
+            seed=seed,
+            plan_cfg=cfg,
+            episode_steps=max_steps,
+            device=ckpt.model.pos_emb.device,
             progress=False,
             on_step=lambda info: live.update(view(info), refresh=True),
             recorder=recorder,
@@ -437,6 +461,7 @@ def eval_table(rows: list[tuple[str, EvalResult]]) -> Table:
 
 
 @app.command("eval")
+@plan_options
 def eval_cmd(
     checkpoints: list[str] = typer.Argument(None, help="Run directories to evaluate."),
     checkpoint: list[str] = typer.Option(None, help="A run directory (repeatable)."),
@@ -463,15 +488,7 @@ def eval_cmd(
         "0", help="Episodes to record with --video, by index: 0,1 = the first two."
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress."),
-    horizon: int = _HORIZON,
-    beam_width: int = _BEAM,
-    n_expand: int = _EXPAND,
-    cdf_act: float = _CDF_ACT,
-    k_act: int = _K_ACT,
-    context: int = _CONTEXT,
-    plan_freq: int = _PLAN_FREQ,
-    mode: str = _MODE,
-    window: str = _WINDOW,
+    planning: PlanOptions | None = None,
 ) -> None:
     """Evaluate trained models: N episodes each, planned together, with normalized scores.
 
@@ -488,15 +505,8 @@ def eval_cmd(
 
     from trajplan.bc import is_bc_run, load_bc
     from trajplan.checkpoint import load_checkpoint, read_manifest
-    from trajplan.evaluate import (
-        EvalInterrupted,
-        check_episode_args,
-        eval_name,
-        resolve_run,
-        run_episodes,
-        save_eval,
-        with_overrides,
-    )
+    from trajplan.evaluate import EvalInterrupted, check_episode_args, resolve_run, run_episodes
+    from trajplan.report import eval_name, save_eval
     from trajplan.runtime import Stopped, sigterm_as_interrupt, unique_dir
     from trajplan.video import VideoRecorder, check_rendering, parse_episodes, prepare_rendering
 
@@ -506,16 +516,12 @@ def eval_cmd(
     filmed = parse_episodes(video_episodes, episodes) if video else []
     if video:
         prepare_rendering()
-    opts = _plan_options(
-        horizon, beam_width, n_expand, cdf_act, k_act, context, plan_freq, mode, window
-    )
+    assert planning is not None  # given by @plan_options
     # Everything that can fail cheaply fails before the first episode: configs, options,
     # and one new output folder per run (never an old one: evaluations do not overwrite).
     bases = [d.parent if d.is_file() else d for d in run_dirs]  # RUN/best.safetensors -> RUN
     names = [b.name for b in bases]
-    plans = [
-        None if is_bc_run(b) else with_overrides(read_manifest(b)[0].plan, **opts) for b in bases
-    ]
+    plans = [None if is_bc_run(b) else planning.apply(read_manifest(b)[0].plan) for b in bases]
     check_episode_args(episodes, episode_steps)
     dests = []
     for base, plan_cfg in zip(bases, plans, strict=True):
@@ -541,17 +547,18 @@ def eval_cmd(
                         if rec is not None:
                             check_rendering(env or run.env)
                         result = run_episodes(
-                            run, env, episodes, seed, None, episode_steps,
-                            progress=progress, recorder=rec,
+                            run, env, n_episodes=episodes, seed=seed,
+                            episode_steps=episode_steps, progress=progress, recorder=rec,
                         )  # fmt: skip
                     else:
                         ckpt = load_checkpoint(run_dir, device=device)
-                        cfg = with_overrides(ckpt.config.plan, **opts)
+                        cfg = planning.apply(ckpt.config.plan)
                         if rec is not None:
                             check_rendering(env or ckpt.env)
                         result = run_episodes(
-                            ckpt, env, episodes, seed, cfg, episode_steps,
-                            ckpt.model.pos_emb.device, progress=progress, recorder=rec,
+                            ckpt, env, n_episodes=episodes, seed=seed, plan_cfg=cfg,
+                            episode_steps=episode_steps, device=ckpt.model.pos_emb.device,
+                            progress=progress, recorder=rec,
                         )  # fmt: skip
                 except EvalInterrupted as stop:  # Ctrl-C / SIGTERM: keep what was played
                     partial = stop.result
@@ -726,7 +733,7 @@ def _train_config(
     resume: bool,
     overrides: list[str],
     flags: dict[str, object],
-):  # noqa: ANN202
+):
     """The RunConfig for `trajplan train`: base (run / file / reference), then overrides."""
     from trajplan.checkpoint import read_manifest
     from trajplan.config import apply_overrides, config_for, load_config

@@ -1,7 +1,7 @@
 """Configs as dataclasses, loaded from `configs/*.yaml` with strict key and type checks.
 
 A YAML file has up to four sections (`data`, `model`, `train`, `plan`) plus `env` and
-`dataset` at the top level. Defaults are the reference (SPEC) values; every unknown key or
+`dataset` at the top level. Defaults are the reference values (docs/method.md); every unknown key or
 wrongly typed value is a one-line TrajplanError.
 """
 
@@ -21,7 +21,7 @@ from trajplan.errors import TrajplanError
 
 @dataclass
 class DataConfig:
-    """Minari episodes -> transitions -> tokens (SPEC sections 1-3)."""
+    """Minari episodes -> transitions -> tokens (docs/method.md, Data and Tokens)."""
 
     discount: float = 0.99  # gamma of the value targets
     termination_penalty: float | None = -100.0  # reward of a true termination (None: keep)
@@ -37,7 +37,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """The TT GPT (SPEC section 4). Dimensions are filled in from the data."""
+    """The TT GPT (docs/method.md, Model). Dimensions are filled in from the data."""
 
     n_layer: int = 4
     n_head: int = 4
@@ -59,7 +59,7 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimizer, schedule and loop (SPEC section 4)."""
+    """Optimizer, schedule and loop (docs/method.md, Optimizer and schedule)."""
 
     batch_size: int = 256
     lr: float = 6e-4
@@ -88,7 +88,7 @@ class TrainConfig:
 
 @dataclass
 class PlanConfig:
-    """Beam search (SPEC section 5)."""
+    """Beam search (docs/method.md, Planner)."""
 
     horizon: int = 15
     beam_width: int = 128
@@ -245,7 +245,7 @@ def config_for(env: str, dataset: str | None = None) -> RunConfig:
 
     `dataset` is a level (medium, medium-replay, medium-expert) or a dataset id; an id keeps
     its level's config (configs/<env>-<level>.yaml, else the env's medium config) and
-    replaces the dataset. An env without shipped configs gets the defaults (SPEC values).
+    replaces the dataset. An env without shipped configs gets the defaults (the reference values).
     """
     from trajplan.envs import resolve_env
 

@@ -1,4 +1,4 @@
-"""Minari episodes -> transitions -> tokenized training windows (SPEC sections 1-3).
+"""Minari episodes -> transitions -> tokenized training windows (docs/method.md, Data).
 
     load_episodes   flat arrays over all steps of all episodes (+ env id, reference scores)
     make_transitions  [obs, act, r (termination penalty), V (discounted reward-to-go)]
@@ -27,11 +27,11 @@ from trajplan.datasets import (
     iter_episodes,
     local_datasets,
     open_dataset,
-    reference_scores,
     registry_info,
     split_dataset_ids,
 )
 from trajplan.errors import TrajplanError
+from trajplan.scores import reference_scores
 from trajplan.tokens import Discretizer
 
 __all__ = [
@@ -200,7 +200,7 @@ def load_episodes(dataset_id: str, download: bool = False, obs_keep: int | None 
     meta = {}
     if len(refs) == 1:  # every part carries the same pair (or none)
         meta["ref_min_score"], meta["ref_max_score"] = refs.pop()
-    lo, hi, src = reference_scores(meta, env_id, dataset_id)
+    lo, hi, src = reference_scores(meta, info)
     return Episodes(
         observations=obs,
         actions=cat["act"],
@@ -306,7 +306,9 @@ def split_episodes(ep: Episodes, val_fraction: float, seed: int = 0) -> tuple[Ep
 
 
 class WindowDataset:
-    """All training windows of L transitions, stored once and gathered per batch (SPEC s.3).
+    """All training windows of L transitions, stored once and gathered per batch.
+
+    docs/method.md, Data.
 
     Storage: the step tokens of every episode followed by L-1 rows of stop tokens, flat
     [n_steps + n_episodes * (L-1), D] int16 (int32 if N > 32767). A window is a row offset

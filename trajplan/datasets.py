@@ -25,9 +25,7 @@ import numpy as np
 
 from trajplan.envs import env_for_dataset, quiet_mujoco, resolve_env
 from trajplan.errors import TrajplanError
-
-D4RL_SOURCE = "D4RL constants (approximate for v5 envs)"
-METADATA_SOURCE = "dataset metadata"
+from trajplan.scores import reference_scores
 
 
 def datasets_root() -> Path:
@@ -73,7 +71,10 @@ def check_dataset_id(dataset_id: str) -> str:
 
 
 def split_dataset_ids(dataset_id: str) -> list[str]:
-    """'a+b' -> ['a', 'b']; a missing '.../medium-expert-vN' -> medium + expert (SPEC s.1)."""
+    """'a+b' -> ['a', 'b']; a missing '.../medium-expert-vN' -> medium + expert.
+
+    docs/method.md, Data.
+    """
     parts = [check_dataset_id(p) for p in dataset_id.split("+")]
     if len(parts) == 1 and not (datasets_root() / parts[0]).exists():
         head, sep, tail = parts[0].rpartition("medium-expert-v")
@@ -198,22 +199,6 @@ def check_data_file(ds: Any) -> None:
         raise _corrupt(ds, KeyError(f"episode_{missing[0]} missing"))
 
 
-def reference_scores(
-    metadata: dict, env_id: str | None, dataset_id: str
-) -> tuple[float | None, float | None, str | None]:
-    """(ref_min, ref_max, source): the dataset's own metadata, else the registry's D4RL values."""
-    lo, hi = metadata.get("ref_min_score"), metadata.get("ref_max_score")
-    info = registry_info(env_id, dataset_id)
-    if lo is not None and hi is not None:
-        if info is not None and (float(lo), float(hi)) == (info.ref_min, info.ref_max):
-            # a locally collected dataset that stored the D4RL constants: say so
-            return float(lo), float(hi), f"{METADATA_SOURCE}: {D4RL_SOURCE}"
-        return float(lo), float(hi), METADATA_SOURCE
-    if info is not None and info.ref_min is not None and info.ref_max is not None:
-        return info.ref_min, info.ref_max, D4RL_SOURCE
-    return None, None, None
-
-
 def registry_info(env_id: str | None, dataset_id: str) -> Any:
     """The registry entry of a dataset's env (by its Gymnasium id, else by the dataset id)."""
     if env_id:
@@ -254,7 +239,7 @@ def local_datasets() -> list[dict]:
         if meta.get("data_format", "hdf5") == "hdf5" and not _opens(h5):
             continue  # truncated or garbage: `data list` names it as unreadable
         env_id = _env_from_metadata(meta)
-        lo, hi, src = reference_scores(meta, env_id, dataset_id)
+        lo, hi, src = reference_scores(meta, registry_info(env_id, dataset_id))
         rows.append(
             {
                 "id": dataset_id,
@@ -275,7 +260,7 @@ def dataset_info(dataset_id: str) -> dict:
     check_data_file(ds)
     meta = ds.storage.metadata
     env_id = env_id_of(ds)
-    lo, hi, src = reference_scores(meta, env_id, ds.id)
+    lo, hi, src = reference_scores(meta, registry_info(env_id, ds.id))
     obs_space, act_space = ds.observation_space, ds.action_space
     return {
         "id": ds.id,

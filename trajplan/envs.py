@@ -126,8 +126,3 @@ def make_env(
 def obs_view(info: EnvInfo, obs: np.ndarray) -> np.ndarray:
     """The part of an observation the model sees (all of it, except Ant's contact forces)."""
     return obs[..., : info.obs_keep] if info.obs_keep else obs
-
-
-def normalized_score(ret: float, ref_min: float, ref_max: float) -> float:
-    """D4RL normalized score: 0 = random, 100 = expert."""
-    return 100.0 * (ret - ref_min) / (ref_max - ref_min)

@@ -198,8 +198,8 @@ def build_folder(
     evaluation: an eval.json to share instead of RUN/eval/eval.json (e.g. one written with
     `trajplan eval --out`); its eval.png comes along when it is beside it.
     """
-    from trajplan.evaluate import latest_eval
     from trajplan.plot import eval_path
+    from trajplan.report import latest_eval
 
     run, out = Path(run_dir), Path(dest)
     kind = run_kind(run)

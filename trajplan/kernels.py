@@ -54,14 +54,14 @@ def keep_mask(
 
 class _Dropout(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:  # noqa: ANN001
+    def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:
         keep = keep_mask(tuple(x.shape), p)
         ctx.save_for_backward(keep)
         ctx.scale = 1.0 / (1.0 - p)
         return x * keep.view(torch.uint8).to(x.dtype) * ctx.scale
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # noqa: ANN001
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         (keep,) = ctx.saved_tensors
         return grad * keep.view(torch.uint8).to(grad.dtype) * ctx.scale, None
 
@@ -123,7 +123,7 @@ class _BlockedAttention(torch.autograd.Function):
     """softmax(q k^T / sqrt(d) + bias) with dropout, times v; bias must be causal (see below)."""
 
     @staticmethod
-    def forward(  # noqa: ANN001
+    def forward(
         ctx,
         q: torch.Tensor,
         k: torch.Tensor,
@@ -166,7 +166,7 @@ class _BlockedAttention(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx, dout: torch.Tensor):  # noqa: ANN001, ANN205
+    def backward(ctx, dout: torch.Tensor):
         p, chunk, n_blocks, nb = ctx.meta
         q, k, v, *rest = ctx.saved_tensors
         probs, keeps = rest[:nb], rest[nb:]

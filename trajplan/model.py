@@ -1,4 +1,4 @@
-"""The Trajectory Transformer GPT (SPEC section 4), with a key/value cache for planning.
+"""The Trajectory Transformer GPT (docs/method.md, Model), with a key/value cache for planning.
 
 A sequence is a run of whole transitions `[obs (o), act (a), reward, value]`, D = o + a + 2
 tokens each, always starting at an observation's first token. Token t holds dimension
@@ -78,34 +78,6 @@ class KVCache:
     def capacity(self) -> int:
         return self.k.shape[3]
 
-    def reorder(self, idx: torch.Tensor) -> KVCache:
-        """Select (and duplicate) sequences along the batch: new[b] = old[idx[b]]."""
-        return KVCache(self.k.index_select(1, idx), self.v.index_select(1, idx), self.length)
-
-    def repeat(self, n: int) -> KVCache:
-        """Tile the batch n times, like `x.repeat(n, 1)` on the token sequences."""
-        idx = torch.arange(self.batch_size, device=self.k.device).repeat(n)
-        return self.reorder(idx)
-
-    def grow(self, capacity: int) -> KVCache:
-        """Return a cache with room for `capacity` positions (no copy if it already has it)."""
-        if self.capacity >= capacity:
-            return self
-        pad = capacity - self.capacity
-        shape = (*self.k.shape[:3], pad, self.k.shape[4])
-        k = torch.cat([self.k, self.k.new_zeros(shape)], dim=3)
-        v = torch.cat([self.v, self.v.new_zeros(shape)], dim=3)
-        return KVCache(k, v, self.length)
-
-    def concat(self, other: KVCache) -> KVCache:
-        """Join two caches along the batch (both must hold the same length)."""
-        if self.length != other.length:
-            raise ValueError("caches of different lengths cannot be joined")
-        n = self.length
-        k = torch.cat([self.k[:, :, :, :n], other.k[:, :, :, :n]], dim=1)
-        v = torch.cat([self.v[:, :, :, :n], other.v[:, :, :, :n]], dim=1)
-        return KVCache(k, v, n).grow(max(self.capacity, other.capacity))
-
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
@@ -124,8 +96,8 @@ class CausalSelfAttention(nn.Module):
         layer: int = 0,
         prefix: KVCache | None = None,
     ) -> torch.Tensor:
-        B, T, C = x.shape  # noqa: N806
-        H = self.n_head  # noqa: N806
+        B, T, C = x.shape
+        H = self.n_head
         q, k, v = self.qkv(x).split(C, dim=2)
         q = q.view(B, T, H, C // H).transpose(1, 2)  # [B, H, T, hd]
         k = k.view(B, T, H, C // H).transpose(1, 2)
@@ -171,8 +143,8 @@ def shared_prefix_attention(
     episode-major) holds keys at window positions 0..Lp-1; mask [T, Lp + S] (True = attend).
     The prefix is read once per episode (a [r*T, Lp] matmul per head), never copied per row.
     """
-    R, H, T, hd = q.shape  # noqa: N806
-    E, Lp = prefix.batch_size, prefix.length  # noqa: N806
+    R, H, T, hd = q.shape
+    E, Lp = prefix.batch_size, prefix.length
     r = R // E
     kp = prefix.k[layer, :, :, :Lp]  # [E, H, Lp, hd]
     vp = prefix.v[layer, :, :, :Lp]
@@ -228,7 +200,7 @@ class TrajectoryGPT(nn.Module):
             raise ValueError("ModelConfig needs obs_dim, act_dim, vocab_size and block_size > 0")
         check_model_config(cfg)
         self.cfg = cfg
-        D, N, C = cfg.transition_dim, cfg.vocab_size, cfg.n_embd  # noqa: N806
+        D, N, C = cfg.transition_dim, cfg.vocab_size, cfg.n_embd
         self.transition_dim = D
         self.vocab_size = N
         self.block_size = cfg.block_size
@@ -270,7 +242,7 @@ class TrajectoryGPT(nn.Module):
 
     def _embed(self, idx: torch.Tensor, start: int) -> torch.Tensor:
         """Raw tokens [B, T] at window positions start..start+T-1 -> embeddings [B, T, C]."""
-        T = idx.shape[1]  # noqa: N806
+        T = idx.shape[1]
         pos = torch.arange(start, start + T, device=idx.device)
         offset_idx = idx + (pos % self.transition_dim) * self.vocab_size
         offset_idx = torch.where(idx == self.vocab_size, self.stop_token, offset_idx)
@@ -278,12 +250,12 @@ class TrajectoryGPT(nn.Module):
 
     def _head(self, x: torch.Tensor, start: int) -> torch.Tensor:
         """Hidden states [B, T, C] at positions start.. -> logits [B, T, N+1]."""
-        T = x.shape[1]  # noqa: N806
+        T = x.shape[1]
         if T == 1:  # one position (incremental decoding): a single head
             return F.linear(x, self.head[start % self.transition_dim])
         dims = torch.arange(start, start + T, device=x.device) % self.transition_dim
         if start == 0 and T % self.transition_dim == 0:  # whole transitions: one einsum
-            D = self.transition_dim  # noqa: N806
+            D = self.transition_dim
             xt = x.view(x.shape[0], T // D, D, x.shape[2])  # [B, T/D, D, C]
             return torch.einsum("btdc,dvc->btdv", xt, self.head).reshape(x.shape[0], T, -1)
         return torch.einsum("btc,tvc->btv", x, self.head[dims])
@@ -299,7 +271,7 @@ class TrajectoryGPT(nn.Module):
         idx [B, T] raw bins (N = stop) -> logits [B, T, N+1]; with targets [B, T] and
         loss_mask [B, T], also the weighted, masked mean cross-entropy.
         """
-        B, T = idx.shape  # noqa: N806
+        B, T = idx.shape
         if T > self.block_size:
             raise ValueError(f"sequence of {T} tokens is longer than the block ({self.block_size})")
         x = self._embed(idx, 0)
@@ -319,7 +291,7 @@ class TrajectoryGPT(nn.Module):
         self, logits: torch.Tensor, targets: torch.Tensor, loss_mask: torch.Tensor | None
     ) -> torch.Tensor:
         """Cross-entropy weighted by the target's dimension, masked, averaged over all tokens."""
-        B, T, V = logits.shape  # noqa: N806
+        B, T, V = logits.shape
         ce = F.cross_entropy(logits.reshape(-1, V).float(), targets.reshape(-1), reduction="none")
         target_dims = (torch.arange(T, device=logits.device) + 1) % self.transition_dim
         ce = ce.view(B, T) * self.dim_weights[target_dims]
@@ -333,7 +305,7 @@ class TrajectoryGPT(nn.Module):
     ) -> torch.Tensor:
         """[4] mean unweighted cross-entropy of observation, action, reward and value targets
         (tokens with loss_mask > 0; diagnostics, not the training loss)."""
-        B, T, V = logits.shape  # noqa: N806
+        B, T, V = logits.shape
         ce = F.cross_entropy(logits.reshape(-1, V).float(), targets.reshape(-1), reduction="none")
         kind = self.target_kind[(torch.arange(T, device=logits.device) + 1) % self.transition_dim]
         keep = torch.ones(B, T, device=logits.device) if loss_mask is None else (loss_mask > 0)
@@ -396,7 +368,7 @@ class TrajectoryGPT(nn.Module):
             return self.decode_step(idx[:, 0], prefix, cache)[:, None]
         if prefix.length == 0:
             return self.forward_cached(idx, cache, last_only)
-        R, n = idx.shape  # noqa: N806
+        R, n = idx.shape
         if R % prefix.batch_size:
             raise ValueError(f"{R} rows cannot be split over {prefix.batch_size} prefixes")
         own = cache.length
@@ -420,10 +392,10 @@ class TrajectoryGPT(nn.Module):
         The same arithmetic as forward_shared with n = 1, in about half the tensor ops: a
         decoding step's cost is mostly per-op overhead at planning batch sizes.
         """
-        R, E = tok.shape[0], prefix.batch_size  # noqa: N806
+        R, E = tok.shape[0], prefix.batch_size
         cfg = self.cfg
-        H, C = cfg.n_head, cfg.n_embd  # noqa: N806
-        hd, r, Lp, own = C // H, R // E, prefix.length, cache.length  # noqa: N806
+        H, C = cfg.n_head, cfg.n_embd
+        hd, r, Lp, own = C // H, R // E, prefix.length, cache.length
         pos = Lp + own
         if pos >= self.block_size or own >= cache.capacity or R != cache.batch_size or R % E:
             raise ValueError(f"cannot decode position {pos} for {R} rows in this cache")
@@ -482,6 +454,6 @@ class TrajectoryGPT(nn.Module):
             self.__dict__["_decode_param_list"] = params
         return params
 
-    def _apply(self, fn, recurse=True):  # noqa: ANN001, ANN202
+    def _apply(self, fn, recurse=True):
         self.__dict__.pop("_decode_param_list", None)
         return super()._apply(fn, recurse)

@@ -1,4 +1,4 @@
-"""Beam-search planning with the Trajectory Transformer (SPEC section 5), exact and fast.
+"""Beam-search planning with the Trajectory Transformer (docs/method.md, Planner), exact and fast.
 
 The planner keeps the last `max_context_transitions` real transitions of every episode,
 `[obs, executed action, raw reward, value placeholder 1e6]`, tokenized. At each planning
@@ -66,7 +66,7 @@ WINDOWS = ("slide", "grow")
 
 
 def cdf_filter(logits: torch.Tensor, probs: torch.Tensor, threshold: float) -> torch.Tensor:
-    """Give logit -1000 to every token with probability <= p* (SPEC s.5 step 2).
+    """Give logit -1000 to every token with probability <= p* (docs/method.md, Planner, step 2).
 
     probs [R, V] is softmax(logits). Sort ascending and take the running sum; p* is the
     probability at the last position where that sum is still below `threshold`, or the
@@ -157,7 +157,7 @@ def uniforms_per_plan(cfg: PlanConfig, obs_dim: int, act_dim: int) -> int:
 
 
 def window_start(length: int, window: int, transition_dim: int) -> int:
-    """First token of the model window for a sequence of `length` tokens (SPEC s.5).
+    """First token of the model window for a sequence of `length` tokens (docs/method.md, Planner).
 
     Crops `length - window` tokens rounded up to whole transitions (0 when it fits).
     """
@@ -299,8 +299,8 @@ class CachedWindow(FullWindow):
         to the rows. Identical inputs give identical keys, so this equals the per-row
         recompute.
         """
-        model, y, E = self.model, self.y, self.n_env  # noqa: N806
-        R, length = y.shape[0], self.n - first  # noqa: N806
+        model, y, E = self.model, self.y, self.n_env
+        R, length = y.shape[0], self.n - first
         bounds = [b for b in range(self.D, self.n, self.D) if b > first] + [self.n]
         level: KVCache | None = None
         slot_prev: torch.Tensor | None = None
@@ -344,12 +344,12 @@ def distinct_rows(keys: torch.Tensor, n_env: int) -> tuple[torch.Tensor, torch.T
     of any episode) and rep [E*U] (slot -> one row holding it; unused slots repeat a row of
     their episode), so that keys[rep][slot] == keys.
     """
-    R = keys.shape[0]  # noqa: N806
+    R = keys.shape[0]
     r = R // n_env
     env = torch.arange(R, device=keys.device) // r
     uniq, inv = torch.unique(torch.cat([env[:, None], keys], 1), dim=0, return_inverse=True)
     counts = torch.bincount(uniq[:, 0], minlength=n_env)  # distinct rows per episode
-    U = int(counts.max())  # noqa: N806
+    U = int(counts.max())
     first = torch.cumsum(counts, 0) - counts  # index of each episode's first distinct row
     slot = env * U + (inv - first[env])
     rep = (torch.arange(n_env, device=keys.device) * r).repeat_interleave(U)
@@ -385,11 +385,11 @@ def beam_search(
     mids [N, D] float64 bin midpoints on the device; pool: key/value buffers to reuse across
     plans (cached mode). Returns the best beam of every episode.
     """
-    D, N = model.transition_dim, model.vocab_size  # noqa: N806
+    D, N = model.transition_dim, model.vocab_size
     a = model.cfg.act_dim
     o = model.cfg.obs_dim
-    H, B, n = cfg.horizon, cfg.beam_width, cfg.n_expand  # noqa: N806
-    E, dev = ctx.shape[0], ctx.device  # noqa: N806
+    H, B, n = cfg.horizon, cfg.beam_width, cfg.n_expand
+    E, dev = ctx.shape[0], ctx.device
     backend_cls = CachedWindow if cfg.mode == "cached" else FullWindow
     backend = backend_cls(model, window, H * D - o, pool, grow=cfg.window == "grow")
     mid_r, mid_v = mids[:, D - 2], mids[:, D - 1]  # [N] each
@@ -487,7 +487,7 @@ def check_plan_config(cfg: PlanConfig, model: TrajectoryGPT | None = None) -> No
             raise TrajplanError(
                 f"plan.{name} must be between 1 and {n_classes} (bins + stop) or none, got {k}"
             )
-    D = model.transition_dim  # noqa: N806
+    D = model.transition_dim
     if cfg.horizon > 1 and plan_window(model, cfg) < D:
         raise TrajplanError(
             f"the planning window ({plan_window(model, cfg)} tokens) holds less than one "

@@ -179,7 +179,7 @@ def load_actor(path: str | Path) -> Actor:
     try:
         with safe_open(str(path), framework="numpy") as f:
             header = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise TrajplanError(f"{path} is not a readable safetensors file: {exc}") from exc
     if header.get("format") != ACTOR_FORMAT:
@@ -237,7 +237,7 @@ class ActorPolicy:
 
 class BatchedActor:
     """An exported actor (a BC policy, a SAC actor) for E episodes in lockstep: the batched
-    interface of `trajplan.plan.Planner` that `trajplan.evaluate.rollout` drives."""
+    interface of `trajplan.plan.Planner` that `trajplan.rollout.rollout` drives."""
 
     def __init__(self, actor: Actor) -> None:
         self.actor = actor

@@ -1,4 +1,4 @@
-"""Per-dimension discretization of transitions into tokens (SPEC section 2).
+"""Per-dimension discretization of transitions into tokens (docs/method.md, Tokens).
 
 Each of the D columns of `[obs, act, r, V]` gets its own bin edges. A value's token is the
 largest i with `x >= edge[i]`, clipped to the real bins; the stop token is N (`n_bins`).
@@ -169,7 +169,9 @@ class Discretizer:
         return mids[tok, np.arange(mids.shape[1])]
 
     def expectation(self, probs: np.ndarray | torch.Tensor, dim: int):
-        """sum_i p_i * midpoint_i over the N real bins of column `dim` (SPEC s.5 step 3).
+        """sum_i p_i * midpoint_i over the N real bins of column `dim`.
+
+        docs/method.md, Planner, step 3.
 
         probs [..., N+1] (stop column dropped) or [..., N]; not renormalised. Returns [...],
         numpy for numpy input, a tensor of probs' dtype and device for a tensor.

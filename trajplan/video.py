@@ -1,6 +1,6 @@
 """Video of episodes: headless MuJoCo rendering, written frame by frame to mp4 or gif.
 
-A `VideoRecorder` rides on a rollout (`trajplan.evaluate.rollout`): the rollout creates the
+A `VideoRecorder` rides on a rollout (`trajplan.rollout.rollout`): the rollout creates the
 recorded episodes' envs with `recorder.make_env`, hands over the env after the reset and
 after every step (`capture`), and calls `finish` when an episode ends. Frames stream into
 the video file (a 1000-step episode is never held in memory) under a temporary name that is

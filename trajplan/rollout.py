@@ -1,0 +1,138 @@
+"""One loop that plays a batch of episodes in lockstep with a batched policy.
+
+The policy is a `trajplan.plan.Planner` or anything with its batched interface
+(`trajplan.policies.BatchedActor`): `reset(n, seeds)`, `act(obs) -> actions`,
+`observe(obs, actions, rewards)`, `drop(keep)`, and optionally `predictions()` (what a
+planner expected of the step it acted on). Episode i is reset with seeds[i]; a finished
+episode leaves the batch. A `VideoRecorder` rides on the loop and films the episodes it names.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from trajplan.envs import make_env, obs_view, resolve_env
+from trajplan.scores import References
+from trajplan.video import VideoRecorder, release
+
+
+@dataclass
+class StepInfo:
+    """What one lockstep env step produced (for live displays)."""
+
+    t: int  # env step index (0-based)
+    seeds: list[int]  # seeds of the episodes that were stepped
+    rewards: np.ndarray  # [E]
+    returns: np.ndarray  # [E] returns so far
+    scores: list[float | None]  # normalized returns so far
+    ms_per_step: float  # planning + env time of this step, per episode
+    done: np.ndarray  # [E] bool
+
+
+@dataclass
+class EpisodeResult:
+    seed: int
+    ret: float
+    length: int
+    score: float | None
+    terminated: bool
+    rewards: list[float] = field(default_factory=list)
+    # what a planner predicted at every step (empty for policies that do not plan):
+    pred_rewards: list[float] = field(default_factory=list)  # expected reward of the step
+    pred_returns: list[float] = field(default_factory=list)  # score of the plan acted on
+
+
+def rollout(
+    planner: Any,
+    env_name: str,
+    seeds: Sequence[int],
+    refs: References,
+    episode_steps: int | None = None,
+    on_step: Callable[[StepInfo], None] | None = None,
+    recorder: VideoRecorder | None = None,
+    sink: list[EpisodeResult] | None = None,
+) -> list[EpisodeResult]:
+    """Play len(seeds) episodes in lockstep with one planner; returns them in seed order.
+
+    With a `recorder`, the episodes it names (indices into seeds) are rendered into videos.
+    `sink` receives the episodes as they start (and grow): what is left if it is stopped.
+    """
+    info = resolve_env(env_name)
+    envs = [
+        recorder.make_env(env_name, episode_steps)
+        if recorder is not None and recorder.records(i)
+        else make_env(env_name, max_episode_steps=episode_steps)
+        for i in range(len(seeds))
+    ]
+    try:
+        obs = np.stack([env.reset(seed=int(s))[0] for env, s in zip(envs, seeds, strict=True)])
+        for env, s in zip(envs, seeds, strict=True):
+            env.action_space.seed(int(s))
+        if recorder is not None:
+            for i, env in enumerate(envs):
+                recorder.capture(i, env)
+        planner.reset(len(seeds), seeds)
+        alive = list(range(len(seeds)))  # episode indices still running, planner order
+        results: dict[int, EpisodeResult] = {
+            i: EpisodeResult(int(s), 0.0, 0, None, False) for i, s in enumerate(seeds)
+        }
+        if sink is not None:
+            sink.extend(results.values())
+        t = 0
+        while alive:
+            t0 = time.perf_counter()
+            seen = obs_view(info, obs)  # [E, o]
+            actions = planner.act(seen)  # [E, a]
+            pred = planner.predictions() if hasattr(planner, "predictions") else None
+            next_obs, rewards, done = [], np.zeros(len(alive)), np.zeros(len(alive), bool)
+            for j, i in enumerate(alive):
+                o2, r, term, trunc, _ = envs[i].step(actions[j])
+                res = results[i]
+                if pred is not None:
+                    res.pred_rewards.append(float(pred[0][j]))
+                    res.pred_returns.append(float(pred[1][j]))
+                res.ret += float(r)
+                res.length += 1
+                res.rewards.append(float(r))
+                res.terminated = bool(term)
+                rewards[j], done[j] = r, term or trunc
+                next_obs.append(o2)
+                if recorder is not None:
+                    recorder.capture(i, envs[i])
+                    if done[j]:
+                        recorder.finish(i)
+            planner.observe(seen, actions, rewards)
+            dt = time.perf_counter() - t0
+            if on_step is not None:
+                rets = np.array([results[i].ret for i in alive])
+                on_step(
+                    StepInfo(
+                        t,
+                        [results[i].seed for i in alive],
+                        rewards,
+                        rets,
+                        [refs.score(x) for x in rets],
+                        1000.0 * dt / len(alive),
+                        done.copy(),
+                    )
+                )
+            obs = np.stack(next_obs)[~done]
+            if done.any():
+                planner.drop(~done)
+                alive = [i for i, d in zip(alive, done, strict=True) if not d]
+            t += 1
+    finally:
+        for env in envs:
+            env.close()
+        if recorder is not None:
+            recorder.close()
+            envs.clear()
+            release()  # free the GL objects before any other env renders
+    for res in results.values():
+        res.score = refs.score(res.ret)
+    return [results[i] for i in range(len(seeds))]
