@@ -46,6 +46,23 @@ def dataset_score(dataset_id: str) -> tuple[float, float, int, str]:
     return float(scores.mean()), float(stderr(scores) or 0.0), len(scores), refs.describe()
 
 
+def evaluate_and_save(run: Path, eval_kw: dict, args: argparse.Namespace) -> dict:
+    """Evaluate a run, write RUN/eval/<what>/eval.json + eval.png, return the summary."""
+    from trajplan.report import eval_name, save_eval
+    from trajplan.runtime import unique_dir
+    from trajplan.workers import evaluate_run
+
+    result = evaluate_run(run, **eval_kw, progress=False)
+    plan = None
+    if result.plan.get("horizon") is not None:
+        from trajplan.config import PlanConfig, from_dict
+
+        plan = from_dict(PlanConfig, result.plan, "plan")
+    dest = unique_dir(run / "eval", eval_name(args.episodes, args.seed, plan, args.episode_steps))
+    save_eval(result, dest, run / "metrics.jsonl")
+    return result.summary()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--dataset", required=True, help="Minari dataset id")
@@ -72,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     from trajplan.config import apply_overrides, load_config
     from trajplan.errors import TrajplanError
     from trajplan.train import train
-    from trajplan.workers import default_workers, evaluate_run
+    from trajplan.workers import default_workers
 
     console = Console()
     try:
@@ -90,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             args.dataset, out / "bc", BCConfig(steps=args.bc_steps), progress=False
         )  # fmt: skip
         bc_train_min = (time.perf_counter() - t0) / 60 if not args.bc_run else None
-        bc = evaluate_run(bc_run, **eval_kw, progress=False).summary()
+        bc = evaluate_and_save(bc_run, eval_kw, args)
 
         t0 = time.perf_counter()
         if args.tt_run:
@@ -106,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             tt_train_min = (time.perf_counter() - t0) / 60
             torch.set_num_threads(1)
         t0 = time.perf_counter()
-        tt = evaluate_run(tt_run, **eval_kw, progress=False).summary()
+        tt = evaluate_and_save(tt_run, eval_kw, args)
         tt_eval_min = (time.perf_counter() - t0) / 60
     except TrajplanError as exc:
         console.print(f"[red]error:[/] {exc}", highlight=False)

@@ -333,3 +333,20 @@ def test_demo_runs_end_to_end_at_toy_size(tmp_path: Path) -> None:
     assert {"dataset_score", "bc_score", "tt_score", "tt_score_stderr"} <= set(figures)
     assert "behaviour cloning" in r.stdout and "trajplan TT" in r.stdout
     assert len(list((tmp_path / "eval").glob("*/eval.json"))) == 2
+
+
+def test_bench_learning_prints_a_table_and_the_json_figures(
+    minari_root: Path, halfcheetah_dataset: str, tmp_path: Path
+) -> None:
+    cmd = [sys.executable, str(ROOT / "scripts" / "bench_learning.py"), "--dataset",
+           halfcheetah_dataset, "--config", str(ROOT / "configs" / "tiny.yaml"), "--set",
+           "train.epochs=1", "--episodes", "2", "--episode-steps", "3", "--bc-steps", "20",
+           "--workers", "1", "--threads", "1", "--out", str(tmp_path / "b")]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    figures = json.loads(r.stdout.strip().splitlines()[-1])
+    for key in ("dataset_normalized", "bc_normalized", "tt_normalized", "tt_stderr"):
+        assert isinstance(figures[key], float)
+    assert figures["comparable"] is False  # capped episodes are labelled
+    for run in ("bc", "tt"):  # every evaluation is kept next to its run
+        assert len(list((tmp_path / "b" / run / "eval").glob("*/eval.json"))) == 1
