@@ -350,3 +350,21 @@ def test_bench_learning_prints_a_table_and_the_json_figures(
     assert figures["comparable"] is False  # capped episodes are labelled
     for run in ("bc", "tt"):  # every evaluation is kept next to its run
         assert len(list((tmp_path / "b" / run / "eval").glob("*/eval.json"))) == 1
+
+
+def test_cli_eval_over_workers_writes_the_same_episodes(tiny_run: Path, tmp_path: Path) -> None:
+    def run(*extra: str) -> dict:
+        out = tmp_path / f"ev{len(extra)}"
+        cmd = [sys.executable, "-m", "trajplan", "eval", str(tiny_run), "--episodes", "3",
+               "--episode-steps", "4", "--out", str(out), "--no-progress", *extra]  # fmt: skip
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-2000:]
+        return json.loads(next(out.glob("*/eval.json")).read_text())
+
+    one, two = run("--threads", "1"), run("--workers", "2", "--threads", "1")
+    assert [e["seed"] for e in two["episodes"]] == [0, 1, 2]
+    assert [e["rewards"] for e in one["episodes"]] == [e["rewards"] for e in two["episodes"]]
+    bad = [sys.executable, "-m", "trajplan", "eval", str(tiny_run), "--workers", "2",
+           "--video", str(tmp_path / "v")]  # fmt: skip
+    r = subprocess.run(bad, capture_output=True, text=True)
+    assert r.returncode == 2 and "without --video" in r.stderr and "Traceback" not in r.stderr

@@ -90,25 +90,37 @@ def evaluate_run(
         )  # fmt: skip
     chunks = [seeds[k::workers] for k in range(workers)]
     t0 = time.perf_counter()
+
+    def merged(parts: list[EvalResult], interrupted: bool = False) -> EvalResult:
+        by_seed = {e.seed: e for p in parts for e in p.episodes}
+        return dataclasses.replace(
+            parts[0],
+            episodes=[by_seed[s] for s in seeds if s in by_seed],
+            wall_s=time.perf_counter() - t0,
+            env_steps=sum(p.env_steps for p in parts),
+            interrupted=interrupted,
+        )
+
     ctx = mp.get_context("spawn")  # no forked torch thread pools
-    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-        futures = [
-            pool.submit(_worker, str(run_dir), env, c, plan, episode_steps, threads) for c in chunks
-        ]
-        try:
-            parts: list[EvalResult] = []
-            for k, f in enumerate(futures):
-                parts.append(f.result())
-                if progress:
-                    print(f"worker {k + 1}/{workers}: {len(chunks[k])} episodes done", flush=True)
-        except KeyboardInterrupt:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-    by_seed = {e.seed: e for p in parts for e in p.episodes}
-    first = parts[0]
-    return dataclasses.replace(
-        first,
-        episodes=[by_seed[s] for s in seeds],
-        wall_s=time.perf_counter() - t0,
-        env_steps=sum(p.env_steps for p in parts),
-    )
+    pool = ProcessPoolExecutor(workers, mp_context=ctx)
+    futures = [
+        pool.submit(_worker, str(run_dir), env, c, plan, episode_steps, threads) for c in chunks
+    ]
+    try:
+        parts: list[EvalResult] = []
+        for k, f in enumerate(futures):
+            parts.append(f.result())
+            if progress:
+                print(f"worker {k + 1}/{workers}: {len(chunks[k])} episodes done", flush=True)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM under sigterm_as_interrupt
+        from trajplan.evaluate import EvalInterrupted
+
+        done = [f.result() for f in futures if f.done() and not f.cancelled() and not f.exception()]
+        for proc in list(getattr(pool, "_processes", {}).values()):  # stop the others now
+            proc.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        if done:  # the workers that finished: their whole episodes are kept
+            raise EvalInterrupted(merged(done, True), getattr(exc, "signum", 2)) from None
+        raise
+    pool.shutdown()
+    return merged(parts)
