@@ -73,7 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--episode-steps", type=int, default=None, help="cap (not comparable)")
     ap.add_argument("--workers", type=int, default=None, help="eval processes (default: cores)")
     ap.add_argument(
-        "--threads", type=int, default=None, help="TT training threads (default: cores)"
+        "--threads",
+        type=int,
+        default=None,
+        help="TT training threads (default 1, fastest for the small recipe model)",
     )
     ap.add_argument("--bc-steps", type=int, default=20_000)
     ap.add_argument("--out", default=None, help="folder for the runs (default runs/bench-...)")
