@@ -144,3 +144,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def run_cli(*args: str) -> int:
+    """Run the trajplan command line in this process; returns its exit code."""
+    from trajplan.cli import main
+
+    try:
+        main(list(args))
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0

@@ -8,20 +8,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
-from trajplan.cli import main
 from trajplan.errors import TrajplanError
 from trajplan.hub import build_folder, pull, push
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def cli(*args: str) -> int:
-    try:
-        main(list(args))
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
+cli = run_cli
 
 
 @pytest.fixture(scope="module")

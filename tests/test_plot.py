@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_cli
 from rich.console import Console
 
 from trajplan.aggregate import aggregate, bootstrap_ci, iqm, tables, to_json
-from trajplan.cli import main
 from trajplan.errors import TrajplanError
 from trajplan.evaluate import EvalResult
 from trajplan.plot import loss_curves, plot_curves, plot_scores, read_series, run_labels
@@ -182,13 +182,7 @@ def test_aggregate_refuses_mixed_scales(tmp_path: Path) -> None:
         aggregate([str(b)])
 
 
-def cli(*args: str) -> int:
-    """Run the command line in this process; its exit code."""
-    try:
-        main(list(args))
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
+cli = run_cli
 
 
 def test_cli_plot_and_aggregate(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

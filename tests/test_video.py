@@ -115,14 +115,9 @@ def test_envs_rendering_in_turn_keep_their_own_pictures(rendering: None) -> None
 def test_cli_eval_and_plan_write_videos(
     rendering: None, tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    from trajplan.cli import main
+    from conftest import run_cli
 
-    def cli(*args: str) -> int:
-        try:
-            main(list(args))
-        except SystemExit as exc:
-            return int(exc.code or 0)
-        return 0
+    cli = run_cli
 
     vids = tmp_path / "videos"
     args = ("eval", str(tiny_run), "--episodes", "2", "--episode-steps", "5", "--out",
