@@ -4,6 +4,7 @@ that stay readable at 80 columns."""
 from __future__ import annotations
 
 import io
+import os
 import re
 
 import pytest
@@ -99,3 +100,23 @@ def test_eval_table_is_readable_at_80_columns() -> None:
     )
     mixed = render(eval_table([rows[0], ("other", result([1.0], refs=(0.0, 10.0)))]))
     assert "other: dataset metadata (0.00 .. 10.00)" in " ".join(mixed.split())
+
+
+def test_training_prints_plain_progress_lines_without_a_terminal(
+    halfcheetah_dataset: str, tmp_path
+) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tiny = Path(__file__).parents[1] / "configs" / "tiny.yaml"
+    cmd = [sys.executable, "-m", "trajplan", "train", "--config", str(tiny), "--dataset",
+           halfcheetah_dataset, "--out", str(tmp_path / "run"), "--max-steps", "6",
+           "--threads", "1", "--set", "train.log_every=2"]  # fmt: skip
+    env = {**os.environ, "TRAJPLAN_PROGRESS_EVERY": "0"}
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)  # stdout is a pipe
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = [x for x in r.stdout.splitlines() if x.startswith("train run: ")]
+    assert lines[0].endswith("started") and "done in" in lines[-1]
+    assert any("epoch 0, loss" in x and "tok/s" in x for x in lines)
+    assert "\x1b[" not in r.stdout  # no terminal control codes in a log file

@@ -90,50 +90,29 @@ class TensorBoard(Callback):
 
 
 class ProgressBar(Callback):
-    """A rich progress bar over the run's optimizer steps."""
+    """Progress over the run's optimizer steps: a rich bar on a terminal, plain periodic
+    lines under nohup, slurm or a pipe (`trajplan.progress.Progress`)."""
 
     def __init__(self, total: int, done: int, title: str) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from trajplan.progress import Progress
 
-        self.bar = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("epoch {task.fields[epoch]}  loss {task.fields[loss]}"),
-            TextColumn("lr {task.fields[lr]}  {task.fields[speed]} tok/s"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-        )
-        self.task = self.bar.add_task(
-            title, total=total, completed=done, epoch="-", loss="-", lr="-", speed="-"
-        )
-        self.bar.start()
+        self.bar = Progress(f"train {title}", total)
+        self.bar.update(completed=done)
 
     def on_record(self, record: dict[str, Any]) -> None:
         if record.get("kind") != "train":
             return
         self.bar.update(
-            self.task,
             completed=record["step"],
-            epoch=record["epoch"],
-            loss=f"{record['loss']:.4f}",
-            lr=f"{record['lr']:.2e}",
-            speed=f"{record['tokens_per_s']:,.0f}",
+            info=f"epoch {record['epoch']}, loss {record['loss']:.4f}, lr {record['lr']:.2e}, "
+            f"{record['tokens_per_s']:,.0f} tok/s",
         )
 
     def on_step(self, step: int) -> None:
-        self.bar.update(self.task, completed=step)
+        self.bar.update(completed=step)
 
     def close(self) -> None:
-        self.bar.stop()
+        self.bar.close()
 
 
 def default_callbacks(
