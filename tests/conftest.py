@@ -155,3 +155,12 @@ def run_cli(*args: str) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     return 0
+
+
+def one_line_error(code: int, err: str, *words: str) -> None:
+    """Exit code 2, one line on stderr, no traceback, every word in it."""
+    assert code == 2, err
+    assert err.strip().count("\n") == 0, err
+    assert "Traceback" not in err
+    for w in words:
+        assert w in err, err

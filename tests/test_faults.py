@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import one_line_error
 
 from trajplan.checkpoint import read_manifest
 
@@ -40,15 +41,6 @@ def cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str]:
     except SystemExit as exc:
         code = int(exc.code or 0)
     return code, capsys.readouterr().err
-
-
-def one_line_error(code: int, err: str, *words: str) -> None:
-    """Exit code 2, one line on stderr, no traceback, every word in it."""
-    assert code == 2, err
-    assert err.strip().count("\n") == 0, err
-    assert "Traceback" not in err
-    for w in words:
-        assert w in err, err
 
 
 def snapshot(run: Path) -> dict[str, bytes]:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import one_line_error
 
 from trajplan.checkpoint import load_checkpoint, read_manifest
 from trajplan.config import ModelConfig, RunConfig, TrainConfig, config_for, load_config
@@ -282,14 +283,6 @@ def cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str]:
     with pytest.raises(SystemExit) as exc:
         main(list(args))
     return exc.value.code, capsys.readouterr().err
-
-
-def one_line_error(code: int, err: str, *words: str) -> None:
-    assert code == 2, err
-    assert err.strip().count("\n") == 0, err
-    assert "Traceback" not in err
-    for w in words:
-        assert w in err, err
 
 
 def test_cli_bad_configs(capsys, halfcheetah_dataset: str, tmp_path: Path) -> None:
