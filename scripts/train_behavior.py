@@ -1,4 +1,4 @@
-"""Train a SAC behaviour policy with stable-baselines3 and export actors for dataset collection.
+"""Train a SAC or TD3 behaviour policy (stable-baselines3) and export actors for collection.
 
 D4RL-style datasets need behaviour policies of known quality: `medium` is the first
 checkpoint whose deterministic return crosses --export-at-return, `expert` the best one seen,
@@ -122,6 +122,12 @@ def plot_curve(rows: list[dict], path: Path, title: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--env", default="halfcheetah", help="short name or Gymnasium id")
+    p.add_argument(
+        "--algo",
+        choices=["sac", "td3"],
+        default="sac",
+        help="SB3 algorithm (TD3 is about twice as fast per step on a CPU)",
+    )
     p.add_argument("--steps", type=int, default=200_000, help="environment steps to train")
     p.add_argument("--eval-every", type=int, default=10_000, help="steps between evaluations")
     p.add_argument("--eval-episodes", type=int, default=10, help="episodes per evaluation")
@@ -148,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     try:
-        from stable_baselines3 import SAC
+        from stable_baselines3 import SAC, TD3
+        from stable_baselines3.common.noise import NormalActionNoise
         from stable_baselines3.common.callbacks import BaseCallback
     except ImportError:
         console.print('[red]stable-baselines3 is missing: pip install "trajplan[sb3]"[/]')
@@ -158,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         os.nice(args.nice)
     torch.set_num_threads(args.threads)
     info = resolve_env(args.env)
+    algo = {"sac": SAC, "td3": TD3}[args.algo]
+    name = args.algo.upper()
     out: Path = args.out or Path("runs/behavior") / info.name
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     (out / "actors").mkdir(exist_ok=True)
@@ -168,7 +177,11 @@ def main(argv: list[str] | None = None) -> int:
             json.dumps({**vars(args), "out": str(out)}, indent=1, default=str)
         )
         env = make_env(info.name, seed=args.seed)
-        model = SAC(
+        extra = {}
+        if args.algo == "td3":  # exploration noise of the TD3 paper: N(0, 0.1) in [-1, 1] units
+            n = env.action_space.shape[0]
+            extra["action_noise"] = NormalActionNoise(np.zeros(n), 0.1 * np.ones(n))
+        model = algo(
             "MlpPolicy",
             env,
             learning_starts=args.learning_starts,
@@ -176,9 +189,10 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             device="cpu",
             verbose=0,
+            **extra,
         )
     else:
-        model = SAC.load(args.resume, device="cpu")
+        model = algo.load(args.resume, device="cpu")
         env = make_env(info.name, seed=args.seed + model.num_timesteps)  # fresh episodes
         model.set_env(env)
         kept = restore_replay(model, out / "replay_final.npz")
@@ -191,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         def __init__(self, progress: Progress) -> None:
             super().__init__()
             self.progress = progress
-            self.task = progress.add_task("SAC", total=args.steps, completed=start_step)
+            self.task = progress.add_task(name, total=args.steps, completed=start_step)
             metrics = out / "metrics.jsonl"
             lines = metrics.read_text().splitlines() if args.resume and metrics.exists() else []
             self.rows: list[dict] = [json.loads(line) for line in lines]
@@ -219,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
                 "env_name": info.name,
                 "training_steps": n,
                 "seed": args.seed,
-                "algorithm": "sac (stable-baselines3)",
+                "algorithm": f"{args.algo} (stable-baselines3)",
             }
             actor = actor_from_sb3(self.model, meta)
             mean, err, length = evaluate(actor, info.name, args.eval_episodes, eval_seed)
@@ -237,18 +251,18 @@ def main(argv: list[str] | None = None) -> int:
             self.rows.append(row)
             with open(out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(row) + "\n")
-            plot_curve(self.rows, out / "curve.png", f"SAC on {info.gym_id}")
+            plot_curve(self.rows, out / "curve.png", f"{name} on {info.gym_id}")
             actor.meta.update(mean_return=mean, return_stderr=err, eval_episodes=args.eval_episodes)
             save_actor(actor, out / "actors" / f"step_{n}.actor.safetensors")
             note = ""
             if mean > self.best:
                 self.best = mean
-                actor.meta.update(level="expert", algorithm_name="sac-expert")
+                actor.meta.update(level="expert", algorithm_name=f"{args.algo}-expert")
                 save_actor(actor, out / f"{info.name}-expert.actor.safetensors")
                 note += " best"
             if not self.medium_done and mean >= args.export_at_return:
                 self.medium_done = True
-                actor.meta.update(level="medium", algorithm_name="sac-medium")
+                actor.meta.update(level="medium", algorithm_name=f"{args.algo}-medium")
                 save_actor(actor, out / f"{info.name}-medium.actor.safetensors")
                 kept = dump_replay(self.model, out / "replay_medium.npz")
                 note += f" medium (replay {kept} transitions)"
@@ -256,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"step {n:>7}  return {mean:8.1f} +- {err:6.1f}  len {length:6.1f}  "
                 f"{(n - start_step) / wall:6.1f} steps/s{note}"
             )
-            self.progress.update(self.task, description=f"SAC  eval {mean:.0f}")
+            self.progress.update(self.task, description=f"{name}  eval {mean:.0f}")
 
     columns = (
         TextColumn("{task.description}"),

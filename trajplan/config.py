@@ -105,6 +105,10 @@ class PlanConfig:
     # the log-likelihood of their sampled action and observation tokens under the model, so
     # the search prefers plans the model finds likely over ones that exploit its errors.
     logp_weight: float = 0.0
+    # Not the reference (1 = off): each predicted reward and value is scored by the mean of
+    # the lowest `score_tail` share of its distribution (CVaR) instead of its expectation, so
+    # plans whose outcome the model is unsure of score lower.
+    score_tail: float = 1.0
     mode: str = "cached"  # "cached" (exact, fast) or "full" (whole window per token)
     window: str = "slide"  # "slide" (reference) or "grow" (slide only past the block; faster)
 

@@ -123,6 +123,20 @@ def token_logp(probs: torch.Tensor, tok: torch.Tensor) -> torch.Tensor:
     return probs.gather(1, tok[:, None]).squeeze(1).to(torch.float64).clamp_min(1e-30).log()
 
 
+def tail_mean(probs: torch.Tensor, mids: torch.Tensor, tail: float) -> torch.Tensor:
+    """[R] float64 mean of the lowest `tail` share of each distribution probs [R, N] over the
+    values mids [N] (tail 1: the expectation, computed as the reference does)."""
+    p = probs.to(torch.float64)
+    if tail >= 1.0:
+        return p @ mids
+    order = torch.argsort(mids)
+    p, m = p[:, order], mids[order]
+    cut = tail * p.sum(1, keepdim=True)  # [R, 1] mass to keep, from the lowest value up
+    upper = p.cumsum(1)
+    w = (torch.minimum(upper, cut) - (upper - p)).clamp_min(0.0)  # [R, N] kept mass per bin
+    return (w @ m) / cut[:, 0]
+
+
 def beam_scores(rewards: torch.Tensor, discount: float) -> torch.Tensor:
     """rewards [R, H+1] holding r_0..r_t, V_t, then zeros -> sum_i gamma^i * rewards[:, i]."""
     disc = discount ** torch.arange(rewards.shape[1], device=rewards.device, dtype=rewards.dtype)
@@ -416,8 +430,8 @@ def beam_search(
         tok_r, p_r = sample_token(logits, uniforms.take(n * B), cfg.k_rew, None)
         logits = backend.feed(tok_r)
         tok_v, p_v = sample_token(logits, uniforms.take(n * B), cfg.k_rew, None)
-        rewards[:, t] = p_r[:, :N].to(torch.float64) @ mid_r
-        rewards[:, t + 1] = p_v[:, :N].to(torch.float64) @ mid_v
+        rewards[:, t] = tail_mean(p_r[:, :N], mid_r, cfg.score_tail)
+        rewards[:, t + 1] = tail_mean(p_v[:, :N], mid_v, cfg.score_tail)
         # 4-5. score and keep the B best of every episode
         values = beam_scores(rewards, cfg.discount).view(E, n * B)
         rank = values + lam * logp.view(E, n * B) if lam else values
@@ -474,6 +488,8 @@ def check_plan_config(cfg: PlanConfig, model: TrajectoryGPT | None = None) -> No
         raise TrajplanError(f"plan.discount must be in (0, 1], got {cfg.discount}")
     if not (math.isfinite(cfg.logp_weight) and cfg.logp_weight >= 0):
         raise TrajplanError(f"plan.logp_weight must be >= 0, got {cfg.logp_weight}")
+    if not 0.0 < cfg.score_tail <= 1.0:
+        raise TrajplanError(f"plan.score_tail must be in (0, 1], got {cfg.score_tail}")
     for name in ("cdf_obs", "cdf_act"):
         p = getattr(cfg, name)
         if p is not None and not 0.0 < p <= 1.0:

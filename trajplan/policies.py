@@ -122,27 +122,34 @@ class Actor:
 
 
 def actor_from_sb3(model: Any, meta: dict[str, Any] | None = None) -> Actor:
-    """Export the deterministic actor of a stable-baselines3 SAC model (no sb3 import here).
+    """Export the deterministic actor of a stable-baselines3 SAC or TD3 model (no sb3 import).
 
-    Deterministic SAC action = rescale(tanh(mu(latent_pi(flatten(obs))))) to the action box.
+    SAC: rescale(tanh(mu(latent_pi(flatten(obs))))); TD3: rescale(mu(flatten(obs))) where
+    `mu` is a Sequential MLP ending in Tanh. Both become tanh(MLP(obs)) rescaled to the box.
     """
     actor = model.policy.actor
     if getattr(actor, "use_sde", False):
         raise TrajplanError("exporting a gSDE actor is not supported (train with use_sde=False)")
-    if not hasattr(actor.mu, "weight"):
-        raise TrajplanError("actor head `mu` is not a single linear layer: cannot export")
-    linears = [m for m in actor.latent_pi if hasattr(m, "weight")]
-    acts = {type(m).__name__ for m in actor.latent_pi if not hasattr(m, "weight")}
+    if hasattr(actor, "latent_pi"):  # SAC: hidden layers, then a linear head `mu`
+        if not hasattr(actor.mu, "weight"):
+            raise TrajplanError("actor head `mu` is not a single linear layer: cannot export")
+        modules, algorithm = [*actor.latent_pi, actor.mu], "sac"
+    else:  # TD3 / DDPG: one Sequential whose last module is the Tanh squash
+        modules, algorithm = list(actor.mu), "td3"
+        if not modules or type(modules[-1]).__name__ != "Tanh":
+            raise TrajplanError("TD3 actor does not end in Tanh: cannot export")
+        modules = modules[:-1]
+    linears = [m for m in modules if hasattr(m, "weight")]
+    acts = {type(m).__name__ for m in modules if not hasattr(m, "weight")}
     if len(acts) > 1 or (acts and next(iter(acts)) not in _TORCH_ACTIVATIONS):
         raise TrajplanError(f"cannot export actor with activations {sorted(acts)}")
     activation = _TORCH_ACTIVATIONS[next(iter(acts))] if acts else "relu"
-    layers = [*linears, actor.mu]
     space = model.action_space
     meta = dict(meta or {})
-    meta.setdefault("algorithm", "sac")
+    meta.setdefault("algorithm", algorithm)
     return Actor(
-        weights=[m.weight.detach().cpu().numpy().astype(np.float32) for m in layers],
-        biases=[m.bias.detach().cpu().numpy().astype(np.float32) for m in layers],
+        weights=[m.weight.detach().cpu().numpy().astype(np.float32) for m in linears],
+        biases=[m.bias.detach().cpu().numpy().astype(np.float32) for m in linears],
         activation=activation,
         action_low=np.asarray(space.low, dtype=np.float32),
         action_high=np.asarray(space.high, dtype=np.float32),
