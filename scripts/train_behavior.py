@@ -155,8 +155,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         from stable_baselines3 import SAC, TD3
-        from stable_baselines3.common.noise import NormalActionNoise
         from stable_baselines3.common.callbacks import BaseCallback
+        from stable_baselines3.common.noise import NormalActionNoise
     except ImportError:
         console.print('[red]stable-baselines3 is missing: pip install "trajplan[sb3]"[/]')
         return 2
