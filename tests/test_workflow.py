@@ -9,9 +9,13 @@ test_hub.py, `data from-replay` in test_collect.py.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from trajplan.cli import main
 
@@ -59,3 +63,21 @@ def test_readme_workflow(minari_root: Path, tmp_path: Path, capsys: pytest.Captu
     assert bc["label"] == f"BC {DATASET}" and bc["n_runs"] == 1
     assert tt["iqm_ci"][0] <= tt["iqm"] <= tt["iqm_ci"][1]
     assert "IQM" in out and "tt-s1" in out and "bc-s0" in out
+
+
+def test_gpu_check_runs_its_steps_on_cpu_and_refuses_missing_cuda(tmp_path: Path) -> None:
+    """scripts/gpu_check.sh runs the same CLI steps a GPU run times (data, train, eval) at
+    toy size on the CPU and ends with one JSON line; asking for CUDA without it is one line."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.sh"
+    env = {**os.environ, "PYTHON": sys.executable}
+    args = ["bash", str(script), "--device", "cpu", "--small", "--skip", "plan,ddp"]
+    proc = subprocess.run([*args, "--out", str(tmp_path)], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    figs = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert not [k for k in figs if k.endswith("_error")]
+    assert figs["train_amp_tokens_per_s"] > 0 and figs["eval_episodes"] == 2
+    assert figs["eval_ms_per_step"] > 0 and (tmp_path / "run-amp" / "model.safetensors").exists()
+    if not torch.cuda.is_available():
+        proc = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
+        assert proc.returncode == 2 and len(proc.stdout.strip().splitlines()) == 1
+        assert "no CUDA device" in proc.stdout
