@@ -5,14 +5,23 @@ steps, "epoch" at each epoch's end, "val" for a validation loss) and `on_step` a
 optimizer step; `close` runs when the loop ends, however it ends. Only rank 0 gets
 callbacks (`default_callbacks`): the other ranks of a torchrun job write nothing.
 
-    MetricsFile   RUN/metrics.jsonl; a resumed run first drops the lines past its checkpoint
-    TensorBoard   RUN/tensorboard scalars, when tensorboard is installed
-    ProgressBar   a rich progress bar with loss, lr, tokens/s and ETA
+    MetricsFile   RUN/metrics.jsonl, always; a resumed run first drops the lines past its
+                  checkpoint
+    TensorBoard   RUN/tensorboard scalars (`tensorboard` extra)
+    WandB         a Weights & Biases run (`wandb` extra); WANDB_MODE=offline writes it
+                  under RUN/wandb to `wandb sync` later, without network
+    ProgressBar   a rich progress bar with loss, lr, tokens/s and ETA (plain lines without a
+                  terminal)
+The loggers are chosen with one list (`trajplan train --logger tensorboard,wandb`; "auto",
+the default, is TensorBoard when it is installed).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,22 +80,74 @@ class TensorBoard(Callback):
         self.tb = writer
 
     @classmethod
-    def create(cls, run_dir: Path) -> TensorBoard | None:
-        """The callback, or None when tensorboard is not installed (the JSON lines suffice)."""
+    def create(cls, run_dir: Path, required: bool = False) -> TensorBoard | None:
+        """The callback; when tensorboard is not installed, None (or an error if required)."""
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
+            if required:
+                raise TrajplanError(
+                    'the tensorboard logger needs tensorboard: pip install "trajplan[tensorboard]"'
+                ) from None
             return None
         return cls(SummaryWriter(str(run_dir / "tensorboard")))
 
     def on_record(self, record: dict[str, Any]) -> None:
-        prefix = record.get("kind", "train")
-        for key in ("loss", "lr", "tokens_per_s"):
-            if record.get(key) is not None:
-                self.tb.add_scalar(f"{prefix}/{key}", record[key], record["step"])
+        for key, value in scalars(record).items():
+            self.tb.add_scalar(key, value, record["step"])
 
     def close(self) -> None:
         self.tb.close()
+
+
+class WandB(Callback):
+    """Every number of every record as a W&B metric ("kind/key", x axis "step"). The W&B
+    run id is kept in RUN/wandb_id, so a resumed run continues the same W&B run."""
+
+    ID_FILE = "wandb_id"
+
+    def __init__(self, run: Any) -> None:
+        self.run = run
+
+    @classmethod
+    def create(cls, run_dir: Path, config: dict[str, Any] | None = None) -> WandB:
+        try:
+            import wandb
+        except ImportError:
+            raise TrajplanError(
+                'the wandb logger needs wandb: pip install "trajplan[wandb]"'
+            ) from None
+        id_file = run_dir / cls.ID_FILE
+        run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:8]
+        atomic_write(id_file, lambda p: p.write_text(run_id + "\n"))
+        run = wandb.init(
+            project=os.environ.get("WANDB_PROJECT", "trajplan"),
+            name=run_dir.name,
+            id=run_id,
+            resume="allow",
+            dir=str(run_dir),
+            config=config or {},
+        )
+        run.define_metric("step")
+        run.define_metric("*", step_metric="step")
+        return cls(run)
+
+    def on_record(self, record: dict[str, Any]) -> None:
+        self.run.log({**scalars(record), "step": record["step"]})
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+def scalars(record: dict[str, Any]) -> dict[str, float]:
+    """The plottable numbers of a metrics record, keyed "kind/name" (train/loss, val/loss)."""
+    kind = record.get("kind", "train")
+    skip = {"kind", "step", "epoch"}
+    return {
+        f"{kind}/{k}": float(v)
+        for k, v in record.items()
+        if k not in skip and isinstance(v, int | float) and not isinstance(v, bool)
+    }
 
 
 class ProgressBar(Callback):
@@ -115,14 +176,40 @@ class ProgressBar(Callback):
         self.bar.close()
 
 
+LOGGERS = ("auto", "tensorboard", "wandb", "none")
+
+
+def check_loggers(loggers: Sequence[str]) -> tuple[str, ...]:
+    """Validate a logger list (before any work): names from LOGGERS, "none" alone."""
+    names = tuple(dict.fromkeys(n.strip() for n in loggers if n.strip()))
+    bad = [n for n in names if n not in LOGGERS]
+    if bad:
+        raise TrajplanError(
+            f"unknown logger {bad[0]!r}: use {', '.join(LOGGERS)} (comma-separated)"
+        )
+    if "none" in names and len(names) > 1:
+        raise TrajplanError("logger 'none' cannot be combined with others")
+    return names or ("auto",)
+
+
 def default_callbacks(
-    run_dir: Path, resumed_at: int | None, total_steps: int, progress: bool
+    run_dir: Path,
+    resumed_at: int | None,
+    total_steps: int,
+    progress: bool,
+    loggers: Sequence[str] = ("auto",),
+    config: dict[str, Any] | None = None,
 ) -> list[Callback]:
-    """Rank 0's callbacks: metrics.jsonl, TensorBoard when installed, the bar if asked."""
+    """Rank 0's callbacks: metrics.jsonl always, the chosen loggers (see the module
+    docstring), the progress bar if asked. `config` is what W&B records for the run."""
+    names = check_loggers(loggers)
     callbacks: list[Callback] = [MetricsFile(run_dir, resumed_at)]
-    tb = TensorBoard.create(run_dir)
-    if tb is not None:
-        callbacks.append(tb)
+    if "auto" in names or "tensorboard" in names:
+        tb = TensorBoard.create(run_dir, required="tensorboard" in names)
+        if tb is not None:
+            callbacks.append(tb)
+    if "wandb" in names:
+        callbacks.append(WandB.create(run_dir, config))
     if progress:
         callbacks.append(ProgressBar(total_steps, resumed_at or 0, run_dir.name))
     return callbacks
