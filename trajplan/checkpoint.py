@@ -6,6 +6,8 @@
     RUN/model.safetensors        weights at the last checkpoint
     RUN/best.safetensors         weights at the checkpoint with the lowest epoch-mean
                                  training loss so far (the reference simply uses the last)
+    RUN/best_eval.safetensors    weights with the best score of the evaluations during
+                                 training (train.eval_every > 0; trajplan.train_eval)
     RUN/discretizer.safetensors  the bins (trajplan.tokens): a model is useless without them
     RUN/state.pt                 resume state: weights, optimizer, counters, RNG states
     RUN/metrics.jsonl            one JSON line per logged step and per epoch (to plot)
@@ -42,10 +44,11 @@ FORMAT = "trajplan-run/1"
 CONFIG_FILE = "config.json"
 LAST_FILE = "model.safetensors"
 BEST_FILE = "best.safetensors"
+BEST_EVAL_FILE = "best_eval.safetensors"
 DISCRETIZER_FILE = "discretizer.safetensors"
 STATE_FILE = "state.pt"
 METRICS_FILE = "metrics.jsonl"
-WEIGHT_FILES = {"last": LAST_FILE, "best": BEST_FILE}
+WEIGHT_FILES = {"last": LAST_FILE, "best": BEST_FILE, "best-eval": BEST_EVAL_FILE}
 
 
 @dataclass
@@ -61,7 +64,7 @@ class Checkpoint:
     ref_min: float | None
     ref_max: float | None
     ref_source: str | None
-    which: str = "last"  # "last" or "best"
+    which: str = "last"  # a key of WEIGHT_FILES
     step: int = 0  # optimizer steps behind these weights
     meta: dict[str, Any] = field(default_factory=dict)  # the whole config.json
 
@@ -256,8 +259,9 @@ def load_checkpoint(
 ) -> Checkpoint:
     """Load a run directory (or one of its .safetensors files) for planning.
 
-    which: "last" (the weights at the end of training, as the reference evaluates) or
-    "best" (lowest epoch-mean training loss). The model is in eval mode on `device`.
+    which: "last" (the weights at the end of training, as the reference evaluates),
+    "best" (lowest epoch-mean training loss) or "best-eval" (best score of the evaluations
+    during training). The model is in eval mode on `device`.
     """
     path = Path(path)
     if path.suffix == ".safetensors" and path.is_file():
@@ -265,8 +269,14 @@ def load_checkpoint(
         which = {v: k for k, v in WEIGHT_FILES.items()}.get(path.name, path.stem)
     else:
         if which not in WEIGHT_FILES:
-            raise TrajplanError(f"which must be 'last' or 'best', got {which!r}")
+            choices = ", ".join(WEIGHT_FILES)
+            raise TrajplanError(f"weights must be one of {choices}, got {which!r}")
         run_dir, weights = path, path / WEIGHT_FILES[which]
+        if which == "best-eval" and not weights.exists():
+            raise TrajplanError(
+                f"{path} has no {BEST_EVAL_FILE}: it was trained without evaluations "
+                "(train.eval_every > 0 keeps the best-scoring weights)"
+            )
     cfg, doc = read_manifest(run_dir)
     model = build_model(cfg, load_state_dict_file(weights), weights)
     disc = Discretizer.load(run_dir / DISCRETIZER_FILE)

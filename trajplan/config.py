@@ -82,6 +82,13 @@ class TrainConfig:
     save_every: int = 1  # epochs between checkpoints
     save_every_min: float | None = 5.0  # also checkpoint (mid-epoch) after this many minutes
     log_every: int = 10  # optimizer steps between metric lines
+    # Evaluation during training (trajplan.train_eval; 0 = off): plan eval_episodes episodes
+    # every eval_every optimizer steps and at the last; eval_episode_steps caps them (cheap,
+    # labelled not comparable); the best-scoring weights go to best_eval.safetensors.
+    eval_every: int = 0
+    eval_episodes: int = 3
+    eval_episode_steps: int | None = None
+    eval_seed: int = 10_000
     compile: bool = False  # torch.compile the model (CUDA)
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
 
