@@ -261,7 +261,7 @@ def test_planner_policy_and_run_dir_collect_reproducibly(one_thread, tmp_path, c
     from trajplan.config import ModelConfig, PlanConfig, RunConfig
     from trajplan.data import load_episodes
     from trajplan.model import TrajectoryGPT
-    from trajplan.plan import Planner
+    from trajplan.planner import Planner
     from trajplan.policies import PlannerPolicy
     from trajplan.tokens import Discretizer
 

@@ -13,7 +13,7 @@ from trajplan.model import KVCache, TrajectoryGPT, attention_mask
 
 
 # Beam-search operations on a KVCache, written out for the tests (the planner keeps its own
-# preallocated buffers, trajplan.plan.gather_rows).
+# preallocated buffers, trajplan.planner.gather_rows).
 def cache_reorder(cache: KVCache, idx: torch.Tensor) -> KVCache:
     """Select (and duplicate) sequences along the batch: new[b] = old[idx[b]]."""
     return KVCache(cache.k.index_select(1, idx), cache.v.index_select(1, idx), cache.length)

@@ -12,7 +12,7 @@ import torch
 from trajplan.config import ModelConfig, PlanConfig
 from trajplan.errors import TrajplanError
 from trajplan.model import TrajectoryGPT
-from trajplan.plan import (
+from trajplan.planner import (
     Planner,
     beam_scores,
     cdf_filter,

@@ -238,7 +238,7 @@ def data_from_replay(
     console.print(f"wrote dataset [bold]{dataset_id}[/] to {path}")
 
 
-# -- plan / eval (trajplan.plan, trajplan.evaluate) ----------------------------------------------
+# -- plan / eval (trajplan.planner, trajplan.evaluate) ------------------------------------------
 
 _PLAN_HELP = "Planning (defaults: the run's own plan config; docs/method.md, Planner)"
 

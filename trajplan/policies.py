@@ -244,7 +244,7 @@ class ActorPolicy:
 
 class BatchedActor:
     """An exported actor (a BC policy, a SAC actor) for E episodes in lockstep: the batched
-    interface of `trajplan.plan.Planner` that `trajplan.rollout.rollout` drives."""
+    interface of `trajplan.planner.Planner` that `trajplan.rollout.rollout` drives."""
 
     def __init__(self, actor: Actor) -> None:
         self.actor = actor
@@ -361,7 +361,7 @@ def check_policy_fits(actor: Actor, env: gym.Env, source: str) -> None:
 
 
 class PlannerPolicy:
-    """A trajplan planner (`trajplan.plan.Planner`) as a one-episode-at-a-time `Policy`.
+    """A trajplan planner (`trajplan.planner.Planner`) as a one-episode-at-a-time `Policy`.
 
     The planner keeps a context of executed transitions, which `observe` feeds it; it sees
     the model's view of the observation (Ant: the first 27 dims, `obs_keep`).
@@ -393,7 +393,7 @@ def planner_policy(run_dir: Path, env_name: str) -> Policy:
     from trajplan.checkpoint import load_checkpoint
     from trajplan.envs import resolve_env
     from trajplan.evaluate import check_env_matches
-    from trajplan.plan import Planner
+    from trajplan.planner import Planner
 
     ckpt = load_checkpoint(run_dir)
     check_env_matches(ckpt.model, env_name, ckpt.env or None)

@@ -1,6 +1,6 @@
 """One loop that plays a batch of episodes in lockstep with a batched policy.
 
-The policy is a `trajplan.plan.Planner` or anything with its batched interface
+The policy is a `trajplan.planner.Planner` or anything with its batched interface
 (`trajplan.policies.BatchedActor`): `reset(n, seeds)`, `act(obs) -> actions`,
 `observe(obs, actions, rewards)`, `drop(keep)`, and optionally `predictions()` (what a
 planner expected of the step it acted on). Episode i is reset with seeds[i]; a finished
