@@ -76,7 +76,7 @@ def render(table: object, width: int = 80) -> str:
 
 
 def test_eval_table_is_readable_at_80_columns() -> None:
-    from trajplan.cli import eval_table
+    from trajplan.cli.plan import eval_table
     from trajplan.evaluate import EvalResult
     from trajplan.rollout import EpisodeResult
     from trajplan.scores import references_for
