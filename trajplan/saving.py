@@ -134,9 +134,13 @@ class Saver:
         minutes = self.cfg.train.save_every_min
         return minutes is not None and time.perf_counter() - self.t_saved >= 60 * minutes
 
-    def due_after_epoch(self, epoch: int) -> bool:
-        """A checkpoint at the end of (0-based) epoch - 1, the run not being over."""
-        return epoch % self.cfg.train.save_every == 0 or self.due_by_clock()
+    def after_epoch(self, state: TrainState, is_best: bool, last: bool) -> None:
+        """At an epoch's end: the final checkpoint after the last epoch, else one every
+        save_every epochs or when due by the clock."""
+        if last:
+            self.save("finished", state, is_best)
+        elif state.epoch % self.cfg.train.save_every == 0 or self.due_by_clock():
+            self.save("running", state, is_best)
 
     def kept(self) -> str:
         if self.good_step is None:

@@ -1,18 +1,19 @@
 """Training the TT model (docs/method.md, Model; Optimizer and schedule): CPU, GPU, DDP.
 
-A run passes through four pieces, one module each:
+A run passes through these pieces, one module each:
 
-    trajplan.runprep    prepare_run: config vs data vs an old run, data, dims, manifest
+    trajplan.runprep    open_run_dir, prepare_run: config vs data vs an old run, data, dims
     trajplan.optim      AdamW groups, the token-based schedule, the epoch rule
-    trajplan.train      Trainer: the loop over epochs and steps (this module)
+    trajplan.train      `train` and the Trainer: setup, then the loop (this module)
+    trajplan.steps      the step's parts: batches, dropout seeds, DDP wrap, validation loss
     trajplan.saving     TrainState (the saved counters), when and what to checkpoint, resume
     trajplan.callbacks  metrics.jsonl, TensorBoard, the progress bar (rank 0 only)
 
-One training step, top to bottom: `Trainer._loop` draws the epoch's permutation, takes this
-rank's rows of the step, runs forward and backward, clips, steps the optimizer, sets the next
-learning rate from the tokens seen, then hands the step to the callbacks; every log_every
-steps a "train" metrics line, at an epoch's end `_end_epoch` (epoch line, validation, a
-checkpoint when due).
+One training step, top to bottom in `Trainer._loop`: this rank's rows of the epoch's
+permutation, forward and backward, gradient clipping, the optimizer step, the next learning
+rate from the tokens seen, the callbacks; every log_every steps a "train" metrics line, at
+an epoch's end `_end_epoch` (epoch line, validation, a checkpoint when due). Trainer is
+longer than 150 lines because that loop is one method, read in one piece.
 
 As the reference trainer: batches of 256 windows, reshuffled every epoch, the last partial
 batch kept; gradient norm clipped at 1.0; the new learning rate is set *after* each
@@ -36,7 +37,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import signal
-import threading
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -66,61 +66,18 @@ from trajplan.runtime import (
     seed_everything,
 )
 from trajplan.saving import Saver, TrainState, restore
-
-KINDS = ("obs", "act", "rew", "val")  # token kinds of the per-kind losses in metrics
-
-
-# -- the loop's pure functions ----------------------------------------------------------------
-
-
-def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
-    """The order of the windows in one epoch: a function of (seed, epoch) only."""
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(n, generator=g)
-
-
-def step_seed(seed: int, rank: int, step: int) -> int:
-    """Seed of the dropout draws of one optimizer step on one rank."""
-    return ((seed * 1_000_003 + rank) * 1_000_000_007 + step) % (2**63)
-
-
-def target_token_counts(windows: Any, chunk: int = 8192) -> torch.Tensor:
-    """[n_windows] int64 on CPU: non-stop target tokens of every window (the schedule's unit)."""
-    counts = torch.empty(windows.n_windows, dtype=torch.int64)
-    for start in range(0, windows.n_windows, chunk):
-        idx = torch.arange(start, min(start + chunk, windows.n_windows))
-        _, y, _ = windows.get_batch(idx)
-        counts[start : start + len(idx)] = (y != windows.stop_token).sum(1).cpu()
-    return counts
-
-
-# -- signals --------------------------------------------------------------------
-
-
-class _StopFlag:
-    """Ctrl-C or SIGTERM (kill, docker stop, a scheduler's pre-emption) between steps:
-    finish the step, checkpoint, then stop. A second signal aborts at once."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self, enabled: bool) -> None:
-        self.requested: int | None = None  # the signal number once one arrived
-        self.previous: dict[int, Any] = {}
-        if enabled and threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
-                self.previous[sig] = signal.signal(sig, self._handle)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise Stopped(signum)
-        self.requested = signum
-
-    def close(self) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-
-
-# -- the loop --------------------------------------------------------------------------------
+from trajplan.steps import (
+    KINDS,
+    Batches,
+    RunningLoss,
+    StopFlag,
+    any_rank,
+    mean_over_ranks,
+    step_seed,
+    target_token_counts,
+    training_net,
+    validation_loss,
+)
 
 
 def train(
@@ -169,46 +126,6 @@ def train(
     return trainer.run_dir
 
 
-@torch.no_grad()
-def validation_loss(
-    model: TrajectoryGPT, vw: Any, dev: torch.device, batch: int, max_windows: int = 8192
-) -> dict[str, float]:
-    """Loss on the held-out windows vw (evenly spaced, at most max_windows), no dropout:
-    the weighted training objective and the cross-entropy by token kind."""
-    vw.to(dev)
-    idx = torch.linspace(0, vw.n_windows - 1, min(vw.n_windows, max_windows)).long()
-    was_training = model.training
-    model.eval()
-    total, kinds, n = 0.0, torch.zeros(4), 0
-    for chunk in idx.split(batch):
-        x, y, mask = vw.get_batch(chunk.to(dev))
-        logits, loss = model(x, y, mask)
-        total += float(loss) * len(chunk)
-        kinds += model.loss_by_kind(logits, y, mask).cpu() * len(chunk)
-        n += len(chunk)
-    model.train(was_training)
-    out = {"val_loss": total / n}
-    out.update({f"val_{k}": float(v) / n for k, v in zip(KINDS, kinds, strict=True)})
-    return out
-
-
-def mean_over_ranks(total: torch.Tensor, n: int, world: int) -> float:
-    """total / n summed over the ranks of the job (total on the training device)."""
-    pair = torch.stack([total.detach().float(), torch.tensor(float(n), device=total.device)])
-    if world > 1:
-        dist.all_reduce(pair)
-    return float(pair[0] / pair[1].clamp(min=1))
-
-
-def any_rank(flag: bool, world: int, dev: torch.device) -> bool:
-    """True on every rank if it is true on one (every rank must stop at the same step)."""
-    if world == 1:
-        return flag
-    t = torch.tensor(float(flag), device=dev)
-    dist.all_reduce(t)
-    return bool(t > 0)
-
-
 class Trainer:
     """One training run: model, optimizer, schedule and the loop (build with `setup`)."""
 
@@ -229,11 +146,8 @@ class Trainer:
         self.optimizer = make_optimizer(self.model, tc, dev)
         self.schedule = LRSchedule.for_data(tc, self.windows.n_windows, self.windows.block_size)
         self.n_epochs = n_epochs_for(tc, self.windows.n_windows)
-        # batching: the permutation is padded to a multiple of the world size; rank r takes
-        # its r-th column, `per_rank` rows per step (the global batch is batch_size)
-        self.per_rank = math.ceil(tc.batch_size / rk.world)
-        self.shard_len = math.ceil(self.windows.n_windows / rk.world)
-        self.steps_per_epoch = math.ceil(self.shard_len / self.per_rank)
+        self.batches = Batches.plan(self.windows.n_windows, tc.batch_size, rk.world)
+        self.steps_per_epoch = self.batches.steps_per_epoch
         self.total_steps = self.n_epochs * self.steps_per_epoch
         if tc.max_steps is not None:
             self.total_steps = min(self.total_steps, tc.max_steps)
@@ -332,24 +246,16 @@ class Trainer:
         lr = self.schedule(st.tokens) if st.step > 0 else tc.lr  # first update: full rate
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        if self.dev.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
+        net = training_net(self.model, self.dev, rk.world, tc.compile)
         self.windows.to(self.dev)
         self._counts = target_token_counts(self.windows)  # [W] CPU: schedule tokens per window
-        net: nn.Module = self.model
-        if rk.world > 1:
-            ids = [self.dev.index] if self.dev.type == "cuda" else None
-            net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        if tc.compile:
-            net = torch.compile(net)
         if rk.main:  # the other ranks write nothing
             self.run_dir.mkdir(parents=True, exist_ok=True)
             if self.saver.good_step is None:  # config.json from the start: resumable
                 write_manifest(self.run_dir, self.cfg, self.saver.info("starting", st))
             defaults = default_callbacks(self.run_dir, st.step, self.total_steps, progress)
             self.callbacks = [*defaults, *callbacks]
-        stop = _StopFlag(rk.world == 1)
+        stop = StopFlag(rk.world == 1)
         self.saver.t_saved = time.perf_counter()
         try:
             status = self._loop(net, stop)
@@ -367,23 +273,19 @@ class Trainer:
         self.stop_signal = stop.requested or signal.SIGINT
         return status == "interrupted"
 
-    def _loop(self, net: nn.Module, stop: _StopFlag) -> str:
+    def _loop(self, net: nn.Module, stop: StopFlag) -> str:
         """The epochs and steps; returns the status: "interrupted" (a signal asked to stop),
         "time_limit" or "finished" (last epoch or max_steps)."""
         tc, rk, w, st = self.cfg.train, self.rk, self.windows, self.state
         use_amp = self.dev.type == "cuda" and tc.amp
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else nullcontext()
-        log_loss = torch.zeros((), device=self.dev)  # summed on the device, read when logged
+        running = RunningLoss(self.dev)  # between two "train" lines
         ep_loss = torch.tensor(st.epoch_loss_sum, device=self.dev)
-        log_n, log_tokens, t_log = 0, 0, time.perf_counter()
         lr = self.optimizer.param_groups[0]["lr"]
         while st.epoch < self.n_epochs and st.step < self.total_steps:
-            perm = epoch_permutation(w.n_windows, tc.seed, st.epoch)
-            pad = self.shard_len * rk.world - w.n_windows  # wrap around (DistributedSampler)
-            grid = torch.cat([perm, perm[:pad]]).view(self.shard_len, rk.world)
+            grid = self.batches.grid(tc.seed, st.epoch)
             while st.batch < self.steps_per_epoch and st.step < self.total_steps:
-                a = st.batch * self.per_rank
-                rows = grid[a : a + self.per_rank]  # [b, world] window ids of this step
+                rows = self.batches.rows(grid, st.batch)  # [b, world] window ids of this step
                 x, y, mask = w.get_batch(rows[:, rk.rank].to(self.dev))  # [b, block] each
                 torch.manual_seed(step_seed(tc.seed, rk.rank, st.step))  # dropout draws
                 with autocast:
@@ -402,17 +304,14 @@ class Trainer:
                 st.epoch_batches += 1
                 for callback in self.callbacks:
                     callback.on_step(st.step)
-                log_loss += loss.detach()
+                running.add(loss, x.numel() * rk.world)
                 ep_loss += loss.detach()
-                log_n += 1
-                log_tokens += x.numel() * rk.world
                 out_of_time = False
                 if st.step % tc.log_every == 0 or st.step == self.total_steps:
-                    speed = log_tokens / max(time.perf_counter() - t_log, 1e-9)
+                    mean, speed = running.read(rk.world)
                     kinds = self.model.loss_by_kind(logits.detach(), y, mask)  # this batch
-                    self._log(mean_over_ranks(log_loss, log_n, rk.world), lr, speed, kinds)
-                    log_loss.zero_()
-                    log_n, log_tokens, t_log = 0, 0, time.perf_counter()
+                    self._log(mean, lr, speed, kinds)
+                    running.reset()
                     limit = tc.time_limit_s  # per session: a resumed run gets it afresh
                     late = limit is not None and time.perf_counter() - self._t_start >= limit
                     out_of_time = any_rank(late, rk.world, self.dev)
@@ -463,7 +362,7 @@ class Trainer:
     def _log_validation(self) -> None:
         vw = self.data.val_windows
         if vw is not None:
-            self._emit("val", **validation_loss(self.model, vw, self.dev, self.per_rank))
+            self._emit("val", **validation_loss(self.model, vw, self.dev, self.batches.per_rank))
 
     def _end_epoch(self, ep_loss: torch.Tensor, lr: float) -> None:
         """Epoch mean loss (decides best.safetensors), metrics line, checkpoint when due."""
@@ -478,7 +377,4 @@ class Trainer:
         last = st.epoch >= self.n_epochs or st.step >= self.total_steps
         if last or st.epoch % self.cfg.train.val_every == 0:
             self._log_validation()
-        if last:
-            self.saver.save("finished", st, is_best)
-        elif self.saver.due_after_epoch(st.epoch):
-            self.saver.save("running", st, is_best)
+        self.saver.after_epoch(st, is_best, last)
