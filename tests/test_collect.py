@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from trajplan.cli import main
-from trajplan.collect import collect, from_replay, rollout
+from trajplan.collect import collect, from_replay, record_episodes
 from trajplan.envs import make_env
 from trajplan.errors import TrajplanError
 from trajplan.policies import Actor, RandomPolicy, save_actor
@@ -224,7 +224,7 @@ def test_from_replay_round_trips_episodes(tmp_path):
     from trajplan.data import load_episodes
 
     env = make_env("hopper")
-    episodes, _ = rollout(
+    episodes, _ = record_episodes(
         "hopper", RandomPolicy(env.action_space), 70, seed=2, max_episode_steps=20, progress=False
     )
     # the layout train_behavior.py writes: consecutive transitions, next obs beside obs

@@ -9,6 +9,8 @@ to load.
 
 Every policy follows the `Policy` protocol: `reset(seed)` at the start of an episode and
 `act(obs)` for one observation. `make_policy` turns a command-line string into one.
+`BatchedActor` and `OneEpisode` give actors and policies the batched interface of the
+planner, so that `trajplan.rollout.rollout` plays them.
 """
 
 from __future__ import annotations
@@ -262,6 +264,30 @@ class BatchedActor:
 
     def drop(self, keep: np.ndarray) -> None:
         self.n_envs = int(np.count_nonzero(keep))
+
+
+class OneEpisode:
+    """A `Policy` in the batched interface `trajplan.rollout.rollout` drives, for a batch of
+    one episode: behaviour policies keep one episode's state, so their episodes run one
+    after another (`trajplan.rollout.play_policy`)."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+
+    def reset(self, n_envs: int, seeds: Any = None) -> None:
+        if n_envs != 1:
+            raise TrajplanError(f"a one-episode policy plays one episode at a time, not {n_envs}")
+        self.policy.reset(None if seeds is None else int(seeds[0]))
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """Observations [1, o] -> the policy's action [1, a], in its own dtype."""
+        return np.asarray(self.policy.act(obs[0]))[None]
+
+    def observe(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray) -> None:
+        self.policy.observe(obs[0], actions[0], float(rewards[0]))
+
+    def drop(self, keep: np.ndarray) -> None:
+        pass
 
 
 class RandomPolicy:
