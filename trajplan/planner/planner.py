@@ -16,8 +16,9 @@ import numpy as np
 import torch
 
 from trajplan.config import PlanConfig
+from trajplan.decoding import KVCache
 from trajplan.errors import TrajplanError
-from trajplan.model import KVCache, TrajectoryGPT
+from trajplan.model import TrajectoryGPT
 from trajplan.planner.sampling import Uniforms, uniforms_per_plan
 from trajplan.planner.search import PlanResult, beam_search
 from trajplan.tokens import Discretizer

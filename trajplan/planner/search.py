@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import torch
 
 from trajplan.config import PlanConfig
-from trajplan.model import KVCache, TrajectoryGPT
+from trajplan.decoding import KVCache
+from trajplan.model import TrajectoryGPT
 from trajplan.planner.sampling import Uniforms, beam_scores, sample_token, tail_mean, token_logp
 from trajplan.planner.windows import CachedWindow, FullWindow
 

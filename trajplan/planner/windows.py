@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import torch
 
-from trajplan.model import KVCache, TrajectoryGPT
+from trajplan.decoding import KVCache, forward_cached, forward_shared
+from trajplan.model import TrajectoryGPT
 
 
 def window_start(length: int, window: int, transition_dim: int) -> int:
@@ -144,7 +145,7 @@ class CachedWindow(FullWindow):
         self.push(tok)
         s = self.window_start(self.P + self.n)
         if s == self.start:
-            return self.model.forward_shared(tok[:, None], self.prefix, self.own, True)[:, 0]
+            return forward_shared(self.model, tok[:, None], self.prefix, self.own, True)[:, 0]
         self.start = s
         return self._recompute()
 
@@ -156,9 +157,9 @@ class CachedWindow(FullWindow):
         first = max(s - self.P, 0)  # first planned token inside the window
         if first == self.n:  # plan start: the window is all context, one row per episode
             self.own = self._buffer(self.n_env)
-            return model.forward_cached(self.ctx[:, s:], self.prefix, last_only=True)[:, 0]
+            return forward_cached(model, self.ctx[:, s:], self.prefix, last_only=True)[:, 0]
         if n_shared:  # context part: once per episode
-            model.forward_cached(self.ctx[:, s:], self.prefix, last_only=True)
+            forward_cached(model, self.ctx[:, s:], self.prefix, last_only=True)
         return self._recompute_planned(first)
 
     def _recompute_planned(self, first: int) -> torch.Tensor:
@@ -181,7 +182,7 @@ class CachedWindow(FullWindow):
             cache = empty_cache(model, rep.numel(), length, y.device)
             if level is not None and slot_prev is not None:  # keys of the parent prefixes
                 gather_rows(cache, level, slot_prev.index_select(0, rep), level.length)
-            logits = model.forward_shared(y[rep, prev:b], self.prefix, cache, last_only=True)
+            logits = forward_shared(model, y[rep, prev:b], self.prefix, cache, last_only=True)
             level, slot_prev, prev = cache, slot, b
         assert level is not None and slot_prev is not None
         self.own = self._buffer(R)
@@ -200,7 +201,7 @@ def gather_rows(dst: KVCache, src: KVCache, idx: torch.Tensor, n: int) -> None:
 
 
 def empty_cache(model: TrajectoryGPT, batch: int, capacity: int, device: torch.device) -> KVCache:
-    """model.new_cache without zero-filling (only positions < length are ever read)."""
+    """decoding.new_cache without zero-filling (only positions < length are ever read)."""
     cfg = model.cfg
     shape = (cfg.n_layer, batch, cfg.n_head, capacity, cfg.n_embd // cfg.n_head)
     dtype = model.pos_emb.dtype
