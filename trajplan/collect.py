@@ -3,8 +3,8 @@
 `collect` runs a `Policy` (random, an exported SAC actor, ...) in a Gymnasium env for a number
 of steps, whole episodes with seeds seed, seed+1, ... (`record_episodes`: a loop of its own,
 see trajplan.rollout for why), and writes a Minari dataset through
-`trajplan.datasets.create_dataset` (episode seeds, env spec, reference scores, algorithm name).
-The same arguments give the same dataset. `from_replay` turns the transitions a SAC run saved
+`trajplan.dataset_install.create_dataset` (episode seeds, env spec, reference scores, algorithm
+name). The same arguments give the same dataset. `from_replay` turns the transitions a SAC run saved
 (scripts/train_behavior.py) into a `medium-replay` dataset. `medium-expert` needs no copy:
 load the id `A+B` (e.g. `.../medium-v0+.../expert-v0`) to get the union.
 """
@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from trajplan.datasets import check_dataset_id, create_dataset, datasets_root
+from trajplan.dataset_install import create_dataset
+from trajplan.datasets import check_dataset_id, datasets_root
 from trajplan.envs import make_env, resolve_env
 from trajplan.errors import TrajplanError
 from trajplan.policies import MixedPolicy, Policy, make_policy

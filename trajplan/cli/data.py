@@ -87,7 +87,7 @@ def data_download(
 
     Remote MuJoCo datasets: mujoco/{halfcheetah,hopper,walker2d,ant}/{simple,medium,expert}-v0.
     """
-    from trajplan.datasets import download_dataset
+    from trajplan.dataset_install import download_dataset
 
     for path in download_dataset(dataset_id, force=force):
         console.print(f"dataset ready at {path}")
