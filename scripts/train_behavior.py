@@ -35,8 +35,9 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from trajplan.actors import Actor, actor_from_sb3, save_actor
 from trajplan.envs import make_env, resolve_env
-from trajplan.policies import Actor, ActorPolicy, actor_from_sb3, save_actor
+from trajplan.policies import ActorPolicy
 from trajplan.rollout import play_policy
 from trajplan.scores import stderr
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from trajplan.actors import Actor, save_actor
 from trajplan.cli import main
 from trajplan.collect import collect, from_replay, record_episodes
 from trajplan.envs import make_env
 from trajplan.errors import TrajplanError
-from trajplan.policies import Actor, RandomPolicy, save_actor
+from trajplan.policies import RandomPolicy
 
 
 @pytest.fixture(autouse=True)
