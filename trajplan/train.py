@@ -12,8 +12,9 @@ A run passes through these pieces, one module each:
 One training step, top to bottom in `Trainer._loop`: this rank's rows of the epoch's
 permutation, forward and backward, gradient clipping, the optimizer step, the next learning
 rate from the tokens seen, the callbacks; every log_every steps a "train" metrics line, at
-an epoch's end `_end_epoch` (epoch line, validation, a checkpoint when due). Trainer is
-longer than 150 lines because that loop is one method, read in one piece.
+an epoch's end `_end_epoch` (epoch line, validation, a checkpoint when due). Trainer runs
+to about 250 lines: setup, the session start (`run`) and the loop with its metrics lines share
+one run's state, and the loop stays one method so that a step reads in one piece.
 
 As the reference trainer: batches of 256 windows, reshuffled every epoch, the last partial
 batch kept; gradient norm clipped at 1.0; the new learning rate is set *after* each
