@@ -247,9 +247,9 @@ class Trainer:
         lr = self.schedule(st.tokens) if st.step > 0 else tc.lr  # first update: full rate
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        net = training_net(self.model, self.dev, rk.world, tc.compile)
         self.windows.to(self.dev)
         self._counts = target_token_counts(self.windows)  # [W] CPU: schedule tokens per window
+        net = training_net(self.model, self.dev, rk.world, tc.compile)
         if rk.main:  # the other ranks write nothing
             self.run_dir.mkdir(parents=True, exist_ok=True)
             if self.saver.good_step is None:  # config.json from the start: resumable
