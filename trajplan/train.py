@@ -334,7 +334,7 @@ class Trainer:
             self._end_epoch(ep_loss, lr)
         return "finished"
 
-    def _emit(self, kind: str, **fields: Any) -> None:
+    def emit(self, kind: str, **fields: Any) -> None:
         """Hand a metrics line to the callbacks (none on ranks other than 0)."""
         record = {"kind": kind, "step": self.state.step, "epoch": self.state.epoch, **fields}
         for callback in self.callbacks:
@@ -350,7 +350,7 @@ class Trainer:
         self.state.last_loss = loss
         by_kind = {f"loss_{k}": round(float(v), 5) for k, v in zip(KINDS, kinds, strict=True)}
         tokens, wall_s = int(self.state.tokens), round(self.elapsed(), 3)
-        self._emit(
+        self.emit(
             "train",
             loss=loss,
             **by_kind,
@@ -363,16 +363,14 @@ class Trainer:
     def _log_validation(self) -> None:
         vw = self.data.val_windows
         if vw is not None:
-            self._emit("val", **validation_loss(self.model, vw, self.dev, self.batches.per_rank))
+            self.emit("val", **validation_loss(self.model, vw, self.dev, self.batches.per_rank))
 
     def _end_epoch(self, ep_loss: torch.Tensor, lr: float) -> None:
         """Epoch mean loss (decides best.safetensors), metrics line, checkpoint when due."""
         st = self.state
         mean = mean_over_ranks(ep_loss, st.epoch_batches, self.rk.world)
         self._check_finite("epoch loss", mean)
-        self._emit(
-            "epoch", loss=mean, lr=lr, tokens=int(st.tokens), wall_s=round(self.elapsed(), 3)
-        )
+        self.emit("epoch", loss=mean, lr=lr, tokens=int(st.tokens), wall_s=round(self.elapsed(), 3))
         is_best = st.end_epoch(mean)
         ep_loss.zero_()
         last = st.epoch >= self.n_epochs or st.step >= self.total_steps
