@@ -29,7 +29,7 @@ from rich.table import Table
 
 from trajplan.config import ModelConfig, PlanConfig
 from trajplan.model import TrajectoryGPT
-from trajplan.plan import Planner
+from trajplan.planner import Planner
 from trajplan.tokens import Discretizer
 
 OBS, ACT, N = 17, 6, 100

@@ -28,10 +28,11 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from trajplan.actors import load_actor, save_actor
 from trajplan.collect import collect, episode_returns, from_replay
 from trajplan.data import load_episodes
 from trajplan.envs import resolve_env
-from trajplan.policies import ActorPolicy, load_actor, save_actor
+from trajplan.policies import ActorPolicy
 from trajplan.scores import normalized_score
 
 console = Console(width=max(Console().width, 110))  # dataset ids are long

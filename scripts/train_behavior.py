@@ -35,8 +35,10 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from trajplan.actors import Actor, actor_from_sb3, save_actor
 from trajplan.envs import make_env, resolve_env
-from trajplan.policies import Actor, actor_from_sb3, save_actor
+from trajplan.policies import ActorPolicy
+from trajplan.rollout import play_policy
 from trajplan.scores import stderr
 
 console = Console()
@@ -44,19 +46,9 @@ console = Console()
 
 def evaluate(actor: Actor, env_name: str, episodes: int, seed: int) -> tuple[float, float, float]:
     """Mean return, its standard error and the mean length of deterministic episodes."""
-    env = make_env(env_name)
-    returns, lengths = [], []
-    for i in range(episodes):
-        obs, _ = env.reset(seed=seed + i)
-        ret, n, done = 0.0, 0, False
-        while not done:
-            obs, r, term, trunc, _ = env.step(actor.act(obs))
-            ret, n, done = ret + float(r), n + 1, term or trunc
-        returns.append(ret)
-        lengths.append(n)
-    env.close()
-    rets = np.asarray(returns)
-    return float(rets.mean()), stderr(rets) or 0.0, float(np.mean(lengths))
+    played = play_policy(ActorPolicy(actor), env_name, range(seed, seed + episodes))
+    rets = np.asarray([ep.ret for ep in played])
+    return float(rets.mean()), stderr(rets) or 0.0, float(np.mean([ep.length for ep in played]))
 
 
 def dump_replay(model, path: Path) -> int:

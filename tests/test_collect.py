@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from trajplan.actors import Actor, save_actor
 from trajplan.cli import main
-from trajplan.collect import collect, from_replay, rollout
+from trajplan.collect import collect, from_replay, record_episodes
 from trajplan.envs import make_env
 from trajplan.errors import TrajplanError
-from trajplan.policies import Actor, RandomPolicy, save_actor
+from trajplan.policies import RandomPolicy
 
 
 @pytest.fixture(autouse=True)
@@ -224,7 +225,7 @@ def test_from_replay_round_trips_episodes(tmp_path):
     from trajplan.data import load_episodes
 
     env = make_env("hopper")
-    episodes, _ = rollout(
+    episodes, _ = record_episodes(
         "hopper", RandomPolicy(env.action_space), 70, seed=2, max_episode_steps=20, progress=False
     )
     # the layout train_behavior.py writes: consecutive transitions, next obs beside obs
@@ -261,7 +262,7 @@ def test_planner_policy_and_run_dir_collect_reproducibly(one_thread, tmp_path, c
     from trajplan.config import ModelConfig, PlanConfig, RunConfig
     from trajplan.data import load_episodes
     from trajplan.model import TrajectoryGPT
-    from trajplan.plan import Planner
+    from trajplan.planner import Planner
     from trajplan.policies import PlannerPolicy
     from trajplan.tokens import Discretizer
 

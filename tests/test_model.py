@@ -9,11 +9,12 @@ import torch
 import torch.nn.functional as F
 
 from trajplan.config import ModelConfig
-from trajplan.model import KVCache, TrajectoryGPT, attention_mask
+from trajplan.decoding import KVCache, forward_cached, new_cache
+from trajplan.model import TrajectoryGPT, attention_mask
 
 
 # Beam-search operations on a KVCache, written out for the tests (the planner keeps its own
-# preallocated buffers, trajplan.plan.gather_rows).
+# preallocated buffers, trajplan.planner.gather_rows).
 def cache_reorder(cache: KVCache, idx: torch.Tensor) -> KVCache:
     """Select (and duplicate) sequences along the batch: new[b] = old[idx[b]]."""
     return KVCache(cache.k.index_select(1, idx), cache.v.index_select(1, idx), cache.length)
@@ -161,10 +162,10 @@ def test_cached_decoding_equals_full_forward() -> None:
     idx = torch.randint(0, 8, (4, 5 * D + 3))
     with torch.no_grad():
         full, _ = model(idx)
-        cache = model.new_cache(4)
-        pieces = [model.forward_cached(idx[:, : D + 2], cache)]
+        cache = new_cache(model, 4)
+        pieces = [forward_cached(model, idx[:, : D + 2], cache)]
         for t in range(D + 2, idx.shape[1]):
-            pieces.append(model.forward_cached(idx[:, t : t + 1], cache))
+            pieces.append(forward_cached(model, idx[:, t : t + 1], cache))
         inc = torch.cat(pieces, dim=1)
     assert cache.length == idx.shape[1]
     torch.testing.assert_close(inc, full, atol=1e-5, rtol=1e-5)
@@ -177,13 +178,13 @@ def test_cached_decoding_across_reorder_and_repeat() -> None:
     idx = torch.randint(0, 8, (3, 4 * D))
     split = 2 * D - 2
     with torch.no_grad():
-        cache = model.new_cache(3)
-        model.forward_cached(idx[:, :split], cache)
+        cache = new_cache(model, 3)
+        forward_cached(model, idx[:, :split], cache)
         order = torch.tensor([2, 2, 0, 1, 0])
         cache = cache_reorder(cache, order)
         cache = cache_repeat(cache, 2)  # like x.repeat(2, 1)
         seqs = idx[order].repeat(2, 1)
-        pieces = [model.forward_cached(seqs[:, t : t + 1], cache) for t in range(split, 4 * D)]
+        pieces = [forward_cached(model, seqs[:, t : t + 1], cache) for t in range(split, 4 * D)]
         inc = torch.cat(pieces, dim=1)
         full, _ = model(seqs)
     torch.testing.assert_close(inc, full[:, split:], atol=1e-5, rtol=1e-5)
@@ -194,19 +195,19 @@ def test_cache_concat_and_last_only() -> None:
     idx = torch.randint(0, 8, (2, 12))
     with torch.no_grad():
         full, _ = model(idx)
-        a, b = model.new_cache(1), model.new_cache(1)
-        model.forward_cached(idx[:1, :9], a)
-        model.forward_cached(idx[1:, :9], b)
+        a, b = new_cache(model, 1), new_cache(model, 1)
+        forward_cached(model, idx[:1, :9], a)
+        forward_cached(model, idx[1:, :9], b)
         both = cache_concat(a, b)
-        last = model.forward_cached(idx[:, 9:12], both, last_only=True)
+        last = forward_cached(model, idx[:, 9:12], both, last_only=True)
     assert last.shape == (2, 1, 8)
     torch.testing.assert_close(last[:, 0], full[:, 11], atol=1e-5, rtol=1e-5)
 
 
 def test_cache_overflow_is_an_error() -> None:
     model = make_model()
-    cache = model.new_cache(1, capacity=5)
+    cache = new_cache(model, 1, capacity=5)
     with pytest.raises(ValueError, match="exceeds"):
-        model.forward_cached(torch.zeros(1, 6, dtype=torch.long), cache)
+        forward_cached(model, torch.zeros(1, 6, dtype=torch.long), cache)
     with pytest.raises(ValueError, match="longer than the block"):
         model(torch.zeros(1, model.block_size + 1, dtype=torch.long))

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from trajplan.config import ModelConfig, PlanConfig
+from trajplan.decoding import forward_cached, forward_shared, new_cache
 from trajplan.errors import TrajplanError
 from trajplan.model import TrajectoryGPT
-from trajplan.plan import (
+from trajplan.planner import (
     Planner,
     beam_scores,
     cdf_filter,
@@ -420,12 +421,12 @@ def test_forward_shared_equals_full_forward_with_copied_prefix() -> None:
     own = torch.randint(0, N + 1, (6, 9), generator=gen)  # 3 rows each, episode-major
     with torch.inference_mode():
         full, _ = model(torch.cat([ctx.repeat_interleave(3, 0), own], 1))
-        prefix = model.new_cache(2)
-        model.forward_cached(ctx, prefix)
-        cache = model.new_cache(6, 20)
-        parts = [model.forward_shared(own[:, :4], prefix, cache)]
-        parts += [model.forward_shared(own[:, i : i + 1], prefix, cache) for i in range(4, 9)]
-        last = model.forward_shared(own[:, :1], prefix, model.new_cache(6, 4), last_only=True)
+        prefix = new_cache(model, 2)
+        forward_cached(model, ctx, prefix)
+        cache = new_cache(model, 6, 20)
+        parts = [forward_shared(model, own[:, :4], prefix, cache)]
+        parts += [forward_shared(model, own[:, i : i + 1], prefix, cache) for i in range(4, 9)]
+        last = forward_shared(model, own[:, :1], prefix, new_cache(model, 6, 4), last_only=True)
     assert torch.allclose(torch.cat(parts, 1), full[:, ctx.shape[1] :], atol=1e-12)
     assert torch.allclose(last[:, 0], full[:, ctx.shape[1]], atol=1e-12)
 

@@ -5,18 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from trajplan.actors import Actor, actor_from_sb3, builtin_actor, load_actor, save_actor
 from trajplan.envs import make_env
 from trajplan.errors import TrajplanError
-from trajplan.policies import (
-    Actor,
-    ActorPolicy,
-    RandomPolicy,
-    actor_from_sb3,
-    builtin_actor,
-    load_actor,
-    make_policy,
-    save_actor,
-)
+from trajplan.policies import ActorPolicy, RandomPolicy, make_policy
 
 
 def tiny_actor(obs_dim: int, act_dim: int, seed: int = 0, env_id: str | None = None) -> Actor:

@@ -55,14 +55,14 @@ def test_duration() -> None:
 
 
 def test_collect_prints_plain_progress(capsys: pytest.CaptureFixture) -> None:
-    from trajplan.collect import rollout
+    from trajplan.collect import record_episodes
     from trajplan.envs import make_env
     from trajplan.policies import make_policy
 
     env = make_env("hopper")
     policy = make_policy("random", "hopper", env)
     env.close()
-    episodes, _ = rollout("hopper", policy, steps=30, seed=0, progress=True)
+    episodes, _ = record_episodes("hopper", policy, steps=30, seed=0, progress=True)
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "collect random: 0/30 (0%), started"
     assert re.fullmatch(rf"collect random: 30/30 \(100%\), {len(episodes)} episodes, done in \d+s",
@@ -76,7 +76,7 @@ def render(table: object, width: int = 80) -> str:
 
 
 def test_eval_table_is_readable_at_80_columns() -> None:
-    from trajplan.cli import eval_table
+    from trajplan.cli.plan import eval_table
     from trajplan.evaluate import EvalResult
     from trajplan.rollout import EpisodeResult
     from trajplan.scores import references_for

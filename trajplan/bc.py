@@ -10,7 +10,7 @@ writes a run directory that `trajplan eval` evaluates like a TT run:
     RUN/metrics.jsonl             {"kind": "bc", "step", "loss", "val_loss"} lines
 
 The observation normalisation is folded into the first layer, so the saved policy is an
-ordinary `trajplan.policies.Actor`. The same seed gives the same weights (CPU, same thread
+ordinary `trajplan.actors.Actor`. The same seed gives the same weights (CPU, same thread
 count).
 """
 
@@ -26,10 +26,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from trajplan.actors import Actor, load_actor, save_actor
 from trajplan.data import Episodes, load_episodes, split_episodes
 from trajplan.envs import env_for_dataset, make_env, resolve_env
 from trajplan.errors import TrajplanError
-from trajplan.policies import Actor, load_actor, save_actor
 from trajplan.progress import Progress
 from trajplan.runtime import atomic_write, write_json
 

@@ -1,9 +1,10 @@
 """Collect D4RL-style Minari datasets locally: roll out a behaviour policy, or convert replay data.
 
 `collect` runs a `Policy` (random, an exported SAC actor, ...) in a Gymnasium env for a number
-of steps, whole episodes with seeds seed, seed+1, ..., and writes a Minari dataset through
-`trajplan.datasets.create_dataset` (episode seeds, env spec, reference scores, algorithm name).
-The same arguments give the same dataset. `from_replay` turns the transitions a SAC run saved
+of steps, whole episodes with seeds seed, seed+1, ... (`record_episodes`: a loop of its own,
+see trajplan.rollout for why), and writes a Minari dataset through
+`trajplan.dataset_install.create_dataset` (episode seeds, env spec, reference scores, algorithm
+name). The same arguments give the same dataset. `from_replay` turns the transitions a SAC run saved
 (scripts/train_behavior.py) into a `medium-replay` dataset. `medium-expert` needs no copy:
 load the id `A+B` (e.g. `.../medium-v0+.../expert-v0`) to get the union.
 """
@@ -14,17 +15,19 @@ from pathlib import Path
 
 import numpy as np
 
-from trajplan.datasets import check_dataset_id, create_dataset, datasets_root
+from trajplan.dataset_install import create_dataset
+from trajplan.datasets import check_dataset_id, datasets_root
 from trajplan.envs import make_env, resolve_env
 from trajplan.errors import TrajplanError
 from trajplan.policies import MixedPolicy, Policy, make_policy
 from trajplan.progress import Progress
+from trajplan.rollout import play_policy
 from trajplan.runtime import check_writable
 
 Episode = dict[str, np.ndarray]
 
 
-def rollout(
+def record_episodes(
     env_name: str,
     policy: Policy,
     steps: int,
@@ -84,23 +87,8 @@ def rollout(
 
 def episode_returns(env_name: str, policy: Policy, episodes: int, seed: int = 0) -> np.ndarray:
     """[episodes] undiscounted returns of whole episodes (episode i seeded seed + i)."""
-    env = make_env(env_name)
-    returns = np.zeros(episodes)
-    try:
-        for i in range(episodes):
-            policy.reset(seed + i)
-            obs, _ = env.reset(seed=seed + i)
-            done = False
-            while not done:
-                act = policy.act(obs)
-                prev = obs
-                obs, reward, term, trunc, _ = env.step(act)
-                policy.observe(prev, act, float(reward))
-                returns[i] += reward
-                done = term or trunc
-    finally:
-        env.close()
-    return returns
+    played = play_policy(policy, env_name, range(seed, seed + episodes))
+    return np.array([ep.ret for ep in played], dtype=np.float64)
 
 
 def collect(
@@ -135,7 +123,7 @@ def collect(
     finally:
         probe.close()
     _check_new(dataset_id, force)
-    episodes, seeds = rollout(env_name, policy, steps, seed, max_episode_steps, progress)
+    episodes, seeds = record_episodes(env_name, policy, steps, seed, max_episode_steps, progress)
     n_steps = sum(len(ep["actions"]) for ep in episodes)
     description = description or (
         f"{len(episodes)} episodes ({n_steps} steps) of the {policy.name} policy in "

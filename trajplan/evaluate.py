@@ -28,7 +28,7 @@ from trajplan.config import PlanConfig, apply_overrides, to_dict
 from trajplan.envs import make_env, obs_view, resolve_env
 from trajplan.errors import TrajplanError
 from trajplan.model import TrajectoryGPT
-from trajplan.plan import Planner, check_plan_config
+from trajplan.planner import Planner, check_plan_config
 from trajplan.progress import Progress
 from trajplan.rollout import EpisodeResult, StepInfo, rollout
 from trajplan.runtime import Stopped, resolve_device

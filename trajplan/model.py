@@ -1,4 +1,6 @@
-"""The Trajectory Transformer GPT (docs/method.md, Model), with a key/value cache for planning.
+"""The Trajectory Transformer GPT (docs/method.md, Model): the network and its training loss.
+
+Its key/value-cached inference paths for planning are in `trajplan.decoding`.
 
 A sequence is a run of whole transitions `[obs (o), act (a), reward, value]`, D = o + a + 2
 tokens each, always starting at an observation's first token. Token t holds dimension
@@ -22,13 +24,13 @@ State dict names (stable, they are the checkpoint format):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from trajplan.config import ModelConfig
+from trajplan.decoding import KVCache, shared_prefix_attention
 from trajplan.errors import TrajplanError
 from trajplan.kernels import Dropout, blocked_attention, causal_bias
 
@@ -56,27 +58,6 @@ def attention_mask(block_size: int, transition_dim: int) -> torch.Tensor:
     causal = pos[None, :] <= pos[:, None]
     not_value = (pos % transition_dim) != transition_dim - 1
     return causal & not_value[None, :]
-
-
-@dataclass
-class KVCache:
-    """Keys and values of every layer for a batch of sequences that share one length.
-
-    k, v: [n_layer, B, H, capacity, head_dim]; positions 0..length-1 are filled. The
-    sequences start at position 0 of the window (an observation's first token).
-    """
-
-    k: torch.Tensor
-    v: torch.Tensor
-    length: int = 0
-
-    @property
-    def batch_size(self) -> int:
-        return self.k.shape[1]
-
-    @property
-    def capacity(self) -> int:
-        return self.k.shape[3]
 
 
 class CausalSelfAttention(nn.Module):
@@ -127,37 +108,6 @@ class CausalSelfAttention(nn.Module):
             )  # [B, H, T, hd]
         y = y.transpose(1, 2).reshape(B, T, C)
         return self.resid_drop(self.proj(y))
-
-
-def shared_prefix_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    prefix: KVCache,
-    layer: int,
-    mask: torch.Tensor,
-) -> torch.Tensor:
-    """Attention over [an episode's shared prefix, the row's own keys] (inference only).
-
-    q [R, H, T, hd]; own keys/values k, v [R, H, S, hd]; prefix (batch E, R = E * r rows,
-    episode-major) holds keys at window positions 0..Lp-1; mask [T, Lp + S] (True = attend).
-    The prefix is read once per episode (a [r*T, Lp] matmul per head), never copied per row.
-    """
-    R, H, T, hd = q.shape
-    E, Lp = prefix.batch_size, prefix.length
-    r = R // E
-    kp = prefix.k[layer, :, :, :Lp]  # [E, H, Lp, hd]
-    vp = prefix.v[layer, :, :, :Lp]
-    q = q * hd**-0.5
-    qe = q.view(E, r, H, T, hd).transpose(1, 2).reshape(E, H, r * T, hd)
-    att_p = torch.matmul(qe, kp.transpose(-1, -2))  # [E, H, r*T, Lp]
-    att_p = att_p.view(E, H, r, T, Lp).transpose(1, 2).reshape(R, H, T, Lp)
-    att = torch.cat([att_p, torch.matmul(q, k.transpose(-1, -2))], dim=-1)  # [R, H, T, Lp+S]
-    att = att.masked_fill_(~mask, float("-inf")).softmax(dim=-1)
-    w_p, w_own = att.split([Lp, k.shape[2]], dim=-1)
-    w_p = w_p.reshape(E, r, H, T, Lp).transpose(1, 2).reshape(E, H, r * T, Lp)
-    y_p = torch.matmul(w_p, vp).view(E, H, r, T, hd).transpose(1, 2).reshape(R, H, T, hd)
-    return y_p + torch.matmul(w_own, v)  # [R, H, T, hd]
 
 
 class MLP(nn.Module):
@@ -314,146 +264,6 @@ class TrajectoryGPT(nn.Module):
         counts = keep.to(ce.dtype).sum(0) @ onehot
         return sums / counts.clamp(min=1)
 
-    # -- incremental decoding --------------------------------------------------------------
-
-    def new_cache(
-        self, batch_size: int, capacity: int | None = None, device: torch.device | None = None
-    ) -> KVCache:
-        """An empty cache for `batch_size` sequences of up to `capacity` tokens."""
-        cfg = self.cfg
-        capacity = capacity or self.block_size
-        p = self.pos_emb
-        shape = (cfg.n_layer, batch_size, cfg.n_head, capacity, cfg.n_embd // cfg.n_head)
-        dev = device or p.device
-        return KVCache(
-            torch.zeros(shape, device=dev, dtype=p.dtype),
-            torch.zeros(shape, device=dev, dtype=p.dtype),
-        )
-
-    def forward_cached(
-        self, idx: torch.Tensor, cache: KVCache, last_only: bool = False
-    ) -> torch.Tensor:
-        """Feed tokens [B, n] after the cache's prefix; returns logits [B, n, N+1].
-
-        The tokens take window positions cache.length .. cache.length+n-1 (their dimension
-        is position % D); the cache is extended in place. With last_only, only the last
-        position's logits are computed ([B, 1, N+1]).
-        """
-        start, n = cache.length, idx.shape[1]
-        if start + n > min(self.block_size, cache.capacity):
-            raise ValueError(f"window of {start + n} tokens exceeds block/cache size")
-        if idx.shape[0] != cache.batch_size:
-            raise ValueError(f"batch {idx.shape[0]} != cache batch {cache.batch_size}")
-        x = self._embed(idx, start)
-        mask = self.mask[start : start + n, : start + n]
-        for i, block in enumerate(self.blocks):
-            x = block(x, mask, cache, i)
-        cache.length = start + n
-        if last_only:
-            x, start = x[:, -1:], start + n - 1
-        return self._head(self.ln_f(x), start)
-
-    def forward_shared(
-        self, idx: torch.Tensor, prefix: KVCache, cache: KVCache, last_only: bool = False
-    ) -> torch.Tensor:
-        """Like forward_cached, after a prefix that the rows of each episode share.
-
-        prefix: batch E, holding window positions 0..Lp-1 of each episode; cache: batch R =
-        E * r (rows episode-major), holding each row's own positions Lp..Lp+cache.length-1.
-        Tokens idx [R, n] take the next positions and are written to `cache`. The result
-        equals forward_cached on a cache holding the prefix copied into every row, without
-        the copy (the planner's beams share their context this way).
-        """
-        if idx.shape[1] == 1 and not self.training:
-            return self.decode_step(idx[:, 0], prefix, cache)[:, None]
-        if prefix.length == 0:
-            return self.forward_cached(idx, cache, last_only)
-        R, n = idx.shape
-        if R % prefix.batch_size:
-            raise ValueError(f"{R} rows cannot be split over {prefix.batch_size} prefixes")
-        own = cache.length
-        start = prefix.length + own
-        if start + n > self.block_size or own + n > cache.capacity:
-            raise ValueError(f"window of {start + n} tokens exceeds block/cache size")
-        if R != cache.batch_size:
-            raise ValueError(f"batch {R} != cache batch {cache.batch_size}")
-        x = self._embed(idx, start)
-        mask = self.mask[start : start + n, : start + n]
-        for i, block in enumerate(self.blocks):
-            x = block(x, mask, cache, i, prefix)
-        cache.length = own + n
-        if last_only:
-            x, start = x[:, -1:], start + n - 1
-        return self._head(self.ln_f(x), start)
-
-    def decode_step(self, tok: torch.Tensor, prefix: KVCache, cache: KVCache) -> torch.Tensor:
-        """One token per row (tok [R]) after prefix + own cache -> logits [R, N+1] (eval only).
-
-        The same arithmetic as forward_shared with n = 1, in about half the tensor ops: a
-        decoding step's cost is mostly per-op overhead at planning batch sizes.
-        """
-        R, E = tok.shape[0], prefix.batch_size
-        cfg = self.cfg
-        H, C = cfg.n_head, cfg.n_embd
-        hd, r, Lp, own = C // H, R // E, prefix.length, cache.length
-        pos = Lp + own
-        if pos >= self.block_size or own >= cache.capacity or R != cache.batch_size or R % E:
-            raise ValueError(f"cannot decode position {pos} for {R} rows in this cache")
-        d = pos % self.transition_dim
-        emb_idx = torch.where(tok == self.vocab_size, self.stop_token, tok + d * self.vocab_size)
-        x = self.tok_emb(emb_idx) + self.pos_emb[pos]  # [R, C]
-        keep = self.mask[pos, : pos + 1]  # [Lp + own + 1] keys this position may attend to
-        hide = ~keep
-        for i, (ln1, qkv, proj, ln2, fc, fc_proj) in enumerate(self._decode_params()):
-            h = torch.layer_norm(x, (C,), *ln1)
-            q, k, v = F.linear(h, *qkv).view(R, 3, H, hd).unbind(1)
-            cache.k[i, :, :, own] = k
-            cache.v[i, :, :, own] = v
-            k_own = cache.k[i, :, :, : own + 1]  # [R, H, S, hd]
-            v_own = cache.v[i, :, :, : own + 1]
-            q = (q * hd**-0.5).unsqueeze(2)  # [R, H, 1, hd]
-            att_own = torch.matmul(q, k_own.transpose(-1, -2))  # [R, H, 1, S]
-            if Lp:
-                qe = q.view(E, r, H, hd).transpose(1, 2)  # [E, H, r, hd]
-                att_p = torch.matmul(qe, prefix.k[i, :, :, :Lp].transpose(-1, -2))  # [E,H,r,Lp]
-                att_o = att_own.view(E, r, H, -1).transpose(1, 2)  # [E, H, r, S]
-                att = torch.cat([att_p, att_o], dim=-1).masked_fill_(hide, float("-inf"))
-                att = att.softmax(dim=-1)  # [E, H, r, Lp + S]
-                y = torch.matmul(att[..., :Lp], prefix.v[i, :, :, :Lp])  # [E, H, r, hd]
-                w_own = att[..., Lp:].transpose(1, 2).reshape(R, H, 1, -1)
-                y = y.transpose(1, 2).reshape(R, C) + torch.matmul(w_own, v_own).view(R, C)
-            else:
-                att = att_own.masked_fill_(hide, float("-inf")).softmax(dim=-1)
-                y = torch.matmul(att, v_own).view(R, C)
-            x = x + F.linear(y, *proj)
-            h = F.gelu(F.linear(torch.layer_norm(x, (C,), *ln2), *fc))
-            x = x + F.linear(h, *fc_proj)
-        cache.length = own + 1
-        x = torch.layer_norm(x, (C,), self.ln_f.weight, self.ln_f.bias, self.ln_f.eps)
-        return F.linear(x, self.head[d])  # [R, N+1]
-
-    def _decode_params(self) -> list[tuple[tuple[torch.Tensor, ...], ...]]:
-        """Per block: (ln1 weight, bias, eps), qkv, proj, (ln2 ...), fc, mlp proj (w, b).
-
-        Collected once (module attribute lookups are a visible share of a decoding step) and
-        dropped whenever .to()/.double()/... convert the parameters (`_apply`).
-        """
-        params = self.__dict__.get("_decode_param_list")
-        if params is None:
-            params = [
-                (
-                    (b.ln1.weight, b.ln1.bias, b.ln1.eps),
-                    (b.attn.qkv.weight, b.attn.qkv.bias),
-                    (b.attn.proj.weight, b.attn.proj.bias),
-                    (b.ln2.weight, b.ln2.bias, b.ln2.eps),
-                    (b.mlp.fc.weight, b.mlp.fc.bias),
-                    (b.mlp.proj.weight, b.mlp.proj.bias),
-                )
-                for b in self.blocks
-            ]
-            self.__dict__["_decode_param_list"] = params
-        return params
-
     def _apply(self, fn, recurse=True):
-        self.__dict__.pop("_decode_param_list", None)
+        self.__dict__.pop("_decode_param_list", None)  # trajplan.decoding.decode_params
         return super()._apply(fn, recurse)

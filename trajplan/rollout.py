@@ -1,10 +1,20 @@
 """One loop that plays a batch of episodes in lockstep with a batched policy.
 
-The policy is a `trajplan.plan.Planner` or anything with its batched interface
+The policy is a `trajplan.planner.Planner` or anything with its batched interface
 (`trajplan.policies.BatchedActor`): `reset(n, seeds)`, `act(obs) -> actions`,
 `observe(obs, actions, rewards)`, `drop(keep)`, and optionally `predictions()` (what a
 planner expected of the step it acted on). Episode i is reset with seeds[i]; a finished
 episode leaves the batch. A `VideoRecorder` rides on the loop and films the episodes it names.
+Evaluation (`trajplan.evaluate`) plays planners and BC actors through it, and behaviour
+policies (`play_policy`: the returns of exported actors) play through it one episode at a time.
+
+Dataset collection (`trajplan.collect.record_episodes`) keeps a loop of its own, for three
+reasons. It plays episodes until a total number of steps and cuts the last one there, so the
+number of episodes is known only at the end and they cannot start as one batch. Its behaviour
+policies (`MixedPolicy`, `RandomPolicy`, `PlannerPolicy`) hold one episode's random state, so
+its episodes run one after another; through this loop every episode would make its own env
+(thousands for a random policy's short episodes), slowing collection down. And it records
+every raw observation and action in the env's dtypes, which this loop does not keep.
 """
 
 from __future__ import annotations
@@ -17,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from trajplan.envs import make_env, obs_view, resolve_env
-from trajplan.scores import References
+from trajplan.policies import OneEpisode, Policy
+from trajplan.scores import References, references_for
 from trajplan.video import VideoRecorder, release
 
 
@@ -56,11 +67,14 @@ def rollout(
     on_step: Callable[[StepInfo], None] | None = None,
     recorder: VideoRecorder | None = None,
     sink: list[EpisodeResult] | None = None,
+    view: bool = True,
 ) -> list[EpisodeResult]:
     """Play len(seeds) episodes in lockstep with one planner; returns them in seed order.
 
     With a `recorder`, the episodes it names (indices into seeds) are rendered into videos.
     `sink` receives the episodes as they start (and grow): what is left if it is stopped.
+    view: the policy sees the model's view of observations (`envs.obs_view`: Ant without its
+    contact forces); False: whole observations (behaviour policies).
     """
     info = resolve_env(env_name)
     envs = [
@@ -86,7 +100,7 @@ def rollout(
         t = 0
         while alive:
             t0 = time.perf_counter()
-            seen = obs_view(info, obs)  # [E, o]
+            seen = obs_view(info, obs) if view else obs  # [E, o]
             actions = planner.act(seen)  # [E, a]
             pred = planner.predictions() if hasattr(planner, "predictions") else None
             next_obs, rewards, done = [], np.zeros(len(alive)), np.zeros(len(alive), bool)
@@ -136,3 +150,10 @@ def rollout(
     for res in results.values():
         res.score = refs.score(res.ret)
     return [results[i] for i in range(len(seeds))]
+
+
+def play_policy(policy: Policy, env_name: str, seeds: Sequence[int]) -> list[EpisodeResult]:
+    """Whole episodes of a behaviour `Policy` on whole observations, one after another
+    (episode i reset with seeds[i]), scored with the env's D4RL references."""
+    refs = references_for(env_name)
+    return [rollout(OneEpisode(policy), env_name, [s], refs, view=False)[0] for s in seeds]

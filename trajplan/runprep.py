@@ -3,6 +3,7 @@
 init_distributed   torchrun's rank and world (NCCL on GPU, gloo on CPU)
 check_train_config the train section's values
 resolve_dataset    env and dataset from the config
+open_run_dir       --out checked for a new run or a resume, and locked (rank 0)
 prepare_run        config vs data vs an old run (resume), data loaded and tokenized,
                    model dims filled in, memory checked, the manifest of config.json
 """
@@ -25,13 +26,14 @@ import torch.distributed as dist
 from trajplan.checkpoint import (
     DISCRETIZER_FILE,
     has_checkpoint,
+    is_dead_end,
     load_train_state,
     now_iso,
     read_manifest,
 )
 from trajplan.config import RunConfig, TrainConfig, dataset_level, to_dict
 from trajplan.errors import TrajplanError
-from trajplan.runtime import resolve_device
+from trajplan.runtime import DirLock, resolve_device
 from trajplan.tokens import Discretizer
 
 # Fields that may change when a run is resumed (they steer the loop, not the result).
@@ -242,6 +244,24 @@ def default_run_dir(env: str | None, dataset: str, runs_root: str | Path = "runs
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     name = f"{env or 'run'}-{dataset_level(dataset)}-{stamp}"
     return Path(runs_root) / name.replace("/", "_")
+
+
+def open_run_dir(out_dir: str | Path | None, resume: bool, main: bool) -> DirLock | None:
+    """Check --out for a new run (absent, empty or a dead end) or a resume; rank 0 locks it
+    (runtime.DirLock) so that a second training into it fails at once. None: no --out yet
+    (a default directory, locked once named) or not rank 0."""
+    if resume and out_dir is None:
+        raise TrajplanError("--resume needs the run directory (--out DIR)")
+    if out_dir is not None and not resume:
+        p = Path(out_dir)
+        if p.exists() and not p.is_dir():
+            raise TrajplanError(f"--out {p} is a file, not a directory")
+        if p.is_dir() and any(p.iterdir()) and not is_dead_end(p):
+            raise TrajplanError(
+                f"run directory {p} already exists: pass --resume to continue it, "
+                "or choose another --out"
+            )
+    return DirLock(out_dir, "run directory") if out_dir is not None and main else None
 
 
 @dataclass

@@ -1,0 +1,3 @@
+from trajplan.cli import main
+
+main()

@@ -1,0 +1,161 @@
+"""`trajplan data list / info / download` (trajplan.datasets) and `collect / from-replay`
+(trajplan.collect)."""
+
+from __future__ import annotations
+
+import typer
+
+from trajplan.cli.options import console
+
+
+def _fmt(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def data_list() -> None:
+    """List the Minari datasets on this machine ($MINARI_DATASETS_PATH or ~/.minari/datasets).
+
+    Reference scores come from the dataset's metadata, else from the D4RL constants.
+    """
+    from rich.table import Table
+
+    from trajplan.datasets import datasets_root, local_dataset_dirs, local_datasets
+
+    rows = local_datasets()
+    if not rows:
+        console.print(
+            f"no datasets in {datasets_root()}: get one with `trajplan data download ID` "
+            "or create one with `trajplan data collect ...`"
+        )
+        return
+    table = Table(title=f"Minari datasets in {datasets_root()}")
+    table.add_column("id", overflow="fold")
+    table.add_column("episodes", justify="right", no_wrap=True)
+    table.add_column("steps", justify="right", no_wrap=True)
+    table.add_column("env", overflow="fold")
+    table.add_column("reference scores", overflow="fold")
+    for r in rows:
+        refs = "-"
+        if r["ref_min"] is not None:
+            source = "D4RL" if r["ref_source"].startswith("D4RL") else "metadata"
+            refs = f"{r['ref_min']:g} .. {r['ref_max']:g} ({source})"
+        table.add_row(r["id"], _fmt(r["episodes"]), _fmt(r["steps"]), _fmt(r["env"]), refs)
+    console.print(table)
+    broken = sorted(set(local_dataset_dirs()) - {r["id"] for r in rows})
+    if broken:  # Minari's listing skips datasets it cannot read
+        console.print(
+            f"[yellow]{len(broken)} unreadable: {', '.join(broken)} "
+            "(trajplan data info ID says why)[/]",
+            highlight=False,
+        )
+
+
+def data_info(
+    dataset_id: str = typer.Argument(..., help="Local Minari id, e.g. mujoco/hopper/medium-v0."),
+) -> None:
+    """Show one local dataset: size, env, spaces, reference scores and where they come from."""
+    from rich.table import Table
+
+    from trajplan.datasets import dataset_info
+
+    info = dataset_info(dataset_id)
+    table = Table(title=dataset_id, show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    for key, value in info.items():
+        if key == "combined_datasets":
+            value = ", ".join(value) or None
+        table.add_row(key.replace("_", " "), _fmt(value))
+    console.print(table)
+
+
+def data_download(
+    dataset_id: str = typer.Argument(
+        ...,
+        help="Remote Minari id, e.g. mujoco/halfcheetah/medium-v0; 'a+b' or "
+        "'.../medium-expert-v0' fetch both parts.",
+    ),
+    force: bool = typer.Option(False, "--force", help="Download again even if it is local."),
+) -> None:
+    """Fetch a dataset from Minari's remote (needs network and `pip install 'trajplan\\[hub]'`).
+
+    Remote MuJoCo datasets: mujoco/{halfcheetah,hopper,walker2d,ant}/{simple,medium,expert}-v0.
+    """
+    from trajplan.dataset_install import download_dataset
+
+    for path in download_dataset(dataset_id, force=force):
+        console.print(f"dataset ready at {path}")
+
+
+def data_collect(
+    env: str = typer.Option(..., help="Env short name (halfcheetah, hopper, ...) or Gymnasium id."),
+    policy: str = typer.Option(
+        ...,
+        help="'random'; 'medium' or 'expert' (the actor shipped for this env); a path to an "
+        "exported actor (*.actor.safetensors, see scripts/train_behavior.py); or a trajplan "
+        "run directory (its planner acts).",
+    ),
+    steps: int = typer.Option(..., help="Env steps in total (whole episodes; the last is cut)."),
+    dataset_id: str = typer.Option(
+        ..., help="Minari id to create, e.g. local/hopper/medium-v0 (namespace/name-vN)."
+    ),
+    seed: int = typer.Option(0, help="Episode i is reset with seed+i: same seed, same dataset."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing dataset of that id."),
+    max_episode_steps: int = typer.Option(
+        None, help="Cut episodes at this length (default: the env's own limit, 1000 for MuJoCo)."
+    ),
+    mix_random: str = typer.Option(
+        "0",
+        help="Mixed-quality data: each episode takes uniform random actions at a rate drawn "
+        "from this range, e.g. 0:1 (0 = off).",
+    ),
+    noise: str = typer.Option(
+        "0",
+        help="Mixed-quality data: each episode adds Gaussian action noise with a std drawn "
+        "from this range (in half-widths of the action box), e.g. 0:0.5 (0 = off).",
+    ),
+) -> None:
+    """Roll out a behaviour policy and save the episodes as a local Minari dataset.
+
+    Example: trajplan data collect --env hopper --policy medium --steps 100000
+    --dataset-id local/hopper/medium-v0
+
+    Mixed quality (like D4RL's medium-replay): add --mix-random 0:1 and/or --noise 0:0.5.
+    """
+    from trajplan.collect import collect
+    from trajplan.policies import parse_range
+
+    path = collect(
+        env,
+        policy,
+        steps,
+        dataset_id,
+        seed=seed,
+        force=force,
+        max_episode_steps=max_episode_steps,
+        random_rate=parse_range(mix_random, "--mix-random"),
+        noise=parse_range(noise, "--noise"),
+    )
+    console.print(f"wrote dataset [bold]{dataset_id}[/] to {path}")
+
+
+def data_from_replay(
+    env: str = typer.Option(..., help="Env the replay was recorded in (short name or id)."),
+    replay: str = typer.Option(..., help="replay_*.npz written by scripts/train_behavior.py."),
+    dataset_id: str = typer.Option(
+        ..., help="Minari id to create, e.g. local/hopper/medium-replay-v0."
+    ),
+    max_steps: int = typer.Option(None, help="Keep only the episodes within the first N steps."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing dataset of that id."),
+) -> None:
+    """Turn a SAC run's replay buffer into a Minari dataset (D4RL's medium-replay)."""
+    from trajplan.collect import from_replay
+
+    path = from_replay(env, replay, dataset_id, max_steps=max_steps, force=force)
+    console.print(f"wrote dataset [bold]{dataset_id}[/] to {path}")

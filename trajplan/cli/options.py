@@ -1,0 +1,110 @@
+"""What the commands share: the consoles, --threads, and the planning flags with --set.
+
+`plan` and `eval` take the same planning flags (`PLAN_FLAGS`, declared once) and any number
+of `--set plan.KEY=VALUE`; `@plan_options` hands them to the command as one `PlanOptions`,
+whose `apply` is the only place they meet a run's plan config (through
+`trajplan.evaluate.with_overrides`, after the flags).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import typer
+from rich.console import Console
+
+from trajplan.errors import TrajplanError
+
+if TYPE_CHECKING:
+    from trajplan.config import PlanConfig
+
+console = Console()
+err_console = Console(stderr=True)
+
+HELP = {"help_option_names": ["-h", "--help"]}  # inherited by every subcommand
+
+THREADS = typer.Option(
+    None,
+    help="CPU intra-op threads (default: torch's). Planning runs many tiny ops: 1 is often "
+    "fastest, and much faster when other jobs keep the cores busy.",
+)
+
+
+def set_threads(threads: int | None) -> None:
+    if threads is not None:
+        if threads < 1:
+            raise TrajplanError(f"--threads must be at least 1, got {threads}")
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def score_text(score: float | None) -> str:
+    return "-" if score is None else f"{score:.1f}"
+
+
+PLAN_HELP = "Planning (defaults: the run's own plan config; docs/method.md, Planner)"
+
+# The planning flags of `plan` and `eval`, declared once: (flag, PlanConfig field, type, help).
+PLAN_FLAGS: tuple[tuple[str, str, type, str], ...] = (
+    ("horizon", "horizon", int, "Planned steps per plan (reference default 15)."),
+    ("beam_width", "beam_width", int, "Beams kept after every step (128)."),
+    ("n_expand", "n_expand", int, "Copies of each beam before sampling actions (2)."),
+    ("cdf_act", "cdf_act", float, "Action cdf filter threshold in (0, 1] (0.6)."),
+    ("k_act", "k_act", int, "Top-k filter for actions (none)."),
+    ("context", "max_context_transitions", int, "Past transitions kept as context (5)."),
+    ("plan_freq", "plan_freq", int, "Replan every N env steps (1)."),
+    ("mode", "mode", str, "cached (fast, exact) or full (reference: whole window per token)."),
+    (
+        "window",
+        "window",
+        str,
+        "slide (reference) or grow: keep the plan's window start, slide only past the "
+        "model's block (faster, not the published semantics).",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    """What the planning flags and `--set plan.KEY=VALUE` of one command line ask for."""
+
+    fields: dict[str, Any]
+    sets: tuple[str, ...] = ()
+
+    def apply(self, cfg: PlanConfig) -> PlanConfig:
+        """A checked copy of a run's plan config with these options applied."""
+        from trajplan.evaluate import with_overrides
+
+        return with_overrides(cfg, self.sets, **self.fields)
+
+
+def plan_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give a command the planning flags and `--set`; it receives them as `planning`."""
+    sig = inspect.signature(command, eval_str=True)
+    params = [p for name, p in sig.parameters.items() if name != "planning"]
+    kw = inspect.Parameter.KEYWORD_ONLY
+    for flag, _, tp, text in PLAN_FLAGS:
+        option = typer.Option(None, help=text, rich_help_panel=PLAN_HELP)
+        params.append(inspect.Parameter(flag, kw, default=option, annotation=tp | None))
+    sets = typer.Option(
+        None,
+        "--set",
+        help="Set any plan config key, repeatable: --set plan.logp_weight=0.1 (after the flags).",
+        rich_help_panel=PLAN_HELP,
+    )
+    params.append(inspect.Parameter("plan_set", kw, default=sets, annotation=list[str] | None))
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> None:
+        fields = {field: kwargs.pop(flag) for flag, field, _, _ in PLAN_FLAGS}
+        planning = PlanOptions(fields, tuple(kwargs.pop("plan_set") or ()))
+        return command(**kwargs, planning=planning)
+
+    wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in params} | {"return": None}
+    return wrapper

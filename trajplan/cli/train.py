@@ -1,0 +1,146 @@
+"""`trajplan train` (trajplan.train): the run config from its sources, then the loop.
+
+The config is built in one place, `train_config`: a base (the run's own when resuming, a
+YAML file, or the env's reference config), then every `--set KEY=VALUE` in order, then the
+flags (--epochs, --lr, ...), which win.
+"""
+
+from __future__ import annotations
+
+import os
+
+import typer
+
+from trajplan.cli.options import console, set_threads
+from trajplan.errors import TrajplanError
+
+
+def train_config(
+    env: str | None,
+    dataset: str | None,
+    config: str | None,
+    out: str | None,
+    resume: bool,
+    overrides: list[str],
+    flags: dict[str, object],
+):
+    """The RunConfig for `trajplan train`: base (run / file / reference), then overrides."""
+    from trajplan.checkpoint import read_manifest
+    from trajplan.config import apply_overrides, config_for, load_config
+
+    if resume:
+        if out is None:
+            raise TrajplanError("--resume needs --out DIR: the run directory to continue")
+        if config is not None:
+            raise TrajplanError(
+                "--resume continues with the run's own config: drop --config "
+                "(loop settings such as --max-steps or --set train.epochs=N may change)"
+            )
+        cfg, _ = read_manifest(out)  # the run's own config; only loop settings may change
+    elif config is not None:
+        cfg = load_config(config)
+        if env is not None:
+            cfg.env = env
+        if dataset is not None:
+            cfg.dataset = dataset
+    elif env is not None:
+        cfg = config_for(env, dataset)
+    elif dataset is not None:
+        from trajplan.config import RunConfig
+
+        cfg = RunConfig(dataset=dataset)
+    else:
+        raise TrajplanError("give --env NAME, --dataset ID or --config FILE (see --help)")
+    apply_overrides(cfg, overrides)
+    for key, value in flags.items():
+        if value is not None:
+            setattr(cfg.train, key, value)
+    return cfg
+
+
+def train(
+    env: str = typer.Option(
+        None, help="Env (halfcheetah, hopper, walker2d, ant): uses its reference config."
+    ),
+    dataset: str = typer.Option(
+        None,
+        help="Minari dataset id, or a level (medium, medium-replay, medium-expert) of --env. "
+        "Default: the env's medium dataset.",
+    ),
+    config: str = typer.Option(
+        None, help="YAML config file (e.g. configs/tiny.yaml) instead of the env's reference."
+    ),
+    set_: list[str] = typer.Option(
+        None, "--set", help="Override any config key, repeatable: --set model.n_layer=2."
+    ),
+    epochs: int = typer.Option(None, help="Epochs (default: int(1e6 / windows * 50))."),
+    max_steps: int = typer.Option(None, help="Stop after this many optimizer steps."),
+    time_limit: float = typer.Option(None, help="Stop after this many seconds of training."),
+    batch_size: int = typer.Option(None, help="Windows per optimizer step (256)."),
+    lr: float = typer.Option(None, help="Peak learning rate (6e-4)."),
+    seed: int = typer.Option(None, help="Seed of init, shuffling and dropout (42)."),
+    out: str = typer.Option(
+        None, help="Run directory (default: runs/<env>-<level>-<time>); must not exist."
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the run in --out from its last checkpoint."
+    ),
+    allow_data_change: bool = typer.Option(
+        False,
+        "--allow-data-change",
+        help="With --resume: continue even though the dataset changed since the run began.",
+    ),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    download: bool = typer.Option(False, "--download", help="Download the dataset if missing."),
+    threads: int = typer.Option(
+        None,
+        help="CPU threads (default: torch's). On cores busy with other jobs, 1 can be faster.",
+    ),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Train a Trajectory Transformer on a Minari dataset; writes a run directory.
+
+    Examples:
+      trajplan train --env halfcheetah                      (reference config, medium data)
+      trajplan train --env hopper --dataset medium-expert --epochs 5
+      trajplan train --config configs/tiny.yaml --dataset mujoco/hopper/medium-v0
+      trajplan train --resume --out runs/halfcheetah-medium-20250101-120000
+    Under torchrun (torchrun --nproc_per_node 2 -m trajplan train ...) it trains with DDP.
+    The run directory holds the weights, the bins, config.json and metrics.jsonl (to plot).
+    """
+    from trajplan.runtime import Stopped
+    from trajplan.train import train as run_training
+
+    set_threads(threads)
+    flags = {
+        "epochs": epochs,
+        "max_steps": max_steps,
+        "time_limit_s": time_limit,
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+    }
+    cfg = train_config(env, dataset, config, out, resume, set_ or [], flags)
+    try:
+        run_dir = run_training(
+            cfg,
+            out,
+            resume=resume,
+            device=device,
+            progress=progress,
+            download=download,
+            allow_data_change=allow_data_change,
+        )
+    except Stopped as exc:  # Ctrl-C or SIGTERM, after the checkpoint: exit 128 + signal
+        raise typer.Exit(128 + exc.signum) from None
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 reports
+        from trajplan.checkpoint import read_manifest
+
+        _, doc = read_manifest(run_dir)
+        loss = doc.get("last_loss")
+        console.print(
+            f"[bold]{run_dir}[/]: {doc.get('status')} after {doc.get('step')} steps "
+            f"({doc.get('epoch')} epochs), loss {'-' if loss is None else f'{loss:.4f}'}, "
+            f"{doc.get('n_params'):,} parameters",
+            highlight=False,
+        )

@@ -1,0 +1,203 @@
+"""The planner an evaluation drives: context bookkeeping around `beam_search`.
+
+The planner keeps the last `max_context_transitions` real transitions of every episode,
+`[obs, executed action, raw reward, value placeholder 1e6]`, tokenized, and plans from them
+and the current observation every `plan_freq` steps. Episodes run in lockstep; a finished one
+is dropped from the batch (`Planner.drop`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from trajplan.config import PlanConfig
+from trajplan.decoding import KVCache
+from trajplan.errors import TrajplanError
+from trajplan.model import TrajectoryGPT
+from trajplan.planner.sampling import Uniforms, uniforms_per_plan
+from trajplan.planner.search import PlanResult, beam_search
+from trajplan.tokens import Discretizer
+
+VALUE_PLACEHOLDER = 1e6  # value slot of context transitions (hidden by the attention mask)
+MODES = ("cached", "full")
+WINDOWS = ("slide", "grow")
+
+
+def plan_window(model: TrajectoryGPT, cfg: PlanConfig) -> int:
+    """Most tokens the model sees: max_context_transitions * D - 1, capped by its block."""
+    return min(model.block_size, cfg.max_context_transitions * model.transition_dim - 1)
+
+
+def check_plan_config(cfg: PlanConfig, model: TrajectoryGPT | None = None) -> None:
+    """Raise a one-line TrajplanError for options the beam search cannot run with.
+
+    The horizon itself has no upper limit: the window slides, so the model never sees more
+    than `plan_window` tokens however far the plan looks ahead.
+    """
+    for name in ("horizon", "beam_width", "n_expand", "max_context_transitions", "plan_freq"):
+        if getattr(cfg, name) < 1:
+            raise TrajplanError(f"plan.{name} must be at least 1, got {getattr(cfg, name)}")
+    if cfg.plan_freq > cfg.horizon:
+        raise TrajplanError(
+            f"plan.plan_freq ({cfg.plan_freq}) cannot exceed the horizon ({cfg.horizon}): "
+            "the plan has no actions beyond it"
+        )
+    if cfg.mode not in MODES:
+        raise TrajplanError(f"unknown plan mode {cfg.mode!r}: use one of {', '.join(MODES)}")
+    if cfg.window not in WINDOWS:
+        raise TrajplanError(f"unknown plan window {cfg.window!r}: use one of {', '.join(WINDOWS)}")
+    if not 0.0 < cfg.discount <= 1.0:
+        raise TrajplanError(f"plan.discount must be in (0, 1], got {cfg.discount}")
+    if not (math.isfinite(cfg.logp_weight) and cfg.logp_weight >= 0):
+        raise TrajplanError(f"plan.logp_weight must be >= 0, got {cfg.logp_weight}")
+    if not 0.0 < cfg.score_tail <= 1.0:
+        raise TrajplanError(f"plan.score_tail must be in (0, 1], got {cfg.score_tail}")
+    for name in ("cdf_obs", "cdf_act"):
+        p = getattr(cfg, name)
+        if p is not None and not 0.0 < p <= 1.0:
+            raise TrajplanError(f"plan.{name} must be in (0, 1] or none, got {p}")
+    if model is None:
+        return
+    n_classes = model.vocab_size + 1
+    for name in ("k_obs", "k_act", "k_rew"):
+        k = getattr(cfg, name)
+        if k is not None and not 1 <= k <= n_classes:
+            raise TrajplanError(
+                f"plan.{name} must be between 1 and {n_classes} (bins + stop) or none, got {k}"
+            )
+    D = model.transition_dim
+    if cfg.horizon > 1 and plan_window(model, cfg) < D:
+        raise TrajplanError(
+            f"the planning window ({plan_window(model, cfg)} tokens) holds less than one "
+            f"transition ({D} tokens): use max_context_transitions >= 2"
+        )
+
+
+class Planner:
+    """TT beam-search planner for E episodes in lockstep.
+
+    Usage: `reset(n_envs, seeds)`, then per env step `act(obs) -> actions`,
+    `observe(obs, actions, rewards)`, and `drop(keep)` when episodes end.
+    Observations are what the model sees (Ant: `envs.obs_view`).
+    """
+
+    def __init__(
+        self,
+        model: TrajectoryGPT,
+        discretizer: Discretizer,
+        cfg: PlanConfig | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        cfg = cfg or PlanConfig()
+        check_plan_config(cfg, model)
+        if discretizer.dim != model.transition_dim or discretizer.n_bins != model.vocab_size:
+            raise TrajplanError(
+                f"discretizer ({discretizer.dim} dims, {discretizer.n_bins} bins) does not "
+                f"match the model ({model.transition_dim} dims, {model.vocab_size} bins)"
+            )
+        self.device = torch.device(device) if device is not None else model.pos_emb.device
+        self.model = model.to(self.device).eval()
+        self.disc = discretizer
+        self.cfg = cfg
+        self.obs_dim, self.act_dim = model.cfg.obs_dim, model.cfg.act_dim
+        self.D = model.transition_dim
+        self.window = plan_window(model, cfg)
+        self.mids = torch.as_tensor(discretizer.midpoints(), device=self.device)  # [N, D] f64
+        self.n_uniforms = uniforms_per_plan(cfg, self.obs_dim, self.act_dim)
+        self._pool: dict[int, list[KVCache]] = {}  # key/value buffers reused by every plan
+        self.plan_seconds = 0.0
+        self.n_plans = 0
+        self.reset(1)
+
+    def reset(self, n_envs: int, seeds: Sequence[int] | None = None) -> None:
+        """Start n_envs episodes; episode e samples from a generator seeded with seeds[e]."""
+        if n_envs < 1:
+            raise TrajplanError(f"need at least one episode, got {n_envs}")
+        seeds = list(range(n_envs)) if seeds is None else [int(s) for s in seeds]
+        if len(seeds) != n_envs:
+            raise TrajplanError(f"got {len(seeds)} seeds for {n_envs} episodes")
+        self.generators = [torch.Generator().manual_seed(s) for s in seeds]
+        self.context = torch.zeros(n_envs, 0, self.D, dtype=torch.long, device=self.device)
+        self.steps = 0
+        self.plan: PlanResult | None = None
+
+    @property
+    def n_envs(self) -> int:
+        return len(self.generators)
+
+    def _check_obs(self, obs: np.ndarray) -> np.ndarray:
+        obs = np.asarray(obs, dtype=np.float64)
+        if obs.shape != (self.n_envs, self.obs_dim):
+            raise TrajplanError(
+                f"expected observations of shape ({self.n_envs}, {self.obs_dim}), got {obs.shape}"
+            )
+        return obs
+
+    @torch.inference_mode()
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """Observations [E, o] -> actions [E, a] (float64 bin midpoints)."""
+        obs = self._check_obs(obs)
+        row = self.steps % self.cfg.plan_freq
+        if row == 0:
+            obs_tok = torch.as_tensor(
+                self.disc.discretize(obs, dims=slice(0, self.obs_dim)), device=self.device
+            )  # [E, o]
+            ctx = torch.cat([self.context.flatten(1), obs_tok], dim=1)  # [E, P]
+            t0 = time.perf_counter()
+            uniforms = Uniforms(self.generators, self.n_uniforms, self.device)
+            self.plan = beam_search(
+                self.model, ctx, self.cfg, self.mids, uniforms, self.window, self._pool
+            )
+            assert uniforms.offset == self.n_uniforms, "plan consumed an unexpected draw count"
+            self.plan_seconds += time.perf_counter() - t0
+            self.n_plans += 1
+        assert self.plan is not None
+        o, a = self.obs_dim, self.act_dim
+        act_tok = self.plan.tokens[:, row, o : o + a].cpu().numpy()
+        return self.disc.reconstruct(act_tok, dims=slice(o, o + a))
+
+    def observe(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray) -> None:
+        """Add the executed transitions (obs before the step, action, raw reward) to the context."""
+        obs = self._check_obs(obs)
+        actions = np.asarray(actions, dtype=np.float64).reshape(self.n_envs, self.act_dim)
+        rewards = np.asarray(rewards, dtype=np.float64).reshape(self.n_envs, 1)
+        placeholder = np.full_like(rewards, VALUE_PLACEHOLDER)
+        trans = np.concatenate([obs, actions, rewards, placeholder], axis=1)  # [E, D]
+        tok = torch.as_tensor(self.disc.discretize(trans), device=self.device)
+        keep = self.cfg.max_context_transitions
+        self.context = torch.cat([self.context, tok[:, None]], dim=1)[:, -keep:]
+        self.steps += 1
+
+    def drop(self, keep: np.ndarray | Sequence[bool]) -> None:
+        """Keep only the episodes where keep[e] is true (the others have ended)."""
+        keep = np.asarray(keep, dtype=bool)
+        if keep.shape != (self.n_envs,):
+            raise TrajplanError(f"keep mask of shape {keep.shape} for {self.n_envs} episodes")
+        idx = torch.as_tensor(np.flatnonzero(keep), device=self.device)
+        self.generators = [g for g, k in zip(self.generators, keep, strict=True) if k]
+        self.context = self.context.index_select(0, idx)
+        if self.plan is not None:
+            p = self.plan
+            self.plan = PlanResult(
+                *(x.index_select(0, idx) for x in (p.tokens, p.value, p.rewards))
+            )
+
+    def predictions(self) -> tuple[np.ndarray, np.ndarray]:
+        """What the model predicted for the actions `act` just returned: the expected reward
+        of this step [E] and the score of the plan they come from [E] (its predicted
+        discounted return from the step where it was made)."""
+        assert self.plan is not None, "call act() first"
+        row = (self.steps % self.cfg.plan_freq) if self.cfg.plan_freq > 1 else 0
+        return (
+            self.plan.rewards[:, row].cpu().numpy(),
+            self.plan.value.cpu().numpy().astype(np.float64),
+        )
+
+    @property
+    def ms_per_plan(self) -> float:
+        return 1000.0 * self.plan_seconds / max(self.n_plans, 1)

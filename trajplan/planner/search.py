@@ -1,0 +1,110 @@
+"""Beam search over the model's tokens for E episodes at once (docs/method.md, Planner).
+
+Per episode, `B = beam_width`, `n = n_expand`, horizon H:
+
+    for t in 0..H-1:
+        tile the beams n times (`x.repeat(n, 1)`)                      # n*B rows
+        sample the a action tokens one at a time (cdf filter, top-k)
+        sample reward and value greedily; read their expected values
+        score = sum_{i<=t} gamma^i r_i + gamma^(t+1) V_t; keep the B best  # B rows
+        unless t == H-1: sample the o observation tokens greedily
+    act with the first action of the best beam, decoded through bin midpoints
+
+All beams of all episodes form one batch, rows ordered episode-major (`row = e * rows + j`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from trajplan.config import PlanConfig
+from trajplan.decoding import KVCache
+from trajplan.model import TrajectoryGPT
+from trajplan.planner.sampling import Uniforms, beam_scores, sample_token, tail_mean, token_logp
+from trajplan.planner.windows import CachedWindow, FullWindow
+
+
+@dataclass
+class PlanResult:
+    """Best plan of every episode: tokens [E, H, D] (first row starts with the current
+    observation), its score [E] and the expected rewards r_0..r_{H-1} and final value V
+    it was scored with, [E, H+1] (diagnostics: what the model predicted)."""
+
+    tokens: torch.Tensor
+    value: torch.Tensor
+    rewards: torch.Tensor
+
+
+def beam_search(
+    model: TrajectoryGPT,
+    ctx: torch.Tensor,
+    cfg: PlanConfig,
+    mids: torch.Tensor,
+    uniforms: Uniforms,
+    window: int,
+    pool: dict[int, list[KVCache]] | None = None,
+) -> PlanResult:
+    """Plan for E episodes at once: ctx [E, P] tokens (context transitions + observation).
+
+    mids [N, D] float64 bin midpoints on the device; pool: key/value buffers to reuse across
+    plans (cached mode). Returns the best beam of every episode.
+    """
+    D, N = model.transition_dim, model.vocab_size
+    a = model.cfg.act_dim
+    o = model.cfg.obs_dim
+    H, B, n = cfg.horizon, cfg.beam_width, cfg.n_expand
+    E, dev = ctx.shape[0], ctx.device
+    backend_cls = CachedWindow if cfg.mode == "cached" else FullWindow
+    backend = backend_cls(model, window, H * D - o, pool, grow=cfg.window == "grow")
+    mid_r, mid_v = mids[:, D - 2], mids[:, D - 1]  # [N] each
+
+    logits = backend.begin(ctx)  # [E, V]
+    rewards = torch.zeros(E, H + 1, dtype=torch.float64, device=dev)
+    lam = cfg.logp_weight  # 0: the reference's score
+    logp = torch.zeros(E, dtype=torch.float64, device=dev)  # log-likelihood of each plan
+    env_base = torch.arange(E, device=dev)[:, None]
+    rows = 1
+    for t in range(H):
+        # 1. tile: every episode's rows repeated n times (x.repeat(n, 1); at t = 0 the
+        # single context row becomes B copies first)
+        idx = (env_base * rows + torch.arange(n * B, device=dev) % rows).reshape(-1)
+        backend.select(idx)
+        logits, rewards, logp = logits[idx], rewards[idx], logp[idx]
+        # 2. actions, one token at a time
+        for _ in range(a):
+            tok, probs = sample_token(logits, uniforms.take(n * B), cfg.k_act, cfg.cdf_act)
+            if lam:
+                logp += token_logp(probs, tok)
+            logits = backend.feed(tok)
+        # 3. reward and value, greedy, scored by their expectations under the raw softmax
+        tok_r, p_r = sample_token(logits, uniforms.take(n * B), cfg.k_rew, None)
+        logits = backend.feed(tok_r)
+        tok_v, p_v = sample_token(logits, uniforms.take(n * B), cfg.k_rew, None)
+        rewards[:, t] = tail_mean(p_r[:, :N], mid_r, cfg.score_tail)
+        rewards[:, t + 1] = tail_mean(p_v[:, :N], mid_v, cfg.score_tail)
+        # 4-5. score and keep the B best of every episode
+        values = beam_scores(rewards, cfg.discount).view(E, n * B)
+        rank = values + lam * logp.view(E, n * B) if lam else values
+        best = rank.topk(B, dim=1).indices  # [E, B], best first
+        values = values.gather(1, best)
+        idx = (env_base * (n * B) + best).reshape(-1)
+        last = t == H - 1
+        backend.select(idx, keep_state=not last)
+        rewards, tok_v, logp = rewards[idx], tok_v[idx], logp[idx]
+        rows = B
+        # 6. next observation, greedy
+        if last:
+            backend.push(tok_v)
+            break
+        logits = backend.feed(tok_v)
+        for _ in range(o):
+            tok, probs = sample_token(logits, uniforms.take(B), cfg.k_obs, cfg.cdf_obs)
+            if lam:
+                logp += token_logp(probs, tok)
+            logits = backend.feed(tok)
+    best_rows = torch.arange(E, device=dev) * B  # topk is sorted: row 0 is the argmax
+    planned = backend.planned().index_select(0, best_rows)  # [E, H*D - o]
+    tokens = torch.cat([ctx[:, -o:], planned], dim=1).view(E, H, D)
+    return PlanResult(tokens, values[:, 0], rewards.index_select(0, best_rows))
