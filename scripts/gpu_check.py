@@ -78,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     py = [sys.executable]
     cli = [*py, "-m", "trajplan"]
     dataset = "gpucheck/halfcheetah/medium-v0"
+    # a CPU dry run uses one thread: on busy cores torch's default can be 50x slower
+    threads = ["--threads", "1"] if args.device == "cpu" else []
     figs: dict[str, Any] = {"device": args.device, "small": small}
     if args.device.startswith("cuda"):
         figs["gpu"] = torch.cuda.get_device_name(0)
@@ -108,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             out = work / f"run-{name}"
             cmd = [*cli, "train", "--config", config, "--dataset", dataset, "--device"]
             cmd += [args.device, "--max-steps", str(train_steps), "--out", str(out)]
-            cmd += ["--no-progress", *extra]
+            cmd += ["--no-progress", *threads, *extra]
             figs[f"train_{name}_s"] = round(run(cmd, env, work / f"train-{name}.log"), 1)
             figs[f"train_{name}_tokens_per_s"] = round(train_speed(out))
 
@@ -123,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [*cli, "eval", "--checkpoint", str(work / "run-amp"), "--episodes"]
         cmd += [str(episodes), "--episode-steps", str(episode_steps), "--device", args.device]
         cmd += ["--horizon", "5", "--beam-width", "32", "--out", str(work / "eval")]
-        cmd += ["--no-progress"]
+        cmd += ["--no-progress", *threads]
         figs["eval_episodes"] = episodes
         figs["eval_episode_steps"] = episode_steps
         figs["eval_wall_s"] = round(run(cmd, env, work / "eval.log"), 1)

@@ -63,13 +63,12 @@ def test_wandb_offline_run_is_written_and_resumed(tmp_path: Path, monkeypatch) -
 
 
 def test_logger_choice_is_checked_before_any_work(tmp_path: Path) -> None:
-    assert check_loggers(["tensorboard", " wandb", "tensorboard"]) == ("tensorboard", "wandb")
-    assert check_loggers([]) == ("auto",)
+    names = check_loggers(["tensorboard, wandb", "tensorboard"])
+    assert names == ("jsonl", "tensorboard", "wandb")
+    assert check_loggers([]) == ("jsonl",)
     with pytest.raises(TrajplanError, match="unknown logger 'mlflow'"):
-        check_loggers(["mlflow"])
-    with pytest.raises(TrajplanError, match="cannot be combined"):
-        check_loggers(["none", "wandb"])
-    callbacks = default_callbacks(tmp_path, None, 10, progress=False, loggers=["none"])
+        check_loggers(["jsonl,mlflow"])
+    callbacks = default_callbacks(tmp_path, None, 10, progress=False)
     assert [type(c) for c in callbacks] == [MetricsFile]
     for c in callbacks:
         c.close()

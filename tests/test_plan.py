@@ -19,6 +19,7 @@ from trajplan.planner import (
     cdf_filter,
     draw,
     sample_token,
+    tail_mean,
     top_k_filter,
     uniforms_per_plan,
     window_start,
@@ -166,6 +167,17 @@ def test_beam_scores_by_hand() -> None:
     assert beam_scores(rewards, 0.9).tolist() == pytest.approx([1 + 0.9 * 2 + 0.81 * 10, 0.5])
 
 
+def test_tail_mean_by_hand() -> None:
+    """Mean of the lowest `tail` share of the mass (CVaR); tail 1 is the expectation."""
+    mids = torch.tensor([3.0, 0.0, 1.0, 2.0], dtype=torch.float64)  # not sorted: it sorts
+    p = torch.tensor([[0.25, 0.25, 0.25, 0.25], [0.0, 0.5, 0.0, 0.5]])
+    assert tail_mean(p, mids, 1.0).tolist() == pytest.approx([1.5, 1.0])
+    assert tail_mean(p, mids, 0.5).tolist() == pytest.approx([0.5, 0.0])
+    assert tail_mean(p, mids, 0.375).tolist() == pytest.approx([(0 + 0.5) / 1.5, 0.0])
+    # mass that does not sum to 1 (the stop token dropped): the tail is a share of it
+    assert tail_mean(p[:1] * 0.8, mids, 0.5).tolist() == pytest.approx([0.5])
+
+
 def test_window_start_halfcheetah_numbers() -> None:
     d = 25  # HalfCheetah: 5 context transitions + the observation are 142 tokens
     w = 5 * d - 1  # 124
@@ -227,11 +239,13 @@ CONFIGS = [
     ),
     # beams ranked by score + logp_weight * log-likelihood (not the reference)
     PlanConfig(horizon=3, beam_width=4, n_expand=2, max_context_transitions=3, logp_weight=2.0),
+    # rewards and values scored by their lower tail (CVaR, not the reference)
+    PlanConfig(horizon=3, beam_width=4, n_expand=2, max_context_transitions=3, score_tail=0.3),
 ]
 
 
 @pytest.mark.parametrize(
-    "cfg", CONFIGS, ids=["slide", "topk-nocontext", "freq2-sampled-obs", "likelihood"]
+    "cfg", CONFIGS, ids=["slide", "topk-nocontext", "freq2-sampled-obs", "likelihood", "tail"]
 )
 def test_cached_equals_full_random_model(cfg: PlanConfig) -> None:
     model, disc = random_model(), random_discretizer()
@@ -291,9 +305,13 @@ def test_batched_episodes_equal_separate_ones() -> None:
     assert not (together[0][0][0] == together[0][0][2]).all()
 
 
-def test_plan_value_is_the_hand_computed_score_of_the_best_beam() -> None:
+@pytest.mark.parametrize("tail", [1.0, 0.4])
+def test_plan_value_is_the_hand_computed_score_of_the_best_beam(tail: float) -> None:
     model, disc = random_model(seed=2), random_discretizer(2)
-    cfg = PlanConfig(horizon=3, beam_width=4, n_expand=2, max_context_transitions=3, discount=0.9)
+    cfg = PlanConfig(
+        horizon=3, beam_width=4, n_expand=2, max_context_transitions=3, discount=0.9,
+        score_tail=tail,
+    )  # fmt: skip
     obs, rew = episode_data(4, 1, seed=3)
     planner = Planner(model, disc, cfg)
     planner.reset(1, [7])
@@ -312,7 +330,16 @@ def test_plan_value_is_the_hand_computed_score_of_the_best_beam() -> None:
             with torch.inference_mode():
                 logits, _ = model(seq[None, s:end])
             probs = torch.softmax(logits[0, -1], -1)
-            expected.append(float(probs[:N] @ mids[:, col]))  # stop dropped, not renormalised
+            if tail == 1.0:  # the reference: the expectation, stop dropped, not renormalised
+                expected.append(float(probs[:N].double() @ mids[:, col].double()))
+            else:  # the lowest `tail` share of the same mass, by hand
+                order = torch.argsort(mids[:, col])
+                pr, m = probs[:N].double()[order], mids[:, col].double()[order]
+                cut, acc, total = tail * float(pr.sum()), 0.0, 0.0
+                for pi, mi in zip(pr.tolist(), m.tolist(), strict=True):
+                    take = min(pi, max(cut - acc, 0.0))
+                    acc, total = acc + take, total + take * mi
+                expected.append(total / cut)
     r, v = expected[0::2], expected[1::2]
     score = sum(0.9**i * ri for i, ri in enumerate(r)) + 0.9 ** len(r) * v[-1]
     assert float(planner.plan.value[0]) == pytest.approx(score, rel=1e-12)
@@ -377,6 +404,8 @@ def test_uniform_count_matches_the_search() -> None:
         ({"max_context_transitions": 0}, "max_context_transitions must be at least 1"),
         ({"logp_weight": -1.0}, "logp_weight must be >= 0"),
         ({"logp_weight": float("nan")}, "logp_weight must be >= 0"),
+        ({"score_tail": 0.0}, "score_tail must be in"),
+        ({"score_tail": 1.5}, "score_tail must be in"),
     ],
 )
 def test_invalid_plan_options_are_clear_errors(change: dict, message: str) -> None:

@@ -430,3 +430,61 @@ def test_time_limit_stops_at_a_log_point(halfcheetah_dataset: str, tmp_path: Pat
     _, doc = read_manifest(run)
     assert (doc["status"], doc["step"], doc["epoch"]) == ("time_limit", 4, 1)
     assert [m["kind"] for m in metrics(run)] == ["train", "epoch"]
+
+
+def test_eval_during_training_changes_no_step_and_keeps_the_best(
+    halfcheetah_dataset: str, tmp_path: Path
+) -> None:
+    """train.eval_every plans episodes with the current weights: "eval" records at every
+    N steps and the last, best_eval.safetensors holding the best of them, and the same
+    training as without it (planning never draws from the training generators); a resumed
+    run keeps its best so far."""
+    plain = train(tiny_cfg(halfcheetah_dataset, max_steps=6), tmp_path / "plain", progress=False)
+    evals = dict(eval_every=2, eval_episodes=2, eval_episode_steps=3, max_steps=4)
+    first = train(tiny_cfg(halfcheetah_dataset, **evals), tmp_path / "eval", progress=False)
+    run = train(
+        tiny_cfg(halfcheetah_dataset, **{**evals, "max_steps": 6}), first, resume=True,
+        progress=False,
+    )  # fmt: skip
+    a, b = weights(plain), weights(run)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    recs = [m for m in metrics(run) if m["kind"] == "eval"]
+    assert [r["step"] for r in recs] == [2, 4, 6]
+    assert all(r["capped"] and r["episodes"] == 2 and r["episode_steps"] == 3 for r in recs)
+    best = max(recs, key=lambda r: r["score_mean"])
+    assert [r.get("best", False) for r in recs][recs.index(best)]
+    best_ckpt = load_checkpoint(run, device="cpu", which="best-eval")
+    assert best_ckpt.which == "best-eval"
+    from safetensors import safe_open
+
+    with safe_open(str(run / "best_eval.safetensors"), "pt") as f:
+        assert f.metadata()["step"] == str(best["step"])
+    with pytest.raises(TrajplanError, match="trained without evaluations"):
+        load_checkpoint(plain, device="cpu", which="best-eval")
+
+
+def test_seeds_in_turn_and_in_child_processes(capsys, halfcheetah_dataset: str, tmp_path: Path):
+    """--seeds trains OUT/seed<S> per seed, in this process or as --jobs child processes;
+    the seeds differ only in train.seed, and bad requests fail before any training."""
+    base = ("train", "--config", str(TINY), "--dataset", halfcheetah_dataset, "--max-steps", "3",
+            "--no-progress", "--threads", "1")  # fmt: skip
+    assert cli(capsys, *base, "--seeds", "0,1", "--out", str(tmp_path / "a"))[0] == 0
+    assert cli(capsys, *base, "--seeds", "0-1", "--jobs", "2", "--out", str(tmp_path / "b"))[0] == 0
+    for s in (0, 1):
+        ca = read_manifest(tmp_path / "a" / f"seed{s}")[0]
+        cb = read_manifest(tmp_path / "b" / f"seed{s}")[0]
+        assert ca.train.seed == cb.train.seed == s
+        wa, wb = weights(tmp_path / "a" / f"seed{s}"), weights(tmp_path / "b" / f"seed{s}")
+        assert all(torch.equal(wa[k], wb[k]) for k in wa)  # same run in or out of process
+    w0, w1 = weights(tmp_path / "a" / "seed0"), weights(tmp_path / "a" / "seed1")
+    assert not all(torch.equal(w0[k], w1[k]) for k in w0)
+    assert (tmp_path / "b" / "seed1.log").exists()
+    # resuming the seeds continues each one (here: nothing left to do)
+    assert cli(capsys, *base, "--seeds", "0,1", "--out", str(tmp_path / "a"), "--resume")[0] == 0
+    code, err = cli(capsys, *base, "--seeds", "0,1", "--out", str(tmp_path / "a"))
+    one_line_error(code, err, "seed0", "--resume")
+    one_line_error(*cli(capsys, *base, "--seeds", "0,x", "--out", str(tmp_path / "c")), "--seeds")
+    one_line_error(*cli(capsys, *base, "--seeds", "0,1"), "--out")
+    code, err = cli(capsys, *base, "--logger", "mlflow", "--out", str(tmp_path / "c"))
+    one_line_error(code, err, "mlflow", "tensorboard")
+    assert not (tmp_path / "c").exists()

@@ -1,5 +1,6 @@
 """The README's offline workflow, command by command, at toy size: collect -> train two
-seeds -> bc -> eval both -> plot curves and scores -> aggregate over seeds.
+seeds (TensorBoard and offline W&B loggers, evaluation during training) -> bc -> eval both
+(last and best-eval weights) -> plot curves and scores -> aggregate over seeds.
 
 The commands are the README's with size options added (fewer steps, small planning) so that
 the whole sequence runs in seconds; the video and hub steps are tested in test_video.py and
@@ -31,30 +32,51 @@ def cli(*args: str) -> None:
 
 
 @pytest.mark.usefixtures("one_thread")
-def test_readme_workflow(minari_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_readme_workflow(
+    minari_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch
+) -> None:
+    pytest.importorskip("tensorboard")
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
     runs = tmp_path / "runs"
     cli("data", "collect", "--env", "halfcheetah", "--policy", "medium", "--steps", "320",
         "--max-episode-steps", "80", "--dataset-id", DATASET)  # fmt: skip
     small = ("--epochs", "1", "--batch-size", "16", "--set", "train.log_every=2",
              "--no-progress", "--threads", "1")  # fmt: skip
-    for seed in (0, 1):
-        cli("train", "--config", CONFIG, "--dataset", DATASET, "--seed", str(seed),
-            "--out", str(runs / f"tt-s{seed}"), *small)  # fmt: skip
+    during = ("--set", "train.eval_every=4", "--set", "train.eval_episodes=1",
+              "--set", "train.eval_episode_steps=3")  # fmt: skip
+    cli("train", "--config", CONFIG, "--dataset", DATASET, "--seeds", "0,1",
+        "--out", str(runs / "tt"), "--logger", "tensorboard,wandb", *during, *small)  # fmt: skip
     cli("bc", "--dataset", DATASET, "--out", str(runs / "bc-s0"), "--seed", "0",
         "--steps", "40", "--hidden", "32,32", "--no-progress")  # fmt: skip
-    cli("eval", *(str(runs / r) for r in ("tt-s0", "tt-s1", "bc-s0")), "--episodes", "2",
+    tt = [runs / "tt" / "seed0", runs / "tt" / "seed1"]
+    cli("eval", *map(str, tt), str(runs / "bc-s0"), "--episodes", "2",
         "--episode-steps", "6", "--horizon", "2", "--beam-width", "4")  # fmt: skip
-    evals = sorted(runs.glob("*/eval/*/eval.json"))  # one new folder per evaluation
-    assert [p.parents[2].name for p in evals] == ["bc-s0", "tt-s0", "tt-s1"]
+    evals = sorted(runs.glob("**/eval/*/eval.json"))  # one new folder per evaluation
+    assert [p.parents[2].name for p in evals] == ["bc-s0", "seed0", "seed1"]
+    best = tmp_path / "best"
+    cli("eval", str(tt[0]), "--weights", "best-eval", "--episodes", "1", "--episode-steps", "2",
+        "--horizon", "2", "--beam-width", "4", "--out", str(best))  # fmt: skip
+    best_eval = json.loads(next(best.glob("*/eval.json")).read_text())
+    assert best_eval["checkpoint"].endswith("seed0") and best_eval["weights"] == "best-eval"
     curves, scores = tmp_path / "curves.png", tmp_path / "scores.svg"
-    cli("plot", *(str(runs / r) for r in ("tt-s0", "tt-s1", "bc-s0")), "--out", str(curves))
+    cli("plot", *map(str, tt), str(runs / "bc-s0"), "--out", str(curves))
     cli("plot", "--scores", *map(str, evals), "--out", str(scores))
     agg = tmp_path / "aggregate.json"
     cli("aggregate", *map(str, evals), "--json", str(agg))
     out = capsys.readouterr().out
 
-    lines = (runs / "tt-s0" / "metrics.jsonl").read_text().splitlines()
-    assert {"train", "val"} <= {json.loads(x).get("kind") for x in lines}  # cpu-recipe holds out 5%
+    for run in tt:  # two seeds, each a whole run with its loggers and evaluations
+        records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        assert {"train", "val", "eval"} <= {r["kind"] for r in records}  # recipe holds out 5%
+        evals_during = [r for r in records if r["kind"] == "eval"]
+        assert [r["step"] % 4 == 0 or r is evals_during[-1] for r in evals_during]
+        assert all(r["capped"] and r["episodes"] == 1 for r in evals_during)
+        assert (run / "best_eval.safetensors").exists() and any((run / "tensorboard").iterdir())
+        assert list((run / "wandb").glob("offline-run-*"))
+    seeds = [json.loads((r / "config.json").read_text())["config"]["train"]["seed"] for r in tt]
+    assert seeds == [0, 1]
     assert curves.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "dataset metadata" in scores.read_text()  # collect stores the D4RL constants
     doc = json.loads(agg.read_text())
@@ -62,7 +84,7 @@ def test_readme_workflow(minari_root: Path, tmp_path: Path, capsys: pytest.Captu
     assert tt["label"] == f"TT {DATASET}" and tt["n_runs"] == 2 and tt["n_episodes"] == 4
     assert bc["label"] == f"BC {DATASET}" and bc["n_runs"] == 1
     assert tt["iqm_ci"][0] <= tt["iqm"] <= tt["iqm_ci"][1]
-    assert "IQM" in out and "tt-s1" in out and "bc-s0" in out
+    assert "IQM" in out and "seed1" in out and "bc-s0" in out
 
 
 def test_gpu_check_runs_its_steps_on_cpu_and_refuses_missing_cuda(tmp_path: Path) -> None:

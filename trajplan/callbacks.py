@@ -2,7 +2,8 @@
 
 The loop calls `on_record` with every metrics line it makes (kind "train" every log_every
 steps, "epoch" at each epoch's end, "val" for a validation loss) and `on_step` after every
-optimizer step; `close` runs when the loop ends, however it ends. Only rank 0 gets
+optimizer step (kind "eval" records come from `trajplan.train_eval`); `close` runs when the
+loop ends, however it ends. Only rank 0 gets
 callbacks (`default_callbacks`): the other ranks of a torchrun job write nothing.
 
     MetricsFile   RUN/metrics.jsonl, always; a resumed run first drops the lines past its
@@ -12,8 +13,8 @@ callbacks (`default_callbacks`): the other ranks of a torchrun job write nothing
                   under RUN/wandb to `wandb sync` later, without network
     ProgressBar   a rich progress bar with loss, lr, tokens/s and ETA (plain lines without a
                   terminal)
-The loggers are chosen with one list (`trajplan train --logger tensorboard,wandb`; "auto",
-the default, is TensorBoard when it is installed).
+The loggers are chosen with one list (`trajplan train --logger tensorboard,wandb`); the
+default is metrics.jsonl alone.
 """
 
 from __future__ import annotations
@@ -176,20 +177,18 @@ class ProgressBar(Callback):
         self.bar.close()
 
 
-LOGGERS = ("auto", "tensorboard", "wandb", "none")
+LOGGERS = ("jsonl", "tensorboard", "wandb")
 
 
 def check_loggers(loggers: Sequence[str]) -> tuple[str, ...]:
-    """Validate a logger list (before any work): names from LOGGERS, "none" alone."""
-    names = tuple(dict.fromkeys(n.strip() for n in loggers if n.strip()))
+    """Validate a logger list before any work: names from LOGGERS, also comma-separated
+    ("tensorboard,wandb"); jsonl is always on."""
+    names = [n.strip() for item in loggers for n in item.split(",") if n.strip()]
     bad = [n for n in names if n not in LOGGERS]
     if bad:
-        raise TrajplanError(
-            f"unknown logger {bad[0]!r}: use {', '.join(LOGGERS)} (comma-separated)"
-        )
-    if "none" in names and len(names) > 1:
-        raise TrajplanError("logger 'none' cannot be combined with others")
-    return names or ("auto",)
+        choices = ", ".join(LOGGERS)
+        raise TrajplanError(f"unknown logger {bad[0]!r}: use {choices} (comma-separated)")
+    return tuple(dict.fromkeys(["jsonl", *names]))
 
 
 def default_callbacks(
@@ -197,17 +196,17 @@ def default_callbacks(
     resumed_at: int | None,
     total_steps: int,
     progress: bool,
-    loggers: Sequence[str] = ("auto",),
+    loggers: Sequence[str] = ("jsonl",),
     config: dict[str, Any] | None = None,
 ) -> list[Callback]:
     """Rank 0's callbacks: metrics.jsonl always, the chosen loggers (see the module
     docstring), the progress bar if asked. `config` is what W&B records for the run."""
     names = check_loggers(loggers)
     callbacks: list[Callback] = [MetricsFile(run_dir, resumed_at)]
-    if "auto" in names or "tensorboard" in names:
-        tb = TensorBoard.create(run_dir, required="tensorboard" in names)
-        if tb is not None:
-            callbacks.append(tb)
+    if "tensorboard" in names:
+        tb = TensorBoard.create(run_dir, required=True)
+        assert tb is not None
+        callbacks.append(tb)
     if "wandb" in names:
         callbacks.append(WandB.create(run_dir, config))
     if progress:

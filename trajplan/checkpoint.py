@@ -254,6 +254,24 @@ def build_model(cfg: RunConfig, state: dict[str, torch.Tensor], where: Path) -> 
     return model
 
 
+def weights_path(run_dir: str | Path, which: str) -> Path:
+    """The weights file `which` (a key of WEIGHT_FILES) of a TT run, or a one-line error."""
+    run_dir = Path(run_dir)
+    if which not in WEIGHT_FILES:
+        choices = ", ".join(WEIGHT_FILES)
+        raise TrajplanError(f"weights must be one of {choices}, got {which!r}")
+    path = run_dir / WEIGHT_FILES[which]
+    if not path.exists():
+        why = (
+            "it was trained without evaluations (train.eval_every > 0 keeps the best-scoring "
+            "weights)"
+            if which == "best-eval"
+            else "not a TT run directory, or it has no checkpoint yet"
+        )
+        raise TrajplanError(f"{run_dir} has no {WEIGHT_FILES[which]}: {why}")
+    return path
+
+
 def load_checkpoint(
     path: str | Path, device: str | torch.device = "auto", which: str = "last"
 ) -> Checkpoint:
@@ -268,15 +286,8 @@ def load_checkpoint(
         run_dir, weights = path.parent, path
         which = {v: k for k, v in WEIGHT_FILES.items()}.get(path.name, path.stem)
     else:
-        if which not in WEIGHT_FILES:
-            choices = ", ".join(WEIGHT_FILES)
-            raise TrajplanError(f"weights must be one of {choices}, got {which!r}")
-        run_dir, weights = path, path / WEIGHT_FILES[which]
-        if which == "best-eval" and not weights.exists():
-            raise TrajplanError(
-                f"{path} has no {BEST_EVAL_FILE}: it was trained without evaluations "
-                "(train.eval_every > 0 keeps the best-scoring weights)"
-            )
+        run_dir = path
+        weights = weights_path(path, which) if which != "last" else path / LAST_FILE
     cfg, doc = read_manifest(run_dir)
     model = build_model(cfg, load_state_dict_file(weights), weights)
     disc = Discretizer.load(run_dir / DISCRETIZER_FILE)

@@ -50,6 +50,7 @@ class EvalResult:
     env_steps: int
     episode_steps: int | None = None  # cap given by the user (None: the env's own limit)
     checkpoint: str | None = None
+    weights: str | None = None  # which weights of a TT run: last, best or best-eval
     dataset_id: str | None = None
     interrupted: bool = False  # stopped by Ctrl-C / SIGTERM: episodes are cut short
 
@@ -101,6 +102,7 @@ class EvalResult:
             "env": self.env,
             "gym_id": self.gym_id,
             "checkpoint": self.checkpoint,
+            "weights": self.weights,
             "dataset_id": self.dataset_id,
             "episode_steps": self.episode_steps,
             "interrupted": self.interrupted,
@@ -342,6 +344,7 @@ def run_episodes(
         stop.result.dataset_id = getattr(checkpoint, "dataset_id", None)
         raise
     result.checkpoint = str(checkpoint.run_dir)
+    result.weights = getattr(checkpoint, "which", None)
     result.dataset_id = getattr(checkpoint, "dataset_id", None)
     return result
 

@@ -45,6 +45,10 @@ LOOP_FIELDS = (
     "save_every_min",
     "log_every",
     "compile",
+    "eval_every",  # evaluation during training changes no training step
+    "eval_episodes",
+    "eval_episode_steps",
+    "eval_seed",
 )
 DIM_FIELDS = ("obs_dim", "act_dim", "vocab_size", "block_size")
 
@@ -68,6 +72,14 @@ def check_train_config(cfg: TrainConfig) -> None:
         raise TrajplanError(f"train.betas must be in [0, 1), got {list(cfg.betas)}")
     if not 0 < cfg.warmup_mult < cfg.final_mult:
         raise TrajplanError("train.warmup_mult must be > 0 and below train.final_mult")
+    if cfg.eval_every < 0:
+        raise TrajplanError(f"train.eval_every must be >= 0 (0 = off), got {cfg.eval_every}")
+    if cfg.eval_episodes < 1:
+        raise TrajplanError(f"train.eval_episodes must be at least 1, got {cfg.eval_episodes}")
+    if cfg.eval_episode_steps is not None and cfg.eval_episode_steps < 1:
+        raise TrajplanError(
+            f"train.eval_episode_steps must be at least 1 (or null), got {cfg.eval_episode_steps}"
+        )
 
 
 @dataclass

@@ -7,7 +7,8 @@ A run passes through these pieces, one module each:
     trajplan.train      `train` and the Trainer: setup, then the loop (this module)
     trajplan.steps      the step's parts: batches, dropout seeds, DDP wrap, validation loss
     trajplan.saving     TrainState (the saved counters), when and what to checkpoint, resume
-    trajplan.callbacks  metrics.jsonl, TensorBoard, the progress bar (rank 0 only)
+    trajplan.callbacks  metrics.jsonl, TensorBoard, W&B, the progress bar (rank 0 only)
+    trajplan.train_eval evaluation during training (train.eval_every > 0), best-eval weights
 
 One training step, top to bottom in `Trainer._loop`: this rank's rows of the epoch's
 permutation, forward and backward, gradient clipping, the optimizer step, the next learning
@@ -48,9 +49,9 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from trajplan.callbacks import Callback, default_callbacks
+from trajplan.callbacks import Callback, check_loggers, default_callbacks
 from trajplan.checkpoint import write_manifest
-from trajplan.config import RunConfig
+from trajplan.config import RunConfig, to_dict
 from trajplan.model import TrajectoryGPT, check_model_config
 from trajplan.optim import LRSchedule, make_optimizer, n_epochs_for
 from trajplan.runprep import (
@@ -79,6 +80,7 @@ from trajplan.steps import (
     training_net,
     validation_loss,
 )
+from trajplan.train_eval import PeriodicEval
 
 
 def train(
@@ -91,6 +93,7 @@ def train(
     download: bool = False,
     runs_root: str | Path = "runs",
     allow_data_change: bool = False,
+    loggers: Sequence[str] = ("jsonl",),
 ) -> Path:
     """Train a TT model as configured; returns the run directory (see trajplan.checkpoint).
 
@@ -99,16 +102,18 @@ def train(
     (only LOOP_FIELDS and `plan` may differ, e.g. a larger train.max_steps). data: a
     PreparedData to train on instead of loading cfg.dataset (tests, benchmarks).
     allow_data_change: resume even if the dataset's fingerprint differs from the run's.
+    loggers: besides metrics.jsonl, "tensorboard" and/or "wandb" (trajplan.callbacks).
     Under torchrun this runs on every rank; only rank 0 writes. Ctrl-C or SIGTERM finishes
     the current step, checkpoints (status "interrupted") and raises `Stopped`.
     """
+    loggers = check_loggers(loggers)
     rank_info, dev = init_distributed(device)
     trainer = None
     try:
         trainer = Trainer.setup(
             cfg, out_dir, resume, dev, data, download, runs_root, rank_info, allow_data_change
         )
-        interrupted = trainer.run(progress)
+        interrupted = trainer.run(progress, loggers=loggers)
     finally:
         if trainer is not None:
             trainer.close()
@@ -236,10 +241,16 @@ class Trainer:
         share = (time.perf_counter() - self._t_start) / tc.time_limit_s
         return max(float(self.state.tokens), share * self.schedule.final_tokens)
 
-    def run(self, progress: bool = True, callbacks: Sequence[Callback] = ()) -> bool:
+    def run(
+        self,
+        progress: bool = True,
+        callbacks: Sequence[Callback] = (),
+        loggers: Sequence[str] = ("jsonl",),
+    ) -> bool:
         """Train until the last epoch, max_steps or time_limit_s; True if a signal (Ctrl-C,
         SIGTERM) stopped it (its number is in `stop_signal`). `callbacks` run after the
-        default ones (metrics.jsonl, TensorBoard, progress bar), on rank 0 only."""
+        default ones (metrics.jsonl, the chosen loggers, the progress bar, the evaluation
+        during training when train.eval_every > 0), on rank 0 only."""
         tc, rk, st = self.cfg.train, self.rk, self.state
         self._t_start = time.perf_counter()
         if st.step >= self.total_steps or st.epoch >= self.n_epochs:
@@ -254,7 +265,11 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             if self.saver.good_step is None:  # config.json from the start: resumable
                 write_manifest(self.run_dir, self.cfg, self.saver.info("starting", st))
-            defaults = default_callbacks(self.run_dir, st.step, self.total_steps, progress)
+            defaults = default_callbacks(
+                self.run_dir, st.step, self.total_steps, progress, loggers, to_dict(self.cfg)
+            )
+            if tc.eval_every > 0:
+                defaults.append(PeriodicEval(self))
             self.callbacks = [*defaults, *callbacks]
         stop = StopFlag(rk.world == 1)
         self.saver.t_saved = time.perf_counter()

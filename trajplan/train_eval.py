@@ -31,7 +31,6 @@ from torch import nn
 from trajplan.callbacks import Callback
 from trajplan.checkpoint import BEST_EVAL_FILE, METRICS_FILE, save_weights
 from trajplan.config import RunConfig
-from trajplan.errors import TrajplanError
 from trajplan.scores import references_for
 
 
@@ -46,16 +45,6 @@ class Trainable(Protocol):
     total_steps: int
 
     def emit(self, kind: str, **fields: Any) -> None: ...
-
-
-def check_eval_config(every: int, episodes: int, episode_steps: int | None) -> None:
-    """One-line errors for the train.eval_* keys (checked before any work)."""
-    if every < 0:
-        raise TrajplanError(f"train.eval_every must be >= 0 (0 = off), got {every}")
-    if episodes < 1:
-        raise TrajplanError(f"train.eval_episodes must be at least 1, got {episodes}")
-    if episode_steps is not None and episode_steps < 1:
-        raise TrajplanError(f"train.eval_episode_steps must be at least 1, got {episode_steps}")
 
 
 class PeriodicEval(Callback):

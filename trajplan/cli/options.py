@@ -34,6 +34,13 @@ THREADS = typer.Option(
 )
 
 
+WEIGHTS = typer.Option(
+    "last",
+    help="Which weights of a TT run: last (as the reference), best (lowest training loss) or "
+    "best-eval (best score of the evaluations during training, train.eval_every > 0).",
+)
+
+
 def set_threads(threads: int | None) -> None:
     if threads is not None:
         if threads < 1:

@@ -9,6 +9,7 @@ import typer
 
 from trajplan.cli.options import (
     THREADS,
+    WEIGHTS,
     PlanOptions,
     console,
     err_console,
@@ -36,6 +37,7 @@ def plan(
     seed: int = typer.Option(0, help="Env reset seed and planner seed: same seed, same episode."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     threads: int = THREADS,
+    weights: str = WEIGHTS,
     max_steps: int = typer.Option(
         None, help="Stop after this many steps (a quick look: not comparable to 1000-step scores)."
     ),
@@ -66,7 +68,7 @@ def plan(
     if video:
         prepare_rendering()
         check_video_path(video)
-    ckpt = load_checkpoint(run_dir, device=device)
+    ckpt = load_checkpoint(run_dir, device=device, which=weights)
     run_dir = ckpt.run_dir  # also for --checkpoint RUN/best.safetensors
     path = Path(out) if out else run_dir / f"plan-seed{seed}.json"
     check_writable(path.parent)  # now, not after the episode
@@ -173,6 +175,7 @@ def eval_cmd(
     ),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     threads: int = THREADS,
+    weights: str = WEIGHTS,
     out: str = typer.Option(
         None,
         help="Output folder (default: RUN/eval). Every evaluation writes a new subfolder named "
@@ -208,7 +211,7 @@ def eval_cmd(
     from pathlib import Path
 
     from trajplan.bc import is_bc_run, load_bc
-    from trajplan.checkpoint import load_checkpoint, read_manifest
+    from trajplan.checkpoint import load_checkpoint, read_manifest, weights_path
     from trajplan.evaluate import EvalInterrupted, check_episode_args, resolve_run, run_episodes
     from trajplan.report import eval_name, save_eval
     from trajplan.runtime import Stopped, sigterm_as_interrupt, unique_dir
@@ -225,6 +228,8 @@ def eval_cmd(
     # Everything that can fail cheaply fails before the first episode: configs, options,
     # and one new output folder per run (never an old one: evaluations do not overwrite).
     bases = [d.parent if d.is_file() else d for d in run_dirs]  # RUN/best.safetensors -> RUN
+    if weights != "last":  # RUN -> RUN/best.safetensors, RUN/best_eval.safetensors
+        run_dirs = [weights_path(d, weights) if d.is_dir() else d for d in run_dirs]
     names = [b.name for b in bases]
     plans = [None if is_bc_run(b) else planning.apply(read_manifest(b)[0].plan) for b in bases]
     check_episode_args(episodes, episode_steps)

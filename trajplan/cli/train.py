@@ -97,6 +97,21 @@ def train(
         help="CPU threads (default: torch's). On cores busy with other jobs, 1 can be faster.",
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    logger: list[str] = typer.Option(
+        None,
+        help="Loggers besides metrics.jsonl: tensorboard (RUN/tensorboard) and/or wandb "
+        "(WANDB_MODE=offline works without network), e.g. --logger tensorboard,wandb.",
+    ),
+    seeds: str = typer.Option(
+        None,
+        help="Train one run per seed, e.g. 0,1,2 or 0-4, into OUT/seed<S>/ (needs --out); "
+        "then trajplan eval and trajplan aggregate them.",
+    ),
+    jobs: int = typer.Option(
+        1,
+        help="With --seeds: seeds trained at once, as child processes (one GPU each when "
+        "several are visible, else one CPU thread each).",
+    ),
 ) -> None:
     """Train a Trajectory Transformer on a Minari dataset; writes a run directory.
 
@@ -105,10 +120,16 @@ def train(
       trajplan train --env hopper --dataset medium-expert --epochs 5
       trajplan train --config configs/tiny.yaml --dataset mujoco/hopper/medium-v0
       trajplan train --resume --out runs/halfcheetah-medium-20250101-120000
+      trajplan train --config configs/cpu-recipe.yaml --dataset ID --seeds 0-2 --out runs/x
     Under torchrun (torchrun --nproc_per_node 2 -m trajplan train ...) it trains with DDP.
     The run directory holds the weights, the bins, config.json and metrics.jsonl (to plot).
     """
+    from pathlib import Path
+
+    from trajplan.callbacks import check_loggers
+    from trajplan.config import RunConfig
     from trajplan.runtime import Stopped
+    from trajplan.seeds import parse_seeds, train_seeds
     from trajplan.train import train as run_training
 
     set_threads(threads)
@@ -120,27 +141,52 @@ def train(
         "lr": lr,
         "seed": seed,
     }
-    cfg = train_config(env, dataset, config, out, resume, set_ or [], flags)
-    try:
-        run_dir = run_training(
+    loggers = check_loggers(logger or [])
+    seed_list = parse_seeds(seeds) if seeds is not None else None
+    if seed_list is not None and (out is None or seed is not None):
+        raise TrajplanError("--seeds needs --out DIR (runs go to DIR/seed<S>) and no --seed")
+    # with --seeds, OUT is the parent of the runs: the config comes from the flags, also
+    # when resuming (each seed's run then checks it against its own)
+    cfg = train_config(env, dataset, config, out, resume and seed_list is None, set_ or [], flags)
+
+    def train_one(cfg: RunConfig, run_dir: str | None, resume: bool) -> Path:
+        return run_training(
             cfg,
-            out,
+            run_dir,
             resume=resume,
             device=device,
             progress=progress,
             download=download,
             allow_data_change=allow_data_change,
+            loggers=loggers,
         )
+
+    try:
+        if seed_list is None:
+            run_dirs = [train_one(cfg, out, resume)]
+        else:
+            run_dirs = train_seeds(
+                cfg, out, seed_list, train_one, resume=resume, jobs=jobs, device=device,
+                log=lambda line: console.print(line, highlight=False),
+            )  # fmt: skip
     except Stopped as exc:  # Ctrl-C or SIGTERM, after the checkpoint: exit 128 + signal
         raise typer.Exit(128 + exc.signum) from None
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 reports
         from trajplan.checkpoint import read_manifest
 
-        _, doc = read_manifest(run_dir)
-        loss = doc.get("last_loss")
-        console.print(
-            f"[bold]{run_dir}[/]: {doc.get('status')} after {doc.get('step')} steps "
-            f"({doc.get('epoch')} epochs), loss {'-' if loss is None else f'{loss:.4f}'}, "
-            f"{doc.get('n_params'):,} parameters",
-            highlight=False,
-        )
+        for run_dir in run_dirs:
+            _, doc = read_manifest(run_dir)
+            loss = doc.get("last_loss")
+            console.print(
+                f"[bold]{run_dir}[/]: {doc.get('status')} after {doc.get('step')} steps "
+                f"({doc.get('epoch')} epochs), loss {'-' if loss is None else f'{loss:.4f}'}, "
+                f"{doc.get('n_params'):,} parameters",
+                highlight=False,
+            )
+        if seed_list is not None:
+            dirs = " ".join(str(d) for d in run_dirs)
+            console.print(
+                f"next: trajplan eval {dirs} --episodes 10, then trajplan aggregate "
+                f"{out}/seed*/eval",
+                highlight=False,
+            )
