@@ -63,7 +63,7 @@ def test_best_and_file_paths(tiny_run: Path) -> None:
     assert direct.which == "best" and direct.run_dir == tiny_run
     _, doc = read_manifest(tiny_run)
     assert doc["best_epoch"] >= 0 and doc["best_loss"] <= doc["last_loss"] + 1.0
-    with pytest.raises(TrajplanError, match="last' or 'best"):
+    with pytest.raises(TrajplanError, match="one of last, best, best-eval"):
         load_checkpoint(tiny_run, which="first")
 
 

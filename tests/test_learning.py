@@ -171,7 +171,7 @@ def test_collect_mixed_dataset_records_how_it_was_made(minari_root: Path) -> Non
             force=True, progress=False)  # fmt: skip
     ds = minari.load_dataset("test/hopper/mixed-v0")
     assert "random actions at a rate drawn from U(0, 1)" in ds.storage.metadata["description"]
-    assert ds.storage.metadata["algorithm_name"] == "sac-medium+random0-1"
+    assert ds.storage.metadata["algorithm_name"] == "td3-medium+random0-1"
     clean = "test/hopper/clean-v0"
     collect("hopper", "medium", 300, clean, seed=3, force=True, progress=False)
     a, b = load_episodes("test/hopper/mixed-v0"), load_episodes(clean)

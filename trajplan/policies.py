@@ -248,17 +248,16 @@ def make_policy(spec: str, env_name: str, env: gym.Env) -> Policy:
         return RandomPolicy(env.action_space)
     path = Path(spec).expanduser()
     if spec in LEVELS:
-        path, name = builtin_actor(env_name, spec), f"sac-{spec}"
+        path = builtin_actor(env_name, spec)
     elif path.is_dir():
         return planner_policy(path, env_name)
-    elif path.suffix == ".safetensors" or path.exists():
-        name = None
-    else:
+    elif not (path.suffix == ".safetensors" or path.exists()):
         raise TrajplanError(
             f"unknown policy {spec!r}: use 'random', 'medium', 'expert', a path to an "
             "exported actor (.actor.safetensors) or a trajplan checkpoint directory"
         )
     actor = load_actor(path)
     check_policy_fits(actor, env, str(spec))
-    level = actor.meta.get("level")
-    return ActorPolicy(actor, name or (f"sac-{level}" if level else "actor"))
+    level = actor.meta.get("level") or (spec if spec in LEVELS else None)
+    algorithm = str(actor.meta.get("algorithm", "sac")).split()[0]  # "td3 (stable-baselines3)"
+    return ActorPolicy(actor, f"{algorithm}-{level}" if level else "actor")
