@@ -1,13 +1,16 @@
 """Configs as dataclasses, loaded from `configs/*.yaml` with strict key and type checks.
 
 A YAML file has up to four sections (`data`, `model`, `train`, `plan`) plus `env` and
-`dataset` at the top level. Defaults are the reference values (docs/method.md); every unknown key or
-wrongly typed value is a one-line TrajplanError.
+`dataset` at the top level. Defaults are the reference values (docs/method.md); every unknown
+key or wrongly typed value is a one-line TrajplanError. This module is also the one home of
+every section's value rules (`check_data_config`, ..., `check_run_config`); what must fit a
+given model or dataset is checked where they are known (planner, runprep).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -233,6 +236,115 @@ def apply_overrides(cfg: Any, overrides: list[str]) -> Any:
         merged = from_dict(type(target), {key: value}, where="override")
         setattr(target, key, getattr(merged, key))
     return cfg
+
+
+# -- value rules of every section (one home; the loaders above check keys and types) -------
+
+PLAN_MODES = ("cached", "full")
+PLAN_WINDOWS = ("slide", "grow")
+
+
+def check_data_config(cfg: DataConfig) -> None:
+    """The data section's values."""
+    if cfg.seq_len < 1:
+        raise TrajplanError(f"data.seq_len must be at least 1, got {cfg.seq_len}")
+    if cfg.n_bins < 1:
+        raise TrajplanError(f"data.n_bins must be at least 1, got {cfg.n_bins}")
+    if cfg.max_path_length < 1:
+        raise TrajplanError(f"data.max_path_length must be at least 1, got {cfg.max_path_length}")
+    if not 0.0 < cfg.discount <= 1.0:
+        raise TrajplanError(f"data.discount must be in (0, 1], got {cfg.discount}")
+    if not 0.0 <= cfg.val_fraction < 1.0:
+        raise TrajplanError(f"data.val_fraction must be in [0, 1), got {cfg.val_fraction}")
+    if not (math.isfinite(cfg.action_weighting) and cfg.action_weighting >= 0.0):
+        raise TrajplanError(f"data.action_weighting must be >= 0, got {cfg.action_weighting}")
+
+
+def check_model_config(cfg: ModelConfig) -> None:
+    """The hyperparameters a model can be built and trained with (dims are checked apart)."""
+    for name in ("n_layer", "n_head", "n_embd"):
+        if getattr(cfg, name) < 1:
+            raise TrajplanError(f"model.{name} must be at least 1, got {getattr(cfg, name)}")
+    if cfg.n_embd % cfg.n_head:
+        raise TrajplanError(
+            f"model.n_embd ({cfg.n_embd}) must be a multiple of model.n_head ({cfg.n_head})"
+        )
+    if not 0.0 <= cfg.dropout < 1.0:
+        raise TrajplanError(f"model.dropout must be in [0, 1), got {cfg.dropout}")
+    for name in ("action_weight", "reward_weight", "value_weight"):
+        value = getattr(cfg, name)
+        if not (math.isfinite(value) and value >= 0):
+            raise TrajplanError(f"model.{name} must be a finite number >= 0, got {value}")
+
+
+def check_train_config(cfg: TrainConfig) -> None:
+    """The train section's values (loop, optimizer, schedule, evaluation during training)."""
+    for name in ("batch_size", "save_every", "log_every", "n_epochs_ref"):
+        if getattr(cfg, name) < 1:
+            raise TrajplanError(f"train.{name} must be at least 1, got {getattr(cfg, name)}")
+    for name in ("epochs", "max_steps"):
+        value = getattr(cfg, name)
+        if value is not None and value < 1:
+            raise TrajplanError(f"train.{name} must be at least 1 (or null), got {value}")
+    if cfg.save_every_min is not None and not cfg.save_every_min > 0:
+        raise TrajplanError(f"train.save_every_min must be > 0 (or null), got {cfg.save_every_min}")
+    for name in ("lr", "grad_clip", "weight_decay"):
+        if not math.isfinite(getattr(cfg, name)):
+            raise TrajplanError(f"train.{name} must be a finite number, got {getattr(cfg, name)}")
+    if cfg.lr <= 0 or cfg.grad_clip <= 0 or cfg.weight_decay < 0:
+        raise TrajplanError("train.lr and train.grad_clip must be > 0, weight_decay >= 0")
+    if not all(0 <= b < 1 for b in cfg.betas):
+        raise TrajplanError(f"train.betas must be in [0, 1), got {list(cfg.betas)}")
+    if not 0 < cfg.warmup_mult < cfg.final_mult:
+        raise TrajplanError("train.warmup_mult must be > 0 and below train.final_mult")
+    if cfg.eval_every < 0:
+        raise TrajplanError(f"train.eval_every must be >= 0 (0 = off), got {cfg.eval_every}")
+    if cfg.eval_episodes < 1:
+        raise TrajplanError(f"train.eval_episodes must be at least 1, got {cfg.eval_episodes}")
+    if cfg.eval_episode_steps is not None and cfg.eval_episode_steps < 1:
+        raise TrajplanError(
+            f"train.eval_episode_steps must be at least 1 (or null), got {cfg.eval_episode_steps}"
+        )
+
+
+def check_plan_config(cfg: PlanConfig) -> None:
+    """The plan section's values (what fits a given model: trajplan.planner.check_plan_config).
+
+    The horizon itself has no upper limit: the window slides, so the model never sees more
+    than the planning window's tokens however far the plan looks ahead.
+    """
+    for name in ("horizon", "beam_width", "n_expand", "max_context_transitions", "plan_freq"):
+        if getattr(cfg, name) < 1:
+            raise TrajplanError(f"plan.{name} must be at least 1, got {getattr(cfg, name)}")
+    if cfg.plan_freq > cfg.horizon:
+        raise TrajplanError(
+            f"plan.plan_freq ({cfg.plan_freq}) cannot exceed the horizon ({cfg.horizon}): "
+            "the plan has no actions beyond it"
+        )
+    if cfg.mode not in PLAN_MODES:
+        raise TrajplanError(f"unknown plan mode {cfg.mode!r}: use one of {', '.join(PLAN_MODES)}")
+    if cfg.window not in PLAN_WINDOWS:
+        raise TrajplanError(
+            f"unknown plan window {cfg.window!r}: use one of {', '.join(PLAN_WINDOWS)}"
+        )
+    if not 0.0 < cfg.discount <= 1.0:
+        raise TrajplanError(f"plan.discount must be in (0, 1], got {cfg.discount}")
+    if not (math.isfinite(cfg.logp_weight) and cfg.logp_weight >= 0):
+        raise TrajplanError(f"plan.logp_weight must be >= 0, got {cfg.logp_weight}")
+    if not 0.0 < cfg.score_tail <= 1.0:
+        raise TrajplanError(f"plan.score_tail must be in (0, 1], got {cfg.score_tail}")
+    for name in ("cdf_obs", "cdf_act"):
+        p = getattr(cfg, name)
+        if p is not None and not 0.0 < p <= 1.0:
+            raise TrajplanError(f"plan.{name} must be in (0, 1] or none, got {p}")
+
+
+def check_run_config(cfg: RunConfig) -> None:
+    """Every section's values, before any work (dims are checked against the data apart)."""
+    check_data_config(cfg.data)
+    check_model_config(cfg.model)
+    check_train_config(cfg.train)
+    check_plan_config(cfg.plan)
 
 
 # -- per-dataset reference configs (trajplan/configs/*.yaml) --------------------------------

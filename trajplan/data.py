@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from trajplan.config import DataConfig
+from trajplan.config import DataConfig, check_data_config
 from trajplan.dataset_install import create_dataset, download_dataset
 from trajplan.datasets import dataset_info, local_datasets
 from trajplan.episodes import Episodes, load_episodes, split_episodes
@@ -250,21 +250,6 @@ class PreparedData:
     val_windows: WindowDataset | None = None  # held-out episodes (data.val_fraction > 0)
 
 
-def _check_config(cfg: DataConfig) -> None:
-    if cfg.seq_len < 1:
-        raise TrajplanError(f"data.seq_len must be at least 1, got {cfg.seq_len}")
-    if cfg.n_bins < 1:
-        raise TrajplanError(f"data.n_bins must be at least 1, got {cfg.n_bins}")
-    if cfg.max_path_length < 1:
-        raise TrajplanError(f"data.max_path_length must be at least 1, got {cfg.max_path_length}")
-    if not 0.0 < cfg.discount <= 1.0:
-        raise TrajplanError(f"data.discount must be in (0, 1], got {cfg.discount}")
-    if not 0.0 <= cfg.val_fraction < 1.0:
-        raise TrajplanError(f"data.val_fraction must be in [0, 1), got {cfg.val_fraction}")
-    if not (np.isfinite(cfg.action_weighting) and cfg.action_weighting >= 0.0):
-        raise TrajplanError(f"data.action_weighting must be >= 0, got {cfg.action_weighting}")
-
-
 def _windows(ep: Episodes, transitions: np.ndarray, disc: Discretizer, cfg: DataConfig):
     windows = WindowDataset.from_step_tokens(
         disc.discretize(transitions), ep.lengths, cfg.seq_len, cfg.max_path_length, disc.stop_token
@@ -284,7 +269,7 @@ def prepare_episodes(
     with `val_fraction` > 0 whole episodes are held out of the training windows into
     `val_windows` (unweighted).
     """
-    _check_config(cfg)
+    check_data_config(cfg)
     ep.validate()
     transitions = make_transitions(ep, cfg)  # [n, D]
     disc = discretizer or Discretizer.fit(transitions, cfg.n_bins, cfg.discretizer)

@@ -29,27 +29,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from trajplan.config import ModelConfig
+from trajplan.config import ModelConfig, check_model_config
 from trajplan.decoding import KVCache, shared_prefix_attention
-from trajplan.errors import TrajplanError
 from trajplan.kernels import Dropout, blocked_attention, causal_bias
-
-
-def check_model_config(cfg: ModelConfig) -> None:
-    """The hyperparameters a model can be built and trained with (dims are checked apart)."""
-    for name in ("n_layer", "n_head", "n_embd"):
-        if getattr(cfg, name) < 1:
-            raise TrajplanError(f"model.{name} must be at least 1, got {getattr(cfg, name)}")
-    if cfg.n_embd % cfg.n_head:
-        raise TrajplanError(
-            f"model.n_embd ({cfg.n_embd}) must be a multiple of model.n_head ({cfg.n_head})"
-        )
-    if not 0.0 <= cfg.dropout < 1.0:
-        raise TrajplanError(f"model.dropout must be in [0, 1), got {cfg.dropout}")
-    for name in ("action_weight", "reward_weight", "value_weight"):
-        value = getattr(cfg, name)
-        if not (math.isfinite(value) and value >= 0):
-            raise TrajplanError(f"model.{name} must be a finite number >= 0, got {value}")
 
 
 def attention_mask(block_size: int, transition_dim: int) -> torch.Tensor:

@@ -1,7 +1,6 @@
 """Run preparation: everything decided before the first step of a training run.
 
 init_distributed   torchrun's rank and world (NCCL on GPU, gloo on CPU)
-check_train_config the train section's values
 resolve_dataset    env and dataset from the config
 open_run_dir       --out checked for a new run or a resume, and locked (rank 0)
 prepare_run        config vs data vs an old run (resume), data loaded and tokenized,
@@ -31,7 +30,7 @@ from trajplan.checkpoint import (
     now_iso,
     read_manifest,
 )
-from trajplan.config import RunConfig, TrainConfig, dataset_level, to_dict
+from trajplan.config import RunConfig, dataset_level, to_dict
 from trajplan.errors import TrajplanError
 from trajplan.runtime import DirLock, resolve_device
 from trajplan.tokens import Discretizer
@@ -51,35 +50,6 @@ LOOP_FIELDS = (
     "eval_seed",
 )
 DIM_FIELDS = ("obs_dim", "act_dim", "vocab_size", "block_size")
-
-
-def check_train_config(cfg: TrainConfig) -> None:
-    for name in ("batch_size", "save_every", "log_every", "n_epochs_ref"):
-        if getattr(cfg, name) < 1:
-            raise TrajplanError(f"train.{name} must be at least 1, got {getattr(cfg, name)}")
-    for name in ("epochs", "max_steps"):
-        value = getattr(cfg, name)
-        if value is not None and value < 1:
-            raise TrajplanError(f"train.{name} must be at least 1 (or null), got {value}")
-    if cfg.save_every_min is not None and not cfg.save_every_min > 0:
-        raise TrajplanError(f"train.save_every_min must be > 0 (or null), got {cfg.save_every_min}")
-    for name in ("lr", "grad_clip", "weight_decay"):
-        if not math.isfinite(getattr(cfg, name)):
-            raise TrajplanError(f"train.{name} must be a finite number, got {getattr(cfg, name)}")
-    if cfg.lr <= 0 or cfg.grad_clip <= 0 or cfg.weight_decay < 0:
-        raise TrajplanError("train.lr and train.grad_clip must be > 0, weight_decay >= 0")
-    if not all(0 <= b < 1 for b in cfg.betas):
-        raise TrajplanError(f"train.betas must be in [0, 1), got {list(cfg.betas)}")
-    if not 0 < cfg.warmup_mult < cfg.final_mult:
-        raise TrajplanError("train.warmup_mult must be > 0 and below train.final_mult")
-    if cfg.eval_every < 0:
-        raise TrajplanError(f"train.eval_every must be >= 0 (0 = off), got {cfg.eval_every}")
-    if cfg.eval_episodes < 1:
-        raise TrajplanError(f"train.eval_episodes must be at least 1, got {cfg.eval_episodes}")
-    if cfg.eval_episode_steps is not None and cfg.eval_episode_steps < 1:
-        raise TrajplanError(
-            f"train.eval_episode_steps must be at least 1 (or null), got {cfg.eval_episode_steps}"
-        )
 
 
 @dataclass

@@ -51,12 +51,11 @@ import torch.nn as nn
 
 from trajplan.callbacks import Callback, check_loggers, default_callbacks
 from trajplan.checkpoint import write_manifest
-from trajplan.config import RunConfig, to_dict
-from trajplan.model import TrajectoryGPT, check_model_config
+from trajplan.config import RunConfig, check_run_config, to_dict
+from trajplan.model import TrajectoryGPT
 from trajplan.optim import LRSchedule, make_optimizer, n_epochs_for
 from trajplan.runprep import (
     DistInfo,
-    check_train_config,
     init_distributed,
     open_run_dir,
     prepare_run,
@@ -199,8 +198,7 @@ class Trainer:
         A directory left before its first checkpoint (killed while starting) is started
         over, with --resume (its recorded config) or without."""
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model))  # caller's stays
-        check_train_config(cfg.train)
-        check_model_config(cfg.model)
+        check_run_config(cfg)
         lock = open_run_dir(out_dir, resume, rk.main)
         try:
             run = prepare_run(

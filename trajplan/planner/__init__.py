@@ -11,9 +11,7 @@ Read top to bottom, one concern per module:
 """
 
 from trajplan.planner.planner import (
-    MODES,
     VALUE_PLACEHOLDER,
-    WINDOWS,
     Planner,
     check_plan_config,
     plan_window,
@@ -40,9 +38,7 @@ from trajplan.planner.windows import (
 )
 
 __all__ = [
-    "MODES",
     "VALUE_PLACEHOLDER",
-    "WINDOWS",
     "CachedWindow",
     "FullWindow",
     "PlanResult",

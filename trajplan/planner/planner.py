@@ -8,7 +8,6 @@ is dropped from the batch (`Planner.drop`).
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 
@@ -16,6 +15,7 @@ import numpy as np
 import torch
 
 from trajplan.config import PlanConfig
+from trajplan.config import check_plan_config as check_plan_values
 from trajplan.decoding import KVCache
 from trajplan.errors import TrajplanError
 from trajplan.model import TrajectoryGPT
@@ -24,8 +24,6 @@ from trajplan.planner.search import PlanResult, beam_search
 from trajplan.tokens import Discretizer
 
 VALUE_PLACEHOLDER = 1e6  # value slot of context transitions (hidden by the attention mask)
-MODES = ("cached", "full")
-WINDOWS = ("slide", "grow")
 
 
 def plan_window(model: TrajectoryGPT, cfg: PlanConfig) -> int:
@@ -34,33 +32,9 @@ def plan_window(model: TrajectoryGPT, cfg: PlanConfig) -> int:
 
 
 def check_plan_config(cfg: PlanConfig, model: TrajectoryGPT | None = None) -> None:
-    """Raise a one-line TrajplanError for options the beam search cannot run with.
-
-    The horizon itself has no upper limit: the window slides, so the model never sees more
-    than `plan_window` tokens however far the plan looks ahead.
-    """
-    for name in ("horizon", "beam_width", "n_expand", "max_context_transitions", "plan_freq"):
-        if getattr(cfg, name) < 1:
-            raise TrajplanError(f"plan.{name} must be at least 1, got {getattr(cfg, name)}")
-    if cfg.plan_freq > cfg.horizon:
-        raise TrajplanError(
-            f"plan.plan_freq ({cfg.plan_freq}) cannot exceed the horizon ({cfg.horizon}): "
-            "the plan has no actions beyond it"
-        )
-    if cfg.mode not in MODES:
-        raise TrajplanError(f"unknown plan mode {cfg.mode!r}: use one of {', '.join(MODES)}")
-    if cfg.window not in WINDOWS:
-        raise TrajplanError(f"unknown plan window {cfg.window!r}: use one of {', '.join(WINDOWS)}")
-    if not 0.0 < cfg.discount <= 1.0:
-        raise TrajplanError(f"plan.discount must be in (0, 1], got {cfg.discount}")
-    if not (math.isfinite(cfg.logp_weight) and cfg.logp_weight >= 0):
-        raise TrajplanError(f"plan.logp_weight must be >= 0, got {cfg.logp_weight}")
-    if not 0.0 < cfg.score_tail <= 1.0:
-        raise TrajplanError(f"plan.score_tail must be in (0, 1], got {cfg.score_tail}")
-    for name in ("cdf_obs", "cdf_act"):
-        p = getattr(cfg, name)
-        if p is not None and not 0.0 < p <= 1.0:
-            raise TrajplanError(f"plan.{name} must be in (0, 1] or none, got {p}")
+    """Raise a one-line TrajplanError for options the beam search cannot run with: the plan
+    section's own values (trajplan.config), then, given a model, what must fit it."""
+    check_plan_values(cfg)
     if model is None:
         return
     n_classes = model.vocab_size + 1
