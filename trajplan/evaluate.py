@@ -50,9 +50,9 @@ class EvalResult:
     env_steps: int
     episode_steps: int | None = None  # cap given by the user (None: the env's own limit)
     checkpoint: str | None = None
-    weights: str | None = None  # which weights of a TT run: last, best or best-eval
     dataset_id: str | None = None
     interrupted: bool = False  # stopped by Ctrl-C / SIGTERM: episodes are cut short
+    weights: str | None = None  # which weights of a TT run: last, best or best-eval
 
     @property
     def returns(self) -> np.ndarray:
