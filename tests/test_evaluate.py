@@ -177,7 +177,7 @@ def test_wrong_env_and_bad_options_are_clear_errors(hopper, run_dir: Path) -> No
     model, _ = hopper
     with pytest.raises(TrajplanError, match="trained on hopper, not halfcheetah"):
         check_env_matches(model, "halfcheetah", "hopper")
-    with pytest.raises(TrajplanError, match="17 observation / 6 action dims but the model"):
+    with pytest.raises(TrajplanError, match="obs/act dims 11/3, but HalfCheetah-v5 has 17/6"):
         check_env_matches(model, "HalfCheetah-v5", None)
     with pytest.raises(TrajplanError, match="beam_width must be at least 1"):
         with_overrides(PLAN, beam_width=0)

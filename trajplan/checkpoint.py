@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from trajplan.config import RunConfig, from_dict, to_dict
+from trajplan.envs import same_env
 from trajplan.errors import TrajplanError
 from trajplan.model import TrajectoryGPT
 from trajplan.runtime import atomic_write, resolve_device, staged_writes
@@ -330,17 +331,6 @@ def load_train_state(run_dir: str | Path) -> dict[str, Any]:
     return state
 
 
-def _same_env(a: str, b: str) -> bool:
-    from trajplan.envs import resolve_env
-
-    if a.lower() == b.lower():
-        return True
-    try:
-        return resolve_env(a).name == resolve_env(b).name
-    except TrajplanError:
-        return False
-
-
 def find_latest_run(env: str, runs_root: str | Path = "runs") -> Path:
     """The most recently finished run for `env` under runs_root (by finish time)."""
     root = Path(runs_root)
@@ -356,7 +346,7 @@ def find_latest_run(env: str, runs_root: str | Path = "runs") -> Path:
             continue
         if not isinstance(doc, dict) or doc.get("status") not in ("finished", "time_limit"):
             continue
-        if not _same_env(str(doc.get("env") or ""), env):
+        if not same_env(str(doc.get("env") or ""), env):
             continue
         if not (cfg_path.parent / LAST_FILE).is_file():
             continue

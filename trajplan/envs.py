@@ -126,3 +126,58 @@ def make_env(
 def obs_view(info: EnvInfo, obs: np.ndarray) -> np.ndarray:
     """The part of an observation the model sees (all of it, except Ant's contact forces)."""
     return obs[..., : info.obs_keep] if info.obs_keep else obs
+
+
+# -- compatibility: the one place that decides whether something fits an env ----------------
+
+
+def same_env(a: str, b: str, any_version: bool = False) -> bool:
+    """Whether two env names (short names or Gymnasium ids) mean the same env; with
+    any_version, ids that differ only in their version (-v4 / -v5) count as the same."""
+    if a.strip().lower() == b.strip().lower():
+        return True
+    try:
+        ia, ib = resolve_env(a), resolve_env(b)
+    except TrajplanError:
+        return False
+    if any_version:
+        return ia.gym_id.split("-v")[0] == ib.gym_id.split("-v")[0]
+    return ia.name == ib.name
+
+
+def env_dims(env: str | gym.Env, view: bool = True) -> tuple[int, int]:
+    """(observation dims, action dims) of an env given by name, or of an env object: the
+    model's view of the observation (`obs_view`; Ant keeps 27) or, with view=False, all of it."""
+    probe = make_env(env) if isinstance(env, str) else env
+    try:
+        obs = np.zeros(probe.observation_space.shape)
+        if view and isinstance(env, str):
+            obs = obs_view(resolve_env(env), obs)
+        return int(obs.shape[-1]), int(np.prod(probe.action_space.shape))
+    finally:
+        if isinstance(env, str):
+            probe.close()
+
+
+def check_fits(
+    env: str | gym.Env,
+    dims: tuple[int, int],
+    what: str,
+    trained_on: str | None = None,
+    view: bool = True,
+) -> None:
+    """A one-line TrajplanError unless `what` (a model or policy with these (obs, act) dims,
+    trained on `trained_on` if known) can act in `env`."""
+    name = env if isinstance(env, str) else (env.spec.id if env.spec else "the env")
+    if trained_on and isinstance(env, str) and not same_env(trained_on, env):
+        raise TrajplanError(
+            f"{what} was trained on {trained_on}, not {env}: pick one trained on "
+            f"{resolve_env(env).name} (or leave --env out)"
+        )
+    have = env_dims(env, view)
+    if tuple(dims) != have:
+        trained = f" (trained on {trained_on})" if trained_on else ""
+        raise TrajplanError(
+            f"{what}{trained} has obs/act dims {dims[0]}/{dims[1]}, but {name} has "
+            f"{have[0]}/{have[1]}: wrong one for this env"
+        )

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from trajplan.config import PlanConfig, apply_overrides, to_dict
-from trajplan.envs import make_env, obs_view, resolve_env
+from trajplan.envs import check_fits, make_env, resolve_env
 from trajplan.errors import TrajplanError
 from trajplan.model import TrajectoryGPT
 from trajplan.planner import Planner, check_plan_config
@@ -123,23 +123,8 @@ class EvalInterrupted(Stopped):
 
 def check_env_matches(model: TrajectoryGPT, env_name: str, trained_env: str | None) -> None:
     """The env must be the one the model was trained on, with the same dimensions."""
-    info = resolve_env(env_name)
-    if trained_env is not None and resolve_env(trained_env).name != info.name:
-        raise TrajplanError(
-            f"this model was trained on {trained_env}, not {env_name}: pick a checkpoint "
-            f"trained on {info.name} (or leave --env out)"
-        )
-    env = make_env(env_name)
-    try:
-        obs_dim = obs_view(info, np.zeros(env.observation_space.shape)).shape[-1]
-        act_dim = env.action_space.shape[0]
-    finally:
-        env.close()
-    if (obs_dim, act_dim) != (model.cfg.obs_dim, model.cfg.act_dim):
-        raise TrajplanError(
-            f"{info.gym_id} has {obs_dim} observation / {act_dim} action dims but the model "
-            f"expects {model.cfg.obs_dim} / {model.cfg.act_dim}: wrong checkpoint for this env"
-        )
+    dims = (model.cfg.obs_dim, model.cfg.act_dim)
+    check_fits(env_name, dims, "this model", trained_env)
 
 
 def evaluate(
@@ -283,18 +268,10 @@ def run_episodes(
 
     env_name = env or checkpoint.env
     if isinstance(checkpoint, BCRun):
-        from trajplan.policies import BatchedActor, check_policy_fits
+        from trajplan.policies import BatchedActor
 
-        probe = make_env(env_name)
-        try:
-            view = obs_view(resolve_env(env_name), np.zeros(probe.observation_space.shape))
-            if (checkpoint.actor.obs_dim, checkpoint.actor.act_dim) != (
-                view.shape[-1],
-                probe.action_space.shape[0],
-            ):
-                check_policy_fits(checkpoint.actor, probe, str(checkpoint.run_dir))
-        finally:
-            probe.close()
+        actor = checkpoint.actor
+        check_fits(env_name, (actor.obs_dim, actor.act_dim), f"BC run {checkpoint.run_dir}")
         refs = references_for(
             env_name, checkpoint.ref_min, checkpoint.ref_max, checkpoint.ref_source or ""
         )

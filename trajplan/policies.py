@@ -19,6 +19,7 @@ import gymnasium as gym
 import numpy as np
 
 from trajplan.actors import LEVELS, Actor, builtin_actor, load_actor
+from trajplan.envs import check_fits
 from trajplan.errors import TrajplanError
 
 
@@ -186,15 +187,8 @@ def parse_range(text: str, what: str) -> tuple[float, float]:
 
 
 def check_policy_fits(actor: Actor, env: gym.Env, source: str) -> None:
-    """A TrajplanError when an actor's dimensions differ from the env's spaces."""
-    obs_dim = int(np.prod(env.observation_space.shape))
-    act_dim = int(np.prod(env.action_space.shape))
-    if (actor.obs_dim, actor.act_dim) != (obs_dim, act_dim):
-        trained = f" (trained on {actor.env_id})" if actor.env_id else ""
-        raise TrajplanError(
-            f"policy {source}{trained} has obs/act dims {actor.obs_dim}/{actor.act_dim}, "
-            f"but {env.spec.id if env.spec else 'the env'} has {obs_dim}/{act_dim}"
-        )
+    """A TrajplanError when an actor's dimensions differ from the env's (raw) spaces."""
+    check_fits(env, (actor.obs_dim, actor.act_dim), f"policy {source}", actor.env_id, view=False)
 
 
 class PlannerPolicy:

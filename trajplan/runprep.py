@@ -352,17 +352,17 @@ def _check_env_known(env_name: str, dataset: str) -> None:
 
 
 def _check_env_matches(env_name: str | None, dataset_env: str | None, dataset: str) -> None:
-    """The configured env and the env the dataset was recorded in must agree."""
+    """The configured env and the env the dataset was recorded in must agree (any version)."""
+    from trajplan.envs import resolve_env, same_env
+
     if env_name is None or dataset_env is None:
         return
-    from trajplan.envs import resolve_env
-
-    try:
-        a, b = resolve_env(env_name), resolve_env(dataset_env)
+    try:  # an env this machine does not know is refused elsewhere, with its own message
+        resolve_env(env_name), resolve_env(dataset_env)
     except TrajplanError:
         return
-    if a.gym_id.split("-v")[0] != b.gym_id.split("-v")[0]:
+    if not same_env(env_name, dataset_env, any_version=True):
         raise TrajplanError(
-            f"dataset {dataset} was recorded in {dataset_env}, not {a.gym_id}: "
+            f"dataset {dataset} was recorded in {dataset_env}, not {env_name}: "
             "pick a dataset for this env or another --env"
         )
