@@ -1,8 +1,10 @@
 """The whole trajplan pipeline, offline, on a CPU: `make demo`.
 
-1. data  -- a local mixed-quality HalfCheetah-v5 dataset (the kind of data TT is for): the
-            bundled SAC medium actor, each episode taking uniform random actions at its own
-            rate drawn from U(0, 1) (`trajplan data collect --mix-random 0:1`);
+1. data  -- a local mixed-quality dataset (the kind of data TT is for) from the env's bundled
+            medium actor: on HalfCheetah-v5 (the default) each episode takes uniform random
+            actions at its own rate drawn from U(0, 1) (`trajplan data collect --mix-random
+            0:1`); on Hopper-v5 (`--env hopper`, whose episodes end when it falls) at a rate
+            from U(0, 0.5), plus Gaussian action noise of a std from U(0, 0.5);
 2. train -- the BC baseline (`trajplan bc`) and the CPU recipe TT (configs/cpu-recipe.yaml:
             return-weighted action tokens, a schedule that ends with the run);
 3. eval  -- both on the same full 1000-step episodes and seeds, TT planning with the recipe's
@@ -25,11 +27,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / ".demo"
-DATASET = "trajplan-demo/halfcheetah/mixed-v0"
+# how each env's demo data mixes its medium actor with random actions and noise (LO, HI)
+MIXES = {
+    "halfcheetah": {"random_rate": (0.0, 1.0), "noise": (0.0, 0.0)},
+    "hopper": {"random_rate": (0.0, 0.5), "noise": (0.0, 0.5)},
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--env", choices=sorted(MIXES), default="halfcheetah", help="env of the demo")
     ap.add_argument("--steps", type=int, default=100_000, help="steps of data to collect")
     ap.add_argument("--epochs", type=int, default=2, help="TT epochs over the data")
     ap.add_argument("--bc-steps", type=int, default=10_000, help="BC optimizer steps")
@@ -41,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     demo = args.out
+    dataset = f"trajplan-demo/{args.env}/mixed-v0"
     os.environ["MINARI_DATASETS_PATH"] = str(demo / "datasets")  # keep the user's folder clean
     import torch
     from rich.console import Console
@@ -50,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     from trajplan.collect import collect
     from trajplan.config import load_config
     from trajplan.data import load_episodes
+    from trajplan.envs import resolve_env
     from trajplan.report import save_eval
     from trajplan.scores import references_for, stderr
     from trajplan.train import train
@@ -58,13 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     console = Console()
     t0 = time.time()
     console.rule("[bold]1. data")
-    if not (demo / "datasets" / DATASET).exists():
-        collect("halfcheetah", "medium", args.steps, DATASET, seed=args.seed, random_rate=(0, 1))
-    episodes = load_episodes(DATASET)
-    refs = references_for("halfcheetah", episodes.ref_min, episodes.ref_max, "")
+    if not (demo / "datasets" / dataset).exists():
+        collect(args.env, "medium", args.steps, dataset, seed=args.seed, **MIXES[args.env])
+    episodes = load_episodes(dataset)
+    refs = references_for(args.env, episodes.ref_min, episodes.ref_max, "")
     data_scores = [refs.score(r) for r in episodes.returns()]
     console.print(
-        f"{DATASET}: {episodes.n_episodes} episodes, {episodes.n_steps} steps, normalized "
+        f"{dataset}: {episodes.n_episodes} episodes, {episodes.n_steps} steps, normalized "
         f"score {sum(data_scores) / len(data_scores):.1f} (best episode {max(data_scores):.1f})"
     )
     t_data = time.time() - t0
@@ -76,9 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     # ~29k vs ~17k tokens/s): per-op overhead, not arithmetic, bounds it.
     torch.set_num_threads(1)
     t1 = time.time()
-    bc_run = train_bc(DATASET, runs / "bc", BCConfig(steps=args.bc_steps, seed=args.seed))
+    bc_run = train_bc(dataset, runs / "bc", BCConfig(steps=args.bc_steps, seed=args.seed))
     cfg = load_config(args.config)
-    cfg.dataset, cfg.train.seed, cfg.train.epochs = DATASET, args.seed, args.epochs
+    cfg.dataset, cfg.train.seed, cfg.train.epochs = dataset, args.seed, args.epochs
     tt_run = train(cfg, runs / "tt")
     t_train = time.time() - t1
 
@@ -96,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import numpy as np
 
-    table = Table(title=f"HalfCheetah-v5 mixed-quality data, {len(seeds)} episodes of each")
+    gym_id = resolve_env(args.env).gym_id
+    table = Table(title=f"{gym_id} mixed-quality data, {len(seeds)} episodes of each")
     for col in ("policy", "normalized score", "return"):
         table.add_column(col, justify="left" if col == "policy" else "right")
     ds = np.array(data_scores)
