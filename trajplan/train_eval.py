@@ -16,7 +16,9 @@ best-scoring weights in RUN/best_eval.safetensors (`trajplan eval --weights best
 `capped` and are not comparable to full-length ones.
 
 Planning draws from its own per-episode generators, never from torch's global one, so a
-run trains the same steps with or without evaluation, and resume stays exact.
+run trains the same steps with or without evaluation, and resume stays exact. Under
+torchrun only rank 0 evaluates; the other ranks wait for it at their next step (keep an
+evaluation shorter than the process group's timeout, 30 minutes by default).
 """
 
 from __future__ import annotations
