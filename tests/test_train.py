@@ -488,3 +488,13 @@ def test_seeds_in_turn_and_in_child_processes(capsys, halfcheetah_dataset: str, 
     code, err = cli(capsys, *base, "--logger", "mlflow", "--out", str(tmp_path / "c"))
     one_line_error(code, err, "mlflow", "tensorboard")
     assert not (tmp_path / "c").exists()
+
+
+def test_parse_seeds() -> None:
+    from trajplan.seeds import parse_seeds
+
+    assert parse_seeds("0-2,7, 1") == [0, 1, 2, 7]
+    assert parse_seeds("5") == [5]
+    for bad in ("", "a", "1-", "0,,x"):
+        with pytest.raises(TrajplanError, match="--seeds"):
+            parse_seeds(bad)

@@ -10,7 +10,7 @@ at once (`python -m trajplan train --config OUT/seeds-config.yaml --seed S --out
 OUT/seedS`), each pinned to its own GPU when several are visible (CUDA_VISIBLE_DEVICES),
 else to one CPU thread; their output goes to OUT/seedS.log. With resume, a seed whose
 directory exists continues from its checkpoint (a finished one has nothing left to do)
-and the others start.
+and the others start. Under torchrun, the seeds run one after another, each with DDP.
 """
 
 from __future__ import annotations
