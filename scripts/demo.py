@@ -1,10 +1,11 @@
 """The whole trajplan pipeline, offline, on a CPU: `make demo`.
 
 1. data  -- a local mixed-quality dataset (the kind of data TT is for) from the env's bundled
-            medium actor: on HalfCheetah-v5 (the default) each episode takes uniform random
-            actions at its own rate drawn from U(0, 1) (`trajplan data collect --mix-random
-            0:1`); on Hopper-v5 (`--env hopper`, whose episodes end when it falls) at a rate
-            from U(0, 0.5), plus Gaussian action noise of a std from U(0, 0.5);
+            medium actor: on Hopper-v5 (the default; episodes end when it falls) each episode
+            takes uniform random actions at its own rate drawn from U(0, 0.5) and adds Gaussian
+            action noise of a std drawn from U(0, 0.5) (`trajplan data collect --mix-random
+            0:0.5 --noise 0:0.5`); on HalfCheetah-v5 (`--env halfcheetah`) random actions at
+            a rate from U(0, 1);
 2. train -- the BC baseline (`trajplan bc`) and the CPU recipe TT (configs/cpu-recipe.yaml:
             return-weighted action tokens, a schedule that ends with the run);
 3. eval  -- both on the same full 1000-step episodes and seeds, TT planning with the recipe's
@@ -36,12 +37,12 @@ MIXES = {
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--env", choices=sorted(MIXES), default="halfcheetah", help="env of the demo")
+    ap.add_argument("--env", choices=sorted(MIXES), default="hopper", help="env of the demo")
     ap.add_argument("--steps", type=int, default=100_000, help="steps of data to collect")
     ap.add_argument("--epochs", type=int, default=2, help="TT epochs over the data")
     ap.add_argument("--bc-steps", type=int, default=10_000, help="BC optimizer steps")
     ap.add_argument("--out", type=Path, default=DEMO, help="where the dataset, runs, eval go")
-    ap.add_argument("--episodes", type=int, default=3, help="evaluation episodes")
+    ap.add_argument("--episodes", type=int, default=5, help="evaluation episodes")
     ap.add_argument("--episode-steps", type=int, default=None, help="cap episodes (quick look)")
     ap.add_argument("--config", default=str(ROOT / "configs" / "cpu-recipe.yaml"))
     ap.add_argument("--seed", type=int, default=0)
