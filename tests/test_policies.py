@@ -78,10 +78,11 @@ def test_load_actor_errors(tmp_path):
         tiny_actor(11, 3).act(np.zeros(17))
 
 
-# Measured returns of the shipped actors (random: HalfCheetah ~-280, Hopper ~18); the hopper
-# actor (TD3, 80k steps) reaches D4RL's medium level (~1,000-1,800), see its metadata.
+# Measured returns of the shipped actors (random: HalfCheetah ~-280, Hopper ~18, Walker2d
+# ~0); the TD3 hopper (80k steps) and walker2d (180k) actors are medium-level, see metadata.
 @pytest.mark.parametrize(
-    ("env", "dims", "min_return"), [("halfcheetah", (17, 6), 4000), ("hopper", (11, 3), 1000)]
+    ("env", "dims", "min_return"),
+    [("halfcheetah", (17, 6), 4000), ("hopper", (11, 3), 1000), ("walker2d", (17, 6), 1400)],
 )
 def test_builtin_medium_actors_ship_with_the_package(env, dims, min_return):
     actor = load_actor(builtin_actor(env, "medium"))
