@@ -35,7 +35,6 @@ import numpy as np
 import torch
 
 from trajplan.config import RunConfig, from_dict, to_dict
-from trajplan.envs import same_env
 from trajplan.errors import TrajplanError
 from trajplan.model import TrajectoryGPT
 from trajplan.runtime import atomic_write, resolve_device, staged_writes
@@ -333,6 +332,8 @@ def load_train_state(run_dir: str | Path) -> dict[str, Any]:
 
 def find_latest_run(env: str, runs_root: str | Path = "runs") -> Path:
     """The most recently finished run for `env` under runs_root (by finish time)."""
+    from trajplan.envs import same_env  # gymnasium only when searching runs
+
     root = Path(runs_root)
     if not root.is_dir():
         raise TrajplanError(

@@ -186,11 +186,6 @@ def parse_range(text: str, what: str) -> tuple[float, float]:
     return lo, hi
 
 
-def check_policy_fits(actor: Actor, env: gym.Env, source: str) -> None:
-    """A TrajplanError when an actor's dimensions differ from the env's (raw) spaces."""
-    check_fits(env, (actor.obs_dim, actor.act_dim), f"policy {source}", actor.env_id, view=False)
-
-
 class PlannerPolicy:
     """A trajplan planner (`trajplan.planner.Planner`) as a one-episode-at-a-time `Policy`.
 
@@ -251,7 +246,7 @@ def make_policy(spec: str, env_name: str, env: gym.Env) -> Policy:
             "exported actor (.actor.safetensors) or a trajplan checkpoint directory"
         )
     actor = load_actor(path)
-    check_policy_fits(actor, env, str(spec))
+    check_fits(env, (actor.obs_dim, actor.act_dim), f"policy {spec}", actor.env_id, view=False)
     level = actor.meta.get("level") or (spec if spec in LEVELS else None)
     algorithm = str(actor.meta.get("algorithm", "sac")).split()[0]  # "td3 (stable-baselines3)"
     return ActorPolicy(actor, f"{algorithm}-{level}" if level else "actor")
