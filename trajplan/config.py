@@ -35,6 +35,9 @@ class DataConfig:
     # Not the reference (0 = off): weight each action token's loss by
     # exp(beta * z) of its step's return-to-go (see trajplan.data.action_weights).
     action_weighting: float = 0.0
+    # What z is measured against: "mean" (the dataset's mean return-to-go) or "state" (an
+    # advantage over a fitted V(s); see trajplan.weighting).
+    weighting_baseline: str = "mean"
     val_fraction: float = 0.0  # share of episodes held out for a validation loss
 
 
@@ -242,6 +245,7 @@ def apply_overrides(cfg: Any, overrides: list[str]) -> Any:
 
 PLAN_MODES = ("cached", "full")
 PLAN_WINDOWS = ("slide", "grow")
+WEIGHTING_BASELINES = ("mean", "state")  # data.weighting_baseline (trajplan.weighting)
 
 
 def check_data_config(cfg: DataConfig) -> None:
@@ -258,6 +262,11 @@ def check_data_config(cfg: DataConfig) -> None:
         raise TrajplanError(f"data.val_fraction must be in [0, 1), got {cfg.val_fraction}")
     if not (math.isfinite(cfg.action_weighting) and cfg.action_weighting >= 0.0):
         raise TrajplanError(f"data.action_weighting must be >= 0, got {cfg.action_weighting}")
+    if cfg.weighting_baseline not in WEIGHTING_BASELINES:
+        raise TrajplanError(
+            f"data.weighting_baseline must be one of {', '.join(WEIGHTING_BASELINES)}, "
+            f"got {cfg.weighting_baseline!r}"
+        )
 
 
 def check_model_config(cfg: ModelConfig) -> None:

@@ -24,9 +24,12 @@ from trajplan.datasets import dataset_info, local_datasets
 from trajplan.episodes import Episodes, load_episodes, split_episodes
 from trajplan.errors import TrajplanError
 from trajplan.tokens import Discretizer
+from trajplan.weighting import action_weights, advantage_weights
 
 __all__ = [
     "Episodes",
+    "action_weights",
+    "advantage_weights",
     "PreparedData",
     "WindowDataset",
     "create_dataset",
@@ -94,25 +97,6 @@ def make_transitions(ep: Episodes, cfg: DataConfig) -> np.ndarray:
     out[:, o + a] = r
     out[:, o + a + 1] = v
     return out
-
-
-def action_weights(transitions: np.ndarray, beta: float, discount: float) -> np.ndarray:
-    """[n] weights for the action tokens of each step: exp(beta * z), mean 1.
-
-    Not in the reference. z is the step's discounted return-to-go `r_t + gamma * V_t`
-    (penalised reward plus value target, so what the model itself learns to predict),
-    standardised over the dataset and clipped to [-3, 3]. With beta > 0 the model's action
-    distribution leans towards what the better stretches of the data did (the idea of
-    advantage-weighted regression, with the dataset mean as baseline), so the planner's
-    candidate actions are better on mixed-quality data; observations, rewards and values
-    are still learned from all data unweighted. beta = 0 gives weight 1 everywhere.
-    """
-    g = transitions[:, -2].astype(np.float64) + discount * transitions[:, -1]
-    if beta == 0.0 or g.std() == 0.0:
-        return np.ones(len(g), dtype=np.float32)
-    z = np.clip((g - g.mean()) / g.std(), -3.0, 3.0)
-    w = np.exp(beta * z)
-    return (w / w.mean()).astype(np.float32)
 
 
 # -- training windows -------------------------------------------------------------------------
@@ -255,7 +239,10 @@ def _windows(ep: Episodes, transitions: np.ndarray, disc: Discretizer, cfg: Data
         disc.discretize(transitions), ep.lengths, cfg.seq_len, cfg.max_path_length, disc.stop_token
     )
     if cfg.action_weighting > 0:
-        w = action_weights(transitions, cfg.action_weighting, cfg.discount)
+        if cfg.weighting_baseline == "state":
+            w = advantage_weights(ep, transitions, cfg.action_weighting, cfg.discount)
+        else:
+            w = action_weights(transitions, cfg.action_weighting, cfg.discount)
         windows.set_action_weights(w, slice(ep.obs_dim, ep.obs_dim + ep.act_dim))
     return windows
 
