@@ -306,6 +306,18 @@ def test_tt_eval_records_predictions_next_to_the_env(tiny_run: Path, one_thread)
 # -- evaluation over worker processes --------------------------------------------------------
 
 
+def test_worker_devices_spread_over_gpus() -> None:
+    from trajplan.workers import worker_devices
+
+    assert worker_devices("auto", 3, 0) == ["cpu"] * 3
+    assert worker_devices("cpu", 2, 4) == ["cpu", "cpu"]
+    assert worker_devices("auto", 5, 2) == ["cuda:0", "cuda:1", "cuda:0", "cuda:1", "cuda:0"]
+    assert worker_devices("cuda", 2, 8) == ["cuda:0", "cuda:1"]
+    assert worker_devices("cuda:3", 2, 8) == ["cuda:3", "cuda:3"]
+    with pytest.raises(TrajplanError, match="CUDA is not available"):
+        worker_devices("cuda", 2, 0)
+
+
 def test_eval_over_workers_equals_one_process(tiny_run: Path) -> None:
     from trajplan.workers import evaluate_run
 

@@ -4,6 +4,8 @@ On a CPU one process's cost per episode does not fall with batching, so the leve
 other cores. `evaluate_run(..., workers=k)` deals the episode seeds round-robin to k spawned
 processes (one intra-op thread each by default), every worker loads the run and plays its
 episodes with `trajplan.evaluate.run_episodes`, and the episodes come back in seed order.
+On a CUDA device with several GPUs, worker k plans on GPU k mod n_gpus (`worker_devices`);
+otherwise workers plan on the CPU.
 Because every episode samples from its own seeded generator (the planner's batched == alone
 property), the result equals a single-process evaluation of the same seeds, episode for
 episode. Ctrl-C cancels the workers that have not finished.
@@ -38,13 +40,14 @@ def _worker(
     plan: dict[str, Any] | None,
     episode_steps: int | None,
     threads: int,
+    device: str = "cpu",
 ) -> Any:
     import torch
 
     from trajplan.evaluate import run_episodes
 
     torch.set_num_threads(threads)
-    run = _load(run_dir, "cpu")
+    run = _load(run_dir, device)
     cfg = from_dict(PlanConfig, plan, "plan") if plan is not None else None
     return run_episodes(
         run, env, seeds=seeds, plan_cfg=cfg, episode_steps=episode_steps, progress=False
@@ -59,6 +62,18 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def worker_devices(device: str, workers: int, n_gpus: int) -> list[str]:
+    """The device of each worker: GPU k mod n_gpus when `device` means CUDA and GPUs exist
+    (auto, cuda), the named GPU for cuda:N, else the CPU for all."""
+    if device.startswith("cuda:"):
+        return [device] * workers
+    if device in ("auto", "cuda") and n_gpus > 0:
+        return [f"cuda:{k % n_gpus}" for k in range(workers)]
+    if device == "cuda":
+        raise TrajplanError("device 'cuda' requested but CUDA is not available here")
+    return ["cpu"] * workers
+
+
 def evaluate_run(
     run_dir: str | Path,
     *,
@@ -71,8 +86,9 @@ def evaluate_run(
     device: str = "auto",
     progress: bool = True,
 ) -> Any:
-    """Evaluate a TT or BC run directory on `seeds`; with workers > 1, over that many CPU
-    processes of `threads` threads each (the same episodes as one process)."""
+    """Evaluate a TT or BC run directory on `seeds`; with workers > 1, over that many
+    processes of `threads` threads each, one GPU each where there are several (the same
+    episodes as one process)."""
     from trajplan.evaluate import EvalResult, run_episodes
 
     seeds = [int(s) for s in seeds]
@@ -88,7 +104,10 @@ def evaluate_run(
             run, env, seeds=seeds, plan_cfg=plan_cfg, episode_steps=episode_steps,
             progress=progress,
         )  # fmt: skip
+    import torch
+
     chunks = [seeds[k::workers] for k in range(workers)]
+    devices = worker_devices(device, workers, torch.cuda.device_count())
     t0 = time.perf_counter()
 
     def merged(parts: list[EvalResult], interrupted: bool = False) -> EvalResult:
@@ -104,7 +123,8 @@ def evaluate_run(
     ctx = mp.get_context("spawn")  # no forked torch thread pools
     pool = ProcessPoolExecutor(workers, mp_context=ctx)
     futures = [
-        pool.submit(_worker, str(run_dir), env, c, plan, episode_steps, threads) for c in chunks
+        pool.submit(_worker, str(run_dir), env, c, plan, episode_steps, threads, d)
+        for c, d in zip(chunks, devices, strict=True)
     ]
     try:
         parts: list[EvalResult] = []

@@ -192,8 +192,9 @@ def eval_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress."),
     workers: int = typer.Option(
         1,
-        help="CPU processes to split the episodes over (one thread each unless --threads): "
-        "the same episodes as one process, about N times faster on N free cores.",
+        help="Processes to split the episodes over (one thread each unless --threads): "
+        "the same episodes as one process, about N times faster on N free cores. With "
+        "several GPUs (--device auto or cuda), worker k plans on GPU k mod the GPU count.",
     ),
     planning: PlanOptions | None = None,
 ) -> None:
@@ -235,8 +236,8 @@ def eval_cmd(
     check_episode_args(episodes, episode_steps)
     if workers < 1:
         raise TrajplanError(f"--workers must be at least 1, got {workers}")
-    if workers > 1 and (video or device.startswith("cuda")):
-        raise TrajplanError("--workers > 1 splits episodes over CPU processes: without --video")
+    if workers > 1 and video:
+        raise TrajplanError("--workers > 1 splits episodes over processes: use it without --video")
     dests = []
     for base, plan_cfg in zip(bases, plans, strict=True):
         name = eval_name(episodes, seed, plan_cfg, episode_steps)
@@ -256,11 +257,11 @@ def eval_cmd(
                     films = {i: Path(video) / base.name / f"seed{seed + i}.mp4" for i in filmed}
                     rec = VideoRecorder(films)
                 try:
-                    if workers > 1:  # the same episodes, split over CPU processes
+                    if workers > 1:  # the same episodes, split over processes (or GPUs)
                         result = evaluate_run(
                             run_dir, seeds=range(seed, seed + episodes), env=env,
-                            plan_cfg=plan_cfg, episode_steps=episode_steps,
-                            workers=workers, threads=threads or 1, progress=progress,
+                            plan_cfg=plan_cfg, episode_steps=episode_steps, workers=workers,
+                            threads=threads or 1, device=device, progress=progress,
                         )  # fmt: skip
                     elif is_bc_run(base):  # a BC baseline acts on the same seeds, no planning
                         run = load_bc(base)
