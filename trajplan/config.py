@@ -33,7 +33,7 @@ class DataConfig:
     n_bins: int = 100  # bins per dimension (N)
     discretizer: str = "quantile"  # "quantile" (reference) or "uniform"
     # Not the reference (0 = off): weight each action token's loss by
-    # exp(beta * z) of its step's return-to-go (see trajplan.data.action_weights).
+    # exp(beta * z) of its step's return-to-go (see trajplan.weighting).
     action_weighting: float = 0.0
     # What z is measured against: "mean" (the dataset's mean return-to-go) or "state" (an
     # advantage over a fitted V(s); see trajplan.weighting).

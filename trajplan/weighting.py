@@ -18,6 +18,8 @@ candidates come from what the data's better actions did. Each step gets the weig
              by the time limit, not earned.
 
 Observations, rewards and values are learned from all data unweighted either way.
+On the CPU recipe "state" measured below "mean" on both Hopper datasets and within the noise
+on HalfCheetah (README), so "mean" is the default and the recipe's choice.
 """
 
 from __future__ import annotations
