@@ -24,7 +24,7 @@ from trajplan.datasets import dataset_info, local_datasets
 from trajplan.episodes import Episodes, load_episodes, split_episodes
 from trajplan.errors import TrajplanError
 from trajplan.tokens import Discretizer
-from trajplan.weighting import action_weights, advantage_weights
+from trajplan.weighting import action_weights, advantage_weights, step_weights
 
 __all__ = [
     "Episodes",
@@ -239,10 +239,9 @@ def _windows(ep: Episodes, transitions: np.ndarray, disc: Discretizer, cfg: Data
         disc.discretize(transitions), ep.lengths, cfg.seq_len, cfg.max_path_length, disc.stop_token
     )
     if cfg.action_weighting > 0:
-        if cfg.weighting_baseline == "state":
-            w = advantage_weights(ep, transitions, cfg.action_weighting, cfg.discount)
-        else:
-            w = action_weights(transitions, cfg.action_weighting, cfg.discount)
+        w = step_weights(
+            ep, transitions, cfg.action_weighting, cfg.discount, cfg.weighting_baseline
+        )
         windows.set_action_weights(w, slice(ep.obs_dim, ep.obs_dim + ep.act_dim))
     return windows
 

@@ -32,6 +32,14 @@ from trajplan.episodes import Episodes
 CLIP = 3.0  # |z| at most this
 
 
+def step_weights(ep: Episodes, transitions: np.ndarray, beta: float, discount: float,
+                 baseline: str) -> np.ndarray:  # fmt: skip
+    """[n] float32 action-token weights with the named baseline (`data.weighting_baseline`)."""
+    if baseline == "state":
+        return advantage_weights(ep, transitions, beta, discount)
+    return action_weights(transitions, beta, discount)
+
+
 def returns_to_go(transitions: np.ndarray, discount: float) -> np.ndarray:
     """[n] float64 g_t = r_t + gamma * V_t from transition rows [obs, act, r, V]."""
     return transitions[:, -2].astype(np.float64) + discount * transitions[:, -1]
