@@ -92,6 +92,21 @@ def test_lr_schedule_by_hand() -> None:
     assert (one.warmup_tokens, one.final_tokens) == (2490, 20 * 2490)
 
 
+def test_fitted_schedule_ends_with_the_run() -> None:
+    """fit_schedule: the cosine spans the run, shorter or longer than final_mult epochs."""
+    s = LRSchedule(lr=1e-3, warmup_tokens=100.0, final_tokens=2000.0, clamp=True)
+    assert s.fitted(schedule_steps=20, run_steps=20) is s  # run == schedule: unchanged
+    short = s.fitted(schedule_steps=20, run_steps=10)  # cut at half, or half the epochs
+    assert (short.warmup_tokens, short.final_tokens) == (50.0, 1000.0)
+    long = s.fitted(schedule_steps=20, run_steps=40)  # --epochs 4 with final_mult 2
+    assert (long.warmup_tokens, long.final_tokens) == (200.0, 4000.0)
+    assert s.multiplier(2000) == pytest.approx(0.1)  # the unfitted cosine is done at 2000
+    assert long.multiplier(2000) == pytest.approx(0.5 * (1 + math.cos(math.pi * 1800 / 3800)))
+    assert long.multiplier(4000) == pytest.approx(0.1) and long.clamp
+    unclamped = LRSchedule(1e-3, 100.0, 2000.0).fitted(20, 40)
+    assert unclamped.multiplier(8000) == pytest.approx(0.1)  # a fitted schedule never rises
+
+
 def test_epoch_rule() -> None:
     assert n_epochs_for(TrainConfig(), 998_000) == 50  # int(1e6 / 998000 * 50)
     assert n_epochs_for(TrainConfig(), 236) == int(1e6 / 236 * 50)

@@ -79,9 +79,9 @@ class TrainConfig:
     warmup_mult: float = 1.0  # warmup tokens = warmup_mult * n_windows * block_size
     final_mult: float = 20.0  # final tokens = final_mult * n_windows * block_size
     clamp_schedule: bool = False  # False: the reference's unclamped cosine (rises again)
-    # Not the reference: end the (clamped) cosine where the run ends, at max_steps or at
-    # time_limit_s (progress = the larger of the token and the time share), so a cut run
-    # still anneals its learning rate.
+    # Not the reference: end the (clamped) cosine where the run ends: after `epochs` (more or
+    # fewer than final_mult), at max_steps or at time_limit_s (progress = the larger of the
+    # token and the time share), so every run anneals its learning rate by its end.
     fit_schedule: bool = False
     val_every: int = 1  # epochs between validation losses (data.val_fraction > 0)
     seed: int = 42

@@ -5,7 +5,8 @@
 - learning rate by tokens seen (non-stop targets): linear warmup over one pass of the data
   (n_windows * block_size tokens), then a cosine to 0.1x at 20 passes that the reference
   never clamps (it rises again after); `train.clamp_schedule` holds 0.1x after the end, and
-  `train.fit_schedule` (not the reference) ends a clamped cosine where a cut run ends;
+  `train.fit_schedule` (not the reference) ends a clamped cosine where the run ends
+  (cut, shorter or longer than final_mult epochs);
 - n_epochs = int(1e6 / n_windows * n_epochs_ref) unless `train.epochs` is given.
 """
 
@@ -75,15 +76,19 @@ class LRSchedule:
     def __call__(self, tokens: float) -> float:
         return self.lr * self.multiplier(tokens)
 
-    def fitted(self, planned_steps: int, run_steps: int) -> LRSchedule:
-        """`train.fit_schedule`: a run cut to run_steps of planned_steps ends its (clamped)
-        cosine where it ends, at the average tokens per step of the planned run."""
-        budget = self.final_tokens / max(1, planned_steps) * run_steps
-        if budget >= self.final_tokens:
+    def fitted(self, schedule_steps: float, run_steps: int) -> LRSchedule:
+        """`train.fit_schedule`: the (clamped) cosine ends where the run ends. schedule_steps
+        is the optimizer steps this schedule spans (final_mult epochs); warmup and cosine
+        are scaled by run_steps / schedule_steps: shorter for a run cut by max_steps or with
+        fewer epochs, longer for a run with more epochs than final_mult."""
+        scale = run_steps / max(1.0, schedule_steps)
+        if scale == 1.0:
             return self
-        scale = budget / self.final_tokens
         return dataclasses.replace(
-            self, warmup_tokens=self.warmup_tokens * scale, final_tokens=budget, clamp=True
+            self,
+            warmup_tokens=self.warmup_tokens * scale,
+            final_tokens=self.final_tokens * scale,
+            clamp=True,
         )
 
 

@@ -156,9 +156,9 @@ class Trainer:
         self.total_steps = self.n_epochs * self.steps_per_epoch
         if tc.max_steps is not None:
             self.total_steps = min(self.total_steps, tc.max_steps)
-        if tc.fit_schedule:  # the cosine ends with the run
+        if tc.fit_schedule:  # the cosine ends with the run, whatever epochs and final_mult
             self.schedule = self.schedule.fitted(
-                self.n_epochs * self.steps_per_epoch, self.total_steps
+                tc.final_mult * self.steps_per_epoch, self.total_steps
             )
         self.state = TrainState()  # the progress counters (saved and restored)
         self.callbacks: list[Callback] = []  # rank 0, while run() runs: metrics, bar, ...
