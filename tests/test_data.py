@@ -228,6 +228,23 @@ def test_prepare_on_real_data(hopper_dataset) -> None:
     assert mask.min() == 1.0  # all episodes shorter than max_path_length
 
 
+def test_penalty_bin_on_real_data(hopper_dataset) -> None:
+    """data.penalty_bin: the terminations' -100 rewards alone in bin 0 of the reward column
+    (and nothing else in bins 0-1); every other column's bins, and all of them without a
+    penalty, are the reference's. (A mixed bin 0 is built in test_tokens.)"""
+    ref = prepare(hopper_dataset, DataConfig()).discretizer
+    data = prepare(hopper_dataset, DataConfig(penalty_bin=True))
+    disc, ep, r = data.discretizer, data.episodes, 14
+    np.testing.assert_array_equal(np.delete(disc.edges, r, 1), np.delete(ref.edges, r, 1))
+    tok = disc.discretize(data.transitions)[:, r]
+    term = np.asarray(ep.terminations, dtype=bool)
+    assert (tok[term] == 0).all() and (tok[~term] >= 2).all()
+    assert disc.midpoints()[0, r] == pytest.approx(-100.0)
+    off = prepare(hopper_dataset, DataConfig(penalty_bin=True, termination_penalty=None))
+    np.testing.assert_array_equal(off.discretizer.edges, prepare(
+        hopper_dataset, DataConfig(termination_penalty=None)).discretizer.edges)  # fmt: skip
+
+
 def test_obs_keep(hopper_dataset) -> None:
     assert load_episodes(hopper_dataset, obs_keep=5).obs_dim == 5
     assert load_episodes(hopper_dataset, obs_keep=0).obs_dim == 11

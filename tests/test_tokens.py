@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from trajplan.errors import TrajplanError
-from trajplan.tokens import Discretizer
+from trajplan.tokens import Discretizer, with_own_bin
 
 
 def reference_tokens(x: np.ndarray, edges: np.ndarray, n_bins: int) -> np.ndarray:
@@ -214,3 +214,29 @@ def test_bad_arguments() -> None:
         Discretizer.fit(np.zeros((0, 3)), 4)
     with pytest.raises(TrajplanError, match="n_bins"):
         Discretizer.fit(np.zeros((5, 1)), 0)
+
+
+def test_own_bin_for_a_rare_minimum() -> None:
+    """A rare outlier at the minimum (the termination penalty) shares quantile bin 0 with the
+    lowest ordinary values and decodes as about half of it; with_own_bin gives it bin 0 alone."""
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(10_000, 2))
+    data[::500, 1] = -100.0  # 0.2% of the rows: less than one bin's share (1%)
+    plain = Discretizer.fit(data, 100)
+    low = data[:, 1][data[:, 1] > -100].min()
+    assert plain.discretize(np.array([[0.0, low]]))[0, 1] == 0  # shares the penalty's bin
+    assert plain.midpoints()[0, 1] < -45  # so an ordinary low value decodes as ~-50
+    own = with_own_bin(plain, data[:, 1], 1, -100.0)
+    np.testing.assert_array_equal(own.edges[:, 0], plain.edges[:, 0])  # other columns kept
+    assert own.edges.shape == plain.edges.shape
+    tok = own.discretize(data)[:, 1]
+    assert set(tok[data[:, 1] == -100.0]) == {0} and tok[data[:, 1] > -100].min() == 2
+    assert own.midpoints()[0, 1] == pytest.approx(-100.0)
+    assert own.reconstruct(own.discretize(np.array([[0.0, low]])))[0, 1] > -4  # not ~-50
+    counts = np.bincount(tok, minlength=100)[2:]  # the rest: the reference's quantile rule
+    m = int((data[:, 1] > -100).sum())
+    assert (counts[:-1] == -(-m // 98)).all() and counts.sum() == m  # ceil(m / 98) per bin
+    # unchanged where there is nothing to isolate or the bins are not quantile bins
+    assert with_own_bin(plain, data[:, 0], 0, -100.0) is plain
+    uniform = Discretizer.fit(data, 100, kind="uniform")
+    assert with_own_bin(uniform, data[:, 1], 1, -100.0) is uniform

@@ -39,6 +39,10 @@ class DataConfig:
     # advantage over a fitted V(s); see trajplan.weighting).
     weighting_baseline: str = "mean"
     val_fraction: float = 0.0  # share of episodes held out for a validation loss
+    # Not the reference (False = off): the termination penalty gets a reward bin of its own,
+    # so ordinary low rewards do not share its bin and decode as half a penalty
+    # (trajplan.tokens.with_own_bin).
+    penalty_bin: bool = False
 
 
 @dataclass

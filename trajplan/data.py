@@ -2,7 +2,8 @@
 
     load_episodes   flat arrays over all steps of all episodes (trajplan.episodes)
     make_transitions  [obs, act, r (termination penalty), V (discounted reward-to-go)]
-    Discretizer.fit   per-dimension bins (trajplan.tokens)
+    Discretizer.fit   per-dimension bins (trajplan.tokens); with data.penalty_bin the
+                    termination penalty gets a reward bin of its own
     WindowDataset   windows of L transitions, stop-token padding, loss mask, batched gather
 
 `prepare(dataset_id, cfg)` runs the whole chain. Reading episodes lives in `trajplan.episodes`;
@@ -23,7 +24,7 @@ from trajplan.dataset_install import create_dataset, download_dataset
 from trajplan.datasets import dataset_info, local_datasets
 from trajplan.episodes import Episodes, load_episodes, split_episodes
 from trajplan.errors import TrajplanError
-from trajplan.tokens import Discretizer
+from trajplan.tokens import Discretizer, with_own_bin
 from trajplan.weighting import action_weights, advantage_weights, step_weights
 
 __all__ = [
@@ -234,6 +235,16 @@ class PreparedData:
     val_windows: WindowDataset | None = None  # held-out episodes (data.val_fraction > 0)
 
 
+def _fit_bins(ep: Episodes, transitions: np.ndarray, cfg: DataConfig) -> Discretizer:
+    """Bins for every column; with `penalty_bin` the termination penalty's reward has its own."""
+    disc = Discretizer.fit(transitions, cfg.n_bins, cfg.discretizer)
+    if cfg.penalty_bin and cfg.termination_penalty is not None:
+        r = ep.obs_dim + ep.act_dim  # the reward column
+        penalty = float(np.float32(cfg.termination_penalty))  # as stored in the transitions
+        disc = with_own_bin(disc, transitions[:, r], r, penalty)
+    return disc
+
+
 def _windows(ep: Episodes, transitions: np.ndarray, disc: Discretizer, cfg: DataConfig):
     windows = WindowDataset.from_step_tokens(
         disc.discretize(transitions), ep.lengths, cfg.seq_len, cfg.max_path_length, disc.stop_token
@@ -258,7 +269,7 @@ def prepare_episodes(
     check_data_config(cfg)
     ep.validate()
     transitions = make_transitions(ep, cfg)  # [n, D]
-    disc = discretizer or Discretizer.fit(transitions, cfg.n_bins, cfg.discretizer)
+    disc = discretizer or _fit_bins(ep, transitions, cfg)
     if disc.dim != transitions.shape[1]:
         raise TrajplanError(
             f"dataset {ep.dataset_id!r}: {transitions.shape[1]} dims per transition, the given "

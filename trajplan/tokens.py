@@ -60,6 +60,35 @@ def _uniform_edges(data: np.ndarray, n_bins: int) -> np.ndarray:
     return np.maximum.accumulate(edges, axis=0)
 
 
+def with_own_bin(disc: Discretizer, column: np.ndarray, col: int, value: float) -> Discretizer:
+    """Quantile bins where `value`, the minimum of column `col` (data [n]), has bin 0 to itself.
+
+    Not the reference (`data.penalty_bin`). Quantile bins put the lowest 1/N of a column in
+    bin 0 and reconstruct it at the bin's midpoint. When a rare outlier sits at the minimum
+    (the termination penalty, -100, in rewards whose lowest ordinary values are near -1),
+    that bin spans both and decodes as about -50: every ordinary low reward reads as half a
+    penalty to the planner. Here bin 0 holds only `value` (midpoint `value`), bin 1 is the
+    empty gap up to the next value, and the other values get quantile bins 2..N-1.
+    Unchanged when the column lacks `value` or holds values below it, when the bins are not
+    quantile bins, or when the new edges would not fit the other columns' edge count.
+    """
+    column = np.asarray(column, dtype=np.float64)
+    hit = column == value
+    if disc.kind != "quantile" or disc.n_bins < 3 or not hit.any() or hit.all():
+        return disc
+    if column.min() < value:
+        return disc
+    rest = _quantile_edges(column[~hit][:, None], disc.n_bins - 2)[:, 0]
+    own = np.concatenate([[value, np.nextafter(value, np.inf)], rest])  # [<= N+1]
+    n_edges = disc.edges.shape[0]
+    if len(own) > n_edges:
+        return disc
+    own = np.concatenate([own, np.repeat(own[-1:], n_edges - len(own))])
+    edges = disc.edges.copy()
+    edges[:, col] = own
+    return Discretizer(edges, disc.n_bins, disc.kind)
+
+
 def _check_finite(x: np.ndarray | torch.Tensor, what: str) -> None:
     ok = bool(torch.isfinite(x).all()) if isinstance(x, torch.Tensor) else np.isfinite(x).all()
     if not ok:
