@@ -74,9 +74,7 @@ def with_own_bin(disc: Discretizer, column: np.ndarray, col: int, value: float) 
     """
     column = np.asarray(column, dtype=np.float64)
     hit = column == value
-    if disc.kind != "quantile" or disc.n_bins < 3 or not hit.any() or hit.all():
-        return disc
-    if column.min() < value:
+    if disc.kind != "quantile" or disc.n_bins < 3 or hit.all() or column.min() != value:
         return disc
     rest = _quantile_edges(column[~hit][:, None], disc.n_bins - 2)[:, 0]
     own = np.concatenate([[value, np.nextafter(value, np.inf)], rest])  # [<= N+1]
