@@ -182,7 +182,7 @@ def test_collect_mixed_dataset_records_how_it_was_made(minari_root: Path) -> Non
 
 
 def test_action_weights_follow_return_to_go() -> None:
-    from trajplan.data import action_weights
+    from trajplan.weighting import action_weights
 
     tr = np.zeros((5, 4), np.float32)
     tr[:, -2] = [0, 1, 2, 3, 4]  # rewards; values 0: G = r
@@ -194,7 +194,8 @@ def test_action_weights_follow_return_to_go() -> None:
 
 
 def test_weighted_windows_scale_only_action_targets(minari_datasets) -> None:
-    from trajplan.data import action_weights, load_episodes, prepare_episodes
+    from trajplan.data import load_episodes, prepare_episodes
+    from trajplan.weighting import action_weights
 
     ep = load_episodes(minari_datasets.halfcheetah)
     plain = prepare_episodes(ep, DataConfig(seq_len=3, n_bins=10))

@@ -25,12 +25,10 @@ from trajplan.datasets import dataset_info, local_datasets
 from trajplan.episodes import Episodes, load_episodes, split_episodes
 from trajplan.errors import TrajplanError
 from trajplan.tokens import Discretizer, with_own_bin
-from trajplan.weighting import action_weights, advantage_weights, step_weights
+from trajplan.weighting import step_weights
 
 __all__ = [
     "Episodes",
-    "action_weights",
-    "advantage_weights",
     "PreparedData",
     "WindowDataset",
     "create_dataset",
@@ -178,7 +176,7 @@ class WindowDataset:
 
     def set_action_weights(self, step_weights: np.ndarray, act_slice: slice) -> None:
         """Per-step loss weights [n_steps] for the action tokens of each step (see
-        `action_weights`); stop rows keep weight 1. Applied by `get_batch`."""
+        `trajplan.weighting`); stop rows keep weight 1. Applied by `get_batch`."""
         per_row = torch.ones(self.tokens.shape[0], dtype=torch.float32)
         is_step = (self.tokens[:, 0] != self.stop_token).cpu()  # stop rows are all stop tokens
         per_row[is_step] = torch.as_tensor(step_weights, dtype=torch.float32)

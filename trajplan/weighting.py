@@ -32,8 +32,9 @@ from trajplan.episodes import Episodes
 CLIP = 3.0  # |z| at most this
 
 
-def step_weights(ep: Episodes, transitions: np.ndarray, beta: float, discount: float,
-                 baseline: str) -> np.ndarray:  # fmt: skip
+def step_weights(
+    ep: Episodes, transitions: np.ndarray, beta: float, discount: float, baseline: str
+) -> np.ndarray:
     """[n] float32 action-token weights with the named baseline (`data.weighting_baseline`)."""
     if baseline == "state":
         return advantage_weights(ep, transitions, beta, discount)
