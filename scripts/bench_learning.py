@@ -4,6 +4,7 @@ evaluate both on the same episode seeds, and compare with the dataset's own mean
     python scripts/bench_learning.py --dataset local/halfcheetah/mixed-v0
     python scripts/bench_learning.py --dataset mujoco/hopper/medium-v0 --config configs/X.yaml
     python scripts/bench_learning.py --dataset ID --tt-run RUN --bc-run RUN   # reuse runs
+    python scripts/bench_learning.py --dataset ID --prior   # also TT with BC as its prior
 
 Any Minari dataset id (local or downloaded; MINARI_DATASETS_PATH is honoured). Scores are
 D4RL-normalized with the dataset's reference scores when it stores them, else the D4RL
@@ -46,13 +47,21 @@ def dataset_score(dataset_id: str) -> tuple[float, float, int, str]:
     return float(scores.mean()), float(stderr(scores) or 0.0), len(scores), refs.describe()
 
 
-def evaluate_and_save(run: Path, eval_kw: dict, args: argparse.Namespace) -> dict:
-    """Evaluate a run, write RUN/eval/<what>/eval.json + eval.png, return the summary."""
+def evaluate_and_save(
+    run: Path, eval_kw: dict, args: argparse.Namespace, prior: Path | None = None
+) -> dict:
+    """Evaluate a run (a TT run with `prior`: that BC run as its plan.prior), write
+    RUN/eval/<what>/eval.json + eval.png, return the summary."""
+    from trajplan.checkpoint import read_manifest
+    from trajplan.evaluate import with_overrides
     from trajplan.report import eval_name, save_eval
     from trajplan.runtime import unique_dir
     from trajplan.workers import evaluate_run
 
-    result = evaluate_run(run, **eval_kw, progress=False)
+    plan_cfg = None
+    if prior is not None:
+        plan_cfg = with_overrides(read_manifest(run)[0].plan, prior=str(prior))
+    result = evaluate_run(run, **eval_kw, plan_cfg=plan_cfg, progress=False)
     plan = None
     if result.plan.get("horizon") is not None:
         from trajplan.config import PlanConfig, from_dict
@@ -82,6 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="folder for the runs (default runs/bench-...)")
     ap.add_argument("--tt-run", default=None, help="evaluate this TT run instead of training")
     ap.add_argument("--bc-run", default=None, help="evaluate this BC run instead of training")
+    ap.add_argument(
+        "--prior",
+        action="store_true",
+        help="also evaluate TT with the BC run as its plan.prior (half the candidates)",
+    )
     args = ap.parse_args(argv)
 
     import torch
@@ -128,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         tt = evaluate_and_save(tt_run, eval_kw, args)
         tt_eval_min = (time.perf_counter() - t0) / 60
+        ttp = evaluate_and_save(tt_run, eval_kw, args, prior=bc_run) if args.prior else None
     except TrajplanError as exc:
         console.print(f"[red]error:[/] {exc}", highlight=False)
         return 2
@@ -139,7 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     for col in ("", "normalized score", "return", "train min"):
         table.add_column(col, justify="left" if not col else "right")
     table.add_row(f"dataset ({ds_n} episodes)", cell(ds_mean, ds_err), "", "")
-    for name, s, minutes in (("BC", bc, bc_train_min), ("TT", tt, tt_train_min)):
+    rows = [("BC", bc, bc_train_min), ("TT", tt, tt_train_min)]
+    if ttp is not None:
+        rows.append(("TT, BC as prior", ttp, None))
+    for name, s, minutes in rows:
         table.add_row(
             name,
             cell(s["score_mean"], s["score_stderr"]),
@@ -177,6 +195,14 @@ def main(argv: list[str] | None = None) -> int:
         tt_reward_corr=diag.get("reward_corr"),
         tt_return_bias=diag.get("return_bias"),
     )
+    if ttp is not None:
+        figures.update(
+            tt_prior_normalized=round(ttp["score_mean"], 2),
+            tt_prior_stderr=round(ttp["score_stderr"] or 0.0, 2),
+            tt_prior_minus_bc=round(ttp["score_mean"] - bc["score_mean"], 2),
+            tt_prior_minus_dataset=round(ttp["score_mean"] - ds_mean, 2),
+            tt_prior_action_share=(ttp.get("diagnostics") or {}).get("prior_action_share"),
+        )
     print(json.dumps(figures))
     return 0
 

@@ -264,6 +264,26 @@ def test_cli_plan_set_reaches_the_planner(run_dir: Path, tmp_path: Path) -> None
     assert plan["logp_weight"] == 0.5 and plan["n_expand"] == 3 and plan["beam_width"] == 2
 
 
+def test_cli_eval_with_a_prior_policy(run_dir: Path, tmp_path: Path) -> None:
+    """--prior: the bundled Hopper actor proposes half the candidates; eval.json says which
+    prior, how many executed actions were its, and the folder name says a prior was used."""
+    from trajplan.actors import builtin_actor
+
+    actor = builtin_actor("hopper", "medium")
+    ev = run_cli("eval", str(run_dir), "--episodes", "2", "--episode-steps", "5", "--threads",
+                 "1", "--prior", str(actor), "--out", str(tmp_path / "ev"))  # fmt: skip
+    assert ev.returncode == 0, ev.stderr
+    (folder,) = (tmp_path / "ev").iterdir()
+    assert "-prior-capped5-" in folder.name
+    doc = json.loads((folder / "eval.json").read_text())
+    assert doc["plan"]["prior"] == str(actor.resolve()) and doc["plan"]["prior_share"] == 0.5
+    steps = [e["prior_steps"] for e in doc["episodes"]]
+    lengths = [e["length"] for e in doc["episodes"]]
+    assert all(0 <= s <= n for s, n in zip(steps, lengths, strict=True))
+    share = doc["summary"]["diagnostics"]["prior_action_share"]
+    assert share == pytest.approx(sum(steps) / sum(lengths))
+
+
 @pytest.mark.parametrize("command", [[], ["plan"], ["eval"], ["train"], ["data", "list"], ["hub"]])
 def test_cli_short_help_and_version(command: list[str], capsys: pytest.CaptureFixture) -> None:
     from trajplan import __version__
@@ -294,6 +314,8 @@ def test_cli_short_help_and_version(command: list[str], capsys: pytest.CaptureFi
         (("plan", "--checkpoint", "{run}", "--set", "plan.logp_weight"), "plan.KEY=VALUE"),
         (("plan", "--checkpoint", "{run}", "--set", "plan.logp_weight=-1"), "logp_weight must"),
         (("eval", "{run}", "--set", "plan.horizon=two"), "expected an integer"),
+        (("eval", "{run}", "--prior", "no/such/bc"), "bc not found (give a BC run"),
+        (("eval", "{run}", "--set", "plan.prior_share=2"), "prior_share must be in (0, 1]"),
     ],
 )
 def test_cli_bad_input_is_one_red_line(

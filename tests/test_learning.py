@@ -354,15 +354,20 @@ def test_bench_learning_prints_a_table_and_the_json_figures(
     cmd = [sys.executable, str(ROOT / "scripts" / "bench_learning.py"), "--dataset",
            halfcheetah_dataset, "--config", str(ROOT / "configs" / "tiny.yaml"), "--set",
            "train.epochs=1", "--episodes", "2", "--episode-steps", "3", "--bc-steps", "20",
-           "--workers", "1", "--threads", "1", "--out", str(tmp_path / "b")]  # fmt: skip
+           "--workers", "1", "--threads", "1", "--out", str(tmp_path / "b"), "--prior"]  # fmt: skip
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     figures = json.loads(r.stdout.strip().splitlines()[-1])
-    for key in ("dataset_normalized", "bc_normalized", "tt_normalized", "tt_stderr"):
+    for key in ("dataset_normalized", "bc_normalized", "tt_normalized", "tt_stderr",
+                "tt_prior_normalized", "tt_prior_action_share"):  # fmt: skip
         assert isinstance(figures[key], float)
     assert figures["comparable"] is False  # capped episodes are labelled
-    for run in ("bc", "tt"):  # every evaluation is kept next to its run
-        assert len(list((tmp_path / "b" / run / "eval").glob("*/eval.json"))) == 1
+    assert "TT, BC as prior" in r.stdout
+    # every evaluation is kept next to its run; TT's with the BC run as prior apart
+    assert len(list((tmp_path / "b" / "bc" / "eval").glob("*/eval.json"))) == 1
+    (with_prior,) = (tmp_path / "b" / "tt" / "eval").glob("*-prior-*/eval.json")
+    assert json.loads(with_prior.read_text())["plan"]["prior"] == str(tmp_path / "b" / "bc")
+    assert len(list((tmp_path / "b" / "tt" / "eval").glob("*/eval.json"))) == 2
 
 
 def test_cli_eval_over_workers_writes_the_same_episodes(tiny_run: Path, tmp_path: Path) -> None:

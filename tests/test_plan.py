@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from trajplan.actors import Actor, load_actor, save_actor
 from trajplan.config import ModelConfig, PlanConfig
 from trajplan.decoding import forward_cached, forward_shared, new_cache
 from trajplan.errors import TrajplanError
@@ -476,3 +477,83 @@ def test_likelihood_weight_changes_the_ranking_not_the_reported_score() -> None:
     for (tok, val, act), (tok1, val1, act1) in zip(liked, alone, strict=True):
         assert (tok[1] == tok1[0]).all() and (act[1] == act1[0]).all()
         assert val[1] == pytest.approx(val1[0], abs=1e-9)
+
+
+# -- a prior policy's actions as candidates (plan.prior, not the reference) -----------------
+
+
+@pytest.fixture(scope="module")
+def prior_file(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A random tanh MLP actor with Hopper's dimensions, saved as a real actor file."""
+    rng = np.random.default_rng(0)
+    actor = Actor(
+        weights=[rng.normal(size=(16, OBS)).astype(np.float32),
+                 rng.normal(size=(ACT, 16)).astype(np.float32)],
+        biases=[np.zeros(16, np.float32), np.zeros(ACT, np.float32)],
+        activation="tanh",
+        action_low=-np.ones(ACT, np.float32),
+        action_high=np.ones(ACT, np.float32),
+    )  # fmt: skip
+    return str(save_actor(actor, tmp_path_factory.mktemp("prior") / "p.actor.safetensors"))
+
+
+def test_prior_alone_acts_as_the_prior_quantized(prior_file: str) -> None:
+    """prior_share 1, no noise: every candidate is the prior's action, so the planner
+    executes the prior's action for the real observation, through bin midpoints."""
+    model, disc = random_model(seed=2), random_discretizer(2)
+    cfg = PlanConfig(horizon=3, beam_width=4, n_expand=2, max_context_transitions=3,
+                     prior=prior_file, prior_share=1.0, prior_noise=0.0)  # fmt: skip
+    obs, rew = episode_data(4, 2, seed=3)
+    planner = Planner(model, disc, cfg)
+    planner.reset(2, [0, 1])
+    actor = load_actor(prior_file)
+    for t in range(4):
+        act = planner.act(obs[t])
+        want = disc.reconstruct(
+            disc.discretize(actor.act(obs[t]).astype(np.float64), dims=slice(OBS, OBS + ACT)),
+            dims=slice(OBS, OBS + ACT),
+        )
+        assert np.array_equal(act, want)
+        assert planner.predictions()[2].all()  # the plan's first action is the prior's
+        planner.observe(obs[t], act, rew[t])
+
+
+def test_prior_mixes_candidates_exactly_in_both_window_modes(prior_file: str) -> None:
+    """Half the rows from a noisy prior: cached == full, batched == alone, same seed same
+    plan; the prior changes the plans, and its draws are counted in uniforms_per_plan."""
+    model, disc = random_model(seed=3), random_discretizer(3)
+    cfg = PlanConfig(horizon=3, beam_width=4, n_expand=2, max_context_transitions=3,
+                     prior=prior_file, prior_noise=0.3)  # fmt: skip
+    obs, rew = episode_data(6, 2, seed=4)
+    cached = play(model, disc, cfg, obs, rew, [5, 6])
+    full = play(model, disc, dataclasses.replace(cfg, mode="full"), obs, rew, [5, 6])
+    for (tc, vc, ac), (tf, vf, af) in zip(cached, full, strict=True):
+        assert (tc == tf).all() and (ac == af).all()
+        assert vc == pytest.approx(vf, abs=1e-9)
+    alone = play(model, disc, cfg, obs[:, 1:], rew[:, 1:], [6])
+    assert all((c[2][1] == a[2][0]).all() for c, a in zip(cached, alone, strict=True))
+    plain = play(model, disc, dataclasses.replace(cfg, prior=None), obs, rew, [5, 6])
+    assert any((p[0] != c[0]).any() for p, c in zip(plain, cached, strict=True))
+    m = round(0.5 * 8)  # prior rows of the 2 x 4 expanded rows
+    assert (
+        uniforms_per_plan(cfg, OBS, ACT)
+        == uniforms_per_plan(dataclasses.replace(cfg, prior=None), OBS, ACT) + 3 * m * ACT
+    )
+
+
+def test_bad_priors_are_clear_errors(prior_file: str, tmp_path) -> None:
+    model, disc = random_model(), random_discretizer()
+    base = PlanConfig(horizon=2, beam_width=2, max_context_transitions=3)
+    with pytest.raises(TrajplanError, match="not found"):
+        Planner(model, disc, dataclasses.replace(base, prior=str(tmp_path / "nope")))
+    with pytest.raises(TrajplanError, match="holds no policy.actor.safetensors"):
+        Planner(model, disc, dataclasses.replace(base, prior=str(tmp_path)))
+    for change, message in [({"prior_share": 0.0}, "prior_share must be in"),
+                            ({"prior_noise": -0.1}, "prior_noise must be >= 0")]:  # fmt: skip
+        with pytest.raises(TrajplanError, match=message):
+            Planner(model, disc, dataclasses.replace(base, prior=prior_file, **change))
+    other = load_actor(prior_file)
+    other.weights[0] = np.zeros((16, OBS + 1), np.float32)  # an actor for another env
+    path = save_actor(other, tmp_path / "other.actor.safetensors")
+    with pytest.raises(TrajplanError, match="acts on 12 observation"):
+        Planner(model, disc, dataclasses.replace(base, prior=str(path)))

@@ -126,6 +126,12 @@ class PlanConfig:
     # the lowest `score_tail` share of its distribution (CVaR) instead of its expectation, so
     # plans whose outcome the model is unsure of score lower.
     score_tail: float = 1.0
+    # Not the reference (none = off): a policy (a `trajplan bc` run or an *.actor.safetensors
+    # file) whose actions fill `prior_share` of every step's candidates, with Gaussian noise
+    # of `prior_noise` times each action's half range (trajplan.planner.prior).
+    prior: str | None = None
+    prior_share: float = 0.5
+    prior_noise: float = 0.1
     mode: str = "cached"  # "cached" (exact, fast) or "full" (whole window per token)
     window: str = "slide"  # "slide" (reference) or "grow" (slide only past the block; faster)
 
@@ -346,6 +352,10 @@ def check_plan_config(cfg: PlanConfig) -> None:
         raise TrajplanError(f"plan.logp_weight must be >= 0, got {cfg.logp_weight}")
     if not 0.0 < cfg.score_tail <= 1.0:
         raise TrajplanError(f"plan.score_tail must be in (0, 1], got {cfg.score_tail}")
+    if not 0.0 < cfg.prior_share <= 1.0:
+        raise TrajplanError(f"plan.prior_share must be in (0, 1], got {cfg.prior_share}")
+    if not (math.isfinite(cfg.prior_noise) and cfg.prior_noise >= 0):
+        raise TrajplanError(f"plan.prior_noise must be >= 0, got {cfg.prior_noise}")
     for name in ("cdf_obs", "cdf_act"):
         p = getattr(cfg, name)
         if p is not None and not 0.0 < p <= 1.0:

@@ -355,4 +355,9 @@ def with_overrides(cfg: PlanConfig, sets: Sequence[str] = (), **overrides: Any) 
             )
         apply_overrides(new, [rest])
     check_plan_config(new)
+    if new.prior and new.prior != cfg.prior:  # a prior named now: absolute, and it must load
+        from trajplan.planner.prior import load_prior
+
+        new.prior = str(Path(new.prior).expanduser().resolve())
+        load_prior(new.prior)
     return new

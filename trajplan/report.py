@@ -27,6 +27,7 @@ def eval_name(
     name = f"{n_episodes}ep-seed{seed}"
     if plan is not None:
         name += f"-h{plan.horizon}-b{plan.beam_width}"
+        name += "-prior" if plan.prior else ""
     if episode_steps is not None:
         name += f"-capped{episode_steps}"
     return f"{name}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"

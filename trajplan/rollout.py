@@ -56,6 +56,7 @@ class EpisodeResult:
     # what a planner predicted at every step (empty for policies that do not plan):
     pred_rewards: list[float] = field(default_factory=list)  # expected reward of the step
     pred_returns: list[float] = field(default_factory=list)  # score of the plan acted on
+    prior_steps: int | None = None  # actions that were a prior policy's (plan.prior)
 
 
 def rollout(
@@ -110,6 +111,8 @@ def rollout(
                 if pred is not None:
                     res.pred_rewards.append(float(pred[0][j]))
                     res.pred_returns.append(float(pred[1][j]))
+                    if len(pred) > 2 and pred[2] is not None:
+                        res.prior_steps = (res.prior_steps or 0) + int(pred[2][j])
                 res.ret += float(r)
                 res.length += 1
                 res.rewards.append(float(r))

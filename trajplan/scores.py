@@ -114,7 +114,8 @@ def plan_diagnostics(episodes: Sequence[EpisodeResult], discount: float) -> dict
     step (sum_k gamma^k r_{t+k}); the last 1/(1-gamma) steps of an episode cut by its time
     limit are left out (their realized return is cut short, the model cannot see the clock).
     A good reward fit with a large return bias says the value head is wrong; good fits with a
-    poor score say the search, not the model, is at fault.
+    poor score say the search, not the model, is at fault. With a prior policy (plan.prior),
+    prior_action_share: the share of executed actions that were the prior's.
     """
     pr, r, pv, g = [], [], [], []
     tail = int(round(1.0 / (1.0 - discount))) if discount < 1 else 0
@@ -142,6 +143,10 @@ def plan_diagnostics(episodes: Sequence[EpisodeResult], discount: float) -> dict
         "reward_mae": float(np.abs(pr_ - r_).mean()),
         "reward_corr": corr(pr_, r_),
     }
+    with_prior = [e for e in episodes if e.prior_steps is not None and e.pred_rewards]
+    if with_prior:
+        n = sum(len(e.pred_rewards) for e in with_prior)
+        out["prior_action_share"] = sum(e.prior_steps or 0 for e in with_prior) / n
     if len(pv_):
         out.update(
             return_steps=len(pv_),

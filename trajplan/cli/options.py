@@ -65,6 +65,14 @@ PLAN_FLAGS: tuple[tuple[str, str, type, str], ...] = (
     ("k_act", "k_act", int, "Top-k filter for actions (none)."),
     ("context", "max_context_transitions", int, "Past transitions kept as context (5)."),
     ("plan_freq", "plan_freq", int, "Replan every N env steps (1)."),
+    (
+        "prior",
+        "prior",
+        str,
+        "A BC run (trajplan bc) or *.actor.safetensors whose actions, with a little noise, "
+        "fill half of every step's candidates (plan.prior_share, plan.prior_noise): the "
+        "search picks among the model's and the prior's. Not the reference (none).",
+    ),
     ("mode", "mode", str, "cached (fast, exact) or full (reference: whole window per token)."),
     (
         "window",

@@ -19,6 +19,7 @@ from trajplan.config import check_plan_config as check_plan_values
 from trajplan.decoding import KVCache
 from trajplan.errors import TrajplanError
 from trajplan.model import TrajectoryGPT
+from trajplan.planner.prior import PriorProposals, load_prior
 from trajplan.planner.sampling import Uniforms, uniforms_per_plan
 from trajplan.planner.search import PlanResult, beam_search
 from trajplan.tokens import Discretizer
@@ -82,6 +83,12 @@ class Planner:
         self.D = model.transition_dim
         self.window = plan_window(model, cfg)
         self.mids = torch.as_tensor(discretizer.midpoints(), device=self.device)  # [N, D] f64
+        self.prior = None
+        if cfg.prior:
+            actor = load_prior(cfg.prior)
+            self.prior = PriorProposals(
+                actor, discretizer, self.obs_dim, self.act_dim, cfg.prior_noise
+            )
         self.n_uniforms = uniforms_per_plan(cfg, self.obs_dim, self.act_dim)
         self._pool: dict[int, list[KVCache]] = {}  # key/value buffers reused by every plan
         self.plan_seconds = 0.0
@@ -125,8 +132,9 @@ class Planner:
             t0 = time.perf_counter()
             uniforms = Uniforms(self.generators, self.n_uniforms, self.device)
             self.plan = beam_search(
-                self.model, ctx, self.cfg, self.mids, uniforms, self.window, self._pool
-            )
+                self.model, ctx, self.cfg, self.mids, uniforms, self.window, self._pool,
+                self.prior, torch.as_tensor(obs, device=self.device),
+            )  # fmt: skip
             assert uniforms.offset == self.n_uniforms, "plan consumed an unexpected draw count"
             self.plan_seconds += time.perf_counter() - t0
             self.n_plans += 1
@@ -158,18 +166,20 @@ class Planner:
         if self.plan is not None:
             p = self.plan
             self.plan = PlanResult(
-                *(x.index_select(0, idx) for x in (p.tokens, p.value, p.rewards))
+                *(x.index_select(0, idx) for x in (p.tokens, p.value, p.rewards, p.from_prior))
             )
 
-    def predictions(self) -> tuple[np.ndarray, np.ndarray]:
+    def predictions(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """What the model predicted for the actions `act` just returned: the expected reward
         of this step [E] and the score of the plan they come from [E] (its predicted
-        discounted return from the step where it was made)."""
+        discounted return from the step where it was made); with a prior policy, whether the
+        plan's first action was the prior's [E] bool (else None)."""
         assert self.plan is not None, "call act() first"
         row = (self.steps % self.cfg.plan_freq) if self.cfg.plan_freq > 1 else 0
         return (
             self.plan.rewards[:, row].cpu().numpy(),
             self.plan.value.cpu().numpy().astype(np.float64),
+            self.plan.from_prior.cpu().numpy() if self.prior is not None else None,
         )
 
     @property

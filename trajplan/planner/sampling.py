@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import torch
 
 from trajplan.config import PlanConfig
+from trajplan.planner.prior import prior_rows
 
 
 def cdf_filter(logits: torch.Tensor, probs: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -115,6 +116,9 @@ class Uniforms:
 
 
 def uniforms_per_plan(cfg: PlanConfig, obs_dim: int, act_dim: int) -> int:
-    """Random numbers one episode's plan consumes (actions, reward and value, observations)."""
+    """Random numbers one episode's plan consumes (actions, reward and value, observations,
+    and the noise of a prior's actions: trajplan.planner.prior)."""
     nb = cfg.n_expand * cfg.beam_width
-    return cfg.horizon * nb * (act_dim + 2) + (cfg.horizon - 1) * cfg.beam_width * obs_dim
+    m = prior_rows(cfg.prior_share, nb) if cfg.prior else 0
+    per_step = nb * (act_dim + 2) + m * act_dim
+    return cfg.horizon * per_step + (cfg.horizon - 1) * cfg.beam_width * obs_dim

@@ -5,6 +5,7 @@ Per episode, `B = beam_width`, `n = n_expand`, horizon H:
     for t in 0..H-1:
         tile the beams n times (`x.repeat(n, 1)`)                      # n*B rows
         sample the a action tokens one at a time (cdf filter, top-k)
+        (with a prior policy: its actions in the last rows of every episode, planner/prior.py)
         sample reward and value greedily; read their expected values
         score = sum_{i<=t} gamma^i r_i + gamma^(t+1) V_t; keep the B best  # B rows
         unless t == H-1: sample the o observation tokens greedily
@@ -22,6 +23,7 @@ import torch
 from trajplan.config import PlanConfig
 from trajplan.decoding import KVCache
 from trajplan.model import TrajectoryGPT
+from trajplan.planner.prior import PriorProposals, prior_rows
 from trajplan.planner.sampling import Uniforms, beam_scores, sample_token, tail_mean, token_logp
 from trajplan.planner.windows import CachedWindow, FullWindow
 
@@ -30,11 +32,13 @@ from trajplan.planner.windows import CachedWindow, FullWindow
 class PlanResult:
     """Best plan of every episode: tokens [E, H, D] (first row starts with the current
     observation), its score [E] and the expected rewards r_0..r_{H-1} and final value V
-    it was scored with, [E, H+1] (diagnostics: what the model predicted)."""
+    it was scored with, [E, H+1] (diagnostics: what the model predicted), and whether its
+    first action came from a prior policy's rows [E]."""
 
     tokens: torch.Tensor
     value: torch.Tensor
     rewards: torch.Tensor
+    from_prior: torch.Tensor  # [E] bool: its first action is a prior policy's (plan.prior)
 
 
 def beam_search(
@@ -45,11 +49,14 @@ def beam_search(
     uniforms: Uniforms,
     window: int,
     pool: dict[int, list[KVCache]] | None = None,
+    prior: PriorProposals | None = None,
+    obs: torch.Tensor | None = None,
 ) -> PlanResult:
     """Plan for E episodes at once: ctx [E, P] tokens (context transitions + observation).
 
     mids [N, D] float64 bin midpoints on the device; pool: key/value buffers to reuse across
-    plans (cached mode). Returns the best beam of every episode.
+    plans (cached mode); prior and obs [E, o] (the real observations, float64): candidate
+    actions from a prior policy. Returns the best beam of every episode.
     """
     D, N = model.transition_dim, model.vocab_size
     a = model.cfg.act_dim
@@ -65,6 +72,13 @@ def beam_search(
     lam = cfg.logp_weight  # 0: the reference's score
     logp = torch.zeros(E, dtype=torch.float64, device=dev)  # log-likelihood of each plan
     env_base = torch.arange(E, device=dev)[:, None]
+    m = prior_rows(cfg.prior_share, n * B) if prior is not None else 0
+    if m:  # the prior's rows: the last m of every episode's n*B, and their observations
+        assert obs is not None, "a prior needs the real observations"
+        is_prior = (torch.arange(n * B, device=dev) >= n * B - m).repeat(E)[:, None]  # [E*n*B, 1]
+        prior_idx = (env_base * (n * B) + torch.arange(n * B - m, n * B, device=dev)).reshape(-1)
+        beam_obs = obs.to(torch.float64)  # [E*rows, o]
+    first_prior = torch.zeros(E, dtype=torch.bool, device=dev)  # per row: action 0 is the prior's
     rows = 1
     for t in range(H):
         # 1. tile: every episode's rows repeated n times (x.repeat(n, 1); at t = 0 the
@@ -72,9 +86,17 @@ def beam_search(
         idx = (env_base * rows + torch.arange(n * B, device=dev) % rows).reshape(-1)
         backend.select(idx)
         logits, rewards, logp = logits[idx], rewards[idx], logp[idx]
+        if m:  # [E*m, a] prior action tokens
+            beam_obs, first_prior = beam_obs[idx], first_prior[idx]
+            prior_tok = prior.tokens(beam_obs[prior_idx], uniforms.take(m * a), m)
+            prior_tok = torch.zeros(E * n * B, a, dtype=torch.long, device=dev).index_copy(
+                0, prior_idx, prior_tok
+            )  # [E*n*B, a]
         # 2. actions, one token at a time
-        for _ in range(a):
+        for i in range(a):
             tok, probs = sample_token(logits, uniforms.take(n * B), cfg.k_act, cfg.cdf_act)
+            if m:
+                tok = torch.where(is_prior[:, 0], prior_tok[:, i], tok)
             if lam:
                 logp += token_logp(probs, tok)
             logits = backend.feed(tok)
@@ -93,18 +115,24 @@ def beam_search(
         last = t == H - 1
         backend.select(idx, keep_state=not last)
         rewards, tok_v, logp = rewards[idx], tok_v[idx], logp[idx]
+        if m:
+            beam_obs = beam_obs[idx]
+            first_prior = is_prior[idx, 0] if t == 0 else first_prior[idx]
         rows = B
         # 6. next observation, greedy
         if last:
             backend.push(tok_v)
             break
         logits = backend.feed(tok_v)
-        for _ in range(o):
+        for j in range(o):
             tok, probs = sample_token(logits, uniforms.take(B), cfg.k_obs, cfg.cdf_obs)
             if lam:
                 logp += token_logp(probs, tok)
+            if m:  # the prior acts on the predicted observation, decoded (stop: last bin)
+                beam_obs[:, j] = mids[tok.clamp_max(N - 1), j]
             logits = backend.feed(tok)
     best_rows = torch.arange(E, device=dev) * B  # topk is sorted: row 0 is the argmax
     planned = backend.planned().index_select(0, best_rows)  # [E, H*D - o]
     tokens = torch.cat([ctx[:, -o:], planned], dim=1).view(E, H, D)
-    return PlanResult(tokens, values[:, 0], rewards.index_select(0, best_rows))
+    from_prior = first_prior[best_rows] if m else first_prior
+    return PlanResult(tokens, values[:, 0], rewards.index_select(0, best_rows), from_prior)
