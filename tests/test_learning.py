@@ -59,6 +59,35 @@ def test_bc_trains_saves_loads_and_matches_its_torch_net(bc_run: Path, minari_da
     np.testing.assert_array_equal(load_bc(again).actor.act(ep.observations[:5]), act)
 
 
+def test_return_weighted_bc_leans_to_the_better_episodes(tmp_path: Path, one_thread) -> None:
+    """Two behaviours on the same states: good episodes act +0.5 (reward 1 per step), poor
+    ones -0.5 (reward 0). Plain BC learns their mean, 0; weighted BC (beta 2) leans to +0.5."""
+    from trajplan.bc import BCConfig, load_bc, train_bc
+    from trajplan.episodes import Episodes
+
+    rng = np.random.default_rng(0)
+    n_ep, length = 20, 50
+    good = np.repeat(np.arange(n_ep) % 2 == 0, length)  # [n] episodes 0, 2, 4, ... are good
+    obs = rng.normal(size=(n_ep * length, 11)).astype(np.float32)  # Hopper's dims
+    act = np.where(good[:, None], 0.5, -0.5) * np.ones((1, 3), np.float32)
+    ep = Episodes(
+        observations=obs, actions=act.astype(np.float32), rewards=good.astype(np.float32),
+        terminations=np.zeros(n_ep * length, bool),
+        truncations=np.tile(np.arange(length) == length - 1, n_ep),
+        starts=np.arange(n_ep) * length, lengths=np.full(n_ep, length), dataset_id="test/two",
+        env_id="Hopper-v5",
+    )  # fmt: skip
+    mean_action = {}
+    for beta in (0.0, 2.0):
+        cfg = BCConfig(hidden=[32], steps=600, val_fraction=0.0, action_weighting=beta)
+        run = train_bc("test/two", tmp_path / f"b{beta}", cfg, progress=False, episodes=ep)
+        mean_action[beta] = float(load_bc(run).actor.act(obs[:200]).mean())
+    assert abs(mean_action[0.0]) < 0.1
+    assert mean_action[2.0] > 0.35
+    with pytest.raises(TrajplanError, match="action_weighting must be >= 0"):
+        BCConfig(action_weighting=-1.0).check()
+
+
 def test_bc_export_folds_normalisation_exactly() -> None:
     from trajplan.bc import _export, _mlp
 

@@ -27,11 +27,13 @@ import torch
 from torch import nn
 
 from trajplan.actors import Actor, load_actor, save_actor
-from trajplan.data import Episodes, load_episodes, split_episodes
+from trajplan.config import DataConfig
+from trajplan.data import Episodes, load_episodes, make_transitions, split_episodes
 from trajplan.envs import env_for_dataset, make_env, resolve_env
 from trajplan.errors import TrajplanError
 from trajplan.progress import Progress
 from trajplan.runtime import atomic_write, write_json
+from trajplan.weighting import action_weights
 
 BC_FORMAT = "trajplan-bc/1"
 POLICY_FILE = "policy.actor.safetensors"
@@ -49,6 +51,9 @@ class BCConfig:
     steps: int = 20_000
     weight_decay: float = 0.0
     val_fraction: float = 0.05  # episodes held out for the validation loss (0: none)
+    # Return-weighted BC (0 = plain): each step's squared error weighted by exp(beta * z), z
+    # its standardised return-to-go, as TT's `data.action_weighting` (trajplan.weighting).
+    action_weighting: float = 0.0
     seed: int = 0
     log_every: int = 500
 
@@ -60,6 +65,8 @@ class BCConfig:
                 raise TrajplanError(f"bc {name} must be at least 1, got {getattr(self, name)}")
         if not (np.isfinite(self.lr) and self.lr > 0) or self.weight_decay < 0:
             raise TrajplanError(f"bc lr must be > 0 and weight_decay >= 0, got {self.lr}")
+        if not (np.isfinite(self.action_weighting) and self.action_weighting >= 0):
+            raise TrajplanError(f"bc action_weighting must be >= 0, got {self.action_weighting}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise TrajplanError(f"bc val_fraction must be in [0, 1), got {self.val_fraction}")
 
@@ -184,6 +191,10 @@ def train_bc(
         return x, y  # [n, o], [n, a] in [-1, 1]
 
     x, y = tensors(train_ep)
+    w = torch.ones(x.shape[0])  # [n] per-step loss weights, mean 1
+    if cfg.action_weighting > 0:
+        rows = make_transitions(train_ep, DataConfig())  # rewards penalised, values as TT's
+        w = torch.as_tensor(action_weights(rows, cfg.action_weighting, DataConfig().discount))
     torch.manual_seed(cfg.seed)
     net = _mlp([x.shape[1], *cfg.hidden, y.shape[1]])
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -194,7 +205,8 @@ def train_bc(
     with Progress(f"bc {dataset_id}", cfg.steps, enabled=progress) as bar:
         for step in range(1, cfg.steps + 1):
             idx = torch.randint(0, x.shape[0], (cfg.batch_size,), generator=gen)
-            loss = ((torch.tanh(net(x[idx])) - y[idx]) ** 2).mean()
+            err = ((torch.tanh(net(x[idx])) - y[idx]) ** 2).mean(1)  # [batch]
+            loss = (w[idx] * err).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -228,6 +240,7 @@ def train_bc(
             "env_id": info.gym_id,
             "algorithm_name": "bc",
             "level": "bc",
+            "action_weighting": cfg.action_weighting,
             "dataset_id": dataset_id,
             "training_steps": cfg.steps,
         },

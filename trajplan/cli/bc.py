@@ -16,6 +16,11 @@ def bc_cmd(
     hidden: str = typer.Option("256,256", help="Hidden layer sizes, comma-separated."),
     lr: float = typer.Option(1e-3, help="Adam learning rate."),
     seed: int = typer.Option(0, help="Seed of init, batches and the validation split."),
+    action_weighting: float = typer.Option(
+        0.0,
+        help="Return-weighted BC: weight each step's error by exp(BETA z), z its standardised "
+        "return-to-go (as TT's data.action_weighting; 0 = plain BC).",
+    ),
     threads: int = THREADS,
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
@@ -30,6 +35,6 @@ def bc_cmd(
         sizes = [int(h) for h in hidden.split(",")]
     except ValueError:
         raise TrajplanError(f"--hidden must be comma-separated integers, got {hidden!r}") from None
-    cfg = BCConfig(hidden=sizes, lr=lr, steps=steps, seed=seed)
+    cfg = BCConfig(hidden=sizes, lr=lr, steps=steps, seed=seed, action_weighting=action_weighting)
     path = train_bc(dataset, out, cfg, env=env, progress=progress)
     console.print(f"wrote BC run [bold]{path}[/]")
