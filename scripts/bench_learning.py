@@ -4,7 +4,11 @@ evaluate both on the same episode seeds, and compare with the dataset's own mean
     python scripts/bench_learning.py --dataset local/halfcheetah/mixed-v0
     python scripts/bench_learning.py --dataset mujoco/hopper/medium-v0 --config configs/X.yaml
     python scripts/bench_learning.py --dataset ID --tt-run RUN --bc-run RUN   # reuse runs
-    python scripts/bench_learning.py --dataset ID --prior   # also TT with BC as its prior
+    python scripts/bench_learning.py --dataset ID --no-prior   # skip TT with the wBC prior
+
+Four policies on the same seeds: BC (plain), wBC (return-weighted BC, `trajplan bc
+--action-weighting 2`), TT (the recipe's own search) and TT with the wBC run as its
+`plan.prior` (half of every step's candidates are wBC's actions; docs/method.md).
 
 Any Minari dataset id (local or downloaded; MINARI_DATASETS_PATH is honoured). Scores are
 D4RL-normalized with the dataset's reference scores when it stores them, else the D4RL
@@ -91,10 +95,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="folder for the runs (default runs/bench-...)")
     ap.add_argument("--tt-run", default=None, help="evaluate this TT run instead of training")
     ap.add_argument("--bc-run", default=None, help="evaluate this BC run instead of training")
+    ap.add_argument("--wbc-run", default=None, help="evaluate this wBC run instead of training")
+    ap.add_argument("--wbc-beta", type=float, default=2.0, help="wBC's return weighting")
     ap.add_argument(
         "--prior",
-        action="store_true",
-        help="also evaluate TT with the BC run as its plan.prior (half the candidates)",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also evaluate TT with the wBC run as its plan.prior (half the candidates)",
     )
     args = ap.parse_args(argv)
 
@@ -125,6 +132,11 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
         bc_train_min = (time.perf_counter() - t0) / 60 if not args.bc_run else None
         bc = evaluate_and_save(bc_run, eval_kw, args)
+        wbc_run = Path(args.wbc_run) if args.wbc_run else train_bc(
+            args.dataset, out / "wbc",
+            BCConfig(steps=args.bc_steps, action_weighting=args.wbc_beta), progress=False,
+        )  # fmt: skip
+        wbc = evaluate_and_save(wbc_run, eval_kw, args)
 
         t0 = time.perf_counter()
         if args.tt_run:
@@ -142,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         tt = evaluate_and_save(tt_run, eval_kw, args)
         tt_eval_min = (time.perf_counter() - t0) / 60
-        ttp = evaluate_and_save(tt_run, eval_kw, args, prior=bc_run) if args.prior else None
+        ttp = evaluate_and_save(tt_run, eval_kw, args, prior=wbc_run) if args.prior else None
     except TrajplanError as exc:
         console.print(f"[red]error:[/] {exc}", highlight=False)
         return 2
@@ -154,9 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     for col in ("", "normalized score", "return", "train min"):
         table.add_column(col, justify="left" if not col else "right")
     table.add_row(f"dataset ({ds_n} episodes)", cell(ds_mean, ds_err), "", "")
-    rows = [("BC", bc, bc_train_min), ("TT", tt, tt_train_min)]
+    rows = [("BC", bc, bc_train_min), ("wBC", wbc, None), ("TT", tt, tt_train_min)]
     if ttp is not None:
-        rows.append(("TT, BC as prior", ttp, None))
+        rows.append(("TT, wBC as prior", ttp, None))
     for name, s, minutes in rows:
         table.add_row(
             name,
@@ -180,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         dataset_stderr=round(ds_err, 2),
         bc_normalized=round(bc["score_mean"], 2),
         bc_stderr=round(bc["score_stderr"] or 0.0, 2),
+        wbc_normalized=round(wbc["score_mean"], 2),
+        wbc_stderr=round(wbc["score_stderr"] or 0.0, 2),
         tt_normalized=round(tt["score_mean"], 2),
         tt_stderr=round(tt["score_stderr"] or 0.0, 2),
         tt_minus_bc=round(tt["score_mean"] - bc["score_mean"], 2),
@@ -192,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         reference=ref,
         tt_run=str(tt_run),
         bc_run=str(bc_run),
+        wbc_run=str(wbc_run),
         tt_reward_corr=diag.get("reward_corr"),
         tt_return_bias=diag.get("return_bias"),
     )
@@ -200,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             tt_prior_normalized=round(ttp["score_mean"], 2),
             tt_prior_stderr=round(ttp["score_stderr"] or 0.0, 2),
             tt_prior_minus_bc=round(ttp["score_mean"] - bc["score_mean"], 2),
+            tt_prior_minus_wbc=round(ttp["score_mean"] - wbc["score_mean"], 2),
             tt_prior_minus_dataset=round(ttp["score_mean"] - ds_mean, 2),
             tt_prior_action_share=(ttp.get("diagnostics") or {}).get("prior_action_share"),
         )

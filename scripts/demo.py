@@ -6,11 +6,14 @@
             action noise of a std drawn from U(0, 0.5) (`trajplan data collect --mix-random
             0:0.5 --noise 0:0.5`); on HalfCheetah-v5 (`--env halfcheetah`) random actions at
             a rate from U(0, 1);
-2. train -- the BC baseline (`trajplan bc`) and the CPU recipe TT (configs/cpu-recipe.yaml:
+2. train -- the BC baseline (`trajplan bc`), return-weighted BC (`trajplan bc
+            --action-weighting 2`: wBC) and the CPU recipe TT (configs/cpu-recipe.yaml:
             return-weighted action tokens, a schedule that ends with the run);
-3. eval  -- both on the same full 1000-step episodes and seeds, TT planning with the recipe's
-            horizon 5 / beam 32, over one worker process per core;
-4. a table: dataset mean, BC and TT, D4RL-normalized, mean +- stderr.
+3. eval  -- all on the same full 1000-step episodes and seeds, TT planning with the recipe's
+            horizon 5 / beam 32, alone and with wBC as its prior (`plan.prior`: half of every
+            step's candidates are wBC's actions), over one worker process per core;
+4. a table: dataset mean, BC, wBC, TT and TT with the prior, D4RL-normalized, mean +-
+            stderr.
 
 Everything goes under .demo/ (dataset, runs, eval JSON/PNG). Re-running reuses the dataset
 and trains afresh. The last line printed is a JSON object of the figures.
@@ -56,10 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     from rich.table import Table
 
     from trajplan.bc import BCConfig, train_bc
+    from trajplan.checkpoint import read_manifest
     from trajplan.collect import collect
     from trajplan.config import load_config
     from trajplan.data import load_episodes
     from trajplan.envs import resolve_env
+    from trajplan.evaluate import with_overrides
     from trajplan.report import save_eval
     from trajplan.scores import references_for, stderr
     from trajplan.train import train
@@ -87,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     t1 = time.time()
     bc_run = train_bc(dataset, runs / "bc", BCConfig(steps=args.bc_steps, seed=args.seed))
+    wbc_cfg = BCConfig(steps=args.bc_steps, seed=args.seed, action_weighting=2.0)
+    wbc_run = train_bc(dataset, runs / "wbc", wbc_cfg)
     cfg = load_config(args.config)
     cfg.dataset, cfg.train.seed, cfg.train.epochs = dataset, args.seed, args.epochs
     tt_run = train(cfg, runs / "tt")
@@ -96,7 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     t2 = time.time()
     seeds = list(range(args.seed, args.seed + args.episodes))
     kw = dict(seeds=seeds, episode_steps=args.episode_steps, workers=default_workers())
-    results = {name: evaluate_run(run, **kw) for name, run in (("BC", bc_run), ("TT", tt_run))}
+    results = {
+        name: evaluate_run(run, **kw)
+        for name, run in (("BC", bc_run), ("wBC", wbc_run), ("TT", tt_run))
+    }
+    with_prior = with_overrides(read_manifest(tt_run)[0].plan, prior=str(wbc_run))
+    results["TT+prior"] = evaluate_run(tt_run, **kw, plan_cfg=with_prior)
     for name, result in results.items():
         save_eval(result, demo / "eval" / name, metrics=Path(result.checkpoint) / "metrics.jsonl")
     t_eval = time.time() - t2
@@ -112,10 +124,16 @@ def main(argv: list[str] | None = None) -> int:
         table.add_column(col, justify="left" if col == "policy" else "right")
     ds = np.array(data_scores)
     table.add_row(f"dataset mean ({len(ds)} episodes)", cell(ds.mean(), stderr(ds)), "")
+    labels = {
+        "BC": "behaviour cloning (MLP)",
+        "wBC": "return-weighted BC",
+        "TT": "trajplan TT (beam search)",
+        "TT+prior": "trajplan TT, wBC as prior",
+    }
     for name, result in results.items():
         s = result.summary()
         table.add_row(
-            "behaviour cloning (MLP)" if name == "BC" else "trajplan TT (beam search)",
+            labels[name],
             cell(s["score_mean"], s["score_stderr"]),
             cell(s["return_mean"], s["return_stderr"]),
         )
@@ -125,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[yellow]episodes capped at {args.episode_steps} steps: not comparable")
     console.print(f"outputs in {demo}/ (datasets/, runs/, eval/)", highlight=False)
     bc, tt = results["BC"].summary(), results["TT"].summary()
+    wbc, ttp = results["wBC"].summary(), results["TT+prior"].summary()
     print(
         json.dumps(
             {
@@ -133,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
                 "bc_score_stderr": bc["score_stderr"],
                 "tt_score": round(tt["score_mean"], 2),
                 "tt_score_stderr": tt["score_stderr"],
+                "wbc_score": round(wbc["score_mean"], 2),
+                "wbc_score_stderr": wbc["score_stderr"],
+                "tt_prior_score": round(ttp["score_mean"], 2),
+                "tt_prior_score_stderr": ttp["score_stderr"],
                 "data_s": round(t_data, 1),
                 "train_s": round(t_train, 1),
                 "eval_s": round(t_eval, 1),

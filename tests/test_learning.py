@@ -372,9 +372,12 @@ def test_demo_runs_end_to_end_at_toy_size(tmp_path: Path) -> None:
     )
     assert r.returncode == 0, r.stderr[-2000:]
     figures = json.loads(r.stdout.strip().splitlines()[-1])
-    assert {"dataset_score", "bc_score", "tt_score", "tt_score_stderr"} <= set(figures)
-    assert "behaviour cloning" in r.stdout and "trajplan TT" in r.stdout
-    assert len(list((tmp_path / "eval").glob("*/eval.json"))) == 2
+    assert {"dataset_score", "bc_score", "wbc_score", "tt_score", "tt_score_stderr",
+            "tt_prior_score"} <= set(figures)  # fmt: skip
+    assert "behaviour cloning" in r.stdout and "trajplan TT, wBC as prior" in r.stdout
+    assert len(list((tmp_path / "eval").glob("*/eval.json"))) == 4
+    prior = json.loads((tmp_path / "eval" / "TT+prior" / "eval.json").read_text())["plan"]
+    assert prior["prior"] == str(tmp_path / "runs" / "wbc")
 
 
 def test_bench_learning_prints_a_table_and_the_json_figures(
@@ -383,19 +386,22 @@ def test_bench_learning_prints_a_table_and_the_json_figures(
     cmd = [sys.executable, str(ROOT / "scripts" / "bench_learning.py"), "--dataset",
            halfcheetah_dataset, "--config", str(ROOT / "configs" / "tiny.yaml"), "--set",
            "train.epochs=1", "--episodes", "2", "--episode-steps", "3", "--bc-steps", "20",
-           "--workers", "1", "--threads", "1", "--out", str(tmp_path / "b"), "--prior"]  # fmt: skip
+           "--workers", "1", "--threads", "1", "--out", str(tmp_path / "b")]  # fmt: skip
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     figures = json.loads(r.stdout.strip().splitlines()[-1])
-    for key in ("dataset_normalized", "bc_normalized", "tt_normalized", "tt_stderr",
-                "tt_prior_normalized", "tt_prior_action_share"):  # fmt: skip
+    for key in ("dataset_normalized", "bc_normalized", "wbc_normalized", "tt_normalized",
+                "tt_stderr", "tt_prior_normalized", "tt_prior_action_share"):  # fmt: skip
         assert isinstance(figures[key], float)
     assert figures["comparable"] is False  # capped episodes are labelled
-    assert "TT, BC as prior" in r.stdout
-    # every evaluation is kept next to its run; TT's with the BC run as prior apart
-    assert len(list((tmp_path / "b" / "bc" / "eval").glob("*/eval.json"))) == 1
+    assert "TT, wBC as prior" in r.stdout
+    # every evaluation is kept next to its run; TT's with the wBC run as prior apart
+    for run in ("bc", "wbc"):
+        assert len(list((tmp_path / "b" / run / "eval").glob("*/eval.json"))) == 1
+    wbc = json.loads((tmp_path / "b" / "wbc" / "config.json").read_text())
+    assert wbc["config"]["action_weighting"] == 2.0
     (with_prior,) = (tmp_path / "b" / "tt" / "eval").glob("*-prior-*/eval.json")
-    assert json.loads(with_prior.read_text())["plan"]["prior"] == str(tmp_path / "b" / "bc")
+    assert json.loads(with_prior.read_text())["plan"]["prior"] == str(tmp_path / "b" / "wbc")
     assert len(list((tmp_path / "b" / "tt" / "eval").glob("*/eval.json"))) == 2
 
 
