@@ -75,7 +75,7 @@ def beam_search(
     m = prior_rows(cfg.prior_share, n * B) if prior is not None else 0
     if m:  # the prior's rows: the last m of every episode's n*B, and their observations
         assert obs is not None, "a prior needs the real observations"
-        is_prior = (torch.arange(n * B, device=dev) >= n * B - m).repeat(E)[:, None]  # [E*n*B, 1]
+        is_prior = (torch.arange(n * B, device=dev) >= n * B - m).repeat(E)  # [E*n*B] bool
         prior_idx = (env_base * (n * B) + torch.arange(n * B - m, n * B, device=dev)).reshape(-1)
         beam_obs = obs.to(torch.float64)  # [E*rows, o]
     first_prior = torch.zeros(E, dtype=torch.bool, device=dev)  # per row: action 0 is the prior's
@@ -96,7 +96,7 @@ def beam_search(
         for i in range(a):
             tok, probs = sample_token(logits, uniforms.take(n * B), cfg.k_act, cfg.cdf_act)
             if m:
-                tok = torch.where(is_prior[:, 0], prior_tok[:, i], tok)
+                tok = torch.where(is_prior, prior_tok[:, i], tok)
             if lam:
                 logp += token_logp(probs, tok)
             logits = backend.feed(tok)
@@ -117,7 +117,7 @@ def beam_search(
         rewards, tok_v, logp = rewards[idx], tok_v[idx], logp[idx]
         if m:
             beam_obs = beam_obs[idx]
-            first_prior = is_prior[idx, 0] if t == 0 else first_prior[idx]
+            first_prior = is_prior[idx] if t == 0 else first_prior[idx]
         rows = B
         # 6. next observation, greedy
         if last:
