@@ -8,7 +8,8 @@ evaluate both on the same episode seeds, and compare with the dataset's own mean
 
 Four policies on the same seeds: BC (plain), wBC (return-weighted BC, `trajplan bc
 --action-weighting 2`), TT (the recipe's own search) and TT with the wBC run as its
-`plan.prior` (half of every step's candidates are wBC's actions; docs/method.md).
+`plan.prior` (the search's candidates are wBC's actions plus a little noise, scored by the
+model; docs/method.md).
 
 Any Minari dataset id (local or downloaded; MINARI_DATASETS_PATH is honoured). Scores are
 D4RL-normalized with the dataset's reference scores when it stores them, else the D4RL
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         "--prior",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="also evaluate TT with the wBC run as its plan.prior (half the candidates)",
+        help="also evaluate TT with the wBC run as its plan.prior (its actions as candidates)",
     )
     args = ap.parse_args(argv)
 

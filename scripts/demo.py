@@ -10,8 +10,9 @@
             --action-weighting 2`: wBC) and the CPU recipe TT (configs/cpu-recipe.yaml:
             return-weighted action tokens, a schedule that ends with the run);
 3. eval  -- all on the same full 1000-step episodes and seeds, TT planning with the recipe's
-            horizon 5 / beam 32, alone and with wBC as its prior (`plan.prior`: half of every
-            step's candidates are wBC's actions), over one worker process per core;
+            horizon 5 / beam 32, alone and with wBC as its prior (`plan.prior`: the search's
+            candidates are wBC's actions plus a little noise, scored by the model), over one
+            worker process per core;
 4. a table: dataset mean, BC, wBC, TT and TT with the prior, D4RL-normalized, mean +-
             stderr.
 

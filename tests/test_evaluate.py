@@ -265,7 +265,7 @@ def test_cli_plan_set_reaches_the_planner(run_dir: Path, tmp_path: Path) -> None
 
 
 def test_cli_eval_with_a_prior_policy(run_dir: Path, tmp_path: Path) -> None:
-    """--prior: the bundled Hopper actor proposes half the candidates; eval.json says which
+    """--prior: the bundled Hopper actor proposes the candidates; eval.json says which
     prior, how many executed actions were its, and the folder name says a prior was used."""
     from trajplan.actors import builtin_actor
 
@@ -276,7 +276,7 @@ def test_cli_eval_with_a_prior_policy(run_dir: Path, tmp_path: Path) -> None:
     (folder,) = (tmp_path / "ev").iterdir()
     assert "-prior-capped5-" in folder.name
     doc = json.loads((folder / "eval.json").read_text())
-    assert doc["plan"]["prior"] == str(actor.resolve()) and doc["plan"]["prior_share"] == 0.5
+    assert doc["plan"]["prior"] == str(actor.resolve()) and doc["plan"]["prior_share"] == 1.0
     steps = [e["prior_steps"] for e in doc["episodes"]]
     lengths = [e["length"] for e in doc["episodes"]]
     assert all(0 <= s <= n for s, n in zip(steps, lengths, strict=True))

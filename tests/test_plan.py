@@ -523,7 +523,7 @@ def test_prior_mixes_candidates_exactly_in_both_window_modes(prior_file: str) ->
     plan; the prior changes the plans, and its draws are counted in uniforms_per_plan."""
     model, disc = random_model(seed=3), random_discretizer(3)
     cfg = PlanConfig(horizon=3, beam_width=4, n_expand=2, max_context_transitions=3,
-                     prior=prior_file, prior_noise=0.3)  # fmt: skip
+                     prior=prior_file, prior_share=0.5, prior_noise=0.3)  # fmt: skip
     obs, rew = episode_data(6, 2, seed=4)
     cached = play(model, disc, cfg, obs, rew, [5, 6])
     full = play(model, disc, dataclasses.replace(cfg, mode="full"), obs, rew, [5, 6])

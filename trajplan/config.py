@@ -128,9 +128,10 @@ class PlanConfig:
     score_tail: float = 1.0
     # Not the reference (none = off): a policy (a `trajplan bc` run or an *.actor.safetensors
     # file) whose actions fill `prior_share` of every step's candidates, with Gaussian noise
-    # of `prior_noise` times each action's half range (trajplan.planner.prior).
+    # of `prior_noise` times each action's half range (trajplan.planner.prior). Share 1: all
+    # candidates are the prior's (measured more robust than 0.5: README).
     prior: str | None = None
-    prior_share: float = 0.5
+    prior_share: float = 1.0
     prior_noise: float = 0.1
     mode: str = "cached"  # "cached" (exact, fast) or "full" (whole window per token)
     window: str = "slide"  # "slide" (reference) or "grow" (slide only past the block; faster)

@@ -70,8 +70,8 @@ PLAN_FLAGS: tuple[tuple[str, str, type, str], ...] = (
         "prior",
         str,
         "A BC run (trajplan bc) or *.actor.safetensors whose actions, with a little noise, "
-        "fill half of every step's candidates (plan.prior_share, plan.prior_noise): the "
-        "search picks among the model's and the prior's. Not the reference (none).",
+        "are the search's candidates (plan.prior_share: 1 = all, 0.5 = half, the rest the "
+        "model's; plan.prior_noise): the model scores them. Not the reference (none).",
     ),
     ("mode", "mode", str, "cached (fast, exact) or full (reference: whole window per token)."),
     (

@@ -3,15 +3,16 @@
 The reference beam search draws every candidate action from the model. At CPU scale the
 model's action distribution is its weakest part on data from one precise actor: on Walker2d
 medium the recipe model's expected action is 0.26 off the data's (mean absolute error per
-dimension) where a 2x256 MLP trained by behaviour cloning in a minute is 0.07 off. With a
-prior, a share of every step's expanded rows (`plan.prior_share`, the last rows of each
-episode) take their actions from the prior policy instead: its action for the row's
-observation (the real one at the first step, the model's predicted one, decoded through bin
-midpoints, later), plus Gaussian noise of `plan.prior_noise` times each dimension's half
-range, clipped to the bounds and tokenized. The first prior row of every episode gets no
-noise, so the prior's own action is always a candidate. The model still predicts rewards,
-values and observations for every row, and the search ranks all rows alike, as in MBOP
-(Argenson and Dulac-Arnold, 2021), with the TT as its model.
+dimension) where a 2x256 MLP trained by behaviour cloning in a minute is 0.07 off.
+
+With a prior, a share of every step's expanded rows (`plan.prior_share`: default all, else
+the last rows of each episode) take their actions from the prior policy: its action for
+the row's observation (the real one at the plan's first step, the model's predicted one,
+decoded through bin midpoints, later), plus Gaussian noise of `plan.prior_noise` times each
+dimension's half range, clipped to the bounds and tokenized. The first prior row of every
+episode gets no noise, so the prior's own action is always a candidate. The model still
+predicts rewards, values and observations for every row, and the search ranks all rows
+alike, as in MBOP (Argenson and Dulac-Arnold, 2021), with the TT as its model.
 
 Noise comes from the plan's uniforms (inverse normal CDF), so a seed fixes the plan.
 """
