@@ -192,9 +192,10 @@ def train_bc(
 
     x, y = tensors(train_ep)
     w = torch.ones(x.shape[0])  # [n] per-step loss weights, mean 1
-    if cfg.action_weighting > 0:
-        rows = make_transitions(train_ep, DataConfig())  # rewards penalised, values as TT's
-        w = torch.as_tensor(action_weights(rows, cfg.action_weighting, DataConfig().discount))
+    if cfg.action_weighting > 0:  # TT's default data rules: penalised rewards, its values
+        data = DataConfig()
+        rows = make_transitions(train_ep, data)
+        w = torch.as_tensor(action_weights(rows, cfg.action_weighting, data.discount))
     torch.manual_seed(cfg.seed)
     net = _mlp([x.shape[1], *cfg.hidden, y.shape[1]])
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

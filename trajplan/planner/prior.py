@@ -25,19 +25,18 @@ import numpy as np
 import torch
 
 from trajplan.actors import Actor, load_actor
+from trajplan.bc import POLICY_FILE
 from trajplan.errors import TrajplanError
 from trajplan.tokens import Discretizer
-
-PRIOR_FILE = "policy.actor.safetensors"  # what `trajplan bc` writes (trajplan.bc.POLICY_FILE)
 
 
 def load_prior(path: str | Path) -> Actor:
     """A BC run directory (its policy) or an exported *.actor.safetensors file."""
     p = Path(path).expanduser()
     if p.is_dir():
-        p = p / PRIOR_FILE
+        p = p / POLICY_FILE
         if not p.is_file():
-            raise TrajplanError(f"plan.prior: {path} holds no {PRIOR_FILE} (not a BC run?)")
+            raise TrajplanError(f"plan.prior: {path} holds no {POLICY_FILE} (not a BC run?)")
     elif not p.is_file():
         raise TrajplanError(f"plan.prior: {path} not found (give a BC run or an actor file)")
     return load_actor(p)
