@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -55,7 +56,14 @@ def test_wandb_offline_run_is_written_and_resumed(tmp_path: Path, monkeypatch) -
     run_id = (tmp_path / WandB.ID_FILE).read_text().strip()
     files = list((tmp_path / "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb"))
     assert len(files) == 1
-    data = files[0].read_bytes()
+    # W&B's service process writes the file; on a busy machine its records can land a moment
+    # after finish() returns (seen once in CI: only the header), so wait for them a little
+    deadline = time.monotonic() + 20.0
+    while True:
+        data = files[0].read_bytes()
+        if (b"train/loss" in data and b"val/val_loss" in data) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert b"train/loss" in data and b"val/val_loss" in data  # the logged metric names
     # a resumed run continues the same W&B run id
     WandB.create(tmp_path).close()
