@@ -25,13 +25,14 @@ import numpy as np
 import torch
 
 from trajplan.actors import Actor, load_actor
-from trajplan.bc import POLICY_FILE
 from trajplan.errors import TrajplanError
 from trajplan.tokens import Discretizer
 
 
 def load_prior(path: str | Path) -> Actor:
     """A BC run directory (its policy) or an exported *.actor.safetensors file."""
+    from trajplan.bc import POLICY_FILE  # here: the planner need not import the data stack
+
     p = Path(path).expanduser()
     if p.is_dir():
         p = p / POLICY_FILE
@@ -68,7 +69,9 @@ class PriorProposals:
 
     def tokens(self, obs: torch.Tensor, u: torch.Tensor, m: int) -> torch.Tensor:
         """obs [E*m, o] float64 (episode-major, m rows each), u [E*m*a] uniforms ->
-        action tokens [E*m, a]; row 0 of every episode is noise-free."""
+        action tokens [E*m, a]; row 0 of every episode is noise-free. The actor runs in
+        numpy (`Actor.act`, its one forward), so on CUDA each plan step copies m rows of
+        observations to the host and back."""
         act = self.actor.act(obs.cpu().numpy()).astype(np.float64)  # [E*m, a]
         if self.noise > 0:
             eps = torch.special.ndtri(u.clamp(1e-12, 1 - 1e-12)).view(-1, m, self.a)
