@@ -265,13 +265,15 @@ def test_cli_plan_set_reaches_the_planner(run_dir: Path, tmp_path: Path) -> None
 
 
 def test_cli_eval_with_a_prior_policy(run_dir: Path, tmp_path: Path) -> None:
-    """--prior: the bundled Hopper actor proposes the candidates; eval.json says which
-    prior, how many executed actions were its, and the folder name says a prior was used."""
+    """--prior: the bundled Hopper actor proposes the candidates, with a margin for leaving
+    its own action; eval.json says which prior, how many executed actions were its and how
+    often the margin kept its plan, and the folder name says a prior was used."""
     from trajplan.actors import builtin_actor
 
     actor = builtin_actor("hopper", "medium")
     ev = run_cli("eval", str(run_dir), "--episodes", "2", "--episode-steps", "5", "--threads",
-                 "1", "--prior", str(actor), "--out", str(tmp_path / "ev"))  # fmt: skip
+                 "1", "--prior", str(actor), "--set", "plan.prior_margin=0.5",
+                 "--out", str(tmp_path / "ev"))  # fmt: skip
     assert ev.returncode == 0, ev.stderr
     (folder,) = (tmp_path / "ev").iterdir()
     assert "-prior-capped5-" in folder.name
@@ -280,8 +282,12 @@ def test_cli_eval_with_a_prior_policy(run_dir: Path, tmp_path: Path) -> None:
     steps = [e["prior_steps"] for e in doc["episodes"]]
     lengths = [e["length"] for e in doc["episodes"]]
     assert all(0 <= s <= n for s, n in zip(steps, lengths, strict=True))
-    share = doc["summary"]["diagnostics"]["prior_action_share"]
-    assert share == pytest.approx(sum(steps) / sum(lengths))
+    holds = [e["prior_holds"] for e in doc["episodes"]]
+    assert all(0 <= h <= s for h, s in zip(holds, steps, strict=True))
+    diagnostics = doc["summary"]["diagnostics"]
+    assert diagnostics["prior_action_share"] == pytest.approx(sum(steps) / sum(lengths))
+    assert diagnostics["prior_hold_share"] == pytest.approx(sum(holds) / sum(lengths))
+    assert doc["plan"]["prior_margin"] == 0.5
 
 
 @pytest.mark.parametrize("command", [[], ["plan"], ["eval"], ["train"], ["data", "list"], ["hub"]])

@@ -25,6 +25,7 @@ from trajplan.planner import (
     uniforms_per_plan,
     window_start,
 )
+from trajplan.planner.search import keep_anchor, value_std
 from trajplan.tokens import Discretizer
 
 OBS, ACT, N = 11, 3, 20  # Hopper's dimensions, few bins
@@ -557,3 +558,67 @@ def test_bad_priors_are_clear_errors(prior_file: str, tmp_path) -> None:
     path = save_actor(other, tmp_path / "other.actor.safetensors")
     with pytest.raises(TrajplanError, match="acts on 12 observation"):
         Planner(model, disc, dataclasses.replace(base, prior=str(path)))
+
+
+def test_value_std_and_keep_anchor_known_values() -> None:
+    """value_std: the spread of a value distribution over its bins (stop token left out);
+    keep_anchor: the best anchored row replaces the last kept one only when none is kept."""
+    probs = torch.tensor([[0.5, 0.5, 0.0], [0.2, 0.0, 0.2], [0.0, 1.0, 0.0]])
+    mids = torch.tensor([0.0, 2.0, 4.0], dtype=torch.float64)
+    assert value_std(probs, mids).tolist() == pytest.approx([1.0, 2.0, 0.0])
+    rank = torch.tensor([[5.0, 4.0, 3.0, 2.0], [5.0, 4.0, 3.0, 2.0]])
+    best = rank.topk(2, dim=1).indices  # [[0, 1], [0, 1]]
+    anchored = torch.tensor([[False, False, False, True], [False, True, True, False]])
+    assert keep_anchor(best, rank, anchored).tolist() == [[0, 3], [0, 1]]
+
+
+def test_prior_margin_keeps_the_prior_plan_unless_beaten(prior_file: str) -> None:
+    """An infinite margin always executes the prior's own noise-free action (through bin
+    midpoints), and says when that overrode the search's best plan; a margin of 0 is the
+    plain prior search; cached == full and batched == alone with the rule on."""
+    model, disc = random_model(seed=6), random_discretizer(6)
+    cfg = PlanConfig(horizon=3, beam_width=4, n_expand=2, max_context_transitions=3,
+                     prior=prior_file, prior_share=0.5, prior_noise=0.3,
+                     prior_margin=1e12)  # fmt: skip
+    obs, rew = episode_data(6, 2, seed=7)
+    actor = load_actor(prior_file)
+    planner = Planner(model, disc, cfg)
+    planner.reset(2, [3, 4])
+    held = []
+    for t in range(6):
+        act = planner.act(obs[t])
+        want = disc.reconstruct(
+            disc.discretize(actor.act(obs[t]).astype(np.float64), dims=slice(OBS, OBS + ACT)),
+            dims=slice(OBS, OBS + ACT),
+        )
+        assert np.array_equal(act, want)
+        pred = planner.predictions()
+        assert pred.from_prior.all() and pred.held.dtype == bool
+        held += list(pred.held)
+        planner.observe(obs[t], act, rew[t])
+    assert any(held) and not all(held)  # the search's best was another plan, sometimes
+    cached = play(model, disc, cfg, obs, rew, [3, 4])
+    full = play(model, disc, dataclasses.replace(cfg, mode="full"), obs, rew, [3, 4])
+    alone = play(model, disc, cfg, obs[:, 1:], rew[:, 1:], [4])
+    for (tc, vc, ac), (tf, vf, af), (_, _, a1) in zip(cached, full, alone, strict=True):
+        assert (tc == tf).all() and (ac == af).all() and (ac[1] == a1[0]).all()
+        assert vc == pytest.approx(vf, abs=1e-9)
+    off = play(model, disc, dataclasses.replace(cfg, prior_margin=0.0), obs, rew, [3, 4])
+    assert any((c[2] != f[2]).any() for c, f in zip(cached, off, strict=True))
+    planner = Planner(model, disc, dataclasses.replace(cfg, prior_margin=0.0))
+    planner.reset(2, [3, 4])
+    planner.act(obs[0])
+    assert planner.predictions().held is None
+
+
+def test_bad_prior_margins_are_clear_errors(prior_file: str) -> None:
+    model, disc = random_model(), random_discretizer()
+    base = PlanConfig(horizon=2, beam_width=2, max_context_transitions=3, prior_margin=1.0)
+    cases = [
+        ({}, "prior_margin needs a prior policy"),
+        ({"prior": prior_file, "prior_margin": -1.0}, "must be >= 0"),
+        ({"prior": prior_file, "beam_width": 1}, "needs beam_width >= 2"),
+    ]
+    for change, message in cases:
+        with pytest.raises(TrajplanError, match=message):
+            Planner(model, disc, dataclasses.replace(base, **change))

@@ -133,6 +133,11 @@ class PlanConfig:
     prior: str | None = None
     prior_share: float = 1.0
     prior_noise: float = 0.1
+    # Not the reference (0 = off; needs a prior): act on the search's best plan only when
+    # its score beats the best plan that starts with the prior's own, noise-free action by
+    # more than `prior_margin` standard deviations of that plan's predicted final value
+    # (discounted); else act on the latter (trajplan.planner.search).
+    prior_margin: float = 0.0
     mode: str = "cached"  # "cached" (exact, fast) or "full" (whole window per token)
     window: str = "slide"  # "slide" (reference) or "grow" (slide only past the block; faster)
 
@@ -357,6 +362,14 @@ def check_plan_config(cfg: PlanConfig) -> None:
         raise TrajplanError(f"plan.prior_share must be in (0, 1], got {cfg.prior_share}")
     if not (math.isfinite(cfg.prior_noise) and cfg.prior_noise >= 0):
         raise TrajplanError(f"plan.prior_noise must be >= 0, got {cfg.prior_noise}")
+    if not (math.isfinite(cfg.prior_margin) and cfg.prior_margin >= 0):
+        raise TrajplanError(f"plan.prior_margin must be >= 0, got {cfg.prior_margin}")
+    if cfg.prior_margin > 0 and not cfg.prior:
+        raise TrajplanError("plan.prior_margin needs a prior policy (plan.prior)")
+    if cfg.prior_margin > 0 and cfg.beam_width < 2:
+        raise TrajplanError(
+            "plan.prior_margin needs beam_width >= 2 (one beam is kept for the prior's plan)"
+        )
     for name in ("cdf_obs", "cdf_act"):
         p = getattr(cfg, name)
         if p is not None and not 0.0 < p <= 1.0:

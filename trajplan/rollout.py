@@ -57,6 +57,7 @@ class EpisodeResult:
     pred_rewards: list[float] = field(default_factory=list)  # expected reward of the step
     pred_returns: list[float] = field(default_factory=list)  # score of the plan acted on
     prior_steps: int | None = None  # actions that were a prior policy's (plan.prior)
+    prior_holds: int | None = None  # steps the margin rule kept the prior's plan (prior_margin)
 
 
 def rollout(
@@ -113,6 +114,8 @@ def rollout(
                     res.pred_returns.append(float(pred[1][j]))
                     if len(pred) > 2 and pred[2] is not None:
                         res.prior_steps = (res.prior_steps or 0) + int(pred[2][j])
+                    if len(pred) > 3 and pred[3] is not None:
+                        res.prior_holds = (res.prior_holds or 0) + int(pred[3][j])
                 res.ret += float(r)
                 res.length += 1
                 res.rewards.append(float(r))

@@ -115,7 +115,8 @@ def plan_diagnostics(episodes: Sequence[EpisodeResult], discount: float) -> dict
     limit are left out (their realized return is cut short, the model cannot see the clock).
     A good reward fit with a large return bias says the value head is wrong; good fits with a
     poor score say the search, not the model, is at fault. With a prior policy (plan.prior),
-    prior_action_share: the share of executed actions that were the prior's.
+    prior_action_share: the share of executed actions that were the prior's; with a margin
+    (plan.prior_margin), prior_hold_share: the share where the rule kept the prior's plan.
     """
     pr, r, pv, g = [], [], [], []
     tail = int(round(1.0 / (1.0 - discount))) if discount < 1 else 0
@@ -147,6 +148,8 @@ def plan_diagnostics(episodes: Sequence[EpisodeResult], discount: float) -> dict
     if with_prior:
         n = sum(len(e.pred_rewards) for e in with_prior)
         out["prior_action_share"] = sum(e.prior_steps or 0 for e in with_prior) / n
+        if any(e.prior_holds is not None for e in with_prior):
+            out["prior_hold_share"] = sum(e.prior_holds or 0 for e in with_prior) / n
     if len(pv_):
         out.update(
             return_steps=len(pv_),

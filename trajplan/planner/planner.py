@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -51,6 +52,15 @@ def check_plan_config(cfg: PlanConfig, model: TrajectoryGPT | None = None) -> No
             f"the planning window ({plan_window(model, cfg)} tokens) holds less than one "
             f"transition ({D} tokens): use max_context_transitions >= 2"
         )
+
+
+class Predictions(NamedTuple):
+    """What the model predicted for the actions `Planner.act` just returned, [E] each."""
+
+    reward: np.ndarray  # expected reward of this step
+    value: np.ndarray  # score of the plan the actions come from (its predicted return)
+    from_prior: np.ndarray | None  # bool: the plan's first action was the prior's (plan.prior)
+    held: np.ndarray | None  # bool: the margin rule kept the prior's plan (plan.prior_margin)
 
 
 class Planner:
@@ -166,20 +176,23 @@ class Planner:
         if self.plan is not None:
             p = self.plan
             self.plan = PlanResult(
-                *(x.index_select(0, idx) for x in (p.tokens, p.value, p.rewards, p.from_prior))
+                *(
+                    x.index_select(0, idx)
+                    for x in (p.tokens, p.value, p.rewards, p.from_prior, p.held)
+                )
             )
 
-    def predictions(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """What the model predicted for the actions `act` just returned: the expected reward
-        of this step [E] and the score of the plan they come from [E] (its predicted
-        discounted return from the step where it was made); with a prior policy, whether the
-        plan's first action was the prior's [E] bool (else None)."""
+    def predictions(self) -> Predictions:
+        """What the model predicted for the actions `act` just returned (`Predictions`; the
+        prior's fields are None without a prior, `held` also without a margin)."""
         assert self.plan is not None, "call act() first"
         row = (self.steps % self.cfg.plan_freq) if self.cfg.plan_freq > 1 else 0
-        return (
+        prior = self.prior is not None
+        return Predictions(
             self.plan.rewards[:, row].cpu().numpy(),
             self.plan.value.cpu().numpy().astype(np.float64),
-            self.plan.from_prior.cpu().numpy() if self.prior is not None else None,
+            self.plan.from_prior.cpu().numpy() if prior else None,
+            self.plan.held.cpu().numpy() if prior and self.cfg.prior_margin > 0 else None,
         )
 
     @property
