@@ -6,10 +6,11 @@ evaluate both on the same episode seeds, and compare with the dataset's own mean
     python scripts/bench_learning.py --dataset ID --tt-run RUN --bc-run RUN   # reuse runs
     python scripts/bench_learning.py --dataset ID --no-prior   # skip TT with the wBC prior
 
-Four policies on the same seeds: BC (plain), wBC (return-weighted BC, `trajplan bc
---action-weighting 2`), TT (the recipe's own search) and TT with the wBC run as its
+Five policies on the same seeds: BC (plain), wBC (return-weighted BC, `trajplan bc
+--action-weighting 2`), TT (the recipe's own search), TT with the wBC run as its
 `plan.prior` (the search's candidates are wBC's actions plus a little noise, scored by the
-model; docs/method.md).
+model; docs/method.md), and wBC with that same noise on every action: the search's
+candidates picked at random, so `tt_prior_minus_wbc_noisy` is what the model's scoring adds.
 
 Any Minari dataset id (local or downloaded; MINARI_DATASETS_PATH is honoured). Scores are
 D4RL-normalized with the dataset's reference scores when it stores them, else the D4RL
@@ -53,10 +54,14 @@ def dataset_score(dataset_id: str) -> tuple[float, float, int, str]:
 
 
 def evaluate_and_save(
-    run: Path, eval_kw: dict, args: argparse.Namespace, prior: Path | None = None
+    run: Path,
+    eval_kw: dict,
+    args: argparse.Namespace,
+    prior: Path | None = None,
+    action_noise: float = 0.0,
 ) -> dict:
-    """Evaluate a run (a TT run with `prior`: that BC run as its plan.prior), write
-    RUN/eval/<what>/eval.json + eval.png, return the summary."""
+    """Evaluate a run (a TT run with `prior`: that BC run as its plan.prior; a BC run with
+    `action_noise`), write RUN/eval/<what>/eval.json + eval.png, return the summary."""
     from trajplan.checkpoint import read_manifest
     from trajplan.evaluate import with_overrides
     from trajplan.report import eval_name, save_eval
@@ -66,13 +71,16 @@ def evaluate_and_save(
     plan_cfg = None
     if prior is not None:
         plan_cfg = with_overrides(read_manifest(run)[0].plan, prior=str(prior))
-    result = evaluate_run(run, **eval_kw, plan_cfg=plan_cfg, progress=False)
+    result = evaluate_run(
+        run, **eval_kw, plan_cfg=plan_cfg, progress=False, action_noise=action_noise
+    )
     plan = None
     if result.plan.get("horizon") is not None:
         from trajplan.config import PlanConfig, from_dict
 
         plan = from_dict(PlanConfig, result.plan, "plan")
-    dest = unique_dir(run / "eval", eval_name(args.episodes, args.seed, plan, args.episode_steps))
+    name = eval_name(args.episodes, args.seed, plan, args.episode_steps, action_noise)
+    dest = unique_dir(run / "eval", name)
     save_eval(result, dest, run / "metrics.jsonl")
     return result.summary()
 
@@ -155,7 +163,13 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         tt = evaluate_and_save(tt_run, eval_kw, args)
         tt_eval_min = (time.perf_counter() - t0) / 60
-        ttp = evaluate_and_save(tt_run, eval_kw, args, prior=wbc_run) if args.prior else None
+        ttp = wbc_noisy = None
+        if args.prior:
+            from trajplan.checkpoint import read_manifest
+
+            ttp = evaluate_and_save(tt_run, eval_kw, args, prior=wbc_run)
+            noise = read_manifest(tt_run)[0].plan.prior_noise  # the search's candidates' noise
+            wbc_noisy = evaluate_and_save(wbc_run, eval_kw, args, action_noise=noise)
     except TrajplanError as exc:
         console.print(f"[red]error:[/] {exc}", highlight=False)
         return 2
@@ -168,8 +182,9 @@ def main(argv: list[str] | None = None) -> int:
         table.add_column(col, justify="left" if not col else "right")
     table.add_row(f"dataset ({ds_n} episodes)", cell(ds_mean, ds_err), "", "")
     rows = [("BC", bc, bc_train_min), ("wBC", wbc, None), ("TT", tt, tt_train_min)]
-    if ttp is not None:
+    if ttp is not None and wbc_noisy is not None:
         rows.append(("TT, wBC as prior", ttp, None))
+        rows.append(("wBC + the prior's noise (no search)", wbc_noisy, None))
     for name, s, minutes in rows:
         table.add_row(
             name,
@@ -211,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         tt_reward_corr=diag.get("reward_corr"),
         tt_return_bias=diag.get("return_bias"),
     )
-    if ttp is not None:
+    if ttp is not None and wbc_noisy is not None:
         figures.update(
             tt_prior_normalized=round(ttp["score_mean"], 2),
             tt_prior_stderr=round(ttp["score_stderr"] or 0.0, 2),
@@ -219,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
             tt_prior_minus_wbc=round(ttp["score_mean"] - wbc["score_mean"], 2),
             tt_prior_minus_dataset=round(ttp["score_mean"] - ds_mean, 2),
             tt_prior_action_share=(ttp.get("diagnostics") or {}).get("prior_action_share"),
+            wbc_noisy_normalized=round(wbc_noisy["score_mean"], 2),
+            wbc_noisy_stderr=round(wbc_noisy["score_stderr"] or 0.0, 2),
+            tt_prior_minus_wbc_noisy=round(ttp["score_mean"] - wbc_noisy["score_mean"], 2),
         )
     print(json.dumps(figures))
     return 0

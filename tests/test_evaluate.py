@@ -322,6 +322,8 @@ def test_cli_short_help_and_version(command: list[str], capsys: pytest.CaptureFi
         (("eval", "{run}", "--set", "plan.horizon=two"), "expected an integer"),
         (("eval", "{run}", "--prior", "no/such/bc"), "bc not found (give a BC run"),
         (("eval", "{run}", "--set", "plan.prior_share=2"), "prior_share must be in (0, 1]"),
+        (("eval", "{run}", "--set", "plan.prior_margin=1"), "prior_margin needs a prior"),
+        (("eval", "{run}", "--action-noise", "0.1"), "--action-noise is for BC runs"),
     ],
 )
 def test_cli_bad_input_is_one_red_line(

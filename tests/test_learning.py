@@ -391,13 +391,20 @@ def test_bench_learning_prints_a_table_and_the_json_figures(
     assert r.returncode == 0, r.stderr[-2000:]
     figures = json.loads(r.stdout.strip().splitlines()[-1])
     for key in ("dataset_normalized", "bc_normalized", "wbc_normalized", "tt_normalized",
-                "tt_stderr", "tt_prior_normalized", "tt_prior_action_share"):  # fmt: skip
+                "tt_stderr", "tt_prior_normalized", "tt_prior_action_share",
+                "wbc_noisy_normalized", "tt_prior_minus_wbc_noisy"):  # fmt: skip
         assert isinstance(figures[key], float)
+    assert figures["tt_prior_minus_wbc_noisy"] == pytest.approx(
+        figures["tt_prior_normalized"] - figures["wbc_noisy_normalized"], abs=0.011
+    )
     assert figures["comparable"] is False  # capped episodes are labelled
-    assert "TT, wBC as prior" in r.stdout
-    # every evaluation is kept next to its run; TT's with the wBC run as prior apart
-    for run in ("bc", "wbc"):
-        assert len(list((tmp_path / "b" / run / "eval").glob("*/eval.json"))) == 1
+    assert "TT, wBC as prior" in r.stdout and "the prior's noise" in r.stdout
+    # every evaluation is kept next to its run; TT's with the wBC run as prior apart, and
+    # wBC's with the prior's noise apart (its plan says so)
+    assert len(list((tmp_path / "b" / "bc" / "eval").glob("*/eval.json"))) == 1
+    (noisy,) = (tmp_path / "b" / "wbc" / "eval").glob("*-noise0.1-*/eval.json")
+    assert json.loads(noisy.read_text())["plan"] == {"policy": "bc", "action_noise": 0.1}
+    assert len(list((tmp_path / "b" / "wbc" / "eval").glob("*/eval.json"))) == 2
     wbc = json.loads((tmp_path / "b" / "wbc" / "config.json").read_text())
     assert wbc["config"]["action_weighting"] == 2.0
     (with_prior,) = (tmp_path / "b" / "tt" / "eval").glob("*-prior-*/eval.json")

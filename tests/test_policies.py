@@ -118,3 +118,32 @@ def test_random_policy_is_reproducible_per_episode_seed():
     other = np.stack([policy.act(None) for _ in range(4)])
     np.testing.assert_array_equal(first, again)
     assert not np.array_equal(first, other)
+
+
+def test_batched_actor_noise_is_seeded_per_episode_and_clipped():
+    """noise 0: the actor's own actions; noise > 0: the actor's action plus noise * half
+    range * N(0, 1) from the episode's own seed (batched == alone, the same seed the same
+    draws), clipped to the bounds; negative noise is a clear error."""
+    from trajplan.policies import BatchedActor
+
+    actor = tiny_actor(5, 3)
+    obs = np.random.default_rng(1).normal(size=(2, 5))  # [E, o]
+    plain = BatchedActor(actor)
+    plain.reset(2, [7, 8])
+    assert np.array_equal(plain.act(obs), actor.act(obs).astype(np.float64))
+    noisy = BatchedActor(actor, noise=0.2)
+    noisy.reset(2, [7, 8])
+    got = noisy.act(obs)
+    eps = np.random.default_rng(8).standard_normal(3)
+    want = np.clip(actor.act(obs[1:]).astype(np.float64)[0] + 0.2 * eps, -1.0, 1.0)
+    assert np.allclose(got[1], want, atol=1e-12)
+    noisy.drop(np.array([False, True]))  # episode 7 ended: 8 keeps its own stream
+    alone = BatchedActor(actor, noise=0.2)
+    alone.reset(1, [8])
+    alone.act(obs[1:])
+    assert np.array_equal(noisy.act(obs[1:]), alone.act(obs[1:])) and noisy.n_envs == 1
+    loud = BatchedActor(actor, noise=50.0)
+    loud.reset(2, [0, 1])
+    assert np.abs(loud.act(obs)).max() == 1.0  # clipped to the action box
+    with pytest.raises(TrajplanError, match="action noise must be >= 0"):
+        BatchedActor(actor, noise=-0.1)

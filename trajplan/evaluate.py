@@ -257,16 +257,23 @@ def run_episodes(
     on_step: Callable[[StepInfo], None] | None = None,
     recorder: VideoRecorder | None = None,
     seeds: Sequence[int] | None = None,
+    action_noise: float = 0.0,
 ) -> EvalResult:
     """Evaluate a loaded run in its env: a TT checkpoint (trajplan.checkpoint.Checkpoint)
     plans; a BC run (trajplan.bc.BCRun) acts with its policy on the same seeds.
 
     plan_cfg defaults to the run's own planning config; env defaults to the run's env;
-    seeds (optional) replaces seed..seed+n_episodes-1. Everything after env is by keyword.
+    seeds (optional) replaces seed..seed+n_episodes-1; action_noise (BC runs only): its
+    actions plus that much noise (`policies.BatchedActor`), e.g. the noise of a search's
+    prior candidates. Everything after env is by keyword.
     """
     from trajplan.bc import BCRun
 
     env_name = env or checkpoint.env
+    if action_noise and not isinstance(checkpoint, BCRun):
+        raise TrajplanError(
+            "action noise is for BC runs; a TT run's prior candidates take plan.prior_noise"
+        )
     if isinstance(checkpoint, BCRun):
         from trajplan.policies import BatchedActor
 
@@ -276,7 +283,7 @@ def run_episodes(
             env_name, checkpoint.ref_min, checkpoint.ref_max, checkpoint.ref_source or ""
         )
         result = evaluate_policy(
-            BatchedActor(checkpoint.actor),
+            BatchedActor(checkpoint.actor, action_noise),
             env_name,
             n_episodes=n_episodes,
             seed=seed,
@@ -286,7 +293,7 @@ def run_episodes(
             on_step=on_step,
             recorder=recorder,
             seeds=seeds,
-            plan={"policy": "bc"},
+            plan={"policy": "bc", **({"action_noise": action_noise} if action_noise else {})},
         )
         result.checkpoint, result.dataset_id = str(checkpoint.run_dir), checkpoint.dataset_id
         return result

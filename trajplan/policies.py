@@ -58,24 +58,43 @@ class ActorPolicy:
 
 class BatchedActor:
     """An exported actor (a BC policy, a SAC actor) for E episodes in lockstep: the batched
-    interface of `trajplan.planner.Planner` that `trajplan.rollout.rollout` drives."""
+    interface of `trajplan.planner.Planner` that `trajplan.rollout.rollout` drives.
 
-    def __init__(self, actor: Actor) -> None:
-        self.actor = actor
-        self.n_envs = 0
+    noise > 0: Gaussian noise of `noise` times each action's half range is added, clipped to
+    the bounds, as a prior's noisy candidates get in the planner (`plan.prior_noise`); each
+    episode draws it from its own generator, seeded with the episode's seed.
+    """
+
+    def __init__(self, actor: Actor, noise: float = 0.0) -> None:
+        if not (np.isfinite(noise) and noise >= 0):
+            raise TrajplanError(f"action noise must be >= 0, got {noise}")
+        self.actor, self.noise = actor, float(noise)
+        self.low = np.asarray(actor.action_low, dtype=np.float64)
+        self.high = np.asarray(actor.action_high, dtype=np.float64)
+        self.generators: list[np.random.Generator] = []
+
+    @property
+    def n_envs(self) -> int:
+        return len(self.generators)
 
     def reset(self, n_envs: int, seeds: Any = None) -> None:
-        self.n_envs = n_envs
+        seeds = range(n_envs) if seeds is None else seeds
+        self.generators = [np.random.default_rng(int(s)) for s in seeds]
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         """Observations [E, o] -> actions [E, a] (float64)."""
-        return self.actor.act(obs).astype(np.float64)
+        act = self.actor.act(obs).astype(np.float64)
+        if self.noise > 0:
+            eps = np.stack([g.standard_normal(act.shape[1]) for g in self.generators])  # [E, a]
+            half = 0.5 * (self.high - self.low)
+            act = np.clip(act + self.noise * half * eps, self.low, self.high)
+        return act
 
     def observe(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray) -> None:
         pass
 
     def drop(self, keep: np.ndarray) -> None:
-        self.n_envs = int(np.count_nonzero(keep))
+        self.generators = [g for g, k in zip(self.generators, keep, strict=True) if k]
 
 
 class OneEpisode:

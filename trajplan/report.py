@@ -18,16 +18,23 @@ if TYPE_CHECKING:
 
 
 def eval_name(
-    n_episodes: int, seed: int, plan: PlanConfig | None, episode_steps: int | None
+    n_episodes: int,
+    seed: int,
+    plan: PlanConfig | None,
+    episode_steps: int | None,
+    action_noise: float = 0.0,
 ) -> str:
     """A folder name that says what an evaluation was, e.g. 10ep-seed0-h15-b128-20250101-
-    120000 (plus -capped200 for capped episodes): a quick look never replaces a full one."""
+    120000 (plus -capped200 for capped episodes, -noise0.1 for a BC run's noisy actions):
+    a quick look never replaces a full one."""
     import datetime as _dt
 
     name = f"{n_episodes}ep-seed{seed}"
     if plan is not None:
         name += f"-h{plan.horizon}-b{plan.beam_width}"
         name += "-prior" if plan.prior else ""
+    if action_noise:
+        name += f"-noise{action_noise:g}"
     if episode_steps is not None:
         name += f"-capped{episode_steps}"
     return f"{name}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"

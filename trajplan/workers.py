@@ -41,6 +41,7 @@ def _worker(
     episode_steps: int | None,
     threads: int,
     device: str = "cpu",
+    action_noise: float = 0.0,
 ) -> Any:
     import torch
 
@@ -50,8 +51,9 @@ def _worker(
     run = _load(run_dir, device)
     cfg = from_dict(PlanConfig, plan, "plan") if plan is not None else None
     return run_episodes(
-        run, env, seeds=seeds, plan_cfg=cfg, episode_steps=episode_steps, progress=False
-    )
+        run, env, seeds=seeds, plan_cfg=cfg, episode_steps=episode_steps, progress=False,
+        action_noise=action_noise,
+    )  # fmt: skip
 
 
 def default_workers() -> int:
@@ -85,10 +87,11 @@ def evaluate_run(
     threads: int = 1,
     device: str = "auto",
     progress: bool = True,
+    action_noise: float = 0.0,
 ) -> Any:
     """Evaluate a TT or BC run directory on `seeds`; with workers > 1, over that many
     processes of `threads` threads each, one GPU each where there are several (the same
-    episodes as one process)."""
+    episodes as one process). action_noise: for a BC run (`evaluate.run_episodes`)."""
     from trajplan.evaluate import EvalResult, run_episodes
 
     seeds = [int(s) for s in seeds]
@@ -102,7 +105,7 @@ def evaluate_run(
         run = _load(str(run_dir), device)
         return run_episodes(
             run, env, seeds=seeds, plan_cfg=plan_cfg, episode_steps=episode_steps,
-            progress=progress,
+            progress=progress, action_noise=action_noise,
         )  # fmt: skip
     import torch
 
@@ -123,7 +126,7 @@ def evaluate_run(
     ctx = mp.get_context("spawn")  # no forked torch thread pools
     pool = ProcessPoolExecutor(workers, mp_context=ctx)
     futures = [
-        pool.submit(_worker, str(run_dir), env, c, plan, episode_steps, threads, d)
+        pool.submit(_worker, str(run_dir), env, c, plan, episode_steps, threads, d, action_noise)
         for c, d in zip(chunks, devices, strict=True)
     ]
     try:

@@ -3,6 +3,7 @@ the commands that plan (trajplan.planner, trajplan.evaluate, trajplan.workers)."
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import typer
@@ -190,6 +191,12 @@ def eval_cmd(
         "0", help="Episodes to record with --video, by index: 0,1 = the first two."
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress."),
+    action_noise: float = typer.Option(
+        0.0,
+        help="BC runs only: add Gaussian noise of this times each action's half range, "
+        "seeded per episode. At 0.1 (plan.prior_noise) it plays the candidates a search "
+        "with --prior chooses from, picked at random: does the search add to them?",
+    ),
     workers: int = typer.Option(
         1,
         help="Processes to split the episodes over (one thread each unless --threads): "
@@ -236,11 +243,15 @@ def eval_cmd(
     check_episode_args(episodes, episode_steps)
     if workers < 1:
         raise TrajplanError(f"--workers must be at least 1, got {workers}")
+    if action_noise and not all(is_bc_run(b) for b in bases):
+        raise TrajplanError("--action-noise is for BC runs (a TT run's prior: plan.prior_noise)")
+    if not (math.isfinite(action_noise) and action_noise >= 0):
+        raise TrajplanError(f"--action-noise must be >= 0, got {action_noise}")
     if workers > 1 and video:
         raise TrajplanError("--workers > 1 splits episodes over processes: use it without --video")
     dests = []
     for base, plan_cfg in zip(bases, plans, strict=True):
-        name = eval_name(episodes, seed, plan_cfg, episode_steps)
+        name = eval_name(episodes, seed, plan_cfg, episode_steps, action_noise)
         if out:  # runs with the same name (A/run, B/run) are told apart by their parent
             label = base.name if names.count(base.name) == 1 else f"{base.parent.name}_{base.name}"
             dests.append(unique_dir(Path(out), f"{label}-{name}"))
@@ -262,6 +273,7 @@ def eval_cmd(
                             run_dir, seeds=range(seed, seed + episodes), env=env,
                             plan_cfg=plan_cfg, episode_steps=episode_steps, workers=workers,
                             threads=threads or 1, device=device, progress=progress,
+                            action_noise=action_noise,
                         )  # fmt: skip
                     elif is_bc_run(base):  # a BC baseline acts on the same seeds, no planning
                         run = load_bc(base)
@@ -270,6 +282,7 @@ def eval_cmd(
                         result = run_episodes(
                             run, env, n_episodes=episodes, seed=seed,
                             episode_steps=episode_steps, progress=progress, recorder=rec,
+                            action_noise=action_noise,
                         )  # fmt: skip
                     else:
                         ckpt = load_checkpoint(run_dir, device=device)
