@@ -345,3 +345,26 @@ def test_rendering_without_a_gl_backend_is_a_clear_error(monkeypatch: pytest.Mon
     monkeypatch.setenv("MUJOCO_GL", "no-such-backend")
     with pytest.raises(TrajplanError, match="cannot render headless with MUJOCO_GL=no-such"):
         check_rendering("hopper")
+
+
+def test_ranking_diagnostic_end_to_end(run_dir: Path) -> None:
+    """scripts/diag_ranking.py on a real run and a real prior in the real simulator: a table,
+    then one JSON line whose gains are ordered as they must be (the best candidate's true
+    return is at least the model's pick's and the noise-free one's); bad input is one line."""
+    from trajplan.actors import builtin_actor
+
+    script = str(Path(__file__).parents[1] / "scripts" / "diag_ranking.py")
+    actor = str(builtin_actor("hopper", "medium"))
+    env = dict(os.environ, COLUMNS="200", OMP_NUM_THREADS="1")
+    args = [sys.executable, script, "--run", str(run_dir), "--prior", actor, "--episodes", "1",
+            "--every", "40", "--steps", "20", "--candidates", "4"]  # fmt: skip
+    r = subprocess.run(args, capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    figures = json.loads(r.stdout.strip().splitlines()[-1])
+    assert figures["states"] >= 1 and -1.0 <= figures["rank_corr"] <= 1.0
+    assert figures["best_gain_return"] >= max(figures["pick_gain_return"], 0.0)
+    assert figures["best_gain_return"] >= figures["prior_gain_return"]
+    assert "rank correlation" in r.stdout
+    bad = subprocess.run([*args[:-1], "1"], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "--candidates must be at least 2" in bad.stderr
+    assert bad.stderr.strip().count("\n") == 0

@@ -622,3 +622,41 @@ def test_bad_prior_margins_are_clear_errors(prior_file: str) -> None:
     for change, message in cases:
         with pytest.raises(TrajplanError, match=message):
             Planner(model, disc, dataclasses.replace(base, **change))
+
+
+def test_ranking_diagnostic_scores_a_candidate_as_the_planner_does(prior_file: str) -> None:
+    """scripts/diag_ranking.py scores "take this action, then follow the prior" with the
+    planner's own rules: for the prior's own action, its score is the plan value of a
+    search whose every candidate is the prior's (share 1, no noise). Its rank correlation
+    is Spearman's (known values, ties at their mean rank)."""
+    import importlib.util
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    path = Path(__file__).parents[1] / "scripts" / "diag_ranking.py"
+    spec = importlib.util.spec_from_file_location("diag_ranking", path)
+    diag = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(diag)
+    assert diag.ranks(np.array([3.0, 1.0, 3.0, 2.0])).tolist() == [2.5, 0.0, 2.5, 1.0]
+    assert diag.spearman(np.array([1.0, 2.0, 3.0]), np.array([10.0, 30.0, 20.0])) == 0.5
+    assert diag.spearman(np.ones(3), np.arange(3.0)) is None
+
+    model, disc = random_model(seed=8), random_discretizer(8)
+    cfg = PlanConfig(horizon=3, beam_width=2, n_expand=1, max_context_transitions=3,
+                     prior=prior_file, prior_share=1.0, prior_noise=0.0)  # fmt: skip
+    obs, rew = episode_data(3, 1, seed=9)
+    actor = load_actor(prior_file)
+    planner = Planner(model, disc, cfg)
+    planner.reset(1, [0])
+    ckpt = SimpleNamespace(model=model, discretizer=disc)
+    for t in range(3):
+        act = planner.act(obs[t])
+        obs_tok = torch.as_tensor(disc.discretize(obs[t], dims=slice(0, OBS)))  # [1, o]
+        ctx = torch.cat([planner.context.flatten(1), obs_tok], 1)
+        own = disc.discretize(actor.act(obs[t]).astype(np.float64), dims=slice(OBS, OBS + ACT))
+        other = (own + 3) % N  # another candidate: scored too, differently
+        cand = torch.as_tensor(np.concatenate([own, other]))  # [2, a]
+        score = diag.model_scores(ckpt, actor, cfg, ctx, obs[t, 0], cand)
+        assert score[0] == pytest.approx(float(planner.plan.value[0]), abs=1e-9)
+        assert score[1] != pytest.approx(score[0])
+        planner.observe(obs[t], act, rew[t])

@@ -1,0 +1,237 @@
+"""Can the model rank the search's candidate actions? A counterfactual check in the simulator.
+
+    python scripts/diag_ranking.py --run runs/tt --prior runs/wbc
+    python scripts/diag_ranking.py --run runs/tt --prior runs/wbc --episodes 5 --every 10
+
+The planner with a prior (`plan.prior`) chooses among the prior's action plus noise. Whether
+that choice can beat a random pick depends on one thing: does the model's score order the
+candidates as their true returns do? This script measures it. Along the prior's own episodes
+(seeds SEED.., noise-free), at every `--every`-th step, `--candidates` first actions
+(the prior's action plus the plan's `prior_noise`, the first one noise-free, tokenized as the
+planner does) are each scored twice:
+
+- by the model, as the planner would score the plan "take the candidate, then follow the
+  prior on the predicted observations": sum_i gamma^i E[r_i] + gamma^H E[V] over the run's
+  plan horizon H, with the planner's own window and greedy reward, value and observation
+  tokens (trajplan.planner);
+- by the simulator: the env is set to the state, takes the candidate, then follows the
+  prior for `--steps` steps (or until it terminates): sum_t gamma^t r_t.
+
+Per state it records the Spearman rank correlation of the two and the true return of the
+model's pick, of the best candidate and of the noise-free one, each against the mean over
+the candidates. A correlation near 0 says the search cannot beat a random pick among its
+candidates: then the model's value or reward predictions, not the search, need work.
+Prints a table, then as its last line one JSON object of the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks 0..n-1 of x, ties sharing their mean rank."""
+    order = np.argsort(x, kind="stable")
+    r = np.empty(len(x))
+    r[order] = np.arange(len(x))
+    for v in np.unique(x):
+        tie = x == v
+        r[tie] = r[tie].mean()
+    return r
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Spearman rank correlation (None when either side is constant)."""
+    ra, rb = ranks(a), ranks(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return None
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+@torch.inference_mode()
+def model_scores(ckpt, prior, cfg, context: torch.Tensor, obs: np.ndarray, cand: torch.Tensor):
+    """The planner's score of each candidate's plan: context [1, P] tokens (past transitions
+    and the current observation), cand [K, a] action tokens -> [K] float64."""
+    from trajplan.planner import plan_window
+    from trajplan.planner.sampling import beam_scores
+    from trajplan.planner.windows import FullWindow
+
+    model, disc = ckpt.model, ckpt.discretizer
+    o, a, D, N = model.cfg.obs_dim, model.cfg.act_dim, model.transition_dim, model.vocab_size
+    K, H = cand.shape[0], cfg.horizon
+    mids = torch.as_tensor(disc.midpoints())  # [N, D]
+    win = FullWindow(model, plan_window(model, cfg), H * D - o)
+    win.begin(context)
+    win.select(torch.zeros(K, dtype=torch.long))  # K copies of the one context row
+    rewards = torch.zeros(K, H + 1, dtype=torch.float64)
+    beam_obs = np.repeat(obs[None], K, axis=0)  # [K, o] what the prior acts on
+    act = cand
+    for t in range(H):
+        if t > 0:  # later steps follow the prior, noise-free, on the predicted observations
+            act_f = prior.act(beam_obs).astype(np.float64)
+            act = torch.as_tensor(disc.discretize(act_f, dims=slice(o, o + a)))
+        for i in range(a):
+            logits = win.feed(act[:, i])
+        p_r = torch.softmax(logits, -1)
+        rewards[:, t] = p_r[:, :N].double() @ mids[:, D - 2]
+        logits = win.feed(p_r.argmax(-1))
+        p_v = torch.softmax(logits, -1)
+        rewards[:, t + 1] = p_v[:, :N].double() @ mids[:, D - 1]
+        if t == H - 1:
+            break
+        logits = win.feed(p_v.argmax(-1))
+        for j in range(o):
+            tok = logits.argmax(-1)
+            beam_obs[:, j] = mids[tok.clamp_max(N - 1), j].numpy()
+            logits = win.feed(tok)
+    return beam_scores(rewards, cfg.discount).numpy()
+
+
+def true_returns(env, state, actions: np.ndarray, prior, steps: int, gamma: float, view):
+    """[K] discounted return of taking each action from `state` (qpos, qvel), then the prior."""
+    base = env.unwrapped
+    out = np.zeros(len(actions))
+    for k, first in enumerate(actions):
+        base.set_state(*state)
+        act, ret, disc = first, 0.0, 1.0
+        for _ in range(steps):
+            obs, r, term, _, _ = base.step(act)
+            ret += disc * float(r)
+            disc *= gamma
+            if term:
+                break
+            act = prior.act(view(obs)[None])[0]
+        out[k] = ret
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--run", required=True, help="a trained TT run")
+    ap.add_argument("--prior", required=True, help="a BC run or actor file (plan.prior)")
+    ap.add_argument("--episodes", type=int, default=3, help="prior episodes to take states from")
+    ap.add_argument("--every", type=int, default=25, help="take a state every N steps")
+    ap.add_argument("--candidates", type=int, default=16, help="candidate actions per state")
+    ap.add_argument("--noise", type=float, default=None, help="default: the run's prior_noise")
+    ap.add_argument("--steps", type=int, default=200, help="simulator steps after the candidate")
+    ap.add_argument("--seed", type=int, default=0, help="first episode seed")
+    args = ap.parse_args(argv)
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from trajplan.checkpoint import load_checkpoint
+    from trajplan.envs import make_env, obs_view, resolve_env
+    from trajplan.errors import TrajplanError
+    from trajplan.planner.planner import VALUE_PLACEHOLDER
+    from trajplan.planner.prior import load_prior
+
+    console, err = Console(), Console(stderr=True)
+    torch.set_num_threads(1)
+    try:
+        for name in ("episodes", "every", "steps"):
+            if getattr(args, name) < 1:
+                raise TrajplanError(f"--{name} must be at least 1")
+        if args.candidates < 2:
+            raise TrajplanError("--candidates must be at least 2 (a ranking needs two)")
+        ckpt = load_checkpoint(args.run, device="cpu")
+        prior = load_prior(args.prior)
+        cfg = ckpt.config.plan
+        noise = cfg.prior_noise if args.noise is None else args.noise
+        if not noise > 0:
+            raise TrajplanError("--noise must be > 0: the candidates must differ")
+        info = resolve_env(ckpt.env)
+        o, a = ckpt.model.cfg.obs_dim, ckpt.model.cfg.act_dim
+        if (prior.obs_dim, prior.act_dim) != (o, a):
+            raise TrajplanError(
+                f"the prior acts on {prior.obs_dim}/{prior.act_dim} dims, the model {o}/{a}"
+            )
+    except TrajplanError as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False)
+        return 2
+    disc = ckpt.discretizer
+
+    def view(x: np.ndarray) -> np.ndarray:
+        return obs_view(info, x)
+
+    low, high = np.asarray(prior.action_low, float), np.asarray(prior.action_high, float)
+    rng = np.random.default_rng(args.seed)
+    corr, pick, best, own = [], [], [], []
+    env = make_env(ckpt.env)
+    sim = make_env(ckpt.env)  # the counterfactual copy, set to each state
+    sim.reset(seed=0)
+    limit = int(env.spec.max_episode_steps or 1000) if env.spec else 1000
+    for e in range(args.episodes):
+        obs, _ = env.reset(seed=args.seed + e)
+        history: list[np.ndarray] = []  # past transitions [o + a + 2]
+        for t in range(limit):
+            seen = view(obs)
+            if t % args.every == 0:
+                state = (env.unwrapped.data.qpos.copy(), env.unwrapped.data.qvel.copy())
+                base = prior.act(seen[None])[0].astype(np.float64)
+                eps = rng.standard_normal((args.candidates, a))
+                eps[0] = 0.0
+                acts = np.clip(base + noise * 0.5 * (high - low) * eps, low, high)
+                tok = disc.discretize(acts, dims=slice(o, o + a))  # [K, a]
+                acts = disc.reconstruct(tok, dims=slice(o, o + a))  # what the planner executes
+                past = history[-cfg.max_context_transitions :]
+                ctx = [disc.discretize(np.stack(past)).reshape(-1)] if past else []
+                ctx.append(disc.discretize(seen[None], dims=slice(0, o))[0])
+                context = torch.as_tensor(np.concatenate(ctx))[None]
+                score = model_scores(ckpt, prior, cfg, context, seen, torch.as_tensor(tok))
+                true = true_returns(sim, state, acts, prior, args.steps, cfg.discount, view)
+                c = spearman(score, true)
+                if c is not None:
+                    corr.append(c)
+                pick.append(true[int(np.argmax(score))] - true.mean())
+                best.append(true.max() - true.mean())
+                own.append(true[0] - true.mean())
+            action = prior.act(seen[None])[0]
+            obs, r, term, trunc, _ = env.step(action)
+            history.append(np.concatenate([seen, action, [r, VALUE_PLACEHOLDER]]))
+            if term or trunc:
+                break
+        print(f"episode {e + 1}/{args.episodes}: {len(pick)} states so far", flush=True)
+    if not pick:
+        err.print("[red]error:[/] no states: the prior's episodes ended too early")
+        return 2
+
+    def ms(x: list[float]) -> tuple[float, float]:
+        v = np.asarray(x, dtype=np.float64)
+        return float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0
+
+    table = Table(title=f"{ckpt.dataset_id}: {len(pick)} states, {args.candidates} candidates")
+    for col in ("", "mean", "stderr"):
+        table.add_column(col, justify="left" if not col else "right")
+    rows = {
+        "rank correlation (model vs true)": ms(corr) if corr else (float("nan"), 0.0),
+        "true return: model's pick - mean": ms(pick),
+        "true return: best candidate - mean": ms(best),
+        "true return: noise-free prior - mean": ms(own),
+    }
+    for name, (m, s) in rows.items():
+        table.add_row(name, f"{m:.3f}", f"{s:.3f}")
+    console.print(table)
+    figures = {
+        "states": len(pick),
+        "rank_corr": round(rows["rank correlation (model vs true)"][0], 4),
+        "rank_corr_stderr": round(rows["rank correlation (model vs true)"][1], 4),
+        "pick_gain_return": round(ms(pick)[0], 3),
+        "best_gain_return": round(ms(best)[0], 3),
+        "prior_gain_return": round(ms(own)[0], 3),
+        "noise": noise,
+        "horizon": cfg.horizon,
+        "run": str(Path(args.run)),
+    }
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
