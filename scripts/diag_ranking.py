@@ -8,7 +8,9 @@ that choice can beat a random pick depends on one thing: does the model's score 
 candidates as their true returns do? This script measures it. Along the prior's own episodes
 (seeds SEED.., noise-free), at every `--every`-th step, `--candidates` first actions
 (the prior's action plus the plan's `prior_noise`, the first one noise-free, tokenized as the
-planner does) are each scored twice:
+planner does; with `--source model`, drawn from the model as the reference search draws its
+candidates: token by token, the run's action filters, the current context) are each scored
+twice:
 
 - by the model, as the planner would score the plan "take the candidate, then follow the
   prior on the predicted observations": sum_i gamma^i E[r_i] + gamma^H E[V] over the run's
@@ -93,6 +95,28 @@ def model_scores(ckpt, prior, cfg, context: torch.Tensor, obs: np.ndarray, cand:
     return beam_scores(rewards, cfg.discount).numpy()
 
 
+@torch.inference_mode()
+def model_candidates(ckpt, cfg, context: torch.Tensor, k: int, gen: torch.Generator):
+    """[k, a] action tokens drawn from the model after context [1, P], as the reference
+    search draws a step's candidates (cdf and top-k filters of the run's plan config)."""
+    from trajplan.planner import plan_window, sample_token
+    from trajplan.planner.windows import FullWindow
+
+    model = ckpt.model
+    o, a, D = model.cfg.obs_dim, model.cfg.act_dim, model.transition_dim
+    win = FullWindow(model, plan_window(model, cfg), D - o)
+    logits = win.begin(context)
+    win.select(torch.zeros(k, dtype=torch.long))
+    logits = logits.expand(k, -1)
+    toks = []
+    for _ in range(a):
+        u = torch.rand(k, generator=gen, dtype=torch.float64)
+        tok, _ = sample_token(logits, u, cfg.k_act, cfg.cdf_act)
+        toks.append(tok)
+        logits = win.feed(tok)
+    return torch.stack(toks, 1)
+
+
 def true_returns(env, state, actions: np.ndarray, prior, steps: int, gamma: float, view):
     """[K] discounted return of taking each action from `state` (qpos, qvel), then the prior."""
     base = env.unwrapped
@@ -119,6 +143,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--every", type=int, default=25, help="take a state every N steps")
     ap.add_argument("--candidates", type=int, default=16, help="candidate actions per state")
     ap.add_argument("--noise", type=float, default=None, help="default: the run's prior_noise")
+    ap.add_argument(
+        "--source",
+        choices=("prior", "model"),
+        default="prior",
+        help="candidates: the prior's action plus noise, or drawn from the model (reference)",
+    )
     ap.add_argument("--steps", type=int, default=200, help="simulator steps after the candidate")
     ap.add_argument("--seed", type=int, default=0, help="first episode seed")
     args = ap.parse_args(argv)
@@ -162,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
 
     low, high = np.asarray(prior.action_low, float), np.asarray(prior.action_high, float)
     rng = np.random.default_rng(args.seed)
+    gen = torch.Generator().manual_seed(args.seed)
     corr, pick, best, own = [], [], [], []
     env = make_env(ckpt.env)
     sim = make_env(ckpt.env)  # the counterfactual copy, set to each state
@@ -179,11 +210,13 @@ def main(argv: list[str] | None = None) -> int:
                 eps[0] = 0.0
                 acts = np.clip(base + noise * 0.5 * (high - low) * eps, low, high)
                 tok = disc.discretize(acts, dims=slice(o, o + a))  # [K, a]
-                acts = disc.reconstruct(tok, dims=slice(o, o + a))  # what the planner executes
                 past = history[-cfg.max_context_transitions :]
                 ctx = [disc.discretize(np.stack(past)).reshape(-1)] if past else []
                 ctx.append(disc.discretize(seen[None], dims=slice(0, o))[0])
                 context = torch.as_tensor(np.concatenate(ctx))[None]
+                if args.source == "model":  # the reference's candidates instead
+                    tok = model_candidates(ckpt, cfg, context, args.candidates, gen).numpy()
+                acts = disc.reconstruct(tok, dims=slice(o, o + a))  # what the planner executes
                 score = model_scores(ckpt, prior, cfg, context, seen, torch.as_tensor(tok))
                 true = true_returns(sim, state, acts, prior, args.steps, cfg.discount, view)
                 c = spearman(score, true)
@@ -191,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
                     corr.append(c)
                 pick.append(true[int(np.argmax(score))] - true.mean())
                 best.append(true.max() - true.mean())
-                own.append(true[0] - true.mean())
+                if args.source == "prior":
+                    own.append(true[0] - true.mean())
             action = prior.act(seen[None])[0]
             obs, r, term, trunc, _ = env.step(action)
             history.append(np.concatenate([seen, action, [r, VALUE_PLACEHOLDER]]))
@@ -213,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         "rank correlation (model vs true)": ms(corr) if corr else (float("nan"), 0.0),
         "true return: model's pick - mean": ms(pick),
         "true return: best candidate - mean": ms(best),
-        "true return: noise-free prior - mean": ms(own),
+        "true return: noise-free prior - mean": ms(own) if own else (float("nan"), 0.0),
     }
     for name, (m, s) in rows.items():
         table.add_row(name, f"{m:.3f}", f"{s:.3f}")
@@ -224,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         "rank_corr_stderr": round(rows["rank correlation (model vs true)"][1], 4),
         "pick_gain_return": round(ms(pick)[0], 3),
         "best_gain_return": round(ms(best)[0], 3),
-        "prior_gain_return": round(ms(own)[0], 3),
+        "prior_gain_return": round(ms(own)[0], 3) if own else None,
+        "source": args.source,
         "noise": noise,
         "horizon": cfg.horizon,
         "run": str(Path(args.run)),
