@@ -498,6 +498,12 @@ def prior_file(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(save_actor(actor, tmp_path_factory.mktemp("prior") / "p.actor.safetensors"))
 
 
+def quantized_action(actor: Actor, disc: Discretizer, obs: np.ndarray) -> np.ndarray:
+    """The actor's action for obs [E, o] through the action bins' midpoints, [E, a]."""
+    dims = slice(OBS, OBS + ACT)
+    return disc.reconstruct(disc.discretize(actor.act(obs).astype(np.float64), dims=dims), dims)
+
+
 def test_prior_alone_acts_as_the_prior_quantized(prior_file: str) -> None:
     """prior_share 1, no noise: every candidate is the prior's action, so the planner
     executes the prior's action for the real observation, through bin midpoints."""
@@ -510,11 +516,7 @@ def test_prior_alone_acts_as_the_prior_quantized(prior_file: str) -> None:
     actor = load_actor(prior_file)
     for t in range(4):
         act = planner.act(obs[t])
-        want = disc.reconstruct(
-            disc.discretize(actor.act(obs[t]).astype(np.float64), dims=slice(OBS, OBS + ACT)),
-            dims=slice(OBS, OBS + ACT),
-        )
-        assert np.array_equal(act, want)
+        assert np.array_equal(act, quantized_action(actor, disc, obs[t]))
         assert planner.predictions()[2].all()  # the plan's first action is the prior's
         planner.observe(obs[t], act, rew[t])
 
@@ -587,11 +589,7 @@ def test_prior_margin_keeps_the_prior_plan_unless_beaten(prior_file: str) -> Non
     held = []
     for t in range(6):
         act = planner.act(obs[t])
-        want = disc.reconstruct(
-            disc.discretize(actor.act(obs[t]).astype(np.float64), dims=slice(OBS, OBS + ACT)),
-            dims=slice(OBS, OBS + ACT),
-        )
-        assert np.array_equal(act, want)
+        assert np.array_equal(act, quantized_action(actor, disc, obs[t]))
         pred = planner.predictions()
         assert pred.from_prior.all() and pred.held.dtype == bool
         held += list(pred.held)
