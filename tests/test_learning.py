@@ -405,6 +405,9 @@ def test_bench_learning_prints_a_table_and_the_json_figures(
     (noisy,) = (tmp_path / "b" / "wbc" / "eval").glob("*-noise0.1-*/eval.json")
     assert json.loads(noisy.read_text())["plan"] == {"policy": "bc", "action_noise": 0.1}
     assert len(list((tmp_path / "b" / "wbc" / "eval").glob("*/eval.json"))) == 2
+    from trajplan.report import latest_eval  # the newer, noisy one does not speak for wBC
+
+    assert latest_eval(tmp_path / "b" / "wbc") not in (None, noisy)
     wbc = json.loads((tmp_path / "b" / "wbc" / "config.json").read_text())
     assert wbc["config"]["action_weighting"] == 2.0
     (with_prior,) = (tmp_path / "b" / "tt" / "eval").glob("*-prior-*/eval.json")

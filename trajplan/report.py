@@ -42,14 +42,17 @@ def eval_name(
 
 def latest_eval(run_dir: str | Path) -> Path | None:
     """The eval.json that speaks for a run: among RUN/eval/*/eval.json (and RUN/eval/eval.json),
-    full-length and complete ones first, then the most episodes, then the newest."""
+    full-length and complete ones first, then the most episodes, then the newest; a BC run's
+    evaluations with added action noise (a diagnostic) only when there is no other."""
 
     def rank(path: Path) -> tuple:
         try:
-            s = json.loads(path.read_text()).get("summary", {})
+            doc = json.loads(path.read_text())
+            s, plan = doc.get("summary", {}), doc.get("plan") or {}
         except (OSError, json.JSONDecodeError, AttributeError):
-            return (False, False, 0, 0.0)
+            return (False, False, False, 0, 0.0)
         return (
+            not plan.get("action_noise"),
             bool(s.get("comparable")),
             not s.get("interrupted", False),
             int(s.get("episodes", 0)),
