@@ -19,10 +19,12 @@ twice:
 - by the simulator: the env is set to the state, takes the candidate, then follows the
   prior for `--steps` steps (or until it terminates): sum_t gamma^t r_t.
 
-Per state it records the Spearman rank correlation of the two and the true return of the
-model's pick, of the best candidate and of the noise-free one, each against the mean over
-the candidates. A correlation near 0 says the search cannot beat a random pick among its
-candidates: then the model's value or reward predictions, not the search, need work.
+Per state it records the Spearman rank correlation of the two, the same for the first
+step's reward alone (the model's expected reward against the simulator's), and the true
+return of the model's pick, of the best candidate and of the noise-free one, each against
+the mean over the candidates. A correlation near 0 says the search cannot beat a random
+pick among its candidates: then the model's predictions, not the search, need work; a good
+first-reward correlation with a poor total one points at the value head.
 Prints a table, then as its last line one JSON object of the figures.
 """
 
@@ -58,8 +60,9 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float | None:
 
 @torch.inference_mode()
 def model_scores(ckpt, prior, cfg, context: torch.Tensor, obs: np.ndarray, cand: torch.Tensor):
-    """The planner's score of each candidate's plan: context [1, P] tokens (past transitions
-    and the current observation), cand [K, a] action tokens -> [K] float64."""
+    """The planner's score of each candidate's plan, and its expected first reward: context
+    [1, P] tokens (past transitions and the current observation), cand [K, a] action tokens
+    -> ([K], [K]) float64."""
     from trajplan.planner import plan_window
     from trajplan.planner.sampling import beam_scores
     from trajplan.planner.windows import FullWindow
@@ -92,7 +95,7 @@ def model_scores(ckpt, prior, cfg, context: torch.Tensor, obs: np.ndarray, cand:
             tok = logits.argmax(-1)
             beam_obs[:, j] = mids[tok.clamp_max(N - 1), j].numpy()
             logits = win.feed(tok)
-    return beam_scores(rewards, cfg.discount).numpy()
+    return beam_scores(rewards, cfg.discount).numpy(), rewards[:, 0].numpy()
 
 
 @torch.inference_mode()
@@ -118,21 +121,24 @@ def model_candidates(ckpt, cfg, context: torch.Tensor, k: int, gen: torch.Genera
 
 
 def true_returns(env, state, actions: np.ndarray, prior, steps: int, gamma: float, view):
-    """[K] discounted return of taking each action from `state` (qpos, qvel), then the prior."""
+    """[K] discounted return of taking each action from `state` (qpos, qvel), then the prior,
+    and [K] the first step's reward."""
     base = env.unwrapped
-    out = np.zeros(len(actions))
+    out, first_r = np.zeros(len(actions)), np.zeros(len(actions))
     for k, first in enumerate(actions):
         base.set_state(*state)
         act, ret, disc = first, 0.0, 1.0
-        for _ in range(steps):
+        for i in range(steps):
             obs, r, term, _, _ = base.step(act)
+            if i == 0:
+                first_r[k] = float(r)
             ret += disc * float(r)
             disc *= gamma
             if term:
                 break
             act = prior.act(view(obs)[None])[0]
         out[k] = ret
-    return out
+    return out, first_r
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -193,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     low, high = np.asarray(prior.action_low, float), np.asarray(prior.action_high, float)
     rng = np.random.default_rng(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
-    corr, pick, best, own = [], [], [], []
+    corr, corr_r, pick, best, own = [], [], [], [], []
     env = make_env(ckpt.env)
     sim = make_env(ckpt.env)  # the counterfactual copy, set to each state
     sim.reset(seed=0)
@@ -217,11 +223,13 @@ def main(argv: list[str] | None = None) -> int:
                 if args.source == "model":  # the reference's candidates instead
                     tok = model_candidates(ckpt, cfg, context, args.candidates, gen).numpy()
                 acts = disc.reconstruct(tok, dims=slice(o, o + a))  # what the planner executes
-                score = model_scores(ckpt, prior, cfg, context, seen, torch.as_tensor(tok))
-                true = true_returns(sim, state, acts, prior, args.steps, cfg.discount, view)
-                c = spearman(score, true)
-                if c is not None:
-                    corr.append(c)
+                score, r0 = model_scores(ckpt, prior, cfg, context, seen, torch.as_tensor(tok))
+                true, true_r0 = true_returns(
+                    sim, state, acts, prior, args.steps, cfg.discount, view
+                )
+                for out, c in ((corr, spearman(score, true)), (corr_r, spearman(r0, true_r0))):
+                    if c is not None:
+                        out.append(c)
                 pick.append(true[int(np.argmax(score))] - true.mean())
                 best.append(true.max() - true.mean())
                 if args.source == "prior":
@@ -245,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         table.add_column(col, justify="left" if not col else "right")
     rows = {
         "rank correlation (model vs true)": ms(corr) if corr else (float("nan"), 0.0),
+        "rank correlation, first reward only": ms(corr_r) if corr_r else (float("nan"), 0.0),
         "true return: model's pick - mean": ms(pick),
         "true return: best candidate - mean": ms(best),
         "true return: noise-free prior - mean": ms(own) if own else (float("nan"), 0.0),
@@ -256,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         "states": len(pick),
         "rank_corr": round(rows["rank correlation (model vs true)"][0], 4),
         "rank_corr_stderr": round(rows["rank correlation (model vs true)"][1], 4),
+        "reward_rank_corr": round(rows["rank correlation, first reward only"][0], 4),
         "pick_gain_return": round(ms(pick)[0], 3),
         "best_gain_return": round(ms(best)[0], 3),
         "prior_gain_return": round(ms(own)[0], 3) if own else None,

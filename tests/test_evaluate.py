@@ -362,6 +362,7 @@ def test_ranking_diagnostic_end_to_end(run_dir: Path) -> None:
     assert r.returncode == 0, r.stderr[-2000:]
     figures = json.loads(r.stdout.strip().splitlines()[-1])
     assert figures["states"] >= 1 and -1.0 <= figures["rank_corr"] <= 1.0
+    assert -1.0 <= figures["reward_rank_corr"] <= 1.0
     assert figures["best_gain_return"] >= max(figures["pick_gain_return"], 0.0)
     assert figures["best_gain_return"] >= figures["prior_gain_return"]
     assert "rank correlation" in r.stdout and figures["source"] == "prior"

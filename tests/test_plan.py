@@ -654,7 +654,8 @@ def test_ranking_diagnostic_scores_a_candidate_as_the_planner_does(prior_file: s
         own = disc.discretize(actor.act(obs[t]).astype(np.float64), dims=slice(OBS, OBS + ACT))
         other = (own + 3) % N  # another candidate: scored too, differently
         cand = torch.as_tensor(np.concatenate([own, other]))  # [2, a]
-        score = diag.model_scores(ckpt, actor, cfg, ctx, obs[t, 0], cand)
+        score, r0 = diag.model_scores(ckpt, actor, cfg, ctx, obs[t, 0], cand)
+        assert r0[0] == pytest.approx(float(planner.plan.rewards[0, 0]), abs=1e-9)
         assert score[0] == pytest.approx(float(planner.plan.value[0]), abs=1e-9)
         assert score[1] != pytest.approx(score[0])
         planner.observe(obs[t], act, rew[t])
