@@ -266,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         "rank_corr": round(rows["rank correlation (model vs true)"][0], 4),
         "rank_corr_stderr": round(rows["rank correlation (model vs true)"][1], 4),
         "reward_rank_corr": round(rows["rank correlation, first reward only"][0], 4),
+        "reward_rank_corr_stderr": round(rows["rank correlation, first reward only"][1], 4),
         "pick_gain_return": round(ms(pick)[0], 3),
         "best_gain_return": round(ms(best)[0], 3),
         "prior_gain_return": round(ms(own)[0], 3) if own else None,
