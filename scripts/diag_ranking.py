@@ -16,8 +16,12 @@ twice:
   prior on the predicted observations": sum_i gamma^i E[r_i] + gamma^H E[V] over the run's
   plan horizon H, with the planner's own window and greedy reward, value and observation
   tokens (trajplan.planner);
+  With `--lookahead search`, by the best plan the run's own search (the reference's, no
+  prior) finds from the candidate instead: the planner's value with that first action;
 - by the simulator: the env is set to the state, takes the candidate, then follows the
-  prior for `--steps` steps (or until it terminates): sum_t gamma^t r_t.
+  prior for `--steps` steps (or until it terminates): sum_t gamma^t r_t. (With the search's
+  lookahead the model continues with its own actions, the simulator with the prior's: the
+  planner as the simulator's policy for every candidate would cost hours.)
 
 Per state it records the Spearman rank correlation of the two, the same for the first
 step's reward alone (the model's expected reward against the simulator's), and the true
@@ -120,6 +124,26 @@ def model_candidates(ckpt, cfg, context: torch.Tensor, k: int, gen: torch.Genera
     return torch.stack(toks, 1)
 
 
+@torch.inference_mode()
+def search_scores(ckpt, cfg, context: torch.Tensor, cand: torch.Tensor, seed: int) -> np.ndarray:
+    """[K] the plan value of the run's own search (no prior) from each candidate first
+    action cand [K, a], all from context [1, P]."""
+    import dataclasses
+
+    from trajplan.planner import Uniforms, beam_search, plan_window, uniforms_per_plan
+
+    model = ckpt.model
+    cfg = dataclasses.replace(cfg, prior=None, prior_margin=0.0)
+    k = cand.shape[0]
+    gens = [torch.Generator().manual_seed(seed * 1000 + i) for i in range(k)]
+    u = Uniforms(gens, uniforms_per_plan(cfg, model.cfg.obs_dim, model.cfg.act_dim), "cpu")
+    mids = torch.as_tensor(ckpt.discretizer.midpoints())
+    plan = beam_search(
+        model, context.expand(k, -1), cfg, mids, u, plan_window(model, cfg), first_action=cand
+    )
+    return plan.value.numpy()
+
+
 def true_returns(env, state, actions: np.ndarray, prior, steps: int, gamma: float, view):
     """[K] discounted return of taking each action from `state` (qpos, qvel), then the prior,
     and [K] the first step's reward."""
@@ -149,6 +173,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--every", type=int, default=25, help="take a state every N steps")
     ap.add_argument("--candidates", type=int, default=16, help="candidate actions per state")
     ap.add_argument("--noise", type=float, default=None, help="default: the run's prior_noise")
+    ap.add_argument(
+        "--lookahead",
+        choices=("prior", "search"),
+        default="prior",
+        help="the model's score: follow the prior, or the run's own search from the action",
+    )
     ap.add_argument(
         "--source",
         choices=("prior", "model"),
@@ -224,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
                     tok = model_candidates(ckpt, cfg, context, args.candidates, gen).numpy()
                 acts = disc.reconstruct(tok, dims=slice(o, o + a))  # what the planner executes
                 score, r0 = model_scores(ckpt, prior, cfg, context, seen, torch.as_tensor(tok))
+                if args.lookahead == "search":
+                    score = search_scores(ckpt, cfg, context, torch.as_tensor(tok), len(pick))
                 true, true_r0 = true_returns(
                     sim, state, acts, prior, args.steps, cfg.discount, view
                 )
@@ -271,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         "best_gain_return": round(ms(best)[0], 3),
         "prior_gain_return": round(ms(own)[0], 3) if own else None,
         "source": args.source,
+        "lookahead": args.lookahead,
         "noise": noise,
         "horizon": cfg.horizon,
         "run": str(Path(args.run)),

@@ -366,10 +366,12 @@ def test_ranking_diagnostic_end_to_end(run_dir: Path) -> None:
     assert figures["best_gain_return"] >= max(figures["pick_gain_return"], 0.0)
     assert figures["best_gain_return"] >= figures["prior_gain_return"]
     assert "rank correlation" in r.stdout and figures["source"] == "prior"
-    drawn = subprocess.run([*args, "--source", "model"], capture_output=True, text=True, env=env)
+    own = [*args, "--source", "model", "--lookahead", "search"]  # the reference's candidates
+    drawn = subprocess.run(own, capture_output=True, text=True, env=env)  # and its search
     assert drawn.returncode == 0, drawn.stderr[-2000:]
-    figures = json.loads(drawn.stdout.strip().splitlines()[-1])  # the reference's candidates
+    figures = json.loads(drawn.stdout.strip().splitlines()[-1])
     assert figures["source"] == "model" and figures["prior_gain_return"] is None
+    assert figures["lookahead"] == "search"
     assert figures["best_gain_return"] >= max(figures["pick_gain_return"], 0.0)
     bad = subprocess.run([*args[:-1], "1"], capture_output=True, text=True, env=env)
     assert bad.returncode == 2 and "--candidates must be at least 2" in bad.stderr

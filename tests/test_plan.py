@@ -659,3 +659,32 @@ def test_ranking_diagnostic_scores_a_candidate_as_the_planner_does(prior_file: s
         assert score[0] == pytest.approx(float(planner.plan.value[0]), abs=1e-9)
         assert score[1] != pytest.approx(score[0])
         planner.observe(obs[t], act, rew[t])
+
+
+def test_search_from_a_given_first_action() -> None:
+    """beam_search(first_action=...): every episode's plan starts with its given action and
+    the rest is searched; cached == full, and an episode planned in a batch equals it alone."""
+    from trajplan.planner import Uniforms, beam_search, plan_window
+
+    model, disc = random_model(seed=9), random_discretizer(9)
+    cfg = PlanConfig(horizon=3, beam_width=4, n_expand=2, max_context_transitions=3)
+    gen = torch.Generator().manual_seed(1)
+    ctx = torch.randint(0, N, (1, OBS)).repeat(3, 1)  # 3 episodes, the same observation
+    first = torch.randint(0, N, (3, ACT), generator=gen)  # [E, a]
+    mids = torch.as_tensor(disc.midpoints())
+    n_u = uniforms_per_plan(cfg, OBS, ACT)
+
+    def plan(c, f, seeds, mode="cached"):
+        u = Uniforms([torch.Generator().manual_seed(s) for s in seeds], n_u, "cpu")
+        cfg_m = dataclasses.replace(cfg, mode=mode)
+        with torch.inference_mode():
+            return beam_search(model, c, cfg_m, mids, u, plan_window(model, cfg_m), first_action=f)
+
+    res = plan(ctx, first, [0, 1, 2])
+    assert torch.equal(res.tokens[:, 0, OBS : OBS + ACT], first)
+    full = plan(ctx, first, [0, 1, 2], mode="full")
+    assert torch.equal(res.tokens, full.tokens)
+    assert torch.allclose(res.value, full.value, atol=1e-9)
+    alone = plan(ctx[1:2], first[1:2], [1])
+    assert torch.equal(alone.tokens[0], res.tokens[1])
+    assert float(alone.value[0]) == pytest.approx(float(res.value[1]), abs=1e-9)

@@ -74,11 +74,14 @@ def beam_search(
     pool: dict[int, list[KVCache]] | None = None,
     prior: PriorProposals | None = None,
     obs: torch.Tensor | None = None,
+    first_action: torch.Tensor | None = None,
 ) -> PlanResult:
     """Plan for E episodes at once: ctx [E, P] tokens (context transitions + observation).
 
     mids [N, D] float64 bin midpoints on the device; pool: key/value buffers to reuse across
-    plans (cached mode); prior and obs [E, o] (the real observations, float64): candidate
+    plans (cached mode); first_action [E, a] tokens: every plan of episode e starts with
+    that action (the rest is searched as usual: the best plan from a given action, e.g.
+    scripts/diag_ranking.py); prior and obs [E, o] (the real observations, float64): candidate
     actions from a prior policy. Returns the best beam of every episode.
     """
     D, N = model.transition_dim, model.vocab_size
@@ -126,6 +129,8 @@ def beam_search(
             tok, probs = sample_token(logits, uniforms.take(n * B), cfg.k_act, cfg.cdf_act)
             if m:
                 tok = torch.where(is_prior, prior_tok[:, i], tok)
+            if t == 0 and first_action is not None:  # [E*n*B]: each episode's given action
+                tok = first_action[:, i].repeat_interleave(n * B)
             if lam:
                 logp += token_logp(probs, tok)
             logits = backend.feed(tok)
