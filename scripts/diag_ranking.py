@@ -15,9 +15,8 @@ twice:
 - by the model, as the planner would score the plan "take the candidate, then follow the
   prior on the predicted observations": sum_i gamma^i E[r_i] + gamma^H E[V] over the run's
   plan horizon H, with the planner's own window and greedy reward, value and observation
-  tokens (trajplan.planner);
-  With `--lookahead search`, by the best plan the run's own search (the reference's, no
-  prior) finds from the candidate instead: the planner's value with that first action;
+  tokens (trajplan.planner); with `--lookahead search`, by the value of the best plan the
+  run's own search (the reference's, no prior) finds from the candidate instead;
 - by the simulator: the env is set to the state, takes the candidate, then follows the
   prior for `--steps` steps (or until it terminates): sum_t gamma^t r_t. (With the search's
   lookahead the model continues with its own actions, the simulator with the prior's: the
