@@ -62,43 +62,40 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float | None:
 
 
 @torch.inference_mode()
-def model_scores(ckpt, prior, cfg, context: torch.Tensor, obs: np.ndarray, cand: torch.Tensor):
-    """The planner's score of each candidate's plan, and its expected first reward: context
-    [1, P] tokens (past transitions and the current observation), cand [K, a] action tokens
-    -> ([K], [K]) float64."""
-    from trajplan.planner import plan_window
-    from trajplan.planner.sampling import beam_scores
-    from trajplan.planner.windows import FullWindow
+def plan_from(ckpt, cfg, context: torch.Tensor, cand: torch.Tensor, prior=None, obs=None):
+    """The planner's best plan from each candidate first action cand [K, a], all from
+    context [1, P]: with `prior` (an actor) and obs [o], every later action is the prior's,
+    noise-free, on the predicted observations (one beam: the rows would all be equal);
+    without, the run's own search continues (no prior). Returns `PlanResult` for K plans."""
+    import dataclasses
+
+    from trajplan.planner import Uniforms, beam_search, plan_window, uniforms_per_plan
+    from trajplan.planner.prior import PriorProposals
 
     model, disc = ckpt.model, ckpt.discretizer
-    o, a, D, N = model.cfg.obs_dim, model.cfg.act_dim, model.transition_dim, model.vocab_size
-    K, H = cand.shape[0], cfg.horizon
-    mids = torch.as_tensor(disc.midpoints())  # [N, D]
-    win = FullWindow(model, plan_window(model, cfg), H * D - o)
-    win.begin(context)
-    win.select(torch.zeros(K, dtype=torch.long))  # K copies of the one context row
-    rewards = torch.zeros(K, H + 1, dtype=torch.float64)
-    beam_obs = np.repeat(obs[None], K, axis=0)  # [K, o] what the prior acts on
-    act = cand
-    for t in range(H):
-        if t > 0:  # later steps follow the prior, noise-free, on the predicted observations
-            act_f = prior.act(beam_obs).astype(np.float64)
-            act = torch.as_tensor(disc.discretize(act_f, dims=slice(o, o + a)))
-        for i in range(a):
-            logits = win.feed(act[:, i])
-        p_r = torch.softmax(logits, -1)
-        rewards[:, t] = p_r[:, :N].double() @ mids[:, D - 2]
-        logits = win.feed(p_r.argmax(-1))
-        p_v = torch.softmax(logits, -1)
-        rewards[:, t + 1] = p_v[:, :N].double() @ mids[:, D - 1]
-        if t == H - 1:
-            break
-        logits = win.feed(p_v.argmax(-1))
-        for j in range(o):
-            tok = logits.argmax(-1)
-            beam_obs[:, j] = mids[tok.clamp_max(N - 1), j].numpy()
-            logits = win.feed(tok)
-    return beam_scores(rewards, cfg.discount).numpy(), rewards[:, 0].numpy()
+    o, a, k = model.cfg.obs_dim, model.cfg.act_dim, cand.shape[0]
+    cfg = dataclasses.replace(cfg, prior=None, prior_margin=0.0)
+    proposals, obs_k = None, None
+    if prior is not None:  # "(diag)" only makes uniforms_per_plan count the prior's draws
+        cfg = dataclasses.replace(
+            cfg, beam_width=1, n_expand=1, prior="(diag)", prior_share=1.0, prior_noise=0.0
+        )
+        proposals = PriorProposals(prior, disc, o, a, noise=0.0)
+        obs_k = torch.as_tensor(np.repeat(obs[None], k, axis=0), dtype=torch.float64)
+    gens = [torch.Generator().manual_seed(i) for i in range(k)]  # draws only break ties here
+    u = Uniforms(gens, uniforms_per_plan(cfg, o, a), "cpu")
+    mids = torch.as_tensor(disc.midpoints())
+    return beam_search(
+        model, context.expand(k, -1), cfg, mids, u, plan_window(model, cfg),
+        prior=proposals, obs=obs_k, first_action=cand,
+    )  # fmt: skip
+
+
+def model_scores(ckpt, prior, cfg, context: torch.Tensor, obs: np.ndarray, cand: torch.Tensor):
+    """The planner's score of "take each candidate, then follow the prior" and its expected
+    first reward: ([K], [K]) float64."""
+    plan = plan_from(ckpt, cfg, context, cand, prior=prior, obs=obs)
+    return plan.value.numpy(), plan.rewards[:, 0].numpy()
 
 
 @torch.inference_mode()
@@ -123,24 +120,9 @@ def model_candidates(ckpt, cfg, context: torch.Tensor, k: int, gen: torch.Genera
     return torch.stack(toks, 1)
 
 
-@torch.inference_mode()
-def search_scores(ckpt, cfg, context: torch.Tensor, cand: torch.Tensor, seed: int) -> np.ndarray:
-    """[K] the plan value of the run's own search (no prior) from each candidate first
-    action cand [K, a], all from context [1, P]."""
-    import dataclasses
-
-    from trajplan.planner import Uniforms, beam_search, plan_window, uniforms_per_plan
-
-    model = ckpt.model
-    cfg = dataclasses.replace(cfg, prior=None, prior_margin=0.0)
-    k = cand.shape[0]
-    gens = [torch.Generator().manual_seed(seed * 1000 + i) for i in range(k)]
-    u = Uniforms(gens, uniforms_per_plan(cfg, model.cfg.obs_dim, model.cfg.act_dim), "cpu")
-    mids = torch.as_tensor(ckpt.discretizer.midpoints())
-    plan = beam_search(
-        model, context.expand(k, -1), cfg, mids, u, plan_window(model, cfg), first_action=cand
-    )
-    return plan.value.numpy()
+def search_scores(ckpt, cfg, context: torch.Tensor, cand: torch.Tensor) -> np.ndarray:
+    """[K] the plan value of the run's own search (no prior) from each candidate."""
+    return plan_from(ckpt, cfg, context, cand).value.numpy()
 
 
 def true_returns(env, state, actions: np.ndarray, prior, steps: int, gamma: float, view):
@@ -254,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                 acts = disc.reconstruct(tok, dims=slice(o, o + a))  # what the planner executes
                 score, r0 = model_scores(ckpt, prior, cfg, context, seen, torch.as_tensor(tok))
                 if args.lookahead == "search":
-                    score = search_scores(ckpt, cfg, context, torch.as_tensor(tok), len(pick))
+                    score = search_scores(ckpt, cfg, context, torch.as_tensor(tok))
                 true, true_r0 = true_returns(
                     sim, state, acts, prior, args.steps, cfg.discount, view
                 )
