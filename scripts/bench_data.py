@@ -2,8 +2,8 @@
 
 Writes 1000 HalfCheetah-shaped episodes (17 obs / 6 act dims) of 1000 steps as a real Minari
 dataset in a temporary directory (one in ten ends in a termination), then times each stage of
-`trajplan.data.prepare` separately and the whole call end to end. Prints a rich table and, as
-the last line, one JSON object of the figures.
+`trajplan.data.transitions.prepare` separately and the whole call end to end. Prints a rich
+table and, as the last line, one JSON object of the figures.
 
     python scripts/bench_data.py [--episodes 1000] [--steps 1000]
 """
@@ -52,14 +52,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as root:
         os.environ["MINARI_DATASETS_PATH"] = root
         from trajplan.config import DataConfig
-        from trajplan.data import (
+        from trajplan.data.tokens import Discretizer
+        from trajplan.data.transitions import (
             WindowDataset,
             create_dataset,
             load_episodes,
             make_transitions,
             prepare,
         )
-        from trajplan.tokens import Discretizer
 
         cfg = DataConfig()
         dataset_id = "bench/halfcheetah/synthetic-v0"

@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from trajplan.checkpoint import load_checkpoint
-from trajplan.evaluate import evaluate
+from trajplan.evaluation.evaluate import evaluate
 from trajplan.planner import windows
 
 

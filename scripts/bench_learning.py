@@ -2,7 +2,7 @@
 evaluate both on the same episode seeds, and compare with the dataset's own mean.
 
     python scripts/bench_learning.py --dataset local/halfcheetah/mixed-v0
-    python scripts/bench_learning.py --dataset mujoco/hopper/medium-v0 --config configs/X.yaml
+    python scripts/bench_learning.py --dataset mujoco/hopper/medium-v0 --config cpu-small
     python scripts/bench_learning.py --dataset ID --tt-run RUN --bc-run RUN   # reuse runs
     python scripts/bench_learning.py --dataset ID --no-prior   # skip TT with the wBC prior
 
@@ -35,9 +35,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def dataset_score(dataset_id: str) -> tuple[float, float, int, str]:
     """Mean and stderr of the normalized return of the dataset's whole episodes."""
-    from trajplan.data import load_episodes
-    from trajplan.envs import env_for_dataset, resolve_env
-    from trajplan.scores import references_for, stderr
+    from trajplan.data.transitions import load_episodes
+    from trajplan.envs.references import references_for
+    from trajplan.envs.registry import env_for_dataset, resolve_env
+    from trajplan.evaluation.scores import stderr
 
     ep = load_episodes(dataset_id)
     info = None
@@ -63,10 +64,10 @@ def evaluate_and_save(
     """Evaluate a run (a TT run with `prior`: that BC run as its plan.prior; a BC run with
     `action_noise`), write RUN/eval/<what>/eval.json + eval.png, return the summary."""
     from trajplan.checkpoint import read_manifest
-    from trajplan.evaluate import with_overrides
-    from trajplan.report import eval_name, save_eval
+    from trajplan.evaluation.evalfiles import eval_name, save_eval
+    from trajplan.evaluation.evaluate import with_overrides
+    from trajplan.evaluation.workers import evaluate_run
     from trajplan.runtime import unique_dir
-    from trajplan.workers import evaluate_run
 
     plan_cfg = None
     if prior is not None:
@@ -88,7 +89,7 @@ def evaluate_and_save(
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--dataset", required=True, help="Minari dataset id")
-    ap.add_argument("--config", default=str(ROOT / "configs" / "cpu-recipe.yaml"))
+    ap.add_argument("--config", default="cpu-recipe", help="a shipped config's name or a YAML file")
     ap.add_argument("--set", action="append", default=[], help="config override a.b=v")
     ap.add_argument("--episodes", type=int, default=5, help="evaluation episodes (>= 5)")
     ap.add_argument("--seed", type=int, default=0, help="first evaluation seed")
@@ -118,11 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from trajplan.bc import BCConfig, train_bc
-    from trajplan.config import apply_overrides, load_config
+    from trajplan.baselines.bc import BCConfig, train_bc
+    from trajplan.configs import apply_overrides, load_config
     from trajplan.errors import TrajplanError
-    from trajplan.train import train
-    from trajplan.workers import default_workers
+    from trajplan.evaluation.workers import default_workers
+    from trajplan.training.loop import train
 
     console = Console()
     try:

@@ -28,9 +28,9 @@ from rich.console import Console
 from rich.table import Table
 
 from trajplan.config import ModelConfig, PlanConfig
-from trajplan.model import TrajectoryGPT
+from trajplan.data.tokens import Discretizer
+from trajplan.model.gpt import TrajectoryGPT
 from trajplan.planner import Planner
-from trajplan.tokens import Discretizer
 
 OBS, ACT, N = 17, 6, 100
 D = OBS + ACT + 2

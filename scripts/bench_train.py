@@ -8,7 +8,7 @@ Variants, all with the same weights:
   explicit   the original design: masked softmax(QK^T / sqrt(d)) V with a float mask
              (`masked_fill(mask == 0, -inf)`), `nn.Dropout` everywhere (torch's bernoulli);
   sdpa       torch's scaled_dot_product_attention with dropout (on CPU: its math fallback);
-  trajplan   the model as trained: on CPU the blocked kernels of trajplan.kernels, on CUDA
+  trajplan   the model as trained: on CPU the blocked kernels of trajplan.model.kernels, on CUDA
              SDPA under bf16 autocast (and optionally torch.compile).
 
 Timing interleaves the variants step by step (a shared, busy machine slows all alike) and
@@ -40,8 +40,8 @@ from rich.console import Console
 from rich.table import Table
 
 from trajplan.config import ModelConfig
-from trajplan.kernels import Dropout
-from trajplan.model import CausalSelfAttention, TrajectoryGPT
+from trajplan.model.gpt import CausalSelfAttention, TrajectoryGPT
+from trajplan.model.kernels import Dropout
 
 CFG = dict(obs_dim=17, act_dim=6, vocab_size=100, block_size=10 * 25 - 1)
 VARIANTS = ("explicit", "sdpa", "trajplan")

@@ -8,7 +8,7 @@ creates, in $MINARI_DATASETS_PATH (default ~/.minari/datasets):
   NS/ENV/medium-v0         the run's medium actor (first eval above its target return)
   NS/ENV/expert-v0         the run's best actor
   NS/ENV/medium-replay-v0  the SAC replay buffer up to the medium checkpoint
-and NS/ENV/medium-expert-v0 loads as medium + expert (trajplan.data splits the id).
+and NS/ENV/medium-expert-v0 loads as medium + expert (trajplan.data.transitions splits the id).
 `--medium-step N` picks actors/step_N as medium instead (and cuts the replay there).
 `--assets` re-evaluates the medium / expert actors among --levels on fresh seeds and copies
 them to trajplan/assets/.
@@ -29,11 +29,11 @@ from rich.console import Console
 from rich.table import Table
 
 from trajplan.actors import load_actor, save_actor
-from trajplan.collect import collect, episode_returns, from_replay
-from trajplan.data import load_episodes
-from trajplan.envs import resolve_env
-from trajplan.policies import ActorPolicy
-from trajplan.scores import normalized_score
+from trajplan.behaviour.collect import collect, episode_returns, from_replay
+from trajplan.behaviour.policies import ActorPolicy
+from trajplan.data.transitions import load_episodes
+from trajplan.envs.references import normalized_score
+from trajplan.envs.registry import resolve_env
 
 console = Console(width=max(Console().width, 110))  # dataset ids are long
 ASSETS = Path(__file__).resolve().parents[1] / "trajplan" / "assets"

@@ -7,7 +7,7 @@
             0:0.5 --noise 0:0.5`); on HalfCheetah-v5 (`--env halfcheetah`) random actions at
             a rate from U(0, 1);
 2. train -- the BC baseline (`trajplan bc`), return-weighted BC (`trajplan bc
-            --action-weighting 2`: wBC) and the CPU recipe TT (configs/cpu-recipe.yaml:
+            --action-weighting 2`: wBC) and the CPU recipe TT (config cpu-recipe:
             return-weighted action tokens, a schedule that ends with the run);
 3. eval  -- all on the same full 1000-step episodes and seeds, TT planning with the recipe's
             horizon 5 / beam 32, alone and with wBC as its prior (`plan.prior`: the search's
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=DEMO, help="where the dataset, runs, eval go")
     ap.add_argument("--episodes", type=int, default=5, help="evaluation episodes")
     ap.add_argument("--episode-steps", type=int, default=None, help="cap episodes (quick look)")
-    ap.add_argument("--config", default=str(ROOT / "configs" / "cpu-recipe.yaml"))
+    ap.add_argument("--config", default="cpu-recipe", help="a shipped config's name or a YAML file")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
@@ -59,17 +59,18 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from trajplan.bc import BCConfig, train_bc
+    from trajplan.baselines.bc import BCConfig, train_bc
+    from trajplan.behaviour.collect import collect
     from trajplan.checkpoint import read_manifest
-    from trajplan.collect import collect
-    from trajplan.config import load_config
-    from trajplan.data import load_episodes
-    from trajplan.envs import resolve_env
-    from trajplan.evaluate import with_overrides
-    from trajplan.report import save_eval
-    from trajplan.scores import references_for, stderr
-    from trajplan.train import train
-    from trajplan.workers import default_workers, evaluate_run
+    from trajplan.configs import load_config
+    from trajplan.data.transitions import load_episodes
+    from trajplan.envs.references import references_for
+    from trajplan.envs.registry import resolve_env
+    from trajplan.evaluation.evalfiles import save_eval
+    from trajplan.evaluation.evaluate import with_overrides
+    from trajplan.evaluation.scores import stderr
+    from trajplan.evaluation.workers import default_workers, evaluate_run
+    from trajplan.training.loop import train
 
     console = Console()
     t0 = time.time()

@@ -70,24 +70,26 @@ def plan_from(ckpt, cfg, context: torch.Tensor, cand: torch.Tensor, prior=None, 
     import dataclasses
 
     from trajplan.planner import Uniforms, beam_search, plan_window, uniforms_per_plan
-    from trajplan.planner.prior import PriorProposals
+    from trajplan.planner.candidates import Chain, FirstAction
+    from trajplan.planner.prior import PriorCandidates, PriorProposals
 
     model, disc = ckpt.model, ckpt.discretizer
     o, a, k = model.cfg.obs_dim, model.cfg.act_dim, cand.shape[0]
-    cfg = dataclasses.replace(cfg, prior=None, prior_margin=0.0)
-    proposals, obs_k = None, None
-    if prior is not None:  # "(diag)" only makes uniforms_per_plan count the prior's draws
-        cfg = dataclasses.replace(
-            cfg, beam_width=1, n_expand=1, prior="(diag)", prior_share=1.0, prior_noise=0.0
-        )
-        proposals = PriorProposals(prior, disc, o, a, noise=0.0)
+    cfg = dataclasses.replace(cfg, prior=None)
+    mids = torch.as_tensor(disc.midpoints())
+    sources = []
+    if prior is not None:  # one beam: with the prior's noise-free actions all rows are equal
+        cfg = dataclasses.replace(cfg, beam_width=1, n_expand=1)
+        sources.append(PriorCandidates(PriorProposals(prior, disc, o, a, noise=0.0), 1, mids))
+    source = Chain([*sources, FirstAction(cand)])  # the candidate first, then the prior
+    obs_k = torch.zeros(k, o, dtype=torch.float64)
+    if obs is not None:
         obs_k = torch.as_tensor(np.repeat(obs[None], k, axis=0), dtype=torch.float64)
     gens = [torch.Generator().manual_seed(i) for i in range(k)]  # draws only break ties here
-    u = Uniforms(gens, uniforms_per_plan(cfg, o, a), "cpu")
-    mids = torch.as_tensor(disc.midpoints())
+    u = Uniforms(gens, uniforms_per_plan(cfg, o, a, source.draws_per_step), "cpu")
     return beam_search(
         model, context.expand(k, -1), cfg, mids, u, plan_window(model, cfg),
-        prior=proposals, obs=obs_k, first_action=cand,
+        source=source, obs=obs_k,
     )  # fmt: skip
 
 
@@ -174,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     from rich.table import Table
 
     from trajplan.checkpoint import load_checkpoint
-    from trajplan.envs import make_env, obs_view, resolve_env
+    from trajplan.envs.registry import make_env, obs_view, resolve_env
     from trajplan.errors import TrajplanError
     from trajplan.planner.planner import VALUE_PLACEHOLDER
     from trajplan.planner.prior import load_prior

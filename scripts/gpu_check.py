@@ -5,7 +5,7 @@
 
 Steps, each a real command of the CLI or a benchmark script, in a temporary folder:
   1. data      a local HalfCheetah medium dataset collected with the bundled actor
-  2. train     the reference-size model (configs/halfcheetah-medium.yaml) for --train-steps
+  2. train     the reference-size model (config halfcheetah-medium) for --train-steps
                optimizer steps: bf16 autocast + TF32, then the same with torch.compile
   3. plan      scripts/bench_plan.py --quick on the device (cached vs full, h5 / b32)
   4. eval      --episodes full-length episodes planned as one batch on the device, h5 / b32
@@ -55,7 +55,7 @@ def train_speed(run_dir: Path) -> float:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--device", default="cuda", help="cuda (default) or cpu for a dry run")
-    ap.add_argument("--small", action="store_true", help="toy sizes (configs/tiny.yaml)")
+    ap.add_argument("--small", action="store_true", help="toy sizes (config tiny)")
     ap.add_argument("--episodes", type=int, default=None, help="eval episodes (25; small: 2)")
     ap.add_argument("--train-steps", type=int, default=None, help="(200; small: 20)")
     ap.add_argument("--skip", default="", help="steps to skip, comma-separated: plan,ddp")
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     episodes = args.episodes or (2 if small else 25)
     train_steps = args.train_steps or (20 if small else 200)
     episode_steps = 20 if small else 1000
-    config = "configs/tiny.yaml" if small else "configs/halfcheetah-medium.yaml"
+    config = "tiny" if small else "halfcheetah-medium"
     work = args.out or Path(tempfile.mkdtemp(prefix="trajplan-gpu-check-"))
     work.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "MINARI_DATASETS_PATH": str(work / "datasets"), "PYTHONUNBUFFERED": "1"}

@@ -36,10 +36,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from trajplan.actors import Actor, actor_from_sb3, save_actor
-from trajplan.envs import make_env, resolve_env
-from trajplan.policies import ActorPolicy
-from trajplan.rollout import play_policy
-from trajplan.scores import stderr
+from trajplan.behaviour.policies import ActorPolicy, play_policy
+from trajplan.envs.registry import make_env, resolve_env
+from trajplan.evaluation.scores import stderr
 
 console = Console()
 

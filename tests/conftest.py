@@ -7,15 +7,30 @@ session (restored afterwards) and writes two datasets with random actions and fi
   stored in the dataset metadata;
 - HOPPER_ID: Hopper-v5, 8 episodes of at most 100 steps; random actions make the hopper fall,
   so most episodes end in a true termination; no reference scores in the metadata.
+
+And the helpers every test file shares (`from conftest import ...`): `cli` runs the command
+line (in this process, or as a child with process=True) and checks its exit code,
+`one_line_error` checks a failed command's single stderr line, `tiny_model` /
+`tiny_model_config` build a toy TrajectoryGPT.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
+
+if TYPE_CHECKING:
+    from trajplan.config import ModelConfig
+    from trajplan.model.gpt import TrajectoryGPT
 
 HALFCHEETAH_ID = "test/halfcheetah/random-v0"
 HOPPER_ID = "test/hopper/random-v0"
@@ -24,7 +39,7 @@ HALFCHEETAH_REFS = (-300.0, 12000.0)
 
 def random_rollouts(env_name: str, n_episodes: int, max_steps: int, seed: int) -> list[dict]:
     """Episodes of uniform random actions; episode i is reset with seed + i."""
-    from trajplan.envs import make_env
+    from trajplan.envs.registry import make_env
 
     env = make_env(env_name)
     episodes = []
@@ -69,7 +84,7 @@ class MinariFixture:
 @pytest.fixture(scope="session")
 def minari_datasets(tmp_path_factory: pytest.TempPathFactory):
     """Write the two test datasets into a session-wide temporary MINARI_DATASETS_PATH."""
-    from trajplan.data import create_dataset
+    from trajplan.data.transitions import create_dataset
 
     root = tmp_path_factory.mktemp("minari")
     patch = pytest.MonkeyPatch()
@@ -117,14 +132,14 @@ def hopper_dataset(minari_datasets: MinariFixture) -> str:
 
 @pytest.fixture(scope="session")
 def tiny_run(minari_datasets: MinariFixture, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished run directory: configs/tiny.yaml trained for 10 epochs (40 steps, a few
+    """A finished run directory: the tiny config trained for 10 epochs (40 steps, a few
     seconds on one CPU thread) on the HalfCheetah fixture dataset. Read it, don't write it."""
     import torch
 
-    from trajplan.config import load_config
-    from trajplan.train import train
+    from trajplan.configs import load_config
+    from trajplan.training.loop import train
 
-    cfg = load_config(Path(__file__).parents[1] / "configs" / "tiny.yaml")
+    cfg = load_config("tiny")
     cfg.dataset = minari_datasets.halfcheetah
     cfg.train.epochs = 10
     threads = torch.get_num_threads()
@@ -146,21 +161,101 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def run_cli(*args: str) -> int:
-    """Run the trajplan command line in this process; returns its exit code."""
-    from trajplan.cli import main
+@dataclass
+class CliResult:
+    """What `cli` returns; named as subprocess.CompletedProcess, so one_line_error and the
+    tests read an in-process run and a child process alike."""
 
-    try:
-        main(list(args))
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
+    args: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
 
 
-def one_line_error(code: int, err: str, *words: str) -> None:
+def cli(
+    *args: str, code: int | None = 0, process: bool = False, env: dict[str, str] | None = None
+) -> CliResult:
+    """Run `trajplan ARGS` and return its exit code and output; assert the exit code is
+    `code` (None: any).
+
+    In this process by default (fast; stdout and stderr captured here, not by capsys). With
+    `process=True` as a child `python -m trajplan` (the real entry point's exit codes,
+    interpreter state of its own), with os.environ plus `env` and COLUMNS=200 (no wrapping).
+    """
+    argv = [str(a) for a in args]
+    if process:
+        full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
+        proc = subprocess.run(
+            [sys.executable, "-m", "trajplan", *argv], capture_output=True, text=True, env=full_env
+        )
+        result = CliResult(argv, proc.returncode, proc.stdout, proc.stderr)
+    else:
+        assert env is None, "env= needs process=True (or monkeypatch.setenv)"
+        from trajplan.cli import main
+
+        out, err = io.StringIO(), io.StringIO()
+        returncode = 0
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main(argv)
+            except SystemExit as exc:
+                returncode = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+        result = CliResult(argv, returncode, out.getvalue(), err.getvalue())
+    if code is not None:
+        assert result.returncode == code, (
+            f"trajplan {' '.join(argv)} exited {result.returncode}, expected {code}\n"
+            f"stdout: {result.stdout[-2000:]}\nstderr: {result.stderr[-2000:]}"
+        )
+    return result
+
+
+def one_line_error(result: CliResult | subprocess.CompletedProcess, *words: str) -> None:
     """Exit code 2, one line on stderr, no traceback, every word in it."""
-    assert code == 2, err
+    err = result.stderr
+    assert result.returncode == 2, err
     assert err.strip().count("\n") == 0, err
     assert "Traceback" not in err
     for w in words:
         assert w in err, err
+
+
+def tiny_model_config(
+    obs_dim: int = 3, act_dim: int = 2, vocab_size: int = 7, transitions: int = 6, **kw: Any
+) -> ModelConfig:
+    """A toy ModelConfig: 2 layers, 2 heads, 16-dim embeddings, no dropout, a window of
+    `transitions` transitions (block_size = transitions * (obs + act + 2) - 1); `kw` overrides
+    any field (n_layer=4, dropout=0.1, block_size=..., ...)."""
+    from trajplan.config import ModelConfig
+
+    fields: dict[str, Any] = dict(
+        obs_dim=obs_dim,
+        act_dim=act_dim,
+        vocab_size=vocab_size,
+        block_size=transitions * (obs_dim + act_dim + 2) - 1,
+        n_layer=2,
+        n_head=2,
+        n_embd=16,
+        dropout=0.0,
+    )
+    fields.update(kw)
+    return ModelConfig(**fields)
+
+
+def tiny_model(seed: int = 0, *, noise: float = 0.0, **kw: Any) -> TrajectoryGPT:
+    """A TrajectoryGPT of `tiny_model_config(**kw)`, initialised after torch.manual_seed(seed),
+    in eval mode (float32 on the CPU; `.double()`/`.train()` it as a test needs).
+
+    `noise` > 0 then adds N(0, noise^2) to every parameter (same generator, right after the
+    init): large random weights give peaked, position-dependent predictions, where the
+    reference init (small weights, zero pos_emb) predicts nearly uniform ones."""
+    import torch
+
+    from trajplan.model.gpt import TrajectoryGPT
+
+    torch.manual_seed(seed)
+    model = TrajectoryGPT(tiny_model_config(**kw)).eval()
+    if noise:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * noise)
+    return model

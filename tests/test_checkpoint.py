@@ -18,8 +18,8 @@ from trajplan.checkpoint import (
     rng_state,
     set_rng_state,
 )
+from trajplan.data.tokens import Discretizer
 from trajplan.errors import TrajplanError
-from trajplan.tokens import Discretizer
 
 
 @pytest.fixture
@@ -31,8 +31,8 @@ def run_copy(tiny_run: Path, tmp_path: Path) -> Path:
 def test_round_trip(tiny_run: Path, minari_datasets) -> None:
     from safetensors.torch import load_file
 
-    from trajplan.config import load_config
-    from trajplan.data import prepare
+    from trajplan.configs import load_config
+    from trajplan.data.transitions import prepare
 
     ckpt = load_checkpoint(tiny_run, device="cpu")
     assert ckpt.run_dir == tiny_run and ckpt.which == "last" and ckpt.step == 40
@@ -42,7 +42,7 @@ def test_round_trip(tiny_run: Path, minari_datasets) -> None:
     saved = load_file(str(tiny_run / "model.safetensors"))
     for name, tensor in ckpt.model.state_dict().items():
         assert torch.equal(tensor, saved[name]), name
-    tiny = load_config(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml")
+    tiny = load_config("tiny")
     assert ckpt.config.plan == tiny.plan and ckpt.config.data == tiny.data
     # the bins are the ones training used: refit on the same data gives the same edges
     assert ckpt.discretizer == prepare(ckpt.dataset_id, ckpt.config.data).discretizer

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import cli, one_line_error, tiny_model
 
 from trajplan.actors import Actor, save_actor
-from trajplan.cli import main
-from trajplan.collect import collect, from_replay, record_episodes
-from trajplan.envs import make_env
+from trajplan.behaviour.collect import collect, from_replay, record_episodes
+from trajplan.behaviour.policies import RandomPolicy
+from trajplan.envs.registry import make_env
 from trajplan.errors import TrajplanError
-from trajplan.policies import RandomPolicy
 
 
 @pytest.fixture(autouse=True)
@@ -18,13 +18,6 @@ def minari_root(tmp_path, monkeypatch):
     root = tmp_path / "datasets"
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
     return root
-
-
-def cli(capsys, *args: str) -> tuple[int, str]:
-    """Run the CLI in-process: (exit code, stderr)."""
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    return int(exc.value.code or 0), capsys.readouterr().err
 
 
 def leftovers(root) -> list[str]:
@@ -48,11 +41,10 @@ def tiny_actor(obs_dim: int, act_dim: int, env_id: str) -> Actor:
     )
 
 
-def test_collect_random_cli_writes_a_minari_dataset_with_metadata(capsys, minari_root):
+def test_collect_random_cli_writes_a_minari_dataset_with_metadata(minari_root):
     import minari
 
-    code, err = cli(
-        capsys,
+    cli(
         "data",
         "collect",
         "--env",
@@ -68,7 +60,6 @@ def test_collect_random_cli_writes_a_minari_dataset_with_metadata(capsys, minari
         "--max-episode-steps",
         "25",
     )
-    assert code == 0, err
     ds = minari.load_dataset("test/hopper/random-v0")
     meta = ds.storage.metadata
     assert meta["algorithm_name"] == "random"
@@ -90,7 +81,7 @@ def test_collect_random_cli_writes_a_minari_dataset_with_metadata(capsys, minari
         np.testing.assert_array_equal(episodes[i].observations[0], env.reset(seed=7 + i)[0])
 
     from trajplan.config import DataConfig
-    from trajplan.data import load_episodes, prepare
+    from trajplan.data.transitions import load_episodes, prepare
 
     flat = load_episodes("test/hopper/random-v0")
     assert flat.n_steps == 120 and flat.n_episodes == len(episodes)
@@ -99,13 +90,12 @@ def test_collect_random_cli_writes_a_minari_dataset_with_metadata(capsys, minari
     assert prep.transition_dim == 11 + 3 + 2
 
 
-def test_collect_with_actor_file_records_the_actor_actions(tmp_path, capsys):
+def test_collect_with_actor_file_records_the_actor_actions(tmp_path):
     import minari
 
     actor = tiny_actor(11, 3, "Hopper-v5")
     path = save_actor(actor, tmp_path / "tiny.actor.safetensors")
-    code, err = cli(
-        capsys,
+    cli(
         "data",
         "collect",
         "--env",
@@ -119,7 +109,6 @@ def test_collect_with_actor_file_records_the_actor_actions(tmp_path, capsys):
         "--max-episode-steps",
         "30",
     )
-    assert code == 0, err
     ds = minari.load_dataset("test/hopper/tiny-v0")
     assert ds.storage.metadata["algorithm_name"] == "sac-tiny"
     for ep in ds.iterate_episodes():  # the recorded actions are the actor's, obs by obs
@@ -130,7 +119,7 @@ def test_collect_with_actor_file_records_the_actor_actions(tmp_path, capsys):
 def test_collect_with_the_builtin_medium_actor(env: str):
     """Every env of the offline set has a bundled medium actor that moves forward and stays
     up for the first 50 steps (Hopper and Walker2d end an episode when they fall)."""
-    from trajplan.data import load_episodes
+    from trajplan.data.transitions import load_episodes
 
     collect(env, "medium", 50, f"test/{env}/medium-v0", max_episode_steps=50, progress=False)
     ep = load_episodes(f"test/{env}/medium-v0")
@@ -139,7 +128,7 @@ def test_collect_with_the_builtin_medium_actor(env: str):
 
 
 def test_same_seed_same_dataset_other_seed_differs():
-    from trajplan.data import load_episodes
+    from trajplan.data.transitions import load_episodes
 
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):
         collect(
@@ -157,40 +146,27 @@ def test_same_seed_same_dataset_other_seed_differs():
     assert not np.array_equal(a.actions, c.actions)
 
 
-def test_bad_input_is_one_line_exit_2_and_leaves_nothing(tmp_path, capsys, minari_root):
+def test_bad_input_is_one_line_exit_2_and_leaves_nothing(tmp_path, minari_root):
     base = ["data", "collect", "--env", "hopper", "--steps", "20", "--max-episode-steps", "10"]
-    code, err = cli(capsys, *base, "--policy", "greedy", "--dataset-id", "test/hopper/x-v0")
-    assert code == 2 and "unknown policy 'greedy'" in err and len(err.strip().splitlines()) == 1
+    x = ("--dataset-id", "test/hopper/x-v0")
+    one_line_error(cli(*base, "--policy", "greedy", *x, code=2), "unknown policy 'greedy'")
 
     cheetah = save_actor(tiny_actor(17, 6, "HalfCheetah-v5"), tmp_path / "hc.actor.safetensors")
-    code, err = cli(capsys, *base, "--policy", str(cheetah), "--dataset-id", "test/hopper/x-v0")
-    assert code == 2 and "17/6" in err and "11/3" in err and len(err.strip().splitlines()) == 1
+    one_line_error(cli(*base, "--policy", str(cheetah), *x, code=2), "17/6", "11/3")
     assert not (minari_root / "test/hopper/x-v0").exists()
 
-    assert cli(capsys, *base, "--policy", "random", "--dataset-id", "test/hopper/x-v0")[0] == 0
+    cli(*base, "--policy", "random", *x)
     first = load_actions("test/hopper/x-v0")
-    code, err = cli(
-        capsys, *base, "--policy", "random", "--dataset-id", "test/hopper/x-v0", "--seed", "9"
-    )
-    assert code == 2 and "already exists" in err and "--force" in err
+    again = cli(*base, "--policy", "random", *x, "--seed", "9", code=2)
+    assert "already exists" in again.stderr and "--force" in again.stderr
     np.testing.assert_array_equal(load_actions("test/hopper/x-v0"), first)  # untouched
-    code, _ = cli(
-        capsys,
-        *base,
-        "--policy",
-        "random",
-        "--dataset-id",
-        "test/hopper/x-v0",
-        "--seed",
-        "9",
-        "--force",
-    )
-    assert code == 0 and not np.array_equal(load_actions("test/hopper/x-v0"), first)
+    cli(*base, "--policy", "random", *x, "--seed", "9", "--force")
+    assert not np.array_equal(load_actions("test/hopper/x-v0"), first)
     assert leftovers(minari_root) == []
 
 
 def load_actions(dataset_id: str) -> np.ndarray:
-    from trajplan.data import load_episodes
+    from trajplan.data.transitions import load_episodes
 
     return load_episodes(dataset_id).actions
 
@@ -218,7 +194,7 @@ def test_interrupted_collection_leaves_no_dataset(minari_root):
 
 
 def test_from_replay_round_trips_episodes(tmp_path):
-    from trajplan.data import load_episodes
+    from trajplan.data.transitions import load_episodes
 
     env = make_env("hopper")
     episodes, _ = record_episodes(
@@ -250,59 +226,33 @@ def test_from_replay_round_trips_episodes(tmp_path):
         from_replay("hopper", tmp_path / "none.npz", "test/hopper/replay-x-v0")
 
 
-def test_planner_policy_and_run_dir_collect_reproducibly(one_thread, tmp_path, capsys):
+def test_planner_policy_and_run_dir_collect_reproducibly(one_thread, tmp_path):
     """An untrained tiny TT model plans; a run directory of it is a --policy too."""
-    import torch
-
     from trajplan.checkpoint import save_checkpoint
-    from trajplan.config import ModelConfig, PlanConfig, RunConfig
-    from trajplan.data import load_episodes
-    from trajplan.model import TrajectoryGPT
-    from trajplan.planner import Planner
-    from trajplan.policies import PlannerPolicy
-    from trajplan.tokens import Discretizer
+    from trajplan.config import PlanConfig, RunConfig
+    from trajplan.data.tokens import Discretizer
+    from trajplan.data.transitions import load_episodes
+    from trajplan.runs import load_run
 
-    torch.manual_seed(0)
     o, a, n_bins = 11, 3, 10
-    model_cfg = ModelConfig(
-        n_layer=1,
-        n_head=2,
-        n_embd=16,
-        dropout=0.0,
-        obs_dim=o,
-        act_dim=a,
-        vocab_size=n_bins,
-        block_size=4 * (o + a + 2) - 1,
-    )
+    model = tiny_model(obs_dim=o, act_dim=a, vocab_size=n_bins, transitions=4, n_layer=1)
     disc = Discretizer.fit(np.random.default_rng(0).uniform(-1, 1, (500, o + a + 2)), n_bins)
     plan_cfg = PlanConfig(horizon=2, beam_width=4, max_context_transitions=2)
-    model = TrajectoryGPT(model_cfg).eval()
-    policy = PlannerPolicy(Planner(model, disc, plan_cfg))
+    run = tmp_path / "run"
+    cfg = RunConfig(env="hopper", dataset="test/hopper/p-v0", model=model.cfg, plan=plan_cfg)
+    save_checkpoint(run, model, cfg, {"env": "hopper", "dataset_id": "test/hopper/p-v0"}, disc)
+    policy = load_run(run, device="cpu").agent("hopper")  # the run's planner, one episode
+    assert policy.name == "trajplan-planner"
     collect("hopper", policy, 12, "test/hopper/p-v0", seed=1, max_episode_steps=6, progress=False)
     p = load_episodes("test/hopper/p-v0")
     assert p.n_episodes == 2 and p.n_steps == 12
     mids = disc.midpoints()[:, o : o + a]  # [N, a]: the planner acts with bin midpoints
     assert all(np.isin(p.actions[:, j], mids[:, j].astype(np.float32)).all() for j in range(a))
 
-    run = tmp_path / "run"
-    cfg = RunConfig(env="hopper", dataset="test/hopper/p-v0", model=model_cfg, plan=plan_cfg)
-    save_checkpoint(run, model, cfg, {"env": "hopper", "dataset_id": "test/hopper/p-v0"}, disc)
     base = ["data", "collect", "--steps", "12", "--max-episode-steps", "6", "--seed", "1"]
-    code, err = cli(
-        capsys, *base, "--env", "hopper", "--policy", str(run), "--dataset-id", "test/hopper/q-v0"
-    )
-    assert code == 0, err
+    cli(*base, "--env", "hopper", "--policy", str(run), "--dataset-id", "test/hopper/q-v0")
     q = load_episodes("test/hopper/q-v0")
     np.testing.assert_array_equal(p.actions, q.actions)  # same planner, same seeds
     np.testing.assert_array_equal(p.observations, q.observations)
-    code, err = cli(
-        capsys,
-        *base,
-        "--env",
-        "halfcheetah",
-        "--policy",
-        str(run),
-        "--dataset-id",
-        "test/halfcheetah/q-v0",
-    )
-    assert code == 2 and "trained on hopper" in err
+    other = ("--env", "halfcheetah", "--policy", str(run), "--dataset-id", "test/halfcheetah/q-v0")
+    one_line_error(cli(*base, *other, code=2), "trained on hopper")

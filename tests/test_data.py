@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import h5py
 import numpy as np
 import pytest
 import torch
+from conftest import cli, one_line_error
 
 from trajplan.config import DataConfig
-from trajplan.data import (
+from trajplan.data.store import split_dataset_ids
+from trajplan.data.transitions import (
     Episodes,
     create_dataset,
     dataset_info,
@@ -25,10 +23,9 @@ from trajplan.data import (
     prepare_episodes,
     value_targets,
 )
-from trajplan.datasets import split_dataset_ids
-from trajplan.envs import resolve_env
+from trajplan.envs.references import D4RL_SOURCE, METADATA_SOURCE
+from trajplan.envs.registry import resolve_env
 from trajplan.errors import TrajplanError
-from trajplan.scores import D4RL_SOURCE, METADATA_SOURCE
 
 
 def tiny_episodes() -> Episodes:
@@ -380,28 +377,13 @@ def test_download_fails_with_one_line(tmp_path, monkeypatch) -> None:
 # -- CLI --------------------------------------------------------------------------------------
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, COLUMNS="200")
-    return subprocess.run(
-        [sys.executable, "-m", "trajplan", *args], capture_output=True, text=True, env=env
-    )
-
-
 def test_cli_list_info_and_errors(halfcheetah_dataset, hopper_dataset) -> None:
-    from trajplan.cli import main
-
-    out = run_cli("data", "list")
-    assert out.returncode == 0, out.stderr
+    out = cli("data", "list", process=True)  # the real entry point, in a child process
     assert halfcheetah_dataset in out.stdout and hopper_dataset in out.stdout
-    out = run_cli("data", "info", hopper_dataset)
-    assert out.returncode == 0, out.stderr
+    out = cli("data", "info", hopper_dataset, process=True)
     assert "Hopper-v5" in out.stdout and "D4RL" in out.stdout
-    out = run_cli("data", "info", "missing/hopper/medium-v0")
-    assert out.returncode == 2
-    assert out.stderr.strip().count("\n") == 0 and "trajplan data download" in out.stderr
-    assert "Traceback" not in out.stderr
-    with pytest.raises(SystemExit) as code:  # in-process: same exit code
-        main(["data", "info", "no-version"])
-    assert code.value.code == 2
-    out = run_cli("data", "download", "--help")
-    assert out.returncode == 0 and "hub" in out.stdout
+    out = cli("data", "info", "missing/hopper/medium-v0", process=True, code=2)
+    one_line_error(out, "trajplan data download")
+    one_line_error(cli("data", "info", "no-version", code=2))  # in-process: the same
+    out = cli("data", "download", "--help", process=True)
+    assert "hub" in out.stdout

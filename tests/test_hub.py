@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import cli
 
 from trajplan.errors import TrajplanError
 from trajplan.hub import build_folder, pull, push
@@ -16,19 +16,16 @@ from trajplan.hub import build_folder, pull, push
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-cli = run_cli
-
-
 @pytest.fixture(scope="module")
 def evaluated_run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the tiny run with a (short) evaluation in RUN/eval."""
-    from trajplan.checkpoint import load_checkpoint
-    from trajplan.evaluate import run_episodes
-    from trajplan.report import save_eval
+    from trajplan.evaluation.evalfiles import save_eval
+    from trajplan.evaluation.evaluate import run_episodes
+    from trajplan.runs import load_run
 
     run = tmp_path_factory.mktemp("hub") / "tiny-hc"
     shutil.copytree(tiny_run, run)
-    result = run_episodes(load_checkpoint(run, device="cpu"), n_episodes=2, seed=3,
+    result = run_episodes(load_run(run, device="cpu"), n_episodes=2, seed=3,
                           episode_steps=4, progress=False)  # fmt: skip
     save_eval(result, run / "eval", run / "metrics.jsonl")
     return run
@@ -36,7 +33,7 @@ def evaluated_run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
 def test_staged_folder_is_a_run_with_a_model_card(evaluated_run: Path, tmp_path: Path) -> None:
     from trajplan.checkpoint import load_checkpoint, read_manifest
-    from trajplan.config import load_config
+    from trajplan.configs import load_config
 
     folder = build_folder(evaluated_run, tmp_path / "up", "you/tiny-hc")
     names = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
@@ -75,7 +72,7 @@ def load_eval_score(run: Path) -> str:
 
 
 def test_bc_run_card(halfcheetah_dataset: str, tmp_path: Path) -> None:
-    from trajplan.bc import BCConfig, load_bc, train_bc
+    from trajplan.baselines.bc import BCConfig, load_bc, train_bc
 
     run = train_bc(halfcheetah_dataset, tmp_path / "bc", BCConfig(hidden=[16], steps=20,
                    log_every=10), progress=False)  # fmt: skip
@@ -96,9 +93,8 @@ def test_bc_run_card(halfcheetah_dataset: str, tmp_path: Path) -> None:
 
 
 def test_push_and_pull_through_the_cli(
-    evaluated_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture,
-) -> None:  # fmt: skip
+    evaluated_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import trajplan.hub as hub
 
     remote = tmp_path / "remote"  # stands in for the Hub repository
@@ -112,23 +108,22 @@ def test_push_and_pull_through_the_cli(
 
     monkeypatch.setattr(hub, "_upload", upload)
     monkeypatch.setattr(hub, "_download", download)
-    assert cli("hub", "push", str(evaluated_run), "you/tiny-hc") == 0
-    assert "https://hub.example/you/tiny-hc" in capsys.readouterr().out
+    pushed = cli("hub", "push", str(evaluated_run), "you/tiny-hc")
+    assert "https://hub.example/you/tiny-hc" in pushed.stdout
     pulled = tmp_path / "runs" / "tiny-hc"
-    assert cli("hub", "pull", "you/tiny-hc", "--out", str(pulled)) == 0
+    cli("hub", "pull", "you/tiny-hc", "--out", str(pulled))
     assert (pulled / "README.md").is_file()
     args = ("--episode-steps", "3", "--threads", "1", "--out", str(tmp_path / "ev"))
-    assert cli("eval", "--checkpoint", str(pulled), "--episodes", "1", *args) == 0
+    cli("eval", "--checkpoint", str(pulled), "--episodes", "1", *args)
     assert len(list((tmp_path / "ev").glob("tiny-hc-*/eval.json"))) == 1
-    assert cli("plan", "--checkpoint", str(pulled), "--max-steps", "2", "--threads", "1",
-               "--out", str(tmp_path / "plan.json")) == 0  # fmt: skip
-    assert cli("hub", "push", str(evaluated_run), "you/x", "--stage", str(tmp_path / "s")) == 0
+    cli("plan", "--checkpoint", str(pulled), "--max-steps", "2", "--threads", "1",
+        "--out", str(tmp_path / "plan.json"))  # fmt: skip
+    cli("hub", "push", str(evaluated_run), "you/x", "--stage", str(tmp_path / "s"))
     assert (tmp_path / "s" / "README.md").is_file() and not (remote / "you" / "x").exists()
     (remote / "you" / "junk").mkdir(parents=True)
     (remote / "you" / "junk" / "notes.txt").write_text("hello")
-    capsys.readouterr()
-    assert cli("hub", "pull", "you/junk", "--out", str(tmp_path / "junk")) == 2
-    assert "you/junk is not a trajplan run" in capsys.readouterr().err
+    junk = cli("hub", "pull", "you/junk", "--out", str(tmp_path / "junk"), code=2)
+    assert "you/junk is not a trajplan run" in junk.stderr
     with pytest.raises(TrajplanError, match="not empty: choose another --out"):
         pull("you/tiny-hc", pulled)
 

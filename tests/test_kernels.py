@@ -6,10 +6,10 @@ import math
 
 import pytest
 import torch
+from conftest import tiny_model
 
-from trajplan.config import ModelConfig
-from trajplan.kernels import blocked_attention, causal_bias, dropout, keep_mask
-from trajplan.model import TrajectoryGPT, attention_mask
+from trajplan.model.gpt import attention_mask
+from trajplan.model.kernels import blocked_attention, causal_bias, dropout, keep_mask
 
 
 def explicit_attention(q, k, v, bias, keep=None, p=0.0):
@@ -65,10 +65,7 @@ def test_keep_mask_follows_torch_seed() -> None:
 
 def test_model_cpu_training_path_equals_sdpa_path() -> None:
     """With dropout disabled at run time, the blocked CPU path gives SDPA's loss and grads."""
-    cfg = ModelConfig(obs_dim=3, act_dim=2, vocab_size=7, block_size=4 * 7 - 1, n_embd=16)
-    cfg.n_head, cfg.n_layer, cfg.dropout = 2, 2, 0.1
-    torch.manual_seed(0)
-    model = TrajectoryGPT(cfg).double()
+    model = tiny_model(seed=0, transitions=4, dropout=0.1).double()
     idx = torch.randint(0, 8, (3, 27))
     tgt = torch.randint(0, 8, (3, 27))
     grads = []

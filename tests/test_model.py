@@ -7,10 +7,12 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import tiny_model
 
 from trajplan.config import ModelConfig
-from trajplan.decoding import KVCache, forward_cached, new_cache
-from trajplan.model import TrajectoryGPT, attention_mask
+from trajplan.model.cache import KVCache
+from trajplan.model.decoding import forward_cached, new_cache
+from trajplan.model.gpt import TrajectoryGPT, attention_mask
 
 
 # Beam-search operations on a KVCache, written out for the tests (the planner keeps its own
@@ -36,27 +38,12 @@ def cache_concat(a: KVCache, b: KVCache) -> KVCache:
     return KVCache(k, v, n)
 
 
-def tiny_config(**kw: int | float) -> ModelConfig:
-    base = dict(
-        obs_dim=3,
-        act_dim=2,
-        vocab_size=7,
-        block_size=6 * 7 - 1,
-        n_layer=2,
-        n_head=2,
-        n_embd=16,
-        dropout=0.0,
-    )
-    base.update(kw)
-    return ModelConfig(**base)
-
-
 def make_model(seed: int = 0, **kw: int | float) -> TrajectoryGPT:
-    torch.manual_seed(seed)
-    model = TrajectoryGPT(tiny_config(**kw))
+    """conftest.tiny_model (obs 3, act 2, 7 bins, 6 transitions) with a random pos_emb."""
+    model = tiny_model(seed, **kw)
     with torch.no_grad():  # the reference init zeroes pos_emb; randomise to test positions
         model.pos_emb.normal_(0, 0.1)
-    return model.eval()
+    return model
 
 
 def test_reference_parameter_count() -> None:

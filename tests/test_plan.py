@@ -8,51 +8,35 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_model
 
 from trajplan.actors import Actor, load_actor, save_actor
-from trajplan.config import ModelConfig, PlanConfig
-from trajplan.decoding import forward_cached, forward_shared, new_cache
+from trajplan.config import PlanConfig
+from trajplan.data.tokens import Discretizer
 from trajplan.errors import TrajplanError
-from trajplan.model import TrajectoryGPT
+from trajplan.model.decoding import forward_cached, forward_shared, new_cache
+from trajplan.model.gpt import TrajectoryGPT
 from trajplan.planner import (
     Planner,
     beam_scores,
     cdf_filter,
     draw,
+    expectation,
     sample_token,
-    tail_mean,
     top_k_filter,
     uniforms_per_plan,
     window_start,
 )
-from trajplan.planner.search import keep_anchor, value_std
-from trajplan.tokens import Discretizer
+from trajplan.planner.candidates import FirstAction
 
 OBS, ACT, N = 11, 3, 20  # Hopper's dimensions, few bins
 D = OBS + ACT + 2
+# conftest.tiny_model at Hopper's dims with large random weights; in float64 (.double()) its
+# predictions are peaked and position-dependent, and modes can be compared token for token
+RANDOM_MODEL = dict(obs_dim=OBS, act_dim=ACT, vocab_size=N, n_embd=32, noise=0.3)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def random_model(seed: int = 0, n_layer: int = 2, transitions: int = 10) -> TrajectoryGPT:
-    """A float64 model with large random weights: peaked, position-dependent predictions."""
-    torch.manual_seed(seed)
-    cfg = ModelConfig(
-        n_layer=n_layer,
-        n_head=2,
-        n_embd=32,
-        dropout=0.0,
-        obs_dim=OBS,
-        act_dim=ACT,
-        vocab_size=N,
-        block_size=transitions * D - 1,
-    )
-    model = TrajectoryGPT(cfg)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.3)
-    return model.double().eval()
 
 
 def random_discretizer(seed: int = 0) -> Discretizer:
@@ -66,9 +50,8 @@ def trained(one_thread: None) -> tuple[TrajectoryGPT, Discretizer, np.ndarray]:
 
     Returns (model, discretizer, observations seen in the data [n, OBS]).
     """
-    from trajplan.envs import make_env
+    from trajplan.envs.registry import make_env
 
-    torch.manual_seed(0)
     env = make_env("hopper")
     rows, obs_all = [], []
     for ep in range(6):
@@ -96,17 +79,8 @@ def trained(one_thread: None) -> tuple[TrajectoryGPT, Discretizer, np.ndarray]:
         for i in range(len(tok) - L + 1):
             windows.append(tok[i : i + L].reshape(-1))
     data = torch.as_tensor(np.array(windows))
-    cfg = ModelConfig(
-        n_layer=2,
-        n_head=2,
-        n_embd=32,
-        dropout=0.0,
-        obs_dim=OBS,
-        act_dim=ACT,
-        vocab_size=N,
-        block_size=L * D - 1,
-    )
-    model = TrajectoryGPT(cfg)
+    model = tiny_model(0, obs_dim=OBS, act_dim=ACT, vocab_size=N, n_embd=32, transitions=L)
+    model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     gen = torch.Generator().manual_seed(0)
     for _ in range(300):
@@ -169,15 +143,11 @@ def test_beam_scores_by_hand() -> None:
     assert beam_scores(rewards, 0.9).tolist() == pytest.approx([1 + 0.9 * 2 + 0.81 * 10, 0.5])
 
 
-def test_tail_mean_by_hand() -> None:
-    """Mean of the lowest `tail` share of the mass (CVaR); tail 1 is the expectation."""
-    mids = torch.tensor([3.0, 0.0, 1.0, 2.0], dtype=torch.float64)  # not sorted: it sorts
-    p = torch.tensor([[0.25, 0.25, 0.25, 0.25], [0.0, 0.5, 0.0, 0.5]])
-    assert tail_mean(p, mids, 1.0).tolist() == pytest.approx([1.5, 1.0])
-    assert tail_mean(p, mids, 0.5).tolist() == pytest.approx([0.5, 0.0])
-    assert tail_mean(p, mids, 0.375).tolist() == pytest.approx([(0 + 0.5) / 1.5, 0.0])
-    # mass that does not sum to 1 (the stop token dropped): the tail is a share of it
-    assert tail_mean(p[:1] * 0.8, mids, 0.5).tolist() == pytest.approx([0.5])
+def test_expectation_by_hand() -> None:
+    p = torch.tensor([[0.25, 0.25, 0.5], [0.0, 1.0, 0.0]])
+    mids = torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64)
+    assert expectation(p, mids).tolist() == pytest.approx([1.25, 1.0])
+    assert expectation(p * 0.8, mids).tolist() == pytest.approx([1.0, 0.8])  # not renormalised
 
 
 def test_window_start_halfcheetah_numbers() -> None:
@@ -239,18 +209,12 @@ CONFIGS = [
         k_obs=3,
         cdf_obs=0.9,
     ),
-    # beams ranked by score + logp_weight * log-likelihood (not the reference)
-    PlanConfig(horizon=3, beam_width=4, n_expand=2, max_context_transitions=3, logp_weight=2.0),
-    # rewards and values scored by their lower tail (CVaR, not the reference)
-    PlanConfig(horizon=3, beam_width=4, n_expand=2, max_context_transitions=3, score_tail=0.3),
 ]
 
 
-@pytest.mark.parametrize(
-    "cfg", CONFIGS, ids=["slide", "topk-nocontext", "freq2-sampled-obs", "likelihood", "tail"]
-)
+@pytest.mark.parametrize("cfg", CONFIGS, ids=["slide", "topk-nocontext", "freq2-sampled-obs"])
 def test_cached_equals_full_random_model(cfg: PlanConfig) -> None:
-    model, disc = random_model(), random_discretizer()
+    model, disc = tiny_model(0, transitions=10, **RANDOM_MODEL).double(), random_discretizer()
     obs, rew = episode_data(8, 1)
     full = play(model, disc, dataclasses.replace(cfg, mode="full"), obs, rew, [3])
     cached = play(model, disc, cfg, obs, rew, [3])
@@ -265,7 +229,7 @@ def test_cached_equals_full_random_model(cfg: PlanConfig) -> None:
 @pytest.mark.parametrize("horizon", [2, 4])
 def test_grow_window_cached_equals_full_and_differs_from_slide(horizon: int) -> None:
     """The "grow" window keeps the plan's start and slides only past the block (63 tokens)."""
-    model, disc = random_model(seed=6, transitions=4), random_discretizer(6)
+    model, disc = tiny_model(6, transitions=4, **RANDOM_MODEL).double(), random_discretizer(6)
     cfg = PlanConfig(horizon=horizon, beam_width=4, n_expand=2, max_context_transitions=2,
                      window="grow")  # fmt: skip
     obs, rew = episode_data(5, 1, seed=7)
@@ -289,7 +253,7 @@ def test_cached_equals_full_trained_model(trained) -> None:
 
 
 def test_batched_episodes_equal_separate_ones() -> None:
-    model, disc = random_model(seed=1), random_discretizer(1)
+    model, disc = tiny_model(1, transitions=10, **RANDOM_MODEL).double(), random_discretizer(1)
     cfg = PlanConfig(horizon=3, beam_width=4, n_expand=2, max_context_transitions=3)
     obs, rew = episode_data(6, 3, seed=2)
     seeds = [10, 11, 12]
@@ -307,13 +271,9 @@ def test_batched_episodes_equal_separate_ones() -> None:
     assert not (together[0][0][0] == together[0][0][2]).all()
 
 
-@pytest.mark.parametrize("tail", [1.0, 0.4])
-def test_plan_value_is_the_hand_computed_score_of_the_best_beam(tail: float) -> None:
-    model, disc = random_model(seed=2), random_discretizer(2)
-    cfg = PlanConfig(
-        horizon=3, beam_width=4, n_expand=2, max_context_transitions=3, discount=0.9,
-        score_tail=tail,
-    )  # fmt: skip
+def test_plan_value_is_the_hand_computed_score_of_the_best_beam() -> None:
+    model, disc = tiny_model(2, transitions=10, **RANDOM_MODEL).double(), random_discretizer(2)
+    cfg = PlanConfig(horizon=3, beam_width=4, n_expand=2, max_context_transitions=3, discount=0.9)
     obs, rew = episode_data(4, 1, seed=3)
     planner = Planner(model, disc, cfg)
     planner.reset(1, [7])
@@ -332,16 +292,8 @@ def test_plan_value_is_the_hand_computed_score_of_the_best_beam(tail: float) -> 
             with torch.inference_mode():
                 logits, _ = model(seq[None, s:end])
             probs = torch.softmax(logits[0, -1], -1)
-            if tail == 1.0:  # the reference: the expectation, stop dropped, not renormalised
-                expected.append(float(probs[:N].double() @ mids[:, col].double()))
-            else:  # the lowest `tail` share of the same mass, by hand
-                order = torch.argsort(mids[:, col])
-                pr, m = probs[:N].double()[order], mids[:, col].double()[order]
-                cut, acc, total = tail * float(pr.sum()), 0.0, 0.0
-                for pi, mi in zip(pr.tolist(), m.tolist(), strict=True):
-                    take = min(pi, max(cut - acc, 0.0))
-                    acc, total = acc + take, total + take * mi
-                expected.append(total / cut)
+            # the reference: the expectation, stop dropped, not renormalised
+            expected.append(float(probs[:N].double() @ mids[:, col].double()))
     r, v = expected[0::2], expected[1::2]
     score = sum(0.9**i * ri for i, ri in enumerate(r)) + 0.9 ** len(r) * v[-1]
     assert float(planner.plan.value[0]) == pytest.approx(score, rel=1e-12)
@@ -349,7 +301,7 @@ def test_plan_value_is_the_hand_computed_score_of_the_best_beam(tail: float) -> 
 
 
 def test_actions_context_and_plan_freq() -> None:
-    model, disc = random_model(seed=3), random_discretizer(3)
+    model, disc = tiny_model(3, transitions=10, **RANDOM_MODEL).double(), random_discretizer(3)
     cfg = PlanConfig(horizon=3, beam_width=3, n_expand=2, max_context_transitions=2, plan_freq=2)
     planner = Planner(model, disc, cfg)
     planner.reset(1, [0])
@@ -369,7 +321,7 @@ def test_actions_context_and_plan_freq() -> None:
 
 
 def test_same_seed_same_actions_other_seed_other_actions() -> None:
-    model, disc = random_model(seed=4), random_discretizer(4)
+    model, disc = tiny_model(4, transitions=10, **RANDOM_MODEL).double(), random_discretizer(4)
     cfg = PlanConfig(horizon=2, beam_width=4, n_expand=2, max_context_transitions=2)
     obs, rew = episode_data(3, 1, seed=5)
     a = play(model, disc, cfg, obs, rew, [1])
@@ -404,21 +356,17 @@ def test_uniform_count_matches_the_search() -> None:
         ({"discount": 1.5}, "discount must be in"),
         ({"max_context_transitions": 1, "horizon": 2}, "holds less than one transition"),
         ({"max_context_transitions": 0}, "max_context_transitions must be at least 1"),
-        ({"logp_weight": -1.0}, "logp_weight must be >= 0"),
-        ({"logp_weight": float("nan")}, "logp_weight must be >= 0"),
-        ({"score_tail": 0.0}, "score_tail must be in"),
-        ({"score_tail": 1.5}, "score_tail must be in"),
     ],
 )
 def test_invalid_plan_options_are_clear_errors(change: dict, message: str) -> None:
     cfg = dataclasses.replace(PlanConfig(horizon=4, beam_width=4), **change)
     with pytest.raises(TrajplanError, match=message):
-        Planner(random_model(), random_discretizer(), cfg)
+        Planner(tiny_model(0, transitions=10, **RANDOM_MODEL).double(), random_discretizer(), cfg)
 
 
 def test_long_horizons_and_one_step_context_are_valid() -> None:
     """The window slides, so a horizon past the trained block is fine (the reference too)."""
-    model, disc = random_model(transitions=3), random_discretizer()
+    model, disc = tiny_model(0, transitions=3, **RANDOM_MODEL).double(), random_discretizer()
     cfg = PlanConfig(horizon=6, beam_width=2, n_expand=1, max_context_transitions=8)
     planner = Planner(model, disc, cfg)  # context capped by the 3-transition block
     obs, rew = episode_data(2, 1)
@@ -432,7 +380,7 @@ def test_long_horizons_and_one_step_context_are_valid() -> None:
 
 
 def test_mismatched_discretizer_and_observations_are_errors() -> None:
-    model = random_model()
+    model = tiny_model(0, transitions=10, **RANDOM_MODEL).double()
     wrong = Discretizer(np.sort(np.random.default_rng(0).normal(size=(N + 1, D + 1)), 0), N)
     with pytest.raises(TrajplanError, match="does not match the model"):
         Planner(model, wrong, PlanConfig(horizon=2, beam_width=2))
@@ -446,7 +394,7 @@ def test_mismatched_discretizer_and_observations_are_errors() -> None:
 
 def test_forward_shared_equals_full_forward_with_copied_prefix() -> None:
     """The model's shared-prefix path (the planner's context) gives the full forward's logits."""
-    model = random_model(seed=5)
+    model = tiny_model(5, transitions=10, **RANDOM_MODEL).double()
     gen = torch.Generator().manual_seed(0)
     ctx = torch.randint(0, N + 1, (2, 2 * D + 3), generator=gen)  # 2 episodes
     own = torch.randint(0, N + 1, (6, 9), generator=gen)  # 3 rows each, episode-major
@@ -460,27 +408,6 @@ def test_forward_shared_equals_full_forward_with_copied_prefix() -> None:
         last = forward_shared(model, own[:, :1], prefix, new_cache(model, 6, 4), last_only=True)
     assert torch.allclose(torch.cat(parts, 1), full[:, ctx.shape[1] :], atol=1e-12)
     assert torch.allclose(last[:, 0], full[:, ctx.shape[1]], atol=1e-12)
-
-
-def test_likelihood_weight_changes_the_ranking_not_the_reported_score() -> None:
-    """logp_weight > 0 ranks beams by score + weight * log-likelihood; the plan's value stays
-    its discounted reward + value score, and batched episodes still equal separate ones."""
-    model, disc = random_model(seed=4), random_discretizer(4)
-    base = PlanConfig(horizon=3, beam_width=4, n_expand=2, max_context_transitions=3)
-    obs, rew = episode_data(5, 2, seed=5)
-    plain = play(model, disc, base, obs, rew, [1, 2])
-    liked = play(model, disc, dataclasses.replace(base, logp_weight=50.0), obs, rew, [1, 2])
-    assert any((p[0] != q[0]).any() for p, q in zip(plain, liked, strict=True))
-    # with a huge weight the best plan is no longer the best-scoring one
-    assert any((q[1] < p[1]).any() for p, q in zip(plain, liked, strict=True))
-    cfg = dataclasses.replace(base, logp_weight=50.0)
-    alone = play(model, disc, cfg, obs[:, 1:], rew[:, 1:], [2])
-    for (tok, val, act), (tok1, val1, act1) in zip(liked, alone, strict=True):
-        assert (tok[1] == tok1[0]).all() and (act[1] == act1[0]).all()
-        assert val[1] == pytest.approx(val1[0], abs=1e-9)
-
-
-# -- a prior policy's actions as candidates (plan.prior, not the reference) -----------------
 
 
 @pytest.fixture(scope="module")
@@ -507,7 +434,7 @@ def quantized_action(actor: Actor, disc: Discretizer, obs: np.ndarray) -> np.nda
 def test_prior_alone_acts_as_the_prior_quantized(prior_file: str) -> None:
     """prior_share 1, no noise: every candidate is the prior's action, so the planner
     executes the prior's action for the real observation, through bin midpoints."""
-    model, disc = random_model(seed=2), random_discretizer(2)
+    model, disc = tiny_model(2, transitions=10, **RANDOM_MODEL).double(), random_discretizer(2)
     cfg = PlanConfig(horizon=3, beam_width=4, n_expand=2, max_context_transitions=3,
                      prior=prior_file, prior_share=1.0, prior_noise=0.0)  # fmt: skip
     obs, rew = episode_data(4, 2, seed=3)
@@ -523,8 +450,8 @@ def test_prior_alone_acts_as_the_prior_quantized(prior_file: str) -> None:
 
 def test_prior_mixes_candidates_exactly_in_both_window_modes(prior_file: str) -> None:
     """Half the rows from a noisy prior: cached == full, batched == alone, same seed same
-    plan; the prior changes the plans, and its draws are counted in uniforms_per_plan."""
-    model, disc = random_model(seed=3), random_discretizer(3)
+    plan; the prior changes the plans, and the planner counts its draws (m per row)."""
+    model, disc = tiny_model(3, transitions=10, **RANDOM_MODEL).double(), random_discretizer(3)
     cfg = PlanConfig(horizon=3, beam_width=4, n_expand=2, max_context_transitions=3,
                      prior=prior_file, prior_share=0.5, prior_noise=0.3)  # fmt: skip
     obs, rew = episode_data(6, 2, seed=4)
@@ -538,14 +465,11 @@ def test_prior_mixes_candidates_exactly_in_both_window_modes(prior_file: str) ->
     plain = play(model, disc, dataclasses.replace(cfg, prior=None), obs, rew, [5, 6])
     assert any((p[0] != c[0]).any() for p, c in zip(plain, cached, strict=True))
     m = round(0.5 * 8)  # prior rows of the 2 x 4 expanded rows
-    assert (
-        uniforms_per_plan(cfg, OBS, ACT)
-        == uniforms_per_plan(dataclasses.replace(cfg, prior=None), OBS, ACT) + 3 * m * ACT
-    )
+    assert Planner(model, disc, cfg).n_uniforms == (uniforms_per_plan(cfg, OBS, ACT) + 3 * m * ACT)
 
 
 def test_bad_priors_are_clear_errors(prior_file: str, tmp_path) -> None:
-    model, disc = random_model(), random_discretizer()
+    model, disc = tiny_model(0, transitions=10, **RANDOM_MODEL).double(), random_discretizer()
     base = PlanConfig(horizon=2, beam_width=2, max_context_transitions=3)
     with pytest.raises(TrajplanError, match="not found"):
         Planner(model, disc, dataclasses.replace(base, prior=str(tmp_path / "nope")))
@@ -560,66 +484,6 @@ def test_bad_priors_are_clear_errors(prior_file: str, tmp_path) -> None:
     path = save_actor(other, tmp_path / "other.actor.safetensors")
     with pytest.raises(TrajplanError, match="acts on 12 observation"):
         Planner(model, disc, dataclasses.replace(base, prior=str(path)))
-
-
-def test_value_std_and_keep_anchor_known_values() -> None:
-    """value_std: the spread of a value distribution over its bins (stop token left out);
-    keep_anchor: the best anchored row replaces the last kept one only when none is kept."""
-    probs = torch.tensor([[0.5, 0.5, 0.0], [0.2, 0.0, 0.2], [0.0, 1.0, 0.0]])
-    mids = torch.tensor([0.0, 2.0, 4.0], dtype=torch.float64)
-    assert value_std(probs, mids).tolist() == pytest.approx([1.0, 2.0, 0.0])
-    rank = torch.tensor([[5.0, 4.0, 3.0, 2.0], [5.0, 4.0, 3.0, 2.0]])
-    best = rank.topk(2, dim=1).indices  # [[0, 1], [0, 1]]
-    anchored = torch.tensor([[False, False, False, True], [False, True, True, False]])
-    assert keep_anchor(best, rank, anchored).tolist() == [[0, 3], [0, 1]]
-
-
-def test_prior_margin_keeps_the_prior_plan_unless_beaten(prior_file: str) -> None:
-    """An infinite margin always executes the prior's own noise-free action (through bin
-    midpoints), and says when that overrode the search's best plan; a margin of 0 is the
-    plain prior search; cached == full and batched == alone with the rule on."""
-    model, disc = random_model(seed=6), random_discretizer(6)
-    cfg = PlanConfig(horizon=3, beam_width=4, n_expand=2, max_context_transitions=3,
-                     prior=prior_file, prior_share=0.5, prior_noise=0.3,
-                     prior_margin=1e12)  # fmt: skip
-    obs, rew = episode_data(6, 2, seed=7)
-    actor = load_actor(prior_file)
-    planner = Planner(model, disc, cfg)
-    planner.reset(2, [3, 4])
-    held = []
-    for t in range(6):
-        act = planner.act(obs[t])
-        assert np.array_equal(act, quantized_action(actor, disc, obs[t]))
-        pred = planner.predictions()
-        assert pred.from_prior.all() and pred.held.dtype == bool
-        held += list(pred.held)
-        planner.observe(obs[t], act, rew[t])
-    assert any(held) and not all(held)  # the search's best was another plan, sometimes
-    cached = play(model, disc, cfg, obs, rew, [3, 4])
-    full = play(model, disc, dataclasses.replace(cfg, mode="full"), obs, rew, [3, 4])
-    alone = play(model, disc, cfg, obs[:, 1:], rew[:, 1:], [4])
-    for (tc, vc, ac), (tf, vf, af), (_, _, a1) in zip(cached, full, alone, strict=True):
-        assert (tc == tf).all() and (ac == af).all() and (ac[1] == a1[0]).all()
-        assert vc == pytest.approx(vf, abs=1e-9)
-    off = play(model, disc, dataclasses.replace(cfg, prior_margin=0.0), obs, rew, [3, 4])
-    assert any((c[2] != f[2]).any() for c, f in zip(cached, off, strict=True))
-    planner = Planner(model, disc, dataclasses.replace(cfg, prior_margin=0.0))
-    planner.reset(2, [3, 4])
-    planner.act(obs[0])
-    assert planner.predictions().held is None
-
-
-def test_bad_prior_margins_are_clear_errors(prior_file: str) -> None:
-    model, disc = random_model(), random_discretizer()
-    base = PlanConfig(horizon=2, beam_width=2, max_context_transitions=3, prior_margin=1.0)
-    cases = [
-        ({}, "prior_margin needs a prior policy"),
-        ({"prior": prior_file, "prior_margin": -1.0}, "must be >= 0"),
-        ({"prior": prior_file, "beam_width": 1}, "needs beam_width >= 2"),
-    ]
-    for change, message in cases:
-        with pytest.raises(TrajplanError, match=message):
-            Planner(model, disc, dataclasses.replace(base, **change))
 
 
 def test_ranking_diagnostic_scores_a_candidate_as_the_planner_does(prior_file: str) -> None:
@@ -639,7 +503,7 @@ def test_ranking_diagnostic_scores_a_candidate_as_the_planner_does(prior_file: s
     assert diag.spearman(np.array([1.0, 2.0, 3.0]), np.array([10.0, 30.0, 20.0])) == 0.5
     assert diag.spearman(np.ones(3), np.arange(3.0)) is None
 
-    model, disc = random_model(seed=8), random_discretizer(8)
+    model, disc = tiny_model(8, transitions=10, **RANDOM_MODEL).double(), random_discretizer(8)
     cfg = PlanConfig(horizon=3, beam_width=2, n_expand=1, max_context_transitions=3,
                      prior=prior_file, prior_share=1.0, prior_noise=0.0)  # fmt: skip
     obs, rew = episode_data(3, 1, seed=9)
@@ -662,11 +526,12 @@ def test_ranking_diagnostic_scores_a_candidate_as_the_planner_does(prior_file: s
 
 
 def test_search_from_a_given_first_action() -> None:
-    """beam_search(first_action=...): every episode's plan starts with its given action and
-    the rest is searched; cached == full, and an episode planned in a batch equals it alone."""
+    """The FirstAction candidate source: every episode's plan starts with its given action
+    and the rest is searched; cached == full, and an episode planned in a batch equals it
+    alone."""
     from trajplan.planner import Uniforms, beam_search, plan_window
 
-    model, disc = random_model(seed=9), random_discretizer(9)
+    model, disc = tiny_model(9, transitions=10, **RANDOM_MODEL).double(), random_discretizer(9)
     cfg = PlanConfig(horizon=3, beam_width=4, n_expand=2, max_context_transitions=3)
     gen = torch.Generator().manual_seed(1)
     ctx = torch.randint(0, N, (1, OBS)).repeat(3, 1)  # 3 episodes, the same observation
@@ -678,10 +543,12 @@ def test_search_from_a_given_first_action() -> None:
         u = Uniforms([torch.Generator().manual_seed(s) for s in seeds], n_u, "cpu")
         cfg_m = dataclasses.replace(cfg, mode=mode)
         with torch.inference_mode():
-            return beam_search(model, c, cfg_m, mids, u, plan_window(model, cfg_m), first_action=f)
+            obs = torch.zeros(c.shape[0], OBS, dtype=torch.float64)  # unused by FirstAction
+            window = plan_window(model, cfg_m)
+            return beam_search(model, c, cfg_m, mids, u, window, source=FirstAction(f), obs=obs)
 
     res = plan(ctx, first, [0, 1, 2])
-    assert torch.equal(res.tokens[:, 0, OBS : OBS + ACT], first)
+    assert torch.equal(res.tokens[:, 0, OBS : OBS + ACT], first) and res.from_source.all()
     full = plan(ctx, first, [0, 1, 2], mode="full")
     assert torch.equal(res.tokens, full.tokens)
     assert torch.allclose(res.value, full.value, atol=1e-9)

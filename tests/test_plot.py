@@ -1,6 +1,6 @@
-"""Figures (trajplan.plot) and seed aggregation (trajplan.aggregate): readers, statistics,
-files, tables at 80 columns, CLI. Metrics and eval.json files are written like train/bc/eval
-write them; the real pipeline runs in test_workflow.py."""
+"""Figures (trajplan.evaluation.plot) and seed aggregation (trajplan.evaluation.aggregate):
+readers, statistics, files, tables at 80 columns, CLI. Metrics and eval.json files are
+written like train/bc/eval write them; the real pipeline runs in test_workflow.py."""
 
 from __future__ import annotations
 
@@ -9,15 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import cli
 from rich.console import Console
 
-from trajplan.aggregate import aggregate, bootstrap_ci, iqm, tables, to_json
+from trajplan.envs.references import references_for
+from trajplan.envs.rollout import EpisodeResult
 from trajplan.errors import TrajplanError
-from trajplan.evaluate import EvalResult
-from trajplan.plot import loss_curves, plot_curves, plot_scores, read_series, run_labels
-from trajplan.rollout import EpisodeResult
-from trajplan.scores import references_for
+from trajplan.evaluation.aggregate import aggregate, bootstrap_ci, iqm, tables, to_json
+from trajplan.evaluation.evalfiles import plot_eval_scores
+from trajplan.evaluation.evaluate import EvalResult
+from trajplan.evaluation.plot import loss_curves, plot_curves, read_series, run_labels
 
 PNG, SVG = b"\x89PNG\r\n\x1a\n", b"<svg"
 
@@ -115,12 +116,12 @@ def test_plot_curves_of_a_real_run(tiny_run: Path, tmp_path: Path) -> None:
 def test_plot_scores_names_the_reference(tmp_path: Path) -> None:
     a = write_eval(tmp_path / "tt" / "eval" / "eval.json", [10, 20, 30])
     b = write_eval(tmp_path / "bc" / "eval" / "eval.json", [40, 41], policy="bc", steps=100)
-    svg = plot_scores([a, tmp_path / "bc"], tmp_path / "s.svg").read_text()  # a run dir works
+    svg = plot_eval_scores([a, tmp_path / "bc"], tmp_path / "s.svg").read_text()  # a run dir works
     assert "D4RL constants" in svg and "normalized score" in svg and "capped at 100" in svg
     assert "20.0 ± 5.8" in svg and "40.5 ± 0.5" in svg
-    assert plot_scores([b], tmp_path / "s.png").read_bytes()[:8] == PNG
+    assert plot_eval_scores([b], tmp_path / "s.png").read_bytes()[:8] == PNG
     with pytest.raises(TrajplanError, match="no eval.json at"):
-        plot_scores([tmp_path / "nothing"], tmp_path / "s.png")
+        plot_eval_scores([tmp_path / "nothing"], tmp_path / "s.png")
 
 
 # -- aggregation -----------------------------------------------------------------------------
@@ -182,20 +183,16 @@ def test_aggregate_refuses_mixed_scales(tmp_path: Path) -> None:
         aggregate([str(b)])
 
 
-cli = run_cli
-
-
-def test_cli_plot_and_aggregate(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_cli_plot_and_aggregate(tmp_path: Path) -> None:
     run = write_tt_metrics(tmp_path / "tt-seed0")
     evals = [
         write_eval(tmp_path / f"tt-seed{s}" / "eval" / "eval.json", [s, 2 * s]) for s in (1, 2)
     ]
-    assert cli("plot", str(run), "--out", str(tmp_path / "curves.svg"), "--x", "tokens") == 0
-    assert cli("plot", "--scores", *map(str, evals), "--out", str(tmp_path / "scores.png")) == 0
+    out = cli("plot", str(run), "--out", str(tmp_path / "curves.svg"), "--x", "tokens").stdout
+    out += cli("plot", "--scores", *map(str, evals), "--out", str(tmp_path / "scores.png")).stdout
     agg = str(tmp_path / "agg.json")
-    assert cli("aggregate", *map(str, evals), "--json", agg, "--reps", "100") == 0
-    out = capsys.readouterr().out
+    out += cli("aggregate", *map(str, evals), "--json", agg, "--reps", "100").stdout
     assert "curves.svg" in out and "scores.png" in out and "IQM" in out
     assert json.loads((tmp_path / "agg.json").read_text())["bootstrap"]["reps"] == 100
-    assert cli("plot", str(run), "--out", str(tmp_path / "curves.pdf")) == 2
-    assert ".png or .svg" in capsys.readouterr().err
+    bad = cli("plot", str(run), "--out", str(tmp_path / "curves.pdf"), code=2)
+    assert ".png or .svg" in bad.stderr

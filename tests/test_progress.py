@@ -4,7 +4,6 @@ that stay readable at 80 columns."""
 from __future__ import annotations
 
 import io
-import os
 import re
 
 import pytest
@@ -55,9 +54,9 @@ def test_duration() -> None:
 
 
 def test_collect_prints_plain_progress(capsys: pytest.CaptureFixture) -> None:
-    from trajplan.collect import record_episodes
-    from trajplan.envs import make_env
-    from trajplan.policies import make_policy
+    from trajplan.behaviour.collect import record_episodes
+    from trajplan.behaviour.policies import make_policy
+    from trajplan.envs.registry import make_env
 
     env = make_env("hopper")
     policy = make_policy("random", "hopper", env)
@@ -77,9 +76,9 @@ def render(table: object, width: int = 80) -> str:
 
 def test_eval_table_is_readable_at_80_columns() -> None:
     from trajplan.cli.plan import eval_table
-    from trajplan.evaluate import EvalResult
-    from trajplan.rollout import EpisodeResult
-    from trajplan.scores import references_for
+    from trajplan.envs.references import references_for
+    from trajplan.envs.rollout import EpisodeResult
+    from trajplan.evaluation.evaluate import EvalResult
 
     def result(rets: list[float], refs: tuple | None = None, steps: int | None = None):
         r = references_for("halfcheetah", *(refs or (None, None)))
@@ -105,17 +104,11 @@ def test_eval_table_is_readable_at_80_columns() -> None:
 def test_training_prints_plain_progress_lines_without_a_terminal(
     halfcheetah_dataset: str, tmp_path
 ) -> None:
-    import subprocess
-    import sys
-    from pathlib import Path
+    from conftest import cli
 
-    tiny = Path(__file__).parents[1] / "configs" / "tiny.yaml"
-    cmd = [sys.executable, "-m", "trajplan", "train", "--config", str(tiny), "--dataset",
-           halfcheetah_dataset, "--out", str(tmp_path / "run"), "--max-steps", "6",
-           "--threads", "1", "--set", "train.log_every=2"]  # fmt: skip
-    env = {**os.environ, "TRAJPLAN_PROGRESS_EVERY": "0"}
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env)  # stdout is a pipe
-    assert r.returncode == 0, r.stderr[-2000:]
+    r = cli("train", "--config", "tiny", "--dataset", halfcheetah_dataset, "--out",
+            str(tmp_path / "run"), "--max-steps", "6", "--threads", "1", "--set",
+            "train.log_every=2", process=True, env={"TRAJPLAN_PROGRESS_EVERY": "0"})  # fmt: skip
     lines = [x for x in r.stdout.splitlines() if x.startswith("train run: ")]
     assert lines[0].endswith("started") and "done in" in lines[-1]
     assert any("epoch 0, loss" in x and "tok/s" in x for x in lines)

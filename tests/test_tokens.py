@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from trajplan.data.tokens import Discretizer, with_own_bin
 from trajplan.errors import TrajplanError
-from trajplan.tokens import Discretizer, with_own_bin
 
 
 def reference_tokens(x: np.ndarray, edges: np.ndarray, n_bins: int) -> np.ndarray:

@@ -12,18 +12,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import one_line_error
+from conftest import cli, one_line_error, tiny_model
 
 from trajplan.checkpoint import load_checkpoint, read_manifest
-from trajplan.config import ModelConfig, RunConfig, TrainConfig, config_for, load_config
+from trajplan.config import RunConfig, TrainConfig
+from trajplan.configs import config_for, config_names, load_config
 from trajplan.errors import TrajplanError
-from trajplan.model import TrajectoryGPT
-from trajplan.optim import LRSchedule, decay_parameter_names, n_epochs_for
-from trajplan.runprep import DistInfo
-from trajplan.train import Trainer, train
+from trajplan.model.gpt import TrajectoryGPT
+from trajplan.training.loop import Trainer, train
+from trajplan.training.optim import LRSchedule, decay_parameter_names, n_epochs_for
+from trajplan.training.prepare import DistInfo
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ROOT / "configs" / "tiny.yaml"
+TINY = "tiny"  # a shipped config, by name
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -53,7 +53,7 @@ def metrics(run_dir: Path) -> list[dict]:
 
 def test_weight_decay_groups() -> None:
     """Decay: every Linear weight and the per-dimension head; nothing else."""
-    model = TrajectoryGPT(ModelConfig(obs_dim=3, act_dim=2, vocab_size=5, block_size=13))
+    model = tiny_model(vocab_size=5, transitions=2, n_layer=4)
     decay, no_decay = decay_parameter_names(model)
     linear = {f"blocks.{i}.{m}.weight" for i in range(4) for m in ("attn.qkv", "attn.proj")}
     linear |= {f"blocks.{i}.mlp.{m}.weight" for i in range(4) for m in ("fc", "proj")}
@@ -135,7 +135,7 @@ def test_first_update_runs_at_full_rate(halfcheetah_dataset: str, tmp_path: Path
 
 def test_callbacks_see_every_metrics_line_and_step(halfcheetah_dataset: str, tmp_path: Path):
     """A callback given to run() gets what metrics.jsonl gets, and every step, in order."""
-    from trajplan.callbacks import Callback
+    from trajplan.training.callbacks import Callback
 
     class Recorder(Callback):
         def __init__(self) -> None:
@@ -168,7 +168,7 @@ def test_callbacks_see_every_metrics_line_and_step(halfcheetah_dataset: str, tmp
 
 def test_tiny_model_overfits_one_episode(minari_datasets, tmp_path: Path) -> None:
     """59 windows, no dropout: the loss falls far below its start (5.2 -> ~0.6)."""
-    from trajplan.data import Episodes, load_episodes, prepare_episodes
+    from trajplan.data.transitions import Episodes, load_episodes, prepare_episodes
 
     ep = load_episodes(minari_datasets.halfcheetah)
     n = int(ep.lengths[0])
@@ -265,7 +265,7 @@ def test_ddp_two_ranks_on_cpu(halfcheetah_dataset: str, minari_root: Path, tmp_p
         "trajplan",
         "train",
         "--config",
-        str(TINY),
+        TINY,
         "--dataset",
         halfcheetah_dataset,
         "--epochs",
@@ -291,52 +291,45 @@ def test_ddp_two_ranks_on_cpu(halfcheetah_dataset: str, minari_root: Path, tmp_p
 # -- bad input -----------------------------------------------------------------------------
 
 
-def cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str]:
-    """Run the CLI in-process: (exit code, stderr)."""
-    from trajplan.cli import main
-
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    return exc.value.code, capsys.readouterr().err
-
-
-def test_cli_bad_configs(capsys, halfcheetah_dataset: str, tmp_path: Path) -> None:
+def test_cli_bad_configs(halfcheetah_dataset: str, tmp_path: Path) -> None:
     bad_yaml = tmp_path / "bad.yaml"
     bad_yaml.write_text("model:\n  n_layer: [1\n")
     unknown = tmp_path / "unknown.yaml"
     unknown.write_text("train:\n  learning_rate: 0.1\n")
     out = tmp_path / "run"
     ds = ("--dataset", halfcheetah_dataset, "--out", str(out), "--no-progress")
-    one_line_error(*cli(capsys, "train", "--config", str(bad_yaml), *ds), "not valid YAML")
-    one_line_error(*cli(capsys, "train", "--config", str(unknown), *ds), "learning_rate")
-    code, err = cli(capsys, "train", "--config", str(TINY), *ds, "--set", "model.obs_dim=11")
-    one_line_error(code, err, "obs_dim", "17")
-    code, err = cli(capsys, "train", "--config", str(TINY), *ds, "--set", "data.n_bins=x")
-    one_line_error(code, err, "n_bins")
-    code, err = cli(capsys, "train", "--config", str(TINY), *ds, "--env", "hopper")
-    one_line_error(code, err, "HalfCheetah")
-    code, err = cli(capsys, "train", "--env", "nosuchenv", "--out", str(out))
-    one_line_error(code, err, "nosuchenv")
-    one_line_error(*cli(capsys, "train", "--out", str(out)), "--env")
+    one_line_error(cli("train", "--config", str(bad_yaml), *ds, code=2), "not valid YAML")
+    one_line_error(cli("train", "--config", str(unknown), *ds, code=2), "learning_rate")
+    one_line_error(
+        cli("train", "--config", TINY, *ds, "--set", "model.obs_dim=11", code=2), "obs_dim", "17"
+    )
+    one_line_error(cli("train", "--config", TINY, *ds, "--set", "data.n_bins=x", code=2), "n_bins")
+    one_line_error(cli("train", "--config", TINY, *ds, "--env", "hopper", code=2), "HalfCheetah")
+    one_line_error(cli("train", "--env", "nosuchenv", "--out", str(out), code=2), "nosuchenv")
+    one_line_error(cli("train", "--out", str(out), code=2), "--env")
     assert not out.exists()  # nothing was written by any of these
 
 
-def test_cli_existing_run_dir_and_resume_errors(capsys, tiny_run: Path, tmp_path: Path):
+def test_cli_existing_run_dir_and_resume_errors(tiny_run: Path, tmp_path: Path):
     run = tmp_path / "copy"
     shutil.copytree(tiny_run, run)
     before = {p.name: p.read_bytes() for p in run.iterdir()}
-    args = ("train", "--config", str(TINY), "--out", str(run), "--no-progress")
-    one_line_error(*cli(capsys, *args, "--dataset", "x/halfcheetah/y-v0"), "--resume")
+    args = ("train", "--config", TINY, "--out", str(run), "--no-progress")
+    one_line_error(cli(*args, "--dataset", "x/halfcheetah/y-v0", code=2), "--resume")
     # resuming with a different model is refused
-    code, err = cli(capsys, "train", "--resume", "--out", str(run), "--set", "model.n_layer=2")
-    one_line_error(code, err, "n_layer")
+    one_line_error(
+        cli("train", "--resume", "--out", str(run), "--set", "model.n_layer=2", code=2), "n_layer"
+    )
     assert {p.name: p.read_bytes() for p in run.iterdir()} == before  # untouched
     # a truncated resume state is one clear line, not a torch traceback
     state = run / "state.pt"
     state.write_bytes(before["state.pt"][: len(before["state.pt"]) // 2])
-    code, err = cli(capsys, "train", "--resume", "--out", str(run), "--max-steps", "50")
-    one_line_error(code, err, "state.pt", "corrupt")
-    one_line_error(*cli(capsys, "train", "--resume", "--out", str(tmp_path / "none")), "not found")
+    one_line_error(
+        cli("train", "--resume", "--out", str(run), "--max-steps", "50", code=2),
+        "state.pt",
+        "corrupt",
+    )
+    one_line_error(cli("train", "--resume", "--out", str(tmp_path / "none"), code=2), "not found")
 
 
 def test_cli_subprocess_exit_code(tiny_run: Path) -> None:
@@ -346,7 +339,7 @@ def test_cli_subprocess_exit_code(tiny_run: Path) -> None:
             str(VENV_BIN / "trajplan"),
             "train",
             "--config",
-            str(TINY),
+            TINY,
             "--dataset",
             "a/b/c-v0",
             "--out",
@@ -357,16 +350,20 @@ def test_cli_subprocess_exit_code(tiny_run: Path) -> None:
         env=dict(os.environ, COLUMNS="200"),
     )
     assert res.returncode == 2
-    one_line_error(res.returncode, res.stderr, "already exists")
+    one_line_error(res, "already exists")
 
 
 def test_shipped_configs_load() -> None:
-    """Every YAML in configs/ is valid; the reference configs carry the paper's overrides.
+    """Every shipped YAML (trajplan/configs/) is valid; the reference configs carry the
+    paper's overrides.
 
     docs/method.md, Planner.
     """
-    for path in sorted((ROOT / "configs").glob("*.yaml")):
-        load_config(path)
+    names = config_names()
+    assert {"tiny", "cpu-small", "cpu-recipe", "hopper-medium", "ant-medium-expert"} <= set(names)
+    assert len(names) == 15  # 3 toy/CPU configs + 4 envs x 3 levels
+    for name in names:
+        load_config(name)
     hc = config_for("halfcheetah")
     assert (hc.dataset, hc.plan.horizon, hc.plan.beam_width) == (
         "mujoco/halfcheetah/medium-v0",
@@ -394,6 +391,40 @@ def test_shipped_configs_load() -> None:
     assert math.isclose(config_for("hopper").train.lr, 6e-4)
 
 
+def test_configs_by_name_from_any_directory(tmp_path: Path, monkeypatch) -> None:
+    """--config NAME finds a shipped config (with or without .yaml) from any working
+    directory; a path still works; an unknown name is one line listing the names."""
+    from trajplan.configs import CONFIG_DIR
+
+    monkeypatch.chdir(tmp_path)  # no configs/ here
+    tiny = load_config(CONFIG_DIR / "tiny.yaml")
+    assert load_config("tiny") == tiny and load_config("tiny.yaml") == tiny
+    assert load_config("cpu-recipe") == load_config(CONFIG_DIR / "cpu-recipe.yaml")
+    assert load_config("cpu-recipe") != tiny
+    own = tmp_path / "mine.yaml"
+    own.write_text("model:\n  n_layer: 3\n")
+    assert load_config(own).model.n_layer == 3 and load_config("mine.yaml").model.n_layer == 3
+    (tmp_path / "tiny.yaml").write_text("model:\n  n_layer: 5\n")  # a file here wins
+    assert load_config("tiny.yaml").model.n_layer == 5 and load_config("tiny") == tiny
+    with pytest.raises(TrajplanError) as err:
+        load_config("no-such-config")
+    msg = str(err.value)
+    assert "\n" not in msg and "'no-such-config'" in msg
+    assert ", ".join(config_names()) in msg and "cpu-recipe" in msg
+    with pytest.raises(TrajplanError, match=r"not found: configs/tiny.yaml \(.*--config tiny\)"):
+        load_config("configs/tiny.yaml")  # a path is a path: nothing under this cwd
+    with pytest.raises(TrajplanError, match="not found: x/mine.yaml .*cpu-recipe, cpu-small"):
+        load_config("x/mine.yaml")
+
+
+def test_cli_config_by_name(tmp_path: Path, monkeypatch) -> None:
+    """`trajplan train --config NAME` from another directory; an unknown name is exit 2."""
+    monkeypatch.chdir(tmp_path)
+    res = cli("train", "--config", "nope", "--dataset", "a/b/c-v0", code=2)
+    one_line_error(res, "unknown config 'nope'", "cpu-recipe", "tiny")
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
 def test_ctrl_c_checkpoints_and_resumes(halfcheetah_dataset, minari_root, tmp_path) -> None:
     """SIGINT mid-run: the step finishes, a checkpoint says 'interrupted', exit 130; resume
     picks it up."""
@@ -408,7 +439,7 @@ def test_ctrl_c_checkpoints_and_resumes(halfcheetah_dataset, minari_root, tmp_pa
         "trajplan",
         "train",
         "--config",
-        str(TINY),
+        TINY,
         "--dataset",
         halfcheetah_dataset,
         "--epochs",
@@ -418,9 +449,9 @@ def test_ctrl_c_checkpoints_and_resumes(halfcheetah_dataset, minari_root, tmp_pa
         "--no-progress",
     ]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
+    deadline = time.monotonic() + 300  # an event to wait for; the limit only ends a hang
     while not (out / "metrics.jsonl").exists() or not (out / "metrics.jsonl").read_text():
-        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.1)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
@@ -478,13 +509,13 @@ def test_eval_during_training_changes_no_step_and_keeps_the_best(
         load_checkpoint(plain, device="cpu", which="best-eval")
 
 
-def test_seeds_in_turn_and_in_child_processes(capsys, halfcheetah_dataset: str, tmp_path: Path):
+def test_seeds_in_turn_and_in_child_processes(halfcheetah_dataset: str, tmp_path: Path):
     """--seeds trains OUT/seed<S> per seed, in this process or as --jobs child processes;
     the seeds differ only in train.seed, and bad requests fail before any training."""
-    base = ("train", "--config", str(TINY), "--dataset", halfcheetah_dataset, "--max-steps", "3",
+    base = ("train", "--config", TINY, "--dataset", halfcheetah_dataset, "--max-steps", "3",
             "--no-progress", "--threads", "1")  # fmt: skip
-    assert cli(capsys, *base, "--seeds", "0,1", "--out", str(tmp_path / "a"))[0] == 0
-    assert cli(capsys, *base, "--seeds", "0-1", "--jobs", "2", "--out", str(tmp_path / "b"))[0] == 0
+    cli(*base, "--seeds", "0,1", "--out", str(tmp_path / "a"))
+    cli(*base, "--seeds", "0-1", "--jobs", "2", "--out", str(tmp_path / "b"))
     for s in (0, 1):
         ca = read_manifest(tmp_path / "a" / f"seed{s}")[0]
         cb = read_manifest(tmp_path / "b" / f"seed{s}")[0]
@@ -495,18 +526,22 @@ def test_seeds_in_turn_and_in_child_processes(capsys, halfcheetah_dataset: str, 
     assert not all(torch.equal(w0[k], w1[k]) for k in w0)
     assert (tmp_path / "b" / "seed1.log").exists()
     # resuming the seeds continues each one (here: nothing left to do)
-    assert cli(capsys, *base, "--seeds", "0,1", "--out", str(tmp_path / "a"), "--resume")[0] == 0
-    code, err = cli(capsys, *base, "--seeds", "0,1", "--out", str(tmp_path / "a"))
-    one_line_error(code, err, "seed0", "--resume")
-    one_line_error(*cli(capsys, *base, "--seeds", "0,x", "--out", str(tmp_path / "c")), "--seeds")
-    one_line_error(*cli(capsys, *base, "--seeds", "0,1"), "--out")
-    code, err = cli(capsys, *base, "--logger", "mlflow", "--out", str(tmp_path / "c"))
-    one_line_error(code, err, "mlflow", "tensorboard")
+    cli(*base, "--seeds", "0,1", "--out", str(tmp_path / "a"), "--resume")
+    one_line_error(
+        cli(*base, "--seeds", "0,1", "--out", str(tmp_path / "a"), code=2), "seed0", "--resume"
+    )
+    one_line_error(cli(*base, "--seeds", "0,x", "--out", str(tmp_path / "c"), code=2), "--seeds")
+    one_line_error(cli(*base, "--seeds", "0,1", code=2), "--out")
+    one_line_error(
+        cli(*base, "--logger", "mlflow", "--out", str(tmp_path / "c"), code=2),
+        "mlflow",
+        "tensorboard",
+    )
     assert not (tmp_path / "c").exists()
 
 
 def test_parse_seeds() -> None:
-    from trajplan.seeds import parse_seeds
+    from trajplan.training.seeds import parse_seeds
 
     assert parse_seeds("0-2,7, 1") == [0, 1, 2, 7]
     assert parse_seeds("5") == [5]

@@ -1,6 +1,6 @@
 """Video from eval and plan: real headless MuJoCo rendering into real files.
 
-Needs a headless GL (EGL or OSMesa, see trajplan/video.py) and the `video` extra. Without
+Needs a headless GL (EGL or OSMesa, see trajplan/envs/video.py) and the `video` extra. Without
 them these tests skip, unless TRAJPLAN_REQUIRE_RENDERING=1 (CI sets it: .ci/run), where a
 machine that cannot render fails.
 """
@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from trajplan.envs.video import VideoRecorder, parse_episodes, prepare_rendering, render_failure
 from trajplan.errors import TrajplanError
-from trajplan.video import VideoRecorder, parse_episodes, prepare_rendering, render_failure
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -46,10 +46,10 @@ def read_frames(path: Path) -> list[np.ndarray]:
 
 
 def test_eval_records_chosen_episodes(rendering: None, tiny_run: Path, tmp_path: Path) -> None:
-    from trajplan.checkpoint import load_checkpoint
-    from trajplan.evaluate import run_episodes
+    from trajplan.evaluation.evaluate import run_episodes
+    from trajplan.runs import load_run
 
-    ckpt = load_checkpoint(tiny_run, device="cpu")
+    ckpt = load_run(tiny_run, device="cpu")
     paths = {0: tmp_path / "ep0.mp4", 2: tmp_path / "ep2.gif"}
     rec = VideoRecorder(paths, fps=20)
     cam = rec.make_env("halfcheetah")
@@ -91,7 +91,7 @@ class Frames(VideoRecorder):
 
 
 def test_envs_rendering_in_turn_keep_their_own_pictures(rendering: None) -> None:
-    from trajplan.video import release
+    from trajplan.envs.video import release
 
     def film(names: list[str]) -> list[np.ndarray]:
         rec = Frames(list(range(len(names))))
@@ -112,26 +112,22 @@ def test_envs_rendering_in_turn_keep_their_own_pictures(rendering: None) -> None
     assert all(np.array_equal(a, b) for a, b in zip(alone, together, strict=True))
 
 
-def test_cli_eval_and_plan_write_videos(
-    rendering: None, tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture
-) -> None:
-    from conftest import run_cli
-
-    cli = run_cli
+def test_cli_eval_and_plan_write_videos(rendering: None, tiny_run: Path, tmp_path: Path) -> None:
+    from conftest import cli
 
     vids = tmp_path / "videos"
     args = ("eval", str(tiny_run), "--episodes", "2", "--episode-steps", "5", "--out",
             str(tmp_path / "ev"), "--video", str(vids), "--video-episodes", "1")  # fmt: skip
-    assert cli(*args) == 0, capsys.readouterr().err
+    cli(*args)
     assert len(read_frames(vids / tiny_run.name / "seed1.mp4")) == 6
     assert not (vids / tiny_run.name / "seed0.mp4").exists()
     plan_video = tmp_path / "plan.mp4"
     args = ("plan", "--checkpoint", str(tiny_run), "--max-steps", "4", "--threads", "1",
             "--out", str(tmp_path / "plan.json"), "--video", str(plan_video))  # fmt: skip
-    assert cli(*args) == 0, capsys.readouterr().err
-    assert len(read_frames(plan_video)) == 5 and "5 frames" in capsys.readouterr().out
-    assert cli(*args[:-1], str(tmp_path / "plan.jpg")) == 2
-    assert "must end in one of .mp4" in capsys.readouterr().err
+    planned = cli(*args)
+    assert len(read_frames(plan_video)) == 5 and "5 frames" in planned.stdout
+    bad = cli(*args[:-1], str(tmp_path / "plan.jpg"), code=2)
+    assert "must end in one of .mp4" in bad.stderr
 
 
 def test_video_episodes_are_checked() -> None:

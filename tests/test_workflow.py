@@ -17,24 +17,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import cli
 
-from trajplan.cli import main
-
-CONFIG = str(Path(__file__).parents[1] / "configs" / "cpu-recipe.yaml")
+CONFIG = "cpu-recipe"  # a shipped config, by name
 DATASET = "test/halfcheetah/workflow-v0"
 
 
-def cli(*args: str) -> None:
-    try:
-        main(list(args))
-    except SystemExit as exc:
-        assert not exc.code, f"trajplan {' '.join(args)} exited with {exc.code}"
-
-
 @pytest.mark.usefixtures("one_thread")
-def test_readme_workflow(
-    minari_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch
-) -> None:
+def test_readme_workflow(minari_root: Path, tmp_path: Path, monkeypatch) -> None:
     pytest.importorskip("tensorboard")
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -64,14 +54,17 @@ def test_readme_workflow(
     cli("plot", *map(str, tt), str(runs / "bc-s0"), "--out", str(curves))
     cli("plot", "--scores", *map(str, evals), "--out", str(scores))
     agg = tmp_path / "aggregate.json"
-    cli("aggregate", *map(str, evals), "--json", str(agg))
-    out = capsys.readouterr().out
+    out = cli("aggregate", *map(str, evals), "--json", str(agg)).stdout
 
     for run in tt:  # two seeds, each a whole run with its loggers and evaluations
         records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
         assert {"train", "val", "eval"} <= {r["kind"] for r in records}  # recipe holds out 5%
+        # train.eval_every=4: an evaluation at every 4th step and at the last one
+        last = json.loads((run / "config.json").read_text())["step"]
         evals_during = [r for r in records if r["kind"] == "eval"]
-        assert [r["step"] % 4 == 0 or r is evals_during[-1] for r in evals_during]
+        assert last >= 4 and [r["step"] for r in evals_during] == sorted(
+            {*range(4, last + 1, 4), last}
+        )
         assert all(r["capped"] and r["episodes"] == 1 for r in evals_during)
         assert (run / "best_eval.safetensors").exists() and any((run / "tensorboard").iterdir())
         assert list((run / "wandb").glob("offline-run-*"))
@@ -87,6 +80,7 @@ def test_readme_workflow(
     assert "IQM" in out and "seed1" in out and "bc-s0" in out
 
 
+@pytest.mark.slow
 def test_gpu_check_runs_its_steps_on_cpu_and_refuses_missing_cuda(tmp_path: Path) -> None:
     """scripts/gpu_check.sh runs the same CLI steps a GPU run times (data, train, eval) at
     toy size on the CPU and ends with one JSON line; asking for CUDA without it is one line."""

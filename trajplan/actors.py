@@ -18,11 +18,13 @@ from typing import Any
 
 import numpy as np
 
+from trajplan.envs.registry import resolve_env
 from trajplan.errors import TrajplanError
 from trajplan.runtime import atomic_write
 
 ACTOR_FORMAT = "trajplan-actor/1"
 ACTOR_SUFFIX = ".actor.safetensors"
+POLICY_FILE = "policy" + ACTOR_SUFFIX  # a run's own policy (a BC run; a prior names its run)
 LEVELS = ("medium", "expert")
 
 _ACTIVATIONS = {
@@ -184,7 +186,6 @@ def load_actor(path: str | Path) -> Actor:
 
 def builtin_actor(env_name: str, level: str = "medium") -> Path:
     """Path of the actor shipped with trajplan for an env (short name) and level."""
-    from trajplan.envs import resolve_env
 
     name = resolve_env(env_name).name
     assets = resources.files("trajplan") / "assets"
@@ -203,3 +204,44 @@ def builtin_actor(env_name: str, level: str = "medium") -> Path:
             f"{', '.join(have) or 'none'}; pass a path to an exported actor instead"
         )
     return path
+
+
+class BatchedActor:
+    """An exported actor (a BC policy, a SAC actor) for E episodes in lockstep: the batched
+    interface of `trajplan.planner.Planner` that `trajplan.envs.rollout.rollout` drives.
+
+    noise > 0: Gaussian noise of `noise` times each action's half range is added, clipped to
+    the bounds, as a prior's noisy candidates get in the planner (`plan.prior_noise`); each
+    episode draws it from its own generator, seeded with the episode's seed.
+    """
+
+    def __init__(self, actor: Actor, noise: float = 0.0) -> None:
+        if not (np.isfinite(noise) and noise >= 0):
+            raise TrajplanError(f"action noise must be >= 0, got {noise}")
+        self.actor, self.noise = actor, float(noise)
+        self.low = np.asarray(actor.action_low, dtype=np.float64)
+        self.high = np.asarray(actor.action_high, dtype=np.float64)
+        self.generators: list[np.random.Generator] = []
+
+    @property
+    def n_envs(self) -> int:
+        return len(self.generators)
+
+    def reset(self, n_envs: int, seeds: Any = None) -> None:
+        seeds = range(n_envs) if seeds is None else seeds
+        self.generators = [np.random.default_rng(int(s)) for s in seeds]
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """Observations [E, o] -> actions [E, a] (float64)."""
+        act = self.actor.act(obs).astype(np.float64)
+        if self.noise > 0:
+            eps = np.stack([g.standard_normal(act.shape[1]) for g in self.generators])  # [E, a]
+            half = 0.5 * (self.high - self.low)
+            act = np.clip(act + self.noise * half * eps, self.low, self.high)
+        return act
+
+    def observe(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray) -> None:
+        pass
+
+    def drop(self, keep: np.ndarray) -> None:
+        self.generators = [g for g, k in zip(self.generators, keep, strict=True) if k]

@@ -7,8 +7,8 @@
     RUN/best.safetensors         weights at the checkpoint with the lowest epoch-mean
                                  training loss so far (the reference simply uses the last)
     RUN/best_eval.safetensors    weights with the best score of the evaluations during
-                                 training (train.eval_every > 0; trajplan.train_eval)
-    RUN/discretizer.safetensors  the bins (trajplan.tokens): a model is useless without them
+                                 training (train.eval_every > 0; trajplan.training.live_eval)
+    RUN/discretizer.safetensors  the bins (trajplan.data.tokens): a model is useless without them
     RUN/state.pt                 resume state: weights, optimizer, counters, RNG states
     RUN/metrics.jsonl            one JSON line per logged step and per epoch (to plot)
 
@@ -34,11 +34,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from trajplan import __version__
 from trajplan.config import RunConfig, from_dict, to_dict
+from trajplan.data.tokens import Discretizer
+from trajplan.envs.registry import same_env
 from trajplan.errors import TrajplanError
-from trajplan.model import TrajectoryGPT
+from trajplan.model.gpt import TrajectoryGPT
 from trajplan.runtime import atomic_write, resolve_device, staged_writes
-from trajplan.tokens import Discretizer
 
 FORMAT = "trajplan-run/1"
 CONFIG_FILE = "config.json"
@@ -155,7 +157,6 @@ def save_checkpoint(
 
 def manifest_writer(cfg: RunConfig, manifest: dict[str, Any]) -> Callable[[Path], Any]:
     """A function that writes config.json: format, version, the manifest, the config."""
-    from trajplan import __version__
 
     doc = {
         "format": FORMAT,
@@ -332,7 +333,6 @@ def load_train_state(run_dir: str | Path) -> dict[str, Any]:
 
 def find_latest_run(env: str, runs_root: str | Path = "runs") -> Path:
     """The most recently finished run for `env` under runs_root (by finish time)."""
-    from trajplan.envs import same_env  # gymnasium only when searching runs
 
     root = Path(runs_root)
     if not root.is_dir():

@@ -1,6 +1,7 @@
-"""Configs as dataclasses, loaded from `configs/*.yaml` with strict key and type checks.
+"""Configs as dataclasses with strict key and type checks (`from_dict`, `to_dict`); the YAML
+files and their loading by name or path are `trajplan.configs`'.
 
-A YAML file has up to four sections (`data`, `model`, `train`, `plan`) plus `env` and
+A config has up to four sections (`data`, `model`, `train`, `plan`) plus `env` and
 `dataset` at the top level. Defaults are the reference values (docs/method.md); every unknown
 key or wrongly typed value is a one-line TrajplanError. This module is also the one home of
 every section's value rules (`check_data_config`, ..., `check_run_config`); what must fit a
@@ -14,10 +15,7 @@ import math
 import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-import yaml
 
 from trajplan.errors import TrajplanError
 
@@ -33,15 +31,12 @@ class DataConfig:
     n_bins: int = 100  # bins per dimension (N)
     discretizer: str = "quantile"  # "quantile" (reference) or "uniform"
     # Not the reference (0 = off): weight each action token's loss by
-    # exp(beta * z) of its step's return-to-go (see trajplan.weighting).
+    # exp(beta * z) of its step's return-to-go (see trajplan.data.weighting).
     action_weighting: float = 0.0
-    # What z is measured against: "mean" (the dataset's mean return-to-go) or "state" (an
-    # advantage over a fitted V(s); see trajplan.weighting).
-    weighting_baseline: str = "mean"
     val_fraction: float = 0.0  # share of episodes held out for a validation loss
     # Not the reference (False = off): the termination penalty gets a reward bin of its own,
     # so ordinary low rewards do not share its bin and decode as half a penalty
-    # (trajplan.tokens.with_own_bin).
+    # (trajplan.data.tokens.with_own_bin).
     penalty_bin: bool = False
 
 
@@ -92,7 +87,7 @@ class TrainConfig:
     save_every: int = 1  # epochs between checkpoints
     save_every_min: float | None = 5.0  # also checkpoint (mid-epoch) after this many minutes
     log_every: int = 10  # optimizer steps between metric lines
-    # Evaluation during training (trajplan.train_eval; 0 = off): plan eval_episodes episodes
+    # Evaluation during training (trajplan.training.live_eval; 0 = off): plan eval_episodes episodes
     # every eval_every optimizer steps and at the last; eval_episode_steps caps them (cheap,
     # labelled not comparable); the best-scoring weights go to best_eval.safetensors.
     eval_every: int = 0
@@ -118,26 +113,13 @@ class PlanConfig:
     max_context_transitions: int = 5
     discount: float = 0.99
     plan_freq: int = 1  # replan every this many env steps
-    # Not the reference (0 = off): beams are ranked by their score plus logp_weight times
-    # the log-likelihood of their sampled action and observation tokens under the model, so
-    # the search prefers plans the model finds likely over ones that exploit its errors.
-    logp_weight: float = 0.0
-    # Not the reference (1 = off): each predicted reward and value is scored by the mean of
-    # the lowest `score_tail` share of its distribution (CVaR) instead of its expectation, so
-    # plans whose outcome the model is unsure of score lower.
-    score_tail: float = 1.0
     # Not the reference (none = off): a policy (a `trajplan bc` run or an *.actor.safetensors
     # file) whose actions fill `prior_share` of every step's candidates, with Gaussian noise
     # of `prior_noise` times each action's half range (trajplan.planner.prior). Share 1: all
-    # candidates are the prior's (measured more robust than 0.5: README).
+    # candidates are the prior's (docs/results.md compares shares).
     prior: str | None = None
     prior_share: float = 1.0
     prior_noise: float = 0.1
-    # Not the reference (0 = off; needs a prior): act on the search's best plan only when
-    # its score beats the best plan that starts with the prior's own, noise-free action by
-    # more than `prior_margin` standard deviations of that plan's predicted final value
-    # (discounted); else act on the latter (trajplan.planner.search).
-    prior_margin: float = 0.0
     mode: str = "cached"  # "cached" (exact, fast) or "full" (whole window per token)
     window: str = "slide"  # "slide" (reference) or "grow" (slide only past the block; faster)
 
@@ -224,44 +206,10 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return fix(out)
 
 
-def load_config(path: str | Path | None = None) -> RunConfig:
-    """Read a YAML run config (or the defaults when path is None)."""
-    if path is None:
-        return RunConfig()
-    p = Path(path)
-    if not p.is_file():
-        raise TrajplanError(f"config file not found: {p}")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else "syntax error"
-        raise TrajplanError(f"{p}: not valid YAML ({first})") from None
-    return from_dict(RunConfig, data, where=p.name)
-
-
-def apply_overrides(cfg: Any, overrides: list[str]) -> Any:
-    """Apply `section.key=value` strings (values parsed as YAML) to a config, in place."""
-    for item in overrides:
-        if "=" not in item:
-            raise TrajplanError(f"override {item!r}: expected KEY=VALUE, e.g. train.lr=3e-4")
-        dotted, raw = item.split("=", 1)
-        *path, key = dotted.strip().split(".")
-        target = cfg
-        for part in path:
-            if not dataclasses.is_dataclass(target) or not hasattr(target, part):
-                raise TrajplanError(f"override {item!r}: unknown section {part!r}")
-            target = getattr(target, part)
-        value = yaml.safe_load(raw)
-        merged = from_dict(type(target), {key: value}, where="override")
-        setattr(target, key, getattr(merged, key))
-    return cfg
-
-
-# -- value rules of every section (one home; the loaders above check keys and types) -------
+# -- value rules of every section (one home; `from_dict` checks keys and types) -------
 
 PLAN_MODES = ("cached", "full")
 PLAN_WINDOWS = ("slide", "grow")
-WEIGHTING_BASELINES = ("mean", "state")  # data.weighting_baseline (trajplan.weighting)
 
 
 def check_data_config(cfg: DataConfig) -> None:
@@ -278,11 +226,6 @@ def check_data_config(cfg: DataConfig) -> None:
         raise TrajplanError(f"data.val_fraction must be in [0, 1), got {cfg.val_fraction}")
     if not (math.isfinite(cfg.action_weighting) and cfg.action_weighting >= 0.0):
         raise TrajplanError(f"data.action_weighting must be >= 0, got {cfg.action_weighting}")
-    if cfg.weighting_baseline not in WEIGHTING_BASELINES:
-        raise TrajplanError(
-            f"data.weighting_baseline must be one of {', '.join(WEIGHTING_BASELINES)}, "
-            f"got {cfg.weighting_baseline!r}"
-        )
 
 
 def check_model_config(cfg: ModelConfig) -> None:
@@ -354,22 +297,10 @@ def check_plan_config(cfg: PlanConfig) -> None:
         )
     if not 0.0 < cfg.discount <= 1.0:
         raise TrajplanError(f"plan.discount must be in (0, 1], got {cfg.discount}")
-    if not (math.isfinite(cfg.logp_weight) and cfg.logp_weight >= 0):
-        raise TrajplanError(f"plan.logp_weight must be >= 0, got {cfg.logp_weight}")
-    if not 0.0 < cfg.score_tail <= 1.0:
-        raise TrajplanError(f"plan.score_tail must be in (0, 1], got {cfg.score_tail}")
     if not 0.0 < cfg.prior_share <= 1.0:
         raise TrajplanError(f"plan.prior_share must be in (0, 1], got {cfg.prior_share}")
     if not (math.isfinite(cfg.prior_noise) and cfg.prior_noise >= 0):
         raise TrajplanError(f"plan.prior_noise must be >= 0, got {cfg.prior_noise}")
-    if not (math.isfinite(cfg.prior_margin) and cfg.prior_margin >= 0):
-        raise TrajplanError(f"plan.prior_margin must be >= 0, got {cfg.prior_margin}")
-    if cfg.prior_margin > 0 and not cfg.prior:
-        raise TrajplanError("plan.prior_margin needs a prior policy (plan.prior)")
-    if cfg.prior_margin > 0 and cfg.beam_width < 2:
-        raise TrajplanError(
-            "plan.prior_margin needs beam_width >= 2 (one beam is kept for the prior's plan)"
-        )
     for name in ("cdf_obs", "cdf_act"):
         p = getattr(cfg, name)
         if p is not None and not 0.0 < p <= 1.0:
@@ -382,47 +313,3 @@ def check_run_config(cfg: RunConfig) -> None:
     check_model_config(cfg.model)
     check_train_config(cfg.train)
     check_plan_config(cfg.plan)
-
-
-# -- per-dataset reference configs (trajplan/configs/*.yaml) --------------------------------
-
-CONFIG_DIR = Path(__file__).parent / "configs"
-LEVELS = ("medium", "medium-replay", "medium-expert")
-
-
-def dataset_level(dataset_id: str) -> str:
-    """'mujoco/hopper/medium-v0' -> 'medium'; 'a/medium-v0+a/expert-v0' -> 'medium-expert'."""
-    levels = []
-    for part in dataset_id.split("+"):
-        name = part.rstrip("/").rsplit("/", 1)[-1]
-        stem, sep, version = name.rpartition("-v")
-        levels.append(stem if sep and version.isdigit() else name)
-    return "-".join(levels)
-
-
-def config_for(env: str, dataset: str | None = None) -> RunConfig:
-    """The reference config for an env and a dataset level or Minari id (default: medium).
-
-    `dataset` is a level (medium, medium-replay, medium-expert) or a dataset id; an id keeps
-    its level's config (configs/<env>-<level>.yaml, else the env's medium config) and
-    replaces the dataset. An env without shipped configs gets the defaults (the reference values).
-    """
-    from trajplan.envs import resolve_env
-
-    info = resolve_env(env)
-    is_id = dataset is not None and "/" in dataset
-    level = dataset_level(dataset) if is_id else (dataset or "medium")
-    if not is_id and level not in LEVELS:
-        raise TrajplanError(
-            f"unknown dataset level {level!r}: use one of {', '.join(LEVELS)} or a Minari id"
-        )
-    path = CONFIG_DIR / f"{info.name}-{level}.yaml"
-    if not path.is_file():
-        path = CONFIG_DIR / f"{info.name}-medium.yaml"
-    cfg = load_config(path) if path.is_file() else RunConfig(env=info.name)
-    cfg.env = info.name
-    if is_id:
-        cfg.dataset = dataset
-    elif cfg.dataset is None:
-        cfg.dataset = info.dataset_id
-    return cfg

@@ -22,7 +22,12 @@ from typing import Any
 
 import yaml
 
+from trajplan import __version__
+from trajplan.baselines.bc import is_bc_run
+from trajplan.checkpoint import read_manifest
+from trajplan.data.store import dataset_info
 from trajplan.errors import TrajplanError
+from trajplan.evaluation.evalfiles import eval_path, latest_eval
 
 TT_FILES = ("config.json", "model.safetensors", "best.safetensors", "discretizer.safetensors")
 BC_FILES = ("config.json", "policy.actor.safetensors")
@@ -33,8 +38,6 @@ TRAIN_CONFIG = "train-config.yaml"
 
 def run_kind(run_dir: str | Path) -> str:
     """'tt' or 'bc' for a run directory; anything else is a TrajplanError."""
-    from trajplan.bc import is_bc_run
-    from trajplan.checkpoint import read_manifest
 
     if is_bc_run(run_dir):
         return "bc"
@@ -79,7 +82,6 @@ def _scores_section(evaluation: dict[str, Any]) -> list[str]:
 
 def _dataset_line(dataset_id: str) -> str:
     """The dataset, with its own description when it is on this machine."""
-    from trajplan.datasets import dataset_info
 
     try:
         info = dataset_info(dataset_id)
@@ -108,7 +110,6 @@ def _reproduce(kind: str, doc: dict[str, Any], name: str) -> list[str]:
 def model_card(run_dir: str | Path, repo_id: str | None = None, name: str | None = None) -> str:
     """README.md for the Hub: what the run is, its scores (RUN/eval/eval.json), how to use
     and reproduce it. `name`: the run's folder name in the commands (default: run_dir's)."""
-    from trajplan import __version__
 
     run = Path(run_dir)
     kind = run_kind(run)
@@ -198,8 +199,6 @@ def build_folder(
     evaluation: an eval.json to share instead of RUN/eval/eval.json (e.g. one written with
     `trajplan eval --out`); its eval.png comes along when it is beside it.
     """
-    from trajplan.plot import eval_path
-    from trajplan.report import latest_eval
 
     run, out = Path(run_dir), Path(dest)
     kind = run_kind(run)

@@ -1,4 +1,4 @@
-"""`trajplan bc`: the behaviour-cloning baseline (trajplan.bc)."""
+"""`trajplan bc`: the behaviour-cloning baseline (trajplan.baselines.bc)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def bc_cmd(
 
     Evaluate it like a TT run, on the same seeds: trajplan eval RUN_TT RUN_BC --episodes 5
     """
-    from trajplan.bc import BCConfig, train_bc
+    from trajplan.baselines.bc import BCConfig, train_bc
 
     set_threads(threads)
     try:

@@ -1,5 +1,5 @@
-"""`trajplan data list / info / download` (trajplan.datasets) and `collect / from-replay`
-(trajplan.collect)."""
+"""`trajplan data list / info / download` (trajplan.data.store) and `collect / from-replay`
+(trajplan.behaviour.collect)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def data_list() -> None:
     """
     from rich.table import Table
 
-    from trajplan.datasets import datasets_root, local_dataset_dirs, local_datasets
+    from trajplan.data.store import datasets_root, local_dataset_dirs, local_datasets
 
     rows = local_datasets()
     if not rows:
@@ -62,7 +62,7 @@ def data_info(
     """Show one local dataset: size, env, spaces, reference scores and where they come from."""
     from rich.table import Table
 
-    from trajplan.datasets import dataset_info
+    from trajplan.data.store import dataset_info
 
     info = dataset_info(dataset_id)
     table = Table(title=dataset_id, show_header=False)
@@ -87,7 +87,7 @@ def data_download(
 
     Remote MuJoCo datasets: mujoco/{halfcheetah,hopper,walker2d,ant}/{simple,medium,expert}-v0.
     """
-    from trajplan.dataset_install import download_dataset
+    from trajplan.data.install import download_dataset
 
     for path in download_dataset(dataset_id, force=force):
         console.print(f"dataset ready at {path}")
@@ -128,8 +128,8 @@ def data_collect(
 
     Mixed quality (like D4RL's medium-replay): add --mix-random 0:1 and/or --noise 0:0.5.
     """
-    from trajplan.collect import collect
-    from trajplan.policies import parse_range
+    from trajplan.behaviour.collect import collect
+    from trajplan.behaviour.policies import parse_range
 
     path = collect(
         env,
@@ -155,7 +155,7 @@ def data_from_replay(
     force: bool = typer.Option(False, "--force", help="Replace an existing dataset of that id."),
 ) -> None:
     """Turn a SAC run's replay buffer into a Minari dataset (D4RL's medium-replay)."""
-    from trajplan.collect import from_replay
+    from trajplan.behaviour.collect import from_replay
 
     path = from_replay(env, replay, dataset_id, max_steps=max_steps, force=force)
     console.print(f"wrote dataset [bold]{dataset_id}[/] to {path}")

@@ -3,7 +3,7 @@
 `plan` and `eval` take the same planning flags (`PLAN_FLAGS`, declared once) and any number
 of `--set plan.KEY=VALUE`; `@plan_options` hands them to the command as one `PlanOptions`,
 whose `apply` is the only place they meet a run's plan config (through
-`trajplan.evaluate.with_overrides`, after the flags).
+`trajplan.evaluation.evaluate.with_overrides`, after the flags).
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ class PlanOptions:
 
     def apply(self, cfg: PlanConfig) -> PlanConfig:
         """A checked copy of a run's plan config with these options applied."""
-        from trajplan.evaluate import with_overrides
+        from trajplan.evaluation.evaluate import with_overrides
 
         return with_overrides(cfg, self.sets, **self.fields)
 
@@ -109,7 +109,7 @@ def plan_options(command: Callable[..., None]) -> Callable[..., None]:
     sets = typer.Option(
         None,
         "--set",
-        help="Set any plan config key, repeatable: --set plan.logp_weight=0.1 (after the flags).",
+        help="Set any plan config key, repeatable: --set plan.prior_noise=0.2 (after the flags).",
         rich_help_panel=PLAN_HELP,
     )
     params.append(inspect.Parameter("plan_set", kw, default=sets, annotation=list[str] | None))

@@ -1,5 +1,5 @@
 """`trajplan plan` (one episode, live) and `trajplan eval` (N episodes per run, saved):
-the commands that plan (trajplan.planner, trajplan.evaluate, trajplan.workers)."""
+the commands that plan (trajplan.runs, trajplan.evaluation.runner)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from trajplan.errors import TrajplanError
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from trajplan.evaluate import EvalResult
+    from trajplan.evaluation.evalfiles import EvalResult
 
 
 @plan_options
@@ -59,23 +59,30 @@ def plan(
     from rich.live import Live
     from rich.table import Table
 
-    from trajplan.checkpoint import load_checkpoint
-    from trajplan.evaluate import resolve_run, run_episodes
+    from trajplan.envs.video import (
+        VideoRecorder,
+        check_rendering,
+        check_video_path,
+        prepare_rendering,
+    )
+    from trajplan.evaluation.evaluate import resolve_run, run_episodes
+    from trajplan.runs import load_run
     from trajplan.runtime import check_writable
-    from trajplan.video import VideoRecorder, check_rendering, check_video_path, prepare_rendering
 
     set_threads(threads)
     run_dir = resolve_run(checkpoint, env, runs)
     if video:
         prepare_rendering()
         check_video_path(video)
-    ckpt = load_checkpoint(run_dir, device=device, which=weights)
-    run_dir = ckpt.run_dir  # also for --checkpoint RUN/best.safetensors
+    run = load_run(run_dir, device=device, weights=weights)
+    if run.plan is None:
+        raise TrajplanError(f"{run_dir} is a {run.kind} run: `trajplan plan` plans with a TT run")
+    run_dir = run.run_dir  # also for --checkpoint RUN/best.safetensors
     path = Path(out) if out else run_dir / f"plan-seed{seed}.json"
     check_writable(path.parent)  # now, not after the episode
-    env_name = env or ckpt.env
+    env_name = env or run.env
     assert planning is not None  # given by @plan_options
-    cfg = planning.apply(ckpt.config.plan)
+    cfg = run.plan = planning.apply(run.plan)
     recorder = VideoRecorder({0: video}) if video else None
     if video:
         check_rendering(env_name)
@@ -99,13 +106,12 @@ def plan(
     )
     with Live(console=console, auto_refresh=False) as live:
         result = run_episodes(
-            ckpt,
+            run,
             env_name,
             n_episodes=1,
             seed=seed,
-            plan_cfg=cfg,
             episode_steps=max_steps,
-            device=ckpt.model.pos_emb.device,
+            device=run.checkpoint.model.pos_emb.device,
             progress=False,
             on_step=lambda info: live.update(view(info), refresh=True),
             recorder=recorder,
@@ -216,102 +222,34 @@ def eval_cmd(
     interrupted.
     Example: trajplan eval runs/halfcheetah-medium-2024... --episodes 10
     """
-    from pathlib import Path
-
-    from trajplan.bc import is_bc_run, load_bc
-    from trajplan.checkpoint import load_checkpoint, read_manifest, weights_path
-    from trajplan.evaluate import EvalInterrupted, check_episode_args, resolve_run, run_episodes
-    from trajplan.report import eval_name, save_eval
-    from trajplan.runtime import Stopped, sigterm_as_interrupt, unique_dir
-    from trajplan.video import VideoRecorder, check_rendering, parse_episodes, prepare_rendering
-    from trajplan.workers import evaluate_run
+    from trajplan.envs.video import parse_episodes
+    from trajplan.evaluation.evaluate import EvalInterrupted, resolve_run
+    from trajplan.evaluation.runner import evaluate_runs
+    from trajplan.runtime import Stopped
 
     set_threads(threads)
+    assert planning is not None  # given by @plan_options
     dirs = [*(checkpoints or []), *(checkpoint or [])]
     run_dirs = [resolve_run(d, None, runs) for d in dirs] or [resolve_run(None, env, runs)]
-    filmed = parse_episodes(video_episodes, episodes) if video else []
-    if video:
-        prepare_rendering()
-    assert planning is not None  # given by @plan_options
-    # Everything that can fail cheaply fails before the first episode: configs, options,
-    # and one new output folder per run (never an old one: evaluations do not overwrite).
-    bases = [d.parent if d.is_file() else d for d in run_dirs]  # RUN/best.safetensors -> RUN
-    if weights != "last":  # RUN -> RUN/best.safetensors, RUN/best_eval.safetensors
-        run_dirs = [weights_path(d, weights) if d.is_dir() else d for d in run_dirs]
-    names = [b.name for b in bases]
-    plans = [None if is_bc_run(b) else planning.apply(read_manifest(b)[0].plan) for b in bases]
-    check_episode_args(episodes, episode_steps)
-    if workers < 1:
-        raise TrajplanError(f"--workers must be at least 1, got {workers}")
-    if action_noise and not all(is_bc_run(b) for b in bases):
-        raise TrajplanError("--action-noise is for BC runs (a TT run's prior: plan.prior_noise)")
-    if not (math.isfinite(action_noise) and action_noise >= 0):
+    if not math.isfinite(action_noise):
         raise TrajplanError(f"--action-noise must be >= 0, got {action_noise}")
-    if workers > 1 and video:
-        raise TrajplanError("--workers > 1 splits episodes over processes: use it without --video")
-    dests = []
-    for base, plan_cfg in zip(bases, plans, strict=True):
-        name = eval_name(episodes, seed, plan_cfg, episode_steps, action_noise)
-        if out:  # runs with the same name (A/run, B/run) are told apart by their parent
-            label = base.name if names.count(base.name) == 1 else f"{base.parent.name}_{base.name}"
-            dests.append(unique_dir(Path(out), f"{label}-{name}"))
-        else:
-            dests.append(unique_dir(base / "eval", name))
-
-    paths, rows = [], []
-    videos: list = []
     try:
-        with sigterm_as_interrupt():
-            for run_dir, base, dest, plan_cfg in zip(run_dirs, bases, dests, plans, strict=True):
-                rec = None
-                if video:
-                    films = {i: Path(video) / base.name / f"seed{seed + i}.mp4" for i in filmed}
-                    rec = VideoRecorder(films)
-                try:
-                    if workers > 1:  # the same episodes, split over processes (or GPUs)
-                        result = evaluate_run(
-                            run_dir, seeds=range(seed, seed + episodes), env=env,
-                            plan_cfg=plan_cfg, episode_steps=episode_steps, workers=workers,
-                            threads=threads or 1, device=device, progress=progress,
-                            action_noise=action_noise,
-                        )  # fmt: skip
-                    elif is_bc_run(base):  # a BC baseline acts on the same seeds, no planning
-                        run = load_bc(base)
-                        if rec is not None:
-                            check_rendering(env or run.env)
-                        result = run_episodes(
-                            run, env, n_episodes=episodes, seed=seed,
-                            episode_steps=episode_steps, progress=progress, recorder=rec,
-                            action_noise=action_noise,
-                        )  # fmt: skip
-                    else:
-                        ckpt = load_checkpoint(run_dir, device=device)
-                        cfg = planning.apply(ckpt.config.plan)
-                        if rec is not None:
-                            check_rendering(env or ckpt.env)
-                        result = run_episodes(
-                            ckpt, env, n_episodes=episodes, seed=seed, plan_cfg=cfg,
-                            episode_steps=episode_steps, device=ckpt.model.pos_emb.device,
-                            progress=progress, recorder=rec,
-                        )  # fmt: skip
-                except EvalInterrupted as stop:  # Ctrl-C / SIGTERM: keep what was played
-                    partial = stop.result
-                    partial.checkpoint = partial.checkpoint or str(base)
-                    if partial.episodes:
-                        path = save_eval(partial, dest, base / "metrics.jsonl")
-                        err_console.print(
-                            f"[yellow]interrupted: partial results -> {path}[/]", highlight=False
-                        )
-                    raise typer.Exit(128 + stop.signum) from None
-                videos += rec.written if rec is not None else []
-                paths.append(save_eval(result, dest, base / "metrics.jsonl"))
-                rows.append((base.name, result))
+        done = evaluate_runs(
+            run_dirs, env=env, episodes=episodes, seed=seed, episode_steps=episode_steps,
+            device=device, threads=threads, weights=weights, plan=planning.apply,
+            action_noise=action_noise, workers=workers, out=out, video=video,
+            video_episodes=parse_episodes(video_episodes, episodes) if video else (),
+            progress=progress,
+        )  # fmt: skip
+    except EvalInterrupted as stop:  # Ctrl-C / SIGTERM: what was played is saved
+        if stop.path is not None:
+            err_console.print(f"[yellow]interrupted: partial results -> {stop.path}[/]")
+        raise typer.Exit(128 + stop.signum) from None
     except Stopped as stop:  # SIGTERM while loading or saving: nothing partial to keep
         raise typer.Exit(128 + stop.signum) from None
-    finally:
-        for dest in dests:  # folders of evaluations that never ran
-            if dest.is_dir() and not any(dest.iterdir()):
-                dest.rmdir()
+    rows = [(e.name, e.result) for e in done]
+    paths = [e.path for e in done]
+    videos = [v for e in done for v in e.videos]
     console.print(eval_table(rows))
     for path in paths:
         console.print(f"wrote {path} and {path.with_suffix('.png').name}", highlight=False)

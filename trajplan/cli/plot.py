@@ -1,4 +1,5 @@
-"""`trajplan plot` (trajplan.plot) and `trajplan aggregate` (trajplan.aggregate)."""
+"""`trajplan plot` (trajplan.evaluation.plot) and `trajplan aggregate`
+(trajplan.evaluation.aggregate)."""
 
 from __future__ import annotations
 
@@ -27,10 +28,11 @@ def plot_cmd(
       trajplan plot runs/tt-s0 runs/tt-s1 runs/bc-s0 --out curves.png
       trajplan plot --scores runs/*/eval/eval.json --out scores.svg
     """
-    from trajplan.plot import plot_curves, plot_scores
+    from trajplan.evaluation.evalfiles import plot_eval_scores
+    from trajplan.evaluation.plot import plot_curves
 
     if scores:
-        path = plot_scores(paths, out or "scores.png")
+        path = plot_eval_scores(paths, out or "scores.png")
     else:
         path = plot_curves(paths, out or "curves.png", x=x)
     console.print(f"wrote {path}", highlight=False)
@@ -50,7 +52,7 @@ def aggregate_cmd(
 
     Example: trajplan aggregate runs/tt-s*/eval/eval.json runs/bc-s*/eval/eval.json --json agg.json
     """
-    from trajplan.aggregate import aggregate, tables, to_json
+    from trajplan.evaluation.aggregate import aggregate, tables, to_json
 
     groups = aggregate(evals, reps=reps, seed=seed)
     for table in tables(groups):

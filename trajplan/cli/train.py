@@ -1,4 +1,4 @@
-"""`trajplan train` (trajplan.train): the run config from its sources, then the loop.
+"""`trajplan train` (trajplan.training.loop): the run config from its sources, then the loop.
 
 The config is built in one place, `train_config`: a base (the run's own when resuming, a
 YAML file, or the env's reference config), then every `--set KEY=VALUE` in order, then the
@@ -26,7 +26,7 @@ def train_config(
 ):
     """The RunConfig for `trajplan train`: base (run / file / reference), then overrides."""
     from trajplan.checkpoint import read_manifest
-    from trajplan.config import apply_overrides, config_for, load_config
+    from trajplan.configs import apply_overrides, config_for, load_config
 
     if resume:
         if out is None:
@@ -68,7 +68,9 @@ def train(
         "Default: the env's medium dataset.",
     ),
     config: str = typer.Option(
-        None, help="YAML config file (e.g. configs/tiny.yaml) instead of the env's reference."
+        None,
+        help="A shipped config by name (tiny, cpu-small, cpu-recipe, hopper-medium, ...) or a "
+        "YAML file, instead of the env's reference.",
     ),
     set_: list[str] = typer.Option(
         None, "--set", help="Override any config key, repeatable: --set model.n_layer=2."
@@ -118,19 +120,19 @@ def train(
     Examples:
       trajplan train --env halfcheetah                      (reference config, medium data)
       trajplan train --env hopper --dataset medium-expert --epochs 5
-      trajplan train --config configs/tiny.yaml --dataset mujoco/hopper/medium-v0
+      trajplan train --config tiny --dataset mujoco/hopper/medium-v0
       trajplan train --resume --out runs/halfcheetah-medium-20250101-120000
-      trajplan train --config configs/cpu-recipe.yaml --dataset ID --seeds 0-2 --out runs/x
+      trajplan train --config cpu-recipe --dataset ID --seeds 0-2 --out runs/x
     Under torchrun (torchrun --nproc_per_node 2 -m trajplan train ...) it trains with DDP.
     The run directory holds the weights, the bins, config.json and metrics.jsonl (to plot).
     """
     from pathlib import Path
 
-    from trajplan.callbacks import check_loggers
     from trajplan.config import RunConfig
     from trajplan.runtime import Stopped
-    from trajplan.seeds import parse_seeds, train_seeds
-    from trajplan.train import train as run_training
+    from trajplan.training.callbacks import check_loggers
+    from trajplan.training.loop import train as run_training
+    from trajplan.training.seeds import parse_seeds, train_seeds
 
     set_threads(threads)
     flags = {

@@ -5,6 +5,9 @@ Read top to bottom, one concern per module:
 - `sampling`: cdf and top-k filters, the inverse-CDF draw on per-episode uniforms, scores.
 - `windows`: the logits of every planned token, through the whole window ("full") or
   key/value-cached with a shared-prefix recompute when the window slides ("cached").
+- `candidates`: where candidate actions come from besides the model (`FirstAction`, `Chain`;
+  a prior policy's in `prior`).
+- `scorers`: how beams are ranked (`ValueScorer`: TT's value).
 - `search`: `beam_search` for E episodes at once and its `PlanResult`.
 - `planner`: `Planner`, the per-step interface an evaluation drives (context, plan_freq,
   dropping finished episodes), and `check_plan_config`.
@@ -21,9 +24,8 @@ from trajplan.planner.sampling import (
     beam_scores,
     cdf_filter,
     draw,
+    expectation,
     sample_token,
-    tail_mean,
-    token_logp,
     top_k_filter,
     uniforms_per_plan,
 )
@@ -50,12 +52,11 @@ __all__ = [
     "check_plan_config",
     "distinct_rows",
     "draw",
+    "expectation",
     "empty_cache",
     "gather_rows",
     "plan_window",
     "sample_token",
-    "tail_mean",
-    "token_logp",
     "top_k_filter",
     "uniforms_per_plan",
     "window_start",

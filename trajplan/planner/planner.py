@@ -17,13 +17,15 @@ import torch
 
 from trajplan.config import PlanConfig
 from trajplan.config import check_plan_config as check_plan_values
-from trajplan.decoding import KVCache
+from trajplan.data.tokens import Discretizer
 from trajplan.errors import TrajplanError
-from trajplan.model import TrajectoryGPT
-from trajplan.planner.prior import PriorProposals, load_prior
+from trajplan.model.cache import KVCache
+from trajplan.model.gpt import TrajectoryGPT
+from trajplan.planner.candidates import CandidateSource
+from trajplan.planner.prior import PriorCandidates, PriorProposals, load_prior, prior_rows
 from trajplan.planner.sampling import Uniforms, uniforms_per_plan
+from trajplan.planner.scorers import Scorer
 from trajplan.planner.search import PlanResult, beam_search
-from trajplan.tokens import Discretizer
 
 VALUE_PLACEHOLDER = 1e6  # value slot of context transitions (hidden by the attention mask)
 
@@ -60,7 +62,6 @@ class Predictions(NamedTuple):
     reward: np.ndarray  # expected reward of this step
     value: np.ndarray  # score of the plan the actions come from (its predicted return)
     from_prior: np.ndarray | None  # bool: the plan's first action was the prior's (plan.prior)
-    held: np.ndarray | None  # bool: the margin rule kept the prior's plan (plan.prior_margin)
 
 
 class Planner:
@@ -77,7 +78,11 @@ class Planner:
         discretizer: Discretizer,
         cfg: PlanConfig | None = None,
         device: torch.device | str | None = None,
+        source: CandidateSource | None = None,
+        scorer: Scorer | None = None,
     ) -> None:
+        """source: candidate actions besides the model's (default: the prior policy of
+        `plan.prior`, if any); scorer: how beams are ranked (default: TT's value)."""
         cfg = cfg or PlanConfig()
         check_plan_config(cfg, model)
         if discretizer.dim != model.transition_dim or discretizer.n_bins != model.vocab_size:
@@ -93,13 +98,16 @@ class Planner:
         self.D = model.transition_dim
         self.window = plan_window(model, cfg)
         self.mids = torch.as_tensor(discretizer.midpoints(), device=self.device)  # [N, D] f64
-        self.prior = None
-        if cfg.prior:
+        m = prior_rows(cfg.prior_share, cfg.n_expand * cfg.beam_width) if cfg.prior else 0
+        if source is None and m:
             actor = load_prior(cfg.prior)
-            self.prior = PriorProposals(
+            proposals = PriorProposals(
                 actor, discretizer, self.obs_dim, self.act_dim, cfg.prior_noise
             )
-        self.n_uniforms = uniforms_per_plan(cfg, self.obs_dim, self.act_dim)
+            source = PriorCandidates(proposals, m, self.mids)
+        self.source, self.scorer = source, scorer
+        extra = source.draws_per_step if source is not None else 0
+        self.n_uniforms = uniforms_per_plan(cfg, self.obs_dim, self.act_dim, extra)
         self._pool: dict[int, list[KVCache]] = {}  # key/value buffers reused by every plan
         self.plan_seconds = 0.0
         self.n_plans = 0
@@ -143,7 +151,7 @@ class Planner:
             uniforms = Uniforms(self.generators, self.n_uniforms, self.device)
             self.plan = beam_search(
                 self.model, ctx, self.cfg, self.mids, uniforms, self.window, self._pool,
-                self.prior, torch.as_tensor(obs, device=self.device),
+                self.source, torch.as_tensor(obs, device=self.device), self.scorer,
             )  # fmt: skip
             assert uniforms.offset == self.n_uniforms, "plan consumed an unexpected draw count"
             self.plan_seconds += time.perf_counter() - t0
@@ -174,25 +182,17 @@ class Planner:
         self.generators = [g for g, k in zip(self.generators, keep, strict=True) if k]
         self.context = self.context.index_select(0, idx)
         if self.plan is not None:
-            p = self.plan
-            self.plan = PlanResult(
-                *(
-                    x.index_select(0, idx)
-                    for x in (p.tokens, p.value, p.rewards, p.from_prior, p.held)
-                )
-            )
+            self.plan = self.plan.select(idx)
 
     def predictions(self) -> Predictions:
-        """What the model predicted for the actions `act` just returned (`Predictions`; the
-        prior's fields are None without a prior, `held` also without a margin)."""
+        """What the model predicted for the actions `act` just returned (`Predictions`;
+        from_prior is None without a candidate source)."""
         assert self.plan is not None, "call act() first"
         row = (self.steps % self.cfg.plan_freq) if self.cfg.plan_freq > 1 else 0
-        prior = self.prior is not None
         return Predictions(
             self.plan.rewards[:, row].cpu().numpy(),
             self.plan.value.cpu().numpy().astype(np.float64),
-            self.plan.from_prior.cpu().numpy() if prior else None,
-            self.plan.held.cpu().numpy() if prior and self.cfg.prior_margin > 0 else None,
+            self.plan.from_source.cpu().numpy() if self.source is not None else None,
         )
 
     @property

@@ -1,9 +1,9 @@
 """A prior policy's actions as beam-search candidates (`plan.prior`; not the reference).
 
 The reference beam search draws every candidate action from the model. At CPU scale the
-model's action distribution is its weakest part on data from one precise actor: on Walker2d
-medium the recipe model's expected action is 0.26 off the data's (mean absolute error per
-dimension) where a 2x256 MLP trained by behaviour cloning in a minute is 0.07 off.
+model's action distribution is its weakest part on data from one precise actor, where a
+small MLP trained by behaviour cloning predicts the data's actions far better
+(docs/results.md, "A stronger baseline, and a prior for the search").
 
 With a prior, a share of every step's expanded rows (`plan.prior_share`: default all, else
 the last rows of each episode) take their actions from the prior policy: its action for
@@ -13,6 +13,7 @@ dimension's half range, clipped to the bounds and tokenized. The first prior row
 episode gets no noise, so the prior's own action is always a candidate. The model still
 predicts rewards, values and observations for every row, and the search ranks all rows
 alike, as in MBOP (Argenson and Dulac-Arnold, 2021), with the TT as its model.
+`PriorCandidates` is the search's candidate source (`trajplan.planner.candidates`).
 
 Noise comes from the plan's uniforms (inverse normal CDF), so a seed fixes the plan.
 """
@@ -24,14 +25,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trajplan.actors import Actor, load_actor
+from trajplan.actors import POLICY_FILE, Actor, load_actor
+from trajplan.data.tokens import Discretizer
 from trajplan.errors import TrajplanError
-from trajplan.tokens import Discretizer
+from trajplan.planner.sampling import Uniforms
 
 
 def load_prior(path: str | Path) -> Actor:
     """A BC run directory (its policy) or an exported *.actor.safetensors file."""
-    from trajplan.bc import POLICY_FILE  # here: the planner need not import the data stack
 
     p = Path(path).expanduser()
     if p.is_dir():
@@ -81,3 +82,33 @@ class PriorProposals:
             act = np.clip(act, self.low, self.high)
         tok = self.disc.discretize(act, dims=slice(self.o, self.o + self.a))
         return torch.as_tensor(tok, device=obs.device)
+
+
+class PriorCandidates:
+    """A prior policy as the search's `CandidateSource`: the last m of every episode's
+    expanded rows take its (noisy) actions for the row's observation: the real one at the
+    plan's first step, the beam's predicted one (decoded through bin midpoints) later."""
+
+    def __init__(self, proposals: PriorProposals, m: int, mids: torch.Tensor) -> None:
+        self.proposals, self.m, self.mids = proposals, m, mids  # mids [N, D] float64
+        self.draws_per_step = m * proposals.a  # the noise of its actions
+
+    def begin(self, obs: torch.Tensor, rows: int) -> None:
+        self.obs = obs.to(torch.float64)  # [E*rows_now, o]: each row's observation
+        E, dev = obs.shape[0], obs.device
+        is_prior = torch.arange(rows, device=dev) >= rows - self.m
+        self.mask = is_prior.repeat(E)  # [E*rows] bool
+        base = torch.arange(E, device=dev)[:, None] * rows
+        self.idx = (base + torch.arange(rows - self.m, rows, device=dev)).reshape(-1)  # [E*m]
+
+    def follow(self, idx: torch.Tensor) -> None:
+        self.obs = self.obs[idx]
+
+    def propose(self, t: int, uniforms: Uniforms) -> tuple[torch.Tensor, torch.Tensor]:
+        tok = self.proposals.tokens(self.obs[self.idx], uniforms.take(self.draws_per_step), self.m)
+        full = torch.zeros(self.mask.shape[0], tok.shape[1], dtype=torch.long, device=tok.device)
+        return self.mask, full.index_copy(0, self.idx, tok)  # [E*rows, a]
+
+    def observe(self, j: int, tok: torch.Tensor) -> None:
+        N = self.mids.shape[0]
+        self.obs[:, j] = self.mids[tok.clamp_max(N - 1), j]  # the stop token: the last bin

@@ -16,7 +16,6 @@ from collections.abc import Sequence
 import torch
 
 from trajplan.config import PlanConfig
-from trajplan.planner.prior import prior_rows
 
 
 def cdf_filter(logits: torch.Tensor, probs: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -72,23 +71,10 @@ def sample_token(
     return draw(torch.softmax(filtered, dim=-1), u), probs
 
 
-def token_logp(probs: torch.Tensor, tok: torch.Tensor) -> torch.Tensor:
-    """[R] float64 log-probability of the drawn tokens under the raw softmax probs [R, V]."""
-    return probs.gather(1, tok[:, None]).squeeze(1).to(torch.float64).clamp_min(1e-30).log()
-
-
-def tail_mean(probs: torch.Tensor, mids: torch.Tensor, tail: float) -> torch.Tensor:
-    """[R] float64 mean of the lowest `tail` share of each distribution probs [R, N] over the
-    values mids [N] (tail 1: the expectation, computed as the reference does)."""
-    p = probs.to(torch.float64)
-    if tail >= 1.0:
-        return p @ mids
-    order = torch.argsort(mids)
-    p, m = p[:, order], mids[order]
-    cut = tail * p.sum(1, keepdim=True)  # [R, 1] mass to keep, from the lowest value up
-    upper = p.cumsum(1)
-    w = (torch.minimum(upper, cut) - (upper - p)).clamp_min(0.0)  # [R, N] kept mass per bin
-    return (w @ m) / cut[:, 0]
+def expectation(probs: torch.Tensor, mids: torch.Tensor) -> torch.Tensor:
+    """[R] float64 expected value of each distribution probs [R, N] over the bin values
+    mids [N] (the raw softmax without the stop token, not renormalized: as the reference)."""
+    return probs.to(torch.float64) @ mids
 
 
 def beam_scores(rewards: torch.Tensor, discount: float) -> torch.Tensor:
@@ -115,10 +101,9 @@ class Uniforms:
         return u.reshape(-1)
 
 
-def uniforms_per_plan(cfg: PlanConfig, obs_dim: int, act_dim: int) -> int:
-    """Random numbers one episode's plan consumes (actions, reward and value, observations,
-    and the noise of a prior's actions: trajplan.planner.prior)."""
+def uniforms_per_plan(cfg: PlanConfig, obs_dim: int, act_dim: int, extra: int = 0) -> int:
+    """Random numbers one episode's plan consumes: actions, reward and value, observations,
+    and `extra` per step for a candidate source (a prior's noise: trajplan.planner.prior)."""
     nb = cfg.n_expand * cfg.beam_width
-    m = prior_rows(cfg.prior_share, nb) if cfg.prior else 0
-    per_step = nb * (act_dim + 2) + m * act_dim
+    per_step = nb * (act_dim + 2) + extra
     return cfg.horizon * per_step + (cfg.horizon - 1) * cfg.beam_width * obs_dim

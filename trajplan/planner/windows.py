@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import torch
 
-from trajplan.decoding import KVCache, forward_cached, forward_shared
-from trajplan.model import TrajectoryGPT
+from trajplan.model.cache import KVCache
+from trajplan.model.decoding import decode_params, forward_cached, forward_shared
+from trajplan.model.gpt import TrajectoryGPT
 
 
 def window_start(length: int, window: int, transition_dim: int) -> int:
@@ -60,6 +61,7 @@ class FullWindow:
         self.pool = {} if pool is None else pool  # reusable caches by batch size (cached mode)
         self.grow = grow
         self.capacity = model.block_size if grow else window  # longest window of a row
+        self.params = decode_params(model)  # collected once per plan (cached mode)
 
     def window_start(self, length: int) -> int:
         """First token of the model's window for a sequence of `length` tokens."""
@@ -145,7 +147,9 @@ class CachedWindow(FullWindow):
         self.push(tok)
         s = self.window_start(self.P + self.n)
         if s == self.start:
-            return forward_shared(self.model, tok[:, None], self.prefix, self.own, True)[:, 0]
+            return forward_shared(
+                self.model, tok[:, None], self.prefix, self.own, True, self.params
+            )[:, 0]
         self.start = s
         return self._recompute()
 
@@ -182,7 +186,7 @@ class CachedWindow(FullWindow):
             cache = empty_cache(model, rep.numel(), length, y.device)
             if level is not None and slot_prev is not None:  # keys of the parent prefixes
                 gather_rows(cache, level, slot_prev.index_select(0, rep), level.length)
-            logits = forward_shared(model, y[rep, prev:b], self.prefix, cache, last_only=True)
+            logits = forward_shared(model, y[rep, prev:b], self.prefix, cache, True, self.params)
             level, slot_prev, prev = cache, slot, b
         assert level is not None and slot_prev is not None
         self.own = self._buffer(R)

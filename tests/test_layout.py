@@ -1,0 +1,89 @@
+"""The package's shape: imports point one way (no loops, also through function-level
+imports) and no module, class or function grows past what a reader takes in at once."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).parents[1] / "trajplan"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the project modules it imports, wherever in the file the import is."""
+    files = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {name: set() for name in files}
+    for name, path in files.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    up = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join(up + ([node.module] if node.module else []))
+                targets = [base] + [f"{base}.{a.name}" for a in node.names]
+            else:
+                continue
+            graph[name].update(t for t in targets if t in files and t != name)
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import loop as a list of modules, or None (depth-first search)."""
+    state: dict[str, int] = {}  # 1 on the stack, 2 done
+    stack: list[str] = []
+
+    def visit(v: str) -> list[str] | None:
+        state[v] = 1
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if state.get(w) == 1:
+                return stack[stack.index(w) :] + [w]
+            if w not in state and (found := visit(w)):
+                return found
+        stack.pop()
+        state[v] = 2
+        return None
+
+    for v in sorted(graph):
+        if v not in state and (found := visit(v)):
+            return found
+    return None
+
+
+def test_find_cycle_known_answers() -> None:
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": set(), "b": {"b2"}, "b2": {"b"}}) == ["b", "b2", "b"]
+
+
+def test_the_package_has_no_import_loop() -> None:
+    graph = import_graph()
+    assert (
+        "trajplan.planner.search" in graph
+        and "trajplan.model.gpt" in graph["trajplan.planner.search"]
+    )
+    assert find_cycle(graph) is None, " -> ".join(find_cycle(graph) or [])
+
+
+def test_sizes_stay_readable() -> None:
+    """Modules at most 400 lines, classes 170, functions 80 (the CLI's option lists aside)."""
+    too_long = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        src = path.read_text()
+        if len(src.splitlines()) > 400:
+            too_long.append(f"{path.name}: {len(src.splitlines())} lines")
+        for node in ast.walk(ast.parse(src)):
+            size = getattr(node, "end_lineno", 0) - getattr(node, "lineno", 0) + 1
+            if isinstance(node, ast.ClassDef) and size > 170:
+                too_long.append(f"{path.name}: class {node.name} {size} lines")
+            if isinstance(node, ast.FunctionDef) and size > 80 and "cli" not in path.parts:
+                too_long.append(f"{path.name}: {node.name}() {size} lines")
+    assert not too_long, too_long

@@ -1,0 +1,1 @@
+"""Baselines evaluated like TT runs: behaviour cloning (plain and return-weighted)."""

@@ -1,0 +1,355 @@
+"""Behaviour cloning: the baseline every TT score is compared with, on the same data.
+
+`train_bc` fits a deterministic MLP policy (observation -> action, mean-squared error, a
+tanh squash onto the action box) to a Minari dataset through the same loader as TT
+(`trajplan.data.transitions.load_episodes`: Ant keeps its 27 dims, `a+b` ids combine datasets), and
+writes a run directory that `trajplan eval` evaluates like a TT run:
+
+    RUN/config.json               format trajplan-bc/1: env, dataset, reference scores, config
+    RUN/policy.actor.safetensors  the policy as an exported actor (numpy only to run it)
+    RUN/metrics.jsonl             {"kind": "bc", "step", "loss", "val_loss"} lines
+
+`train_bc` runs three steps: `_prepare` (held-out episodes, normalised observations,
+actions squashed into [-1, 1], return weights), `_fit` (the Adam loop and its metrics lines)
+and `_write_run` (export and files). The observation normalisation is folded into the first
+layer, so the saved policy is an ordinary `trajplan.actors.Actor`. The same seed gives the
+same weights (CPU, same thread count).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from trajplan.actors import POLICY_FILE, Actor, BatchedActor, load_actor, save_actor
+from trajplan.agent import Agent
+from trajplan.config import DataConfig
+from trajplan.data.transitions import Episodes, load_episodes, make_transitions, split_episodes
+from trajplan.data.weighting import action_weights
+from trajplan.envs.references import References, references_for
+from trajplan.envs.registry import EnvInfo, check_fits, env_for_dataset, make_env, resolve_env
+from trajplan.errors import TrajplanError
+from trajplan.progress import Progress
+from trajplan.runtime import atomic_write, write_json
+
+BC_FORMAT = "trajplan-bc/1"
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+
+
+@dataclass
+class BCConfig:
+    """The BC baseline: a ReLU MLP trained with Adam on mean-squared action error."""
+
+    hidden: list[int] = field(default_factory=lambda: [256, 256])
+    lr: float = 1e-3
+    batch_size: int = 256
+    steps: int = 20_000
+    weight_decay: float = 0.0
+    val_fraction: float = 0.05  # episodes held out for the validation loss (0: none)
+    # Return-weighted BC (0 = plain): each step's squared error weighted by exp(beta * z), z
+    # its standardised return-to-go, as TT's `data.action_weighting` (trajplan.data.weighting).
+    action_weighting: float = 0.0
+    seed: int = 0
+    log_every: int = 500
+
+    def check(self) -> None:
+        if not self.hidden or min(self.hidden) < 1:
+            raise TrajplanError(f"bc hidden sizes must be positive, got {self.hidden}")
+        for name in ("batch_size", "steps", "log_every"):
+            if getattr(self, name) < 1:
+                raise TrajplanError(f"bc {name} must be at least 1, got {getattr(self, name)}")
+        if not (np.isfinite(self.lr) and self.lr > 0) or self.weight_decay < 0:
+            raise TrajplanError(f"bc lr must be > 0 and weight_decay >= 0, got {self.lr}")
+        if not (np.isfinite(self.action_weighting) and self.action_weighting >= 0):
+            raise TrajplanError(f"bc action_weighting must be >= 0, got {self.action_weighting}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise TrajplanError(f"bc val_fraction must be in [0, 1), got {self.val_fraction}")
+
+
+@dataclass
+class BCRun:
+    """A loaded BC run directory: a `trajplan.runs.Run` whose policy acts (no search)."""
+
+    run_dir: Path
+    actor: Actor
+    env: str
+    dataset_id: str
+    ref_min: float | None
+    ref_max: float | None
+    ref_source: str | None
+    meta: dict[str, Any]
+    action_noise: float = 0.0  # Gaussian noise x each action's half range (diagnostics)
+    kind = "bc"
+    weights = None
+    plan = None
+
+    def references(self, env: str) -> References:
+        return references_for(env, self.ref_min, self.ref_max, self.ref_source or "")
+
+    def policy(self, env: str, device: Any = None) -> BatchedActor:
+        """The policy for E episodes (numpy, on the CPU whatever the device)."""
+        check_fits(env, (self.actor.obs_dim, self.actor.act_dim), f"BC run {self.run_dir}")
+        return BatchedActor(self.actor, self.action_noise)
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "policy": "bc",
+            **({"action_noise": self.action_noise} if self.action_noise else {}),
+        }
+
+    def agent(self, env: str | None = None, seed: int = 0, device: str = "auto") -> Agent:
+        return Agent(self, env or self.env, seed, device)
+
+
+def is_bc_run(path: str | Path) -> bool:
+    """True when path is a run directory written by `train_bc`."""
+    cfg = Path(path) / CONFIG_FILE
+    if not cfg.is_file():
+        return False
+    try:
+        return json.loads(cfg.read_text()).get("format") == BC_FORMAT
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return False
+
+
+def load_bc(run_dir: str | Path) -> BCRun:
+    """Read a BC run directory; a missing or damaged file is a one-line TrajplanError."""
+    run_dir = Path(run_dir)
+    if not is_bc_run(run_dir):
+        raise TrajplanError(f"{run_dir} is not a trajplan BC run (no {BC_FORMAT} config.json)")
+    doc = json.loads((run_dir / CONFIG_FILE).read_text())
+    return BCRun(
+        run_dir=run_dir,
+        actor=load_actor(run_dir / POLICY_FILE),
+        env=str(doc.get("env") or ""),
+        dataset_id=str(doc.get("dataset_id") or ""),
+        ref_min=doc.get("ref_min"),
+        ref_max=doc.get("ref_max"),
+        ref_source=doc.get("ref_source"),
+        meta=doc,
+    )
+
+
+def _env_of(env: str | None, env_id: str | None, dataset_id: str) -> EnvInfo:
+    """The env to act in: --env, else the dataset's recorded env, else its id's env name."""
+    for name in (env, env_id):
+        if name:
+            try:
+                return resolve_env(name)
+            except TrajplanError:
+                if name is env:
+                    raise
+    info = env_for_dataset(dataset_id)
+    if info is None:
+        raise TrajplanError(f"cannot tell the env of dataset {dataset_id!r}: pass --env")
+    return info
+
+
+def _mlp(sizes: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+def _export(
+    net: nn.Sequential, mean: np.ndarray, std: np.ndarray, low: np.ndarray, high: np.ndarray
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Linear layers as numpy, with (obs - mean) / std folded into the first one."""
+    linears = [m for m in net if isinstance(m, nn.Linear)]
+    ws = [m.weight.detach().double().numpy() for m in linears]
+    bs = [m.bias.detach().double().numpy() for m in linears]
+    ws[0] = ws[0] / std[None, :]  # W (x - m) / s = (W / s) x - (W / s) m
+    bs[0] = bs[0] - ws[0] @ mean
+    return [w.astype(np.float32) for w in ws], [b.astype(np.float32) for b in bs]
+
+
+def train_bc(
+    dataset_id: str,
+    out_dir: str | Path,
+    cfg: BCConfig | None = None,
+    env: str | None = None,
+    progress: bool = True,
+    episodes: Episodes | None = None,
+) -> Path:
+    """Train the BC baseline on a dataset and write its run directory (must not exist)."""
+    cfg = cfg or BCConfig()
+    cfg.check()
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise TrajplanError(f"run directory {out} already exists: choose another --out")
+    episodes = episodes or load_episodes(dataset_id)
+    info = _env_of(env, episodes.env_id, dataset_id)
+    low, high = _action_box(info.name)
+    if episodes.act_dim != low.shape[0]:
+        raise TrajplanError(
+            f"dataset {dataset_id!r} has {episodes.act_dim} action dims, {info.gym_id} has "
+            f"{low.shape[0]}: pick a dataset for this env"
+        )
+    data = _prepare(episodes, low, high, cfg)
+    t0 = time.perf_counter()
+    fit = _fit(data, cfg, f"bc {dataset_id}", progress, t0)
+    _write_run(out, fit, data, cfg, info, episodes, dataset_id, t0)
+    return out
+
+
+def _action_box(env_name: str) -> tuple[np.ndarray, np.ndarray]:
+    """The env's action bounds, low and high ([a] each, float64)."""
+    probe = make_env(env_name)
+    try:
+        space = probe.action_space
+        return np.asarray(space.low, np.float64), np.asarray(space.high, np.float64)
+    finally:
+        probe.close()
+
+
+@dataclass
+class _Prepared:
+    """A dataset ready to fit: normalised observations, actions squashed into [-1, 1]."""
+
+    train_ep: Episodes
+    val_ep: Episodes | None  # held-out episodes (cfg.val_fraction), or None
+    mean: np.ndarray  # [o] observation mean of the training episodes
+    std: np.ndarray  # [o] their std + 1e-3
+    low: np.ndarray  # [a] the action box
+    high: np.ndarray  # [a]
+    x: torch.Tensor  # [n, o] (obs - mean) / std
+    y: torch.Tensor  # [n, a] actions in [-1, 1]
+    w: torch.Tensor  # [n] per-step loss weights, mean 1
+    val: tuple[torch.Tensor, torch.Tensor] | None  # [m, o], [m, a] as x, y; or None
+
+
+def _prepare(episodes: Episodes, low: np.ndarray, high: np.ndarray, cfg: BCConfig) -> _Prepared:
+    """Split off the validation episodes, normalise, squash, weight (no torch RNG used)."""
+    train_ep, val_ep = episodes, None
+    if cfg.val_fraction > 0 and episodes.n_episodes >= 2:
+        train_ep, val_ep = split_episodes(episodes, cfg.val_fraction, seed=cfg.seed)
+    obs = train_ep.observations.astype(np.float64)
+    mean, std = obs.mean(0), obs.std(0) + 1e-3
+
+    def tensors(ep: Episodes) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.as_tensor((ep.observations - mean) / std, dtype=torch.float32)
+        a = np.clip(ep.actions.astype(np.float64), low, high)
+        y = torch.as_tensor(2.0 * (a - low) / (high - low) - 1.0, dtype=torch.float32)
+        return x, y  # [n, o], [n, a] in [-1, 1]
+
+    x, y = tensors(train_ep)
+    w = torch.ones(x.shape[0])  # [n]
+    if cfg.action_weighting > 0:  # TT's default data rules: penalised rewards, its values
+        data = DataConfig()
+        rows = make_transitions(train_ep, data)
+        w = torch.as_tensor(action_weights(rows, cfg.action_weighting, data.discount))
+    val = tensors(val_ep) if val_ep is not None else None
+    return _Prepared(train_ep, val_ep, mean, std, low, high, x, y, w, val)
+
+
+@dataclass
+class _Fit:
+    """A fitted policy network and its record."""
+
+    net: nn.Sequential  # normalised obs [., o] -> pre-tanh action [., a]
+    lines: list[str]  # metrics.jsonl
+    last_loss: float  # mean training loss since the previous log line
+    val_loss: float | None
+
+
+def _fit(d: _Prepared, cfg: BCConfig, label: str, progress: bool, t0: float) -> _Fit:
+    """Adam on the weighted squared error of tanh(net(x)), a metrics line every log_every
+    steps; seeded by cfg.seed (weights and batches). A non-finite loss is a TrajplanError."""
+    x, y, w = d.x, d.y, d.w
+    torch.manual_seed(cfg.seed)
+    net = _mlp([x.shape[1], *cfg.hidden, y.shape[1]])
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    lines: list[str] = []
+    loss_sum, last_loss, val_loss = 0.0, float("nan"), None
+    with Progress(label, cfg.steps, enabled=progress) as bar:
+        for step in range(1, cfg.steps + 1):
+            idx = torch.randint(0, x.shape[0], (cfg.batch_size,), generator=gen)  # [batch]
+            err = ((torch.tanh(net(x[idx])) - y[idx]) ** 2).mean(1)  # [batch]
+            loss = (w[idx] * err).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += float(loss.detach())
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                n = step % cfg.log_every or cfg.log_every
+                last_loss, loss_sum = loss_sum / n, 0.0
+                row: dict[str, Any] = {"kind": "bc", "step": step, "loss": last_loss}
+                if d.val is not None:
+                    with torch.no_grad():
+                        vx, vy = d.val
+                        val_loss = float(((torch.tanh(net(vx)) - vy) ** 2).mean())
+                    row["val_loss"] = val_loss
+                row["wall_s"] = round(time.perf_counter() - t0, 3)
+                lines.append(json.dumps(row) + "\n")
+                bar.update(info=f"loss {last_loss:.4f}")
+                if not progress and step % (cfg.log_every * 10) == 0:
+                    print(f"bc step {step}/{cfg.steps} loss {last_loss:.4f}", flush=True)
+            bar.update(completed=step)
+    if not np.isfinite(last_loss):
+        raise TrajplanError(f"BC training diverged (loss {last_loss}): lower --lr")
+    return _Fit(net, lines, last_loss, val_loss)
+
+
+def _write_run(
+    out: Path,
+    fit: _Fit,
+    d: _Prepared,
+    cfg: BCConfig,
+    info: EnvInfo,
+    episodes: Episodes,
+    dataset_id: str,
+    t0: float,
+) -> None:
+    """The run directory: the exported actor, metrics.jsonl, then config.json (last; what
+    `is_bc_run` looks for)."""
+    ws, bs = _export(fit.net, d.mean, d.std, d.low, d.high)
+    actor = Actor(
+        ws,
+        bs,
+        "relu",
+        d.low.astype(np.float32),
+        d.high.astype(np.float32),
+        meta={
+            "env_id": info.gym_id,
+            "algorithm_name": "bc",
+            "level": "bc",
+            "action_weighting": cfg.action_weighting,
+            "dataset_id": dataset_id,
+            "training_steps": cfg.steps,
+        },
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    save_actor(actor, out / POLICY_FILE)
+    atomic_write(out / METRICS_FILE, lambda p: p.write_text("".join(fit.lines)))
+    write_json(
+        out / CONFIG_FILE,
+        {
+            "format": BC_FORMAT,
+            "kind": "bc",
+            "status": "finished",
+            "env": info.name,
+            "env_id": info.gym_id,
+            "dataset_id": dataset_id,
+            "ref_min": episodes.ref_min,
+            "ref_max": episodes.ref_max,
+            "ref_source": episodes.ref_source,
+            "n_transitions": int(d.train_ep.n_steps),
+            "n_val_transitions": int(d.val_ep.n_steps) if d.val_ep is not None else 0,
+            "last_loss": fit.last_loss,
+            "val_loss": fit.val_loss,
+            "wall_s": round(time.perf_counter() - t0, 3),
+            "config": asdict(cfg),
+        },
+    )

@@ -1,0 +1,2 @@
+"""Behaviour policies (exported actors, random, mixed, a trained run) and collecting
+D4RL-style datasets with them."""

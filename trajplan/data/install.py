@@ -1,0 +1,230 @@
+"""Installing datasets into Minari's local store: `create_dataset` (from episodes) and
+`download_dataset` (from Minari's remote).
+
+Writing is atomic: a dataset is built under a hidden temporary root next to the real one
+(Minari reads the root from the environment variable on every call) and moved into place with
+one rename, so a failure or a kill never leaves a half-written dataset where Minari would find
+it. Reading, listing and describing datasets is `trajplan.data.store`'s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import uuid
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+
+from trajplan.data.store import (
+    EPISODE_KEYS,
+    check_dataset_id,
+    datasets_root,
+    first_line,
+    minari_root,
+    split_dataset_ids,
+)
+from trajplan.envs.registry import quiet_mujoco, resolve_env
+from trajplan.errors import TrajplanError
+
+# -- moving finished datasets into place ------------------------------------------------------
+
+
+def _install(tmp_root: Path, dataset_id: str, force: bool) -> Path:
+    """Move tmp_root/dataset_id to the real root in one rename (plus namespace metadata)."""
+    root = tmp_root.parent
+    final = root / dataset_id
+    final.parent.mkdir(parents=True, exist_ok=True)
+    # Namespace metadata files Minari wrote under the temporary root (kept if already there).
+    for parent in Path(dataset_id).parents:
+        src = tmp_root / parent / "namespace_metadata.json"
+        dst = root / parent / "namespace_metadata.json"
+        if str(parent) != "." and src.exists() and not dst.exists():
+            shutil.copyfile(src, dst)
+    trash = None
+    if final.exists():
+        if not force:
+            raise TrajplanError(f"dataset {dataset_id!r} already exists (use force to replace it)")
+        trash = root / f".trajplan-old-{uuid.uuid4().hex[:8]}"
+        os.rename(final, trash)
+    os.rename(tmp_root / dataset_id, final)
+    if trash is not None:
+        shutil.rmtree(trash, ignore_errors=True)
+    return final
+
+
+@contextlib.contextmanager
+def _staging_root() -> Iterator[Path]:
+    """A hidden temporary datasets root next to the real one (same filesystem: rename works)."""
+    root = datasets_root()
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".trajplan-tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# -- creating -----------------------------------------------------------------------------------
+
+
+def _check_episode(i: int, ep: dict, obs_shape: tuple, act_shape: tuple) -> dict:
+    missing = [k for k in EPISODE_KEYS if k not in ep]
+    if missing:
+        raise TrajplanError(f"episode {i}: missing {', '.join(missing)}")
+    obs = np.asarray(ep["observations"])
+    act = np.asarray(ep["actions"])
+    rew = np.asarray(ep["rewards"], dtype=np.float64).reshape(-1)
+    term = np.asarray(ep["terminations"], dtype=bool).reshape(-1)
+    trunc = np.asarray(ep["truncations"], dtype=bool).reshape(-1)
+    t = len(rew)
+    if t == 0:
+        raise TrajplanError(f"episode {i}: no steps")
+    if obs.shape != (t + 1, *obs_shape):
+        raise TrajplanError(
+            f"episode {i}: observations must have shape {(t + 1, *obs_shape)} (T+1 rows), "
+            f"got {obs.shape}"
+        )
+    if act.shape != (t, *act_shape):
+        raise TrajplanError(
+            f"episode {i}: actions must have shape {(t, *act_shape)}, got {act.shape}"
+        )
+    if len(term) != t or len(trunc) != t:
+        raise TrajplanError(f"episode {i}: terminations and truncations need {t} entries")
+    for name, arr in (("observations", obs), ("actions", act), ("rewards", rew)):
+        if not np.isfinite(arr).all():
+            raise TrajplanError(f"episode {i}: {name} contain NaN or inf values")
+    return {
+        "observations": obs,
+        "actions": act,
+        "rewards": rew,
+        "terminations": term,
+        "truncations": trunc,
+    }
+
+
+def create_dataset(
+    dataset_id: str,
+    episodes: list[dict],
+    env_id: str,
+    *,
+    seeds: list[int] | None = None,
+    ref_min: float | None = None,
+    ref_max: float | None = None,
+    algorithm_name: str | None = None,
+    description: str | None = None,
+    force: bool = False,
+) -> Path:
+    """Write episodes as a local Minari dataset (HDF5) and return its directory.
+
+    Each episode dict holds observations [T+1, o], actions [T, a], rewards [T],
+    terminations [T], truncations [T]. The env (a short name or Gymnasium id) gives the env
+    spec and eval env spec. Reference scores are stored only as a pair (alone, Minari would
+    estimate ref_min with 100 random episodes). Built with `EpisodeBuffer` +
+    `minari.create_dataset_from_buffers` (no JAX), staged and renamed into place atomically.
+    """
+    import minari
+    from minari.data_collector import EpisodeBuffer
+
+    dataset_id = check_dataset_id(dataset_id)
+    if (datasets_root() / dataset_id).exists() and not force:
+        raise TrajplanError(f"dataset {dataset_id!r} already exists (use --force to replace it)")
+    if not episodes:
+        raise TrajplanError("cannot create a dataset without episodes")
+    if seeds is not None and len(seeds) != len(episodes):
+        raise TrajplanError(f"got {len(seeds)} seeds for {len(episodes)} episodes")
+    if (ref_min is None) != (ref_max is None):
+        raise TrajplanError("give both ref_min and ref_max, or neither")
+
+    quiet_mujoco()
+    gym_id = resolve_env(env_id).gym_id
+    try:
+        env = gym.make(gym_id)
+    except Exception as exc:
+        raise TrajplanError(f"cannot create env {gym_id}: {first_line(exc)}") from None
+    try:
+        obs_shape, act_shape = env.observation_space.shape, env.action_space.shape
+        buffers = []
+        for i, ep in enumerate(episodes):
+            ep = _check_episode(i, ep, obs_shape, act_shape)
+            buffers.append(
+                EpisodeBuffer(
+                    seed=None if seeds is None else int(seeds[i]),
+                    observations=ep["observations"].astype(env.observation_space.dtype),
+                    actions=ep["actions"].astype(env.action_space.dtype),
+                    rewards=ep["rewards"],
+                    terminations=ep["terminations"],
+                    truncations=ep["truncations"],
+                )
+            )
+        with _staging_root() as tmp:
+            with minari_root(tmp), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # author / permalink "recommended" notes
+                try:
+                    minari.create_dataset_from_buffers(
+                        dataset_id,
+                        buffers,
+                        env=env,
+                        eval_env=env.spec,
+                        algorithm_name=algorithm_name,
+                        description=description,
+                        ref_min_score=ref_min,
+                        ref_max_score=ref_max,
+                        author="trajplan",
+                    )
+                except Exception as exc:
+                    raise TrajplanError(
+                        f"cannot write dataset {dataset_id!r}: {first_line(exc)}"
+                    ) from None
+            return _install(tmp, dataset_id, force)
+    finally:
+        env.close()
+
+
+# -- downloading --------------------------------------------------------------------------------
+
+
+def download_dataset(dataset_id: str, force: bool = False) -> list[Path]:
+    """Fetch dataset(s) from Minari's remote (Hugging Face) into the local store.
+
+    Needs the `hub` extra (`pip install 'trajplan[hub]'`) and network. Downloads are staged
+    like `create_dataset`, so an interrupted download leaves nothing behind.
+    """
+    import minari
+
+    ids = split_dataset_ids(dataset_id)
+    try:
+        import huggingface_hub  # noqa: F401  (Minari's default remote)
+    except ImportError:
+        raise TrajplanError(
+            "downloading needs Minari's Hugging Face support: pip install 'trajplan[hub]'"
+        ) from None
+    paths = []
+    for one in ids:
+        if (datasets_root() / one).exists() and not force:
+            paths.append(datasets_root() / one)
+            continue
+        with _staging_root() as tmp:
+            with minari_root(tmp):
+                try:
+                    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+                        warnings.simplefilter("ignore")
+                        minari.download_dataset(one, force_download=True)
+                except Exception as exc:  # offline, unknown id, incompatible version
+                    raise TrajplanError(
+                        f"cannot download {one!r} (offline or not on Minari's remote?): "
+                        f"{first_line(exc)}"
+                    ) from None
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    got = list(minari.list_local_datasets())
+            for sub in got:  # the dataset plus any datasets it combines
+                if sub == one or not (datasets_root() / sub).exists():
+                    paths.append(_install(tmp, sub, force=force and sub == one))
+    return paths

@@ -1,0 +1,1 @@
+"""Environments: the registry and factory, D4RL reference scores, the one rollout loop, video."""

@@ -1,0 +1,1 @@
+"""Evaluation: episodes played by a run, eval files, workers, aggregates and plots."""

@@ -1,0 +1,132 @@
+"""`evaluate_runs`: the library call behind `trajplan eval`.
+
+Several runs (TT or BC), the same episode seeds for each, one new folder per run with its
+eval.json and eval.png (`trajplan.evaluation.evalfiles`), episodes in one process
+(`trajplan.evaluation.evaluate.run_episodes`) or split over workers
+(`trajplan.evaluation.workers`), videos, and the episodes played so far saved when a
+signal stops it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from trajplan.baselines.bc import is_bc_run
+from trajplan.checkpoint import read_manifest, weights_path
+from trajplan.config import PlanConfig
+from trajplan.envs.video import VideoRecorder, check_rendering, prepare_rendering
+from trajplan.errors import TrajplanError
+from trajplan.evaluation.evalfiles import EvalResult, eval_name, save_eval
+from trajplan.evaluation.evaluate import EvalInterrupted, check_episode_args, run_episodes
+from trajplan.evaluation.workers import evaluate_run
+from trajplan.runs import check_noise, load_run
+from trajplan.runtime import sigterm_as_interrupt, unique_dir
+
+
+@dataclass
+class Evaluated:
+    """One run's evaluation as `evaluate_runs` saved it."""
+
+    name: str  # the run's folder name
+    result: EvalResult
+    path: Path  # its eval.json
+    videos: list[Path]
+
+
+def evaluate_runs(
+    paths: Sequence[str | Path],
+    *,
+    env: str | None = None,
+    episodes: int = 10,
+    seed: int = 0,
+    episode_steps: int | None = None,
+    device: str = "auto",
+    threads: int | None = None,
+    weights: str = "last",
+    plan: Callable[[PlanConfig], PlanConfig] | None = None,
+    action_noise: float = 0.0,
+    workers: int = 1,
+    out: str | Path | None = None,
+    video: str | Path | None = None,
+    video_episodes: Sequence[int] = (0,),
+    progress: bool = True,
+) -> list[Evaluated]:
+    """Evaluate runs (TT or BC directories) on the same episode seeds and save each: what
+    `trajplan eval` does. Returns one `Evaluated` per run, in order.
+
+    plan: a TT run's settings from its own (e.g. the CLI's overrides); workers > 1 splits
+    the episodes over processes (`trajplan.evaluation.workers`); out: parent of the new
+    folders (default RUN/eval); video: DIR/RUN/seedS.mp4 of `video_episodes` (indices).
+    Everything that can fail cheaply fails before the first episode, and every run gets
+    a new folder (evaluations never overwrite). Ctrl-C or SIGTERM saves the episodes
+    played so far, marked interrupted, and raises `EvalInterrupted` with `.path` set.
+    """
+    check_episode_args(episodes, episode_steps)
+    if workers < 1:
+        raise TrajplanError(f"--workers must be at least 1, got {workers}")
+    if workers > 1 and video:
+        raise TrajplanError("--workers > 1 splits episodes over processes: use it without --video")
+    if video:
+        prepare_rendering()
+    runs = [Path(p) for p in paths]
+    bases = [p.parent if p.is_file() else p for p in runs]  # RUN/best.safetensors -> RUN
+    if weights != "last":  # RUN -> RUN/best.safetensors, RUN/best_eval.safetensors
+        runs = [weights_path(p, weights) if p.is_dir() else p for p in runs]
+    plans = [None if is_bc_run(b) else _plan_of(b, plan) for b in bases]
+    if action_noise and any(p is not None for p in plans):
+        raise TrajplanError("--action-noise is for BC runs (a TT run's prior: plan.prior_noise)")
+    check_noise(action_noise)
+    names = [eval_name(episodes, seed, p, episode_steps, action_noise) for p in plans]
+    dests = new_folders(bases, names, out)
+    done: list[Evaluated] = []
+    try:
+        with sigterm_as_interrupt():
+            for path, base, dest, plan_cfg in zip(runs, bases, dests, plans, strict=True):
+                seeds = range(seed, seed + episodes)
+                films = {i: Path(video) / base.name / f"seed{seed + i}.mp4" for i in video_episodes}
+                rec = VideoRecorder(films) if video else None
+                try:
+                    if workers > 1:  # the same episodes, split over processes (or GPUs)
+                        result = evaluate_run(
+                            path, seeds=seeds, env=env, plan_cfg=plan_cfg,
+                            episode_steps=episode_steps, workers=workers, threads=threads or 1,
+                            device=device, progress=progress, action_noise=action_noise,
+                        )  # fmt: skip
+                    else:
+                        run = load_run(path, device, plan=plan_cfg, action_noise=action_noise)
+                        if rec is not None:
+                            check_rendering(env or run.env)
+                        result = run_episodes(
+                            run, env, seeds=seeds, episode_steps=episode_steps,
+                            device=device, progress=progress, recorder=rec,
+                        )  # fmt: skip
+                except EvalInterrupted as stop:  # keep what was played
+                    stop.result.checkpoint = stop.result.checkpoint or str(base)
+                    if stop.result.episodes:
+                        stop.path = save_eval(stop.result, dest, base / "metrics.jsonl")
+                    raise
+                saved = save_eval(result, dest, base / "metrics.jsonl")
+                done.append(Evaluated(base.name, result, saved, rec.written if rec else []))
+    finally:
+        for dest in dests:  # folders of evaluations that never ran
+            if dest.is_dir() and not any(dest.iterdir()):
+                dest.rmdir()
+    return done
+
+
+def _plan_of(run_dir: Path, plan: Callable[[PlanConfig], PlanConfig] | None) -> PlanConfig:
+    """A TT run's plan config with the caller's changes (read now: bad ones fail early)."""
+    cfg = read_manifest(run_dir)[0].plan
+    return plan(cfg) if plan is not None else cfg
+
+
+def new_folders(bases: Sequence[Path], names: Sequence[str], out: str | Path | None) -> list[Path]:
+    """A new folder per run: RUN/eval/NAME, or OUT/RUN-NAME (runs of the same name, A/run
+    and B/run, told apart by their parent's name)."""
+    if out is None:
+        return [unique_dir(b / "eval", n) for b, n in zip(bases, names, strict=True)]
+    runs = [b.name for b in bases]
+    labels = [b.name if runs.count(b.name) == 1 else f"{b.parent.name}_{b.name}" for b in bases]
+    return [unique_dir(Path(out), f"{lb}-{n}") for lb, n in zip(labels, names, strict=True)]

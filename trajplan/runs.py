@@ -1,0 +1,149 @@
+"""Trained runs behind one interface: load one, evaluate it, or ask it for actions.
+
+    load_run(path)   a TT run (it plans with beam search) or a BC run (its policy acts)
+    Run              what evaluation, workers and the CLI need of any run: its env, its
+                     reference scores, and a batched policy for E episodes in lockstep
+    Agent            one episode at a time, the single-step API of SB3 or d3rlpy
+                     (`trajplan.agent`):
+
+    run = load_run("runs/tt")
+    agent = run.agent(seed=0)                  # agent.reset(seed) starts each episode
+    action = agent.act(obs)                    # TT: a plan's first action; BC: the policy's
+    agent.observe(obs, action, reward)         # the planner's context
+
+A run kind is one class with these members; `load_run` tells the kinds apart by the
+format in their config.json (`trajplan.checkpoint.FORMAT`, `trajplan.baselines.bc.BC_FORMAT`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from trajplan.agent import Agent
+from trajplan.baselines.bc import BCRun, is_bc_run, load_bc
+from trajplan.checkpoint import Checkpoint, load_checkpoint
+from trajplan.config import PlanConfig, to_dict
+from trajplan.envs.references import References, references_for
+from trajplan.envs.registry import check_fits
+from trajplan.errors import TrajplanError
+from trajplan.planner import Planner, check_plan_config
+
+
+class BatchedPolicy(Protocol):
+    """E episodes in lockstep (`trajplan.envs.rollout.rollout` drives it): a `Planner` or
+    an `trajplan.actors.BatchedActor`."""
+
+    def reset(self, n_envs: int, seeds: Any = None) -> None: ...
+    def act(self, obs: np.ndarray) -> np.ndarray: ...
+    def observe(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray) -> None: ...
+    def drop(self, keep: np.ndarray) -> None: ...
+
+
+class Run(Protocol):
+    """A trained run, whatever trained it."""
+
+    kind: str  # "tt" or "bc"
+    run_dir: Path
+    env: str  # the env it was trained for
+    dataset_id: str | None
+    weights: str | None  # which weights act (TT: last, best or best-eval; else None)
+    plan: PlanConfig | None  # the search's settings (TT), None for a policy that acts
+    action_noise: float  # noise on a policy's actions (BC diagnostics), 0 for TT
+
+    def references(self, env: str) -> References:
+        """Reference returns for normalized scores in `env` (its dataset's, else D4RL's)."""
+        ...
+
+    def policy(self, env: str, device: torch.device) -> BatchedPolicy:
+        """A batched policy for `env` (checked to fit the run) on `device`."""
+        ...
+
+    def settings(self) -> dict[str, Any]:
+        """What an eval file records as the run's acting settings ("plan")."""
+        ...
+
+    def agent(self, env: str | None = None, seed: int = 0, device: str = "auto") -> Agent:
+        """The run acting in one episode at a time in `env` (default: its own)."""
+        ...
+
+
+@dataclasses.dataclass
+class TTRun:
+    """A trained TT model that plans with beam search (`trajplan.planner.Planner`)."""
+
+    checkpoint: Checkpoint
+    plan: PlanConfig
+    kind = "tt"
+    action_noise = 0.0
+
+    @property
+    def run_dir(self) -> Path:
+        return self.checkpoint.run_dir
+
+    @property
+    def env(self) -> str:
+        return self.checkpoint.env
+
+    @property
+    def dataset_id(self) -> str | None:
+        return self.checkpoint.dataset_id
+
+    @property
+    def weights(self) -> str | None:
+        return self.checkpoint.which
+
+    def references(self, env: str) -> References:
+        c = self.checkpoint
+        return references_for(env, c.ref_min, c.ref_max, c.ref_source or "")
+
+    def policy(self, env: str, device: torch.device) -> Planner:
+        model = self.checkpoint.model
+        check_env_matches(model.cfg.obs_dim, model.cfg.act_dim, env, self.env or None)
+        check_plan_config(self.plan, model)
+        return Planner(model.to(device), self.checkpoint.discretizer, self.plan, device)
+
+    def settings(self) -> dict[str, Any]:
+        return to_dict(self.plan)
+
+    def agent(self, env: str | None = None, seed: int = 0, device: str = "auto") -> Agent:
+        return Agent(self, env or self.env, seed, device)
+
+
+def check_env_matches(obs_dim: int, act_dim: int, env: str, trained_env: str | None) -> None:
+    """The env must be the one the model was trained on, with the same dimensions."""
+    check_fits(env, (obs_dim, act_dim), "this model", trained_env)
+
+
+def load_run(
+    path: str | Path,
+    device: str | torch.device = "auto",
+    weights: str = "last",
+    plan: PlanConfig | None = None,
+    action_noise: float = 0.0,
+) -> TTRun | BCRun:
+    """A run directory (or a TT run's .safetensors file): a BC run, else a TT run.
+
+    weights: a TT run's last, best or best-eval weights; plan: a TT run's search settings
+    (default: its own; a BC run acts without one); action_noise: a BC run's actions plus
+    that much Gaussian noise (x
+    each action's half range; a search's prior candidates, picked at random).
+    """
+    p = Path(path)
+    base = p.parent if p.is_file() else p
+    if is_bc_run(base):
+        return dataclasses.replace(load_bc(base), action_noise=check_noise(action_noise))
+    if action_noise:
+        raise TrajplanError("action noise is for BC runs (a TT run's prior: plan.prior_noise)")
+    ckpt = load_checkpoint(p, device=device, which=weights)
+    return TTRun(ckpt, plan if plan is not None else ckpt.config.plan)
+
+
+def check_noise(noise: float) -> float:
+    if not (np.isfinite(noise) and noise >= 0):
+        raise TrajplanError(f"action noise must be >= 0, got {noise}")
+    return float(noise)
