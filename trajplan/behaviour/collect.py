@@ -13,12 +13,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 
 from trajplan.behaviour.policies import MixedPolicy, Policy, make_policy, play_policy
 from trajplan.data.install import create_dataset
 from trajplan.data.store import check_dataset_id, datasets_root
-from trajplan.envs.registry import make_env, resolve_env
+from trajplan.envs.mazes import with_current_goal
+from trajplan.envs.registry import EnvInfo, make_env, resolve_env
 from trajplan.errors import TrajplanError
 from trajplan.progress import Progress
 from trajplan.runtime import check_writable
@@ -33,55 +35,77 @@ def record_episodes(
     seed: int = 0,
     max_episode_steps: int | None = None,
     progress: bool = True,
-) -> tuple[list[Episode], list[int]]:
+) -> tuple[list[Episode], list[int | None]]:
     """Run `policy` for `steps` env steps in whole episodes; the last one is truncated at `steps`.
 
     Episode i is reset with seed `seed + i` (env and policy). Returns the episodes
     (observations [T+1, o], actions [T, a], rewards [T], terminations [T], truncations [T])
-    and their seeds.
+    and their seeds. Envs with a collection task (`EnvInfo.collect_kwargs`: the mazes) are
+    played in it, as D4RL's maze2d data: goals anywhere, a new goal on arrival, and every goal
+    reached ends an episode (a truncation); the next episode goes on from there with the new
+    goal and no reset (seed None; the policy is still reset with seed + i). Termination and
+    the time limit end an episode as usual, and the next one starts with a reset.
     """
     if steps < 1:
         raise TrajplanError(f"steps must be >= 1, got {steps}")
-    env = make_env(env_name, max_episode_steps=max_episode_steps)
-    obs_dtype, act_dtype = env.observation_space.dtype, env.action_space.dtype
+    info = resolve_env(env_name)
+    cut_at_goal = info.collect_kwargs is not None
+    env = make_env(env_name, max_episode_steps=max_episode_steps, env_kwargs=info.collect_kwargs)
     episodes: list[Episode] = []
-    seeds: list[int] = []
+    seeds: list[int | None] = []
     done_steps = 0
+    obs = None  # the next episode's start when it goes on without a reset
     try:
         with Progress(f"collect {policy.name}", steps, enabled=progress) as bar:
             while done_steps < steps:
                 ep_seed = seed + len(episodes)
                 policy.reset(ep_seed)
-                obs, _ = env.reset(seed=ep_seed)
-                observations, actions, rewards, terms, truncs = [obs], [], [], [], []
-                while True:
-                    act = np.asarray(policy.act(obs), dtype=act_dtype)
-                    prev = obs
-                    obs, reward, term, trunc, _ = env.step(act)
-                    policy.observe(prev, act, float(reward))
-                    done_steps += 1
-                    trunc = trunc or (done_steps == steps and not term)
-                    observations.append(obs)
-                    actions.append(act)
-                    rewards.append(reward)
-                    terms.append(term)
-                    truncs.append(trunc)
-                    if term or trunc:
-                        break
-                episodes.append(
-                    {
-                        "observations": np.asarray(observations, dtype=obs_dtype),  # [T+1, o]
-                        "actions": np.asarray(actions, dtype=act_dtype),  # [T, a]
-                        "rewards": np.asarray(rewards, dtype=np.float64),  # [T]
-                        "terminations": np.asarray(terms, dtype=bool),
-                        "truncations": np.asarray(truncs, dtype=bool),
-                    }
-                )
-                seeds.append(ep_seed)
+                seeds.append(ep_seed if obs is None else None)
+                if obs is None:
+                    obs, _ = env.reset(seed=ep_seed)
+                episode, obs = _play_episode(env, policy, obs, steps - done_steps, cut_at_goal)
+                episodes.append(episode)
+                done_steps += len(episode["actions"])
                 bar.update(completed=done_steps, info=f"{len(episodes)} episodes")
     finally:
         env.close()
     return episodes, seeds
+
+
+def _play_episode(
+    env: gym.Env, policy: Policy, obs: np.ndarray, budget: int, cut_at_goal: bool
+) -> tuple[Episode, np.ndarray | None]:
+    """One episode from `obs`, at most `budget` steps (cut there), in the env's dtypes.
+
+    With cut_at_goal, reaching the goal (info["success"]) ends the episode. Returns the
+    episode and the next episode's first observation when it goes on without a reset (the
+    goal was reached: the same state, the env's new goal), else None.
+    """
+    obs_dtype, act_dtype = env.observation_space.dtype, env.action_space.dtype
+    observations, actions, rewards, terms, truncs = [obs], [], [], [], []
+    reached = False
+    while True:
+        act = np.asarray(policy.act(obs), dtype=act_dtype)
+        prev = obs
+        obs, reward, term, trunc, info = env.step(act)
+        policy.observe(prev, act, float(reward))
+        reached = cut_at_goal and bool(info.get("success")) and not (term or trunc)
+        trunc = trunc or reached or (len(actions) + 1 == budget and not term)
+        observations.append(obs)
+        actions.append(act)
+        rewards.append(reward)
+        terms.append(term)
+        truncs.append(trunc)
+        if term or trunc:
+            break
+    episode = {
+        "observations": np.asarray(observations, dtype=obs_dtype),  # [T+1, o]
+        "actions": np.asarray(actions, dtype=act_dtype),  # [T, a]
+        "rewards": np.asarray(rewards, dtype=np.float64),  # [T]
+        "terminations": np.asarray(terms, dtype=bool),
+        "truncations": np.asarray(truncs, dtype=bool),
+    }
+    return episode, with_current_goal(env, obs) if reached else None
 
 
 def episode_returns(env_name: str, policy: Policy, episodes: int, seed: int = 0) -> np.ndarray:
@@ -94,49 +118,43 @@ def collect(
     env_name: str,
     policy: str | Policy,
     steps: int,
-    dataset_id: str,
+    dataset_id: str | None = None,
     seed: int = 0,
     force: bool = False,
     max_episode_steps: int | None = None,
     description: str | None = None,
     progress: bool = True,
     random_rate: tuple[float, float] = (0.0, 0.0),
-    noise: tuple[float, float] = (0.0, 0.0),
+    noise: tuple[float, float] | None = None,
 ) -> Path:
     """Roll out a policy and write the Minari dataset `dataset_id`; returns its folder.
 
-    policy: a `Policy`, or a string for `make_policy` ("random", "medium", "expert", a path
-    to an exported actor). An existing id is an error unless `force`. Nothing is written
-    when anything fails (or on Ctrl-C) before the dataset is complete.
+    policy: a `Policy`, or a string for `make_policy` ("random", "medium", "expert",
+    "waypoint", a path to an exported actor). dataset_id None: `default_dataset_id`. An
+    existing id is an error unless `force`. Nothing is written when anything fails (or on
+    Ctrl-C) before the dataset is complete.
     random_rate / noise (LO, HI): make a mixed-quality dataset (`MixedPolicy`): every
     episode takes random actions at a rate drawn from U(random_rate) and adds Gaussian noise
-    of a std drawn from U(noise) (in half-widths of the action box) to the others.
+    of a std drawn from U(noise) (in half-widths of the action box) to the others. noise
+    None: the policy's `default_noise` (the waypoint controller: 0.5, as Minari's), else 0.
+    Mazes are collected in their collection task (`record_episodes`), and the dataset
+    records that task as its env and the registry's as its eval env.
     """
     info = resolve_env(env_name)
+    if dataset_id is None:
+        dataset_id = default_dataset_id(env_name, policy)
     probe = make_env(env_name)
     try:
         if isinstance(policy, str):
             policy = make_policy(policy, env_name, probe)
+        if noise is None:
+            noise = (getattr(policy, "default_noise", 0.0),) * 2
         if random_rate[1] > 0 or noise[1] > 0:
             policy = MixedPolicy(policy, probe.action_space, random_rate, noise)
     finally:
         probe.close()
     _check_new(dataset_id, force)
     episodes, seeds = record_episodes(env_name, policy, steps, seed, max_episode_steps, progress)
-    n_steps = sum(len(ep["actions"]) for ep in episodes)
-    description = description or (
-        f"{len(episodes)} episodes ({n_steps} steps) of the {policy.name} policy in "
-        f"{info.gym_id}, episode seeds {seed}..{seed + len(episodes) - 1}; collected with "
-        "`trajplan data collect`."
-        + (
-            f" Mixed quality: per episode, random actions at a rate drawn from "
-            f"U({random_rate[0]:g}, {random_rate[1]:g}) and Gaussian action noise of std drawn "
-            f"from U({noise[0]:g}, {noise[1]:g}) (half-widths of the action box), both from "
-            "the episode seed."
-            if isinstance(policy, MixedPolicy)
-            else ""
-        )
-    )
     return create_dataset(
         dataset_id,
         episodes,
@@ -145,9 +163,60 @@ def collect(
         ref_min=info.ref_min,
         ref_max=info.ref_max,
         algorithm_name=policy.name,
-        description=description,
+        description=description or _describe(info, policy, episodes, seed, random_rate, noise),
         force=force,
+        env_kwargs=info.collect_kwargs,
     )
+
+
+def default_dataset_id(env_name: str, policy: str | Policy) -> str:
+    """local/ENV/POLICY-v0 for a policy given by name (mazes: local/pointmaze/large-v0 for the
+    waypoint controller, as D4RL's maze2d; local/antmaze/umaze-random-v0); else an error."""
+    name = policy if isinstance(policy, str) else policy.name
+    if not name.replace("-", "").isalnum():
+        raise TrajplanError(f"name the dataset of policy {name!r}: give --dataset-id")
+    info = resolve_env(env_name)
+    domain, _, task = info.name.partition("-")
+    if not task:  # hopper, ...
+        return check_dataset_id(f"local/{info.name}/{name}-v0")
+    return check_dataset_id(f"local/{domain}/{task}{'' if name == 'waypoint' else '-' + name}-v0")
+
+
+def _describe(
+    info: EnvInfo,
+    policy: Policy,
+    episodes: list[Episode],
+    seed: int,
+    random_rate: tuple[float, float],
+    noise: tuple[float, float],
+) -> str:
+    """The dataset's description: what was collected, how, and with which seeds."""
+    n_steps = sum(len(ep["actions"]) for ep in episodes)
+    text = (
+        f"{len(episodes)} episodes ({n_steps} steps) of the {policy.name} policy in "
+        f"{info.gym_id}, episode seeds {seed}..{seed + len(episodes) - 1}; collected with "
+        "`trajplan data collect`."
+    )
+    if info.collect_kwargs is not None:
+        text += (
+            " A goal maze, collected as D4RL's maze2d data: goals anywhere, a new goal on "
+            "arrival, every goal reached ends an episode (a truncation), and the next goes on "
+            "from there without an env reset (the env is reset, with the episode's seed, only "
+            "at the start and after a time limit)."
+        )
+    if isinstance(policy, MixedPolicy):
+        parts = []
+        if random_rate[1] > 0:
+            parts.append(
+                f"random actions at a rate drawn from U({random_rate[0]:g}, {random_rate[1]:g})"
+            )
+        if noise[1] > 0:
+            parts.append(
+                f"Gaussian action noise of std drawn from U({noise[0]:g}, {noise[1]:g}) "
+                "(half-widths of the action box)"
+            )
+        text += f" Per episode, from its seed: {' and '.join(parts)}."
+    return text
 
 
 def replay_episodes(path: str | Path) -> list[Episode]:

@@ -1,5 +1,6 @@
 """Behaviour policies that generate datasets: exported actors, a seeded random policy, mixed
-quality, a trained run (`trajplan.runs.load_run(...).agent()`: TT plans, BC acts).
+quality, a trained run (`trajplan.runs.load_run(...).agent()`: TT plans, BC acts), the maze
+waypoint controller (`trajplan.behaviour.waypoint`).
 
 Exported actors themselves (the MLP, its file format, the built-in ones) live in
 `trajplan.actors`.
@@ -20,6 +21,7 @@ import gymnasium as gym
 import numpy as np
 
 from trajplan.actors import LEVELS, Actor, builtin_actor, load_actor
+from trajplan.behaviour.waypoint import WaypointPolicy
 from trajplan.envs.references import references_for
 from trajplan.envs.registry import check_fits
 from trajplan.envs.rollout import EpisodeResult, rollout
@@ -171,11 +173,14 @@ def parse_range(text: str, what: str) -> tuple[float, float]:
 def make_policy(spec: str, env_name: str, env: gym.Env) -> Policy:
     """Turn a --policy string into a Policy for `env` (made for env_name).
 
-    spec: "random"; "medium" / "expert" (the built-in actor of this env); a path to an
-    exported actor (*.actor.safetensors); or a trajplan checkpoint directory (the planner).
+    spec: "random"; "medium" / "expert" (the built-in actor of this env); "waypoint" (the
+    maze controller of pointmaze envs, `trajplan.behaviour.waypoint`); a path to an exported
+    actor (*.actor.safetensors); or a trajplan checkpoint directory (the planner).
     """
     if spec == "random":
         return RandomPolicy(env.action_space)
+    if spec == "waypoint":
+        return WaypointPolicy.for_env(env)
     path = Path(spec).expanduser()
     if spec in LEVELS:
         path = builtin_actor(env_name, spec)
@@ -183,8 +188,8 @@ def make_policy(spec: str, env_name: str, env: gym.Env) -> Policy:
         return load_run(path).agent(env_name)  # a trained run: TT plans, BC acts
     elif not (path.suffix == ".safetensors" or path.exists()):
         raise TrajplanError(
-            f"unknown policy {spec!r}: use 'random', 'medium', 'expert', a path to an "
-            "exported actor (.actor.safetensors) or a trajplan checkpoint directory"
+            f"unknown policy {spec!r}: use 'random', 'medium', 'expert', 'waypoint', a path "
+            "to an exported actor (.actor.safetensors) or a trajplan checkpoint directory"
         )
     actor = load_actor(path)
     check_fits(env, (actor.obs_dim, actor.act_dim), f"policy {spec}", actor.env_id, view=False)

@@ -85,7 +85,9 @@ def data_download(
 ) -> None:
     """Fetch a dataset from Minari's remote (needs network and `pip install 'trajplan\\[hub]'`).
 
-    Remote MuJoCo datasets: mujoco/{halfcheetah,hopper,walker2d,ant}/{simple,medium,expert}-v0.
+    Remote MuJoCo datasets: mujoco/{halfcheetah,hopper,walker2d,ant}/{simple,medium,expert}-v0;
+    mazes (needs trajplan\\[mazes]): D4RL/pointmaze/{umaze,medium,large}[-dense]-v2 and
+    D4RL/antmaze/{umaze,umaze-diverse,medium-play,medium-diverse,large-play,large-diverse}-v1.
     """
     from trajplan.data.install import download_dataset
 
@@ -97,13 +99,16 @@ def data_collect(
     env: str = typer.Option(..., help="Env short name (halfcheetah, hopper, ...) or Gymnasium id."),
     policy: str = typer.Option(
         ...,
-        help="'random'; 'medium' or 'expert' (the actor shipped for this env); a path to an "
-        "exported actor (*.actor.safetensors, see scripts/train_behavior.py); or a trajplan "
-        "run directory (its planner acts).",
+        help="'random'; 'medium' or 'expert' (the actor shipped for this env); 'waypoint' (the "
+        "maze controller of pointmaze envs, as D4RL's maze2d data); a path to an exported "
+        "actor (*.actor.safetensors, see scripts/train_behavior.py); or a trajplan run "
+        "directory (its planner acts).",
     ),
     steps: int = typer.Option(..., help="Env steps in total (whole episodes; the last is cut)."),
     dataset_id: str = typer.Option(
-        ..., help="Minari id to create, e.g. local/hopper/medium-v0 (namespace/name-vN)."
+        None,
+        help="Minari id to create, e.g. local/hopper/medium-v0 (namespace/name-vN); default "
+        "local/ENV/POLICY-v0 (mazes: local/pointmaze/large-v0 for the waypoint policy).",
     ),
     seed: int = typer.Option(0, help="Episode i is reset with seed+i: same seed, same dataset."),
     force: bool = typer.Option(False, "--force", help="Replace an existing dataset of that id."),
@@ -116,9 +121,10 @@ def data_collect(
         "from this range, e.g. 0:1 (0 = off).",
     ),
     noise: str = typer.Option(
-        "0",
-        help="Mixed-quality data: each episode adds Gaussian action noise with a std drawn "
-        "from this range (in half-widths of the action box), e.g. 0:0.5 (0 = off).",
+        None,
+        help="Each episode adds Gaussian action noise with a std drawn from this range (in "
+        "half-widths of the action box), e.g. 0:0.5 (0 = off); default 0, and 0.5 for the "
+        "waypoint policy (as Minari's maze data).",
     ),
 ) -> None:
     """Roll out a behaviour policy and save the episodes as a local Minari dataset.
@@ -127,9 +133,13 @@ def data_collect(
     --dataset-id local/hopper/medium-v0
 
     Mixed quality (like D4RL's medium-replay): add --mix-random 0:1 and/or --noise 0:0.5.
+
+    Mazes (D4RL's maze2d): trajplan data collect --env pointmaze-large --policy waypoint
+    --steps 1000000 (goals anywhere, every goal reached ends an episode).
     """
     from trajplan.behaviour.collect import collect
     from trajplan.behaviour.policies import parse_range
+    from trajplan.data.store import datasets_root
 
     path = collect(
         env,
@@ -140,9 +150,9 @@ def data_collect(
         force=force,
         max_episode_steps=max_episode_steps,
         random_rate=parse_range(mix_random, "--mix-random"),
-        noise=parse_range(noise, "--noise"),
+        noise=None if noise is None else parse_range(noise, "--noise"),
     )
-    console.print(f"wrote dataset [bold]{dataset_id}[/] to {path}")
+    console.print(f"wrote dataset [bold]{path.relative_to(datasets_root())}[/] to {path}")
 
 
 def data_from_replay(

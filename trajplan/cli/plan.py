@@ -140,24 +140,28 @@ def _mean_se(mean: float | None, se: float | None) -> str:
 
 def eval_table(rows: list[tuple[str, EvalResult]]) -> Table:
     """The `trajplan eval` summary of (run name, EvalResult) rows, readable at 80 columns:
-    long run names fold, numbers never wrap, reference scores and caps go in the caption."""
+    long run names fold, numbers never wrap, reference scores and caps go in the caption; a
+    success column (share of episodes that reached the goal) when the env reports it (mazes)."""
     from rich.table import Table
 
     envs = sorted({r.gym_id for _, r in rows})
+    summaries = [result.summary() for _, result in rows]
+    success = any(s["success_rate"] is not None for s in summaries)  # goal envs: mazes
     table = Table(title=f"trajplan eval: {', '.join(envs)}", caption_justify="left")
     table.add_column("run", overflow="fold")
-    for col in ("episodes", "return", "score", "ms/step"):
+    for col in ("episodes", "return", "score", *(["success"] if success else []), "ms/step"):
         table.add_column(col, justify="right", no_wrap=True)
     refs, capped = {}, set()
-    for name, result in rows:
-        s = result.summary()
+    for (name, result), s in zip(rows, summaries, strict=True):
         refs.setdefault(s["reference"], []).append(name)
         score = _mean_se(s["score_mean"], s["score_stderr"])
         if not s["comparable"]:
             capped.add(result.episode_steps)
             score += "*"
         ret = _mean_se(s["return_mean"], s["return_stderr"])
-        table.add_row(name, str(s["episodes"]), ret, score, f"{s['ms_per_step']:.0f}")
+        rate = s["success_rate"]
+        cells = [f"{100 * rate:.0f}%" if rate is not None else "-"] if success else []
+        table.add_row(name, str(s["episodes"]), ret, score, *cells, f"{s['ms_per_step']:.0f}")
     if len(refs) == 1:
         caption = f"score: normalized with reference scores from {next(iter(refs))}"
     else:

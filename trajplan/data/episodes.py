@@ -34,7 +34,7 @@ from trajplan.errors import TrajplanError
 class Episodes:
     """Flat arrays over all steps of all episodes (episode i is rows starts[i]:+lengths[i])."""
 
-    observations: np.ndarray  # [n, o] float32 (each episode's final next-observation dropped)
+    observations: np.ndarray  # [n, o] float32 (each episode's final next-observation apart)
     actions: np.ndarray  # [n, a] float32
     rewards: np.ndarray  # [n] float32 raw env rewards
     terminations: np.ndarray  # [n] bool
@@ -46,6 +46,9 @@ class Episodes:
     ref_min: float | None = None
     ref_max: float | None = None
     ref_source: str | None = None  # "dataset metadata" | "D4RL constants (...)" | None
+    # [n_episodes, o] float32: the observation after each episode's last step (what a
+    # truncated last step bootstraps from, e.g. IQL's TD target); None when not known
+    final_observations: np.ndarray | None = None
 
     @property
     def n_steps(self) -> int:
@@ -71,8 +74,10 @@ class Episodes:
         """The episodes where keep [n_episodes] is true, in order, as a new Episodes."""
         steps = np.repeat(keep, self.lengths)  # [n] bool
         lengths = self.lengths[keep]
+        final = self.final_observations
         return dataclasses.replace(
             self,
+            final_observations=None if final is None else final[keep],
             observations=self.observations[steps],
             actions=self.actions[steps],
             rewards=self.rewards[steps],
@@ -94,6 +99,11 @@ class Episodes:
         for name in ("terminations", "truncations"):
             if getattr(self, name).shape != (n,):
                 raise TrajplanError(f"{name} must have shape [{n}]")
+        final = self.final_observations
+        if final is not None and final.shape != (self.lengths.size, self.observations.shape[1]):
+            raise TrajplanError(f"final_observations must have shape [{self.lengths.size}, o]")
+        if final is not None and not np.isfinite(final).all():
+            raise TrajplanError(f"dataset {self.dataset_id!r}: observations contain NaN or inf")
         if (
             (self.lengths < 1).any()
             or self.lengths.sum() != n
@@ -112,7 +122,8 @@ def _read_minari(dataset_id: str, download: bool) -> dict:
         download_dataset(dataset_id)
     ds = open_dataset(dataset_id)
     o, a = box_dims(ds)
-    pieces: dict[str, list[np.ndarray]] = {k: [] for k in ("obs", "act", "rew", "term", "trunc")}
+    keys = ("obs", "act", "rew", "term", "trunc", "final")
+    pieces: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     lengths = []
     for i, ep in enumerate(iter_episodes(ds)):  # per-episode work is whole-array numpy
         t = len(ep["rewards"])
@@ -126,6 +137,7 @@ def _read_minari(dataset_id: str, download: bool) -> dict:
                 f"{act.shape} do not match {t} steps of dims {o}/{a}"
             )
         pieces["obs"].append(obs[:t].astype(np.float32))
+        pieces["final"].append(obs[t:].astype(np.float32))  # [1, o]
         pieces["act"].append(act.astype(np.float32))
         pieces["rew"].append(ep["rewards"].astype(np.float32).reshape(t))
         pieces["term"].append(ep["terminations"].astype(bool).reshape(t))
@@ -162,17 +174,19 @@ def load_episodes(dataset_id: str, download: bool = False, obs_keep: int | None 
         raise TrajplanError(f"cannot combine datasets of different envs: {sorted(env_ids)}")
     env_id = env_ids.pop() if env_ids else None
 
-    cat = {k: np.concatenate([p[k] for p in parts]) for k in ("obs", "act", "rew", "term", "trunc")}
+    keys = ("obs", "act", "rew", "term", "trunc", "final")
+    cat = {k: np.concatenate([p[k] for p in parts]) for k in keys}
     lengths = np.concatenate([p["lengths"] for p in parts])
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
 
     info = registry_info(env_id, dataset_id)
     keep = obs_keep if obs_keep is not None else (info.obs_keep if info is not None else None)
-    obs = cat["obs"]
+    obs, final = cat["obs"], cat["final"]
     if keep:
         if obs_keep is not None and keep > obs.shape[1]:
             raise TrajplanError(f"obs_keep={keep} but observations have {obs.shape[1]} dims")
         obs = np.ascontiguousarray(obs[:, :keep])
+        final = np.ascontiguousarray(final[:, :keep])
 
     refs = {(p["metadata"].get("ref_min_score"), p["metadata"].get("ref_max_score")) for p in parts}
     meta = {}
@@ -192,6 +206,7 @@ def load_episodes(dataset_id: str, download: bool = False, obs_keep: int | None 
         ref_min=lo,
         ref_max=hi,
         ref_source=src,
+        final_observations=final,
     ).validate()
 
 

@@ -15,8 +15,9 @@ import os
 import shutil
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -29,7 +30,7 @@ from trajplan.data.store import (
     minari_root,
     split_dataset_ids,
 )
-from trajplan.envs.registry import quiet_mujoco, resolve_env
+from trajplan.envs.registry import make_env, resolve_env
 from trajplan.errors import TrajplanError
 
 # -- moving finished datasets into place ------------------------------------------------------
@@ -114,20 +115,24 @@ def create_dataset(
     episodes: list[dict],
     env_id: str,
     *,
-    seeds: list[int] | None = None,
+    seeds: list[int | None] | None = None,
     ref_min: float | None = None,
     ref_max: float | None = None,
     algorithm_name: str | None = None,
     description: str | None = None,
     force: bool = False,
+    env_kwargs: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write episodes as a local Minari dataset (HDF5) and return its directory.
 
     Each episode dict holds observations [T+1, o], actions [T, a], rewards [T],
-    terminations [T], truncations [T]. The env (a short name or Gymnasium id) gives the env
-    spec and eval env spec. Reference scores are stored only as a pair (alone, Minari would
-    estimate ref_min with 100 random episodes). Built with `EpisodeBuffer` +
-    `minari.create_dataset_from_buffers` (no JAX), staged and renamed into place atomically.
+    terminations [T], truncations [T]; a seed of None: an episode that began without a reset
+    (mazes: the one after a goal). The env (a short name or Gymnasium id, made by
+    `trajplan.envs.registry.make_env`: goal observations flat) gives the eval env spec, and
+    with `env_kwargs` (the task the data was collected in) the env spec. Reference scores
+    are stored only as a pair (alone, Minari would estimate ref_min with 100 random
+    episodes). Built with `EpisodeBuffer` + `minari.create_dataset_from_buffers` (no JAX),
+    staged and renamed into place atomically.
     """
     import minari
     from minari.data_collector import EpisodeBuffer
@@ -142,11 +147,11 @@ def create_dataset(
     if (ref_min is None) != (ref_max is None):
         raise TrajplanError("give both ref_min and ref_max, or neither")
 
-    quiet_mujoco()
     gym_id = resolve_env(env_id).gym_id
     try:
-        env = gym.make(gym_id)
-    except Exception as exc:
+        eval_spec = _eval_spec(env_id)
+        env = make_env(env_id, env_kwargs=env_kwargs)
+    except TrajplanError as exc:
         raise TrajplanError(f"cannot create env {gym_id}: {first_line(exc)}") from None
     try:
         obs_shape, act_shape = env.observation_space.shape, env.action_space.shape
@@ -155,7 +160,7 @@ def create_dataset(
             ep = _check_episode(i, ep, obs_shape, act_shape)
             buffers.append(
                 EpisodeBuffer(
-                    seed=None if seeds is None else int(seeds[i]),
+                    seed=None if seeds is None or seeds[i] is None else int(seeds[i]),
                     observations=ep["observations"].astype(env.observation_space.dtype),
                     actions=ep["actions"].astype(env.action_space.dtype),
                     rewards=ep["rewards"],
@@ -171,7 +176,7 @@ def create_dataset(
                         dataset_id,
                         buffers,
                         env=env,
-                        eval_env=env.spec,
+                        eval_env=eval_spec,
                         algorithm_name=algorithm_name,
                         description=description,
                         ref_min_score=ref_min,
@@ -183,6 +188,15 @@ def create_dataset(
                         f"cannot write dataset {dataset_id!r}: {first_line(exc)}"
                     ) from None
             return _install(tmp, dataset_id, force)
+    finally:
+        env.close()
+
+
+def _eval_spec(env_id: str) -> gym.envs.registration.EnvSpec | None:
+    """The spec of the env trajplan evaluates in for env_id (the registry's task)."""
+    env = make_env(env_id)
+    try:
+        return env.spec
     finally:
         env.close()
 

@@ -18,6 +18,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from trajplan.envs.mazes import GOAL_KEYS, flatten_goal_obs, goal_space_dim, is_goal_space
 from trajplan.envs.references import reference_scores
 from trajplan.envs.registry import env_for_dataset, resolve_env
 from trajplan.errors import TrajplanError
@@ -119,17 +120,28 @@ def open_dataset(dataset_id: str) -> Any:
         raise TrajplanError(f"cannot open dataset {dataset_id!r}: {first_line(exc)}") from None
 
 
+def space_dim(space: gym.Space) -> int | None:
+    """Dims of a Box, or of a goal Dict flattened (`trajplan.envs.mazes`); else None."""
+    if isinstance(space, gym.spaces.Box):
+        return int(np.prod(space.shape))
+    if is_goal_space(space):
+        return goal_space_dim(space)
+    return None
+
+
 def box_dims(ds: Any) -> tuple[int, int]:
-    """(obs_dim, act_dim) of a dataset with flat Box spaces, else a one-line error."""
+    """(obs_dim, act_dim) of a dataset with Box spaces (or a goal Dict observation, read
+    flattened: Minari's D4RL mazes), else a one-line error."""
     spaces = {"observation": ds.observation_space, "action": ds.action_space}
+    dims = []
     for what, space in spaces.items():
-        if not isinstance(space, gym.spaces.Box):
+        dim = space_dim(space) if what == "observation" else None
+        if dim is None and not isinstance(space, gym.spaces.Box):
             raise TrajplanError(
                 f"dataset {ds.id!r}: trajplan needs a Box {what} space, got {type(space).__name__}"
             )
-    o = int(np.prod(ds.observation_space.shape))
-    a = int(np.prod(ds.action_space.shape))
-    return o, a
+        dims.append(dim if dim is not None else int(np.prod(space.shape)))
+    return dims[0], dims[1]
 
 
 def env_id_of(ds: Any) -> str | None:
@@ -146,7 +158,8 @@ def iter_episodes(ds: Any) -> Iterator[dict[str, np.ndarray]]:
 
     For HDF5 storage (Minari's default) the five arrays are read straight from the file,
     skipping `infos`, which Minari would decode for every episode (docs/benchmarks.md); other
-    formats go through Minari's own reader.
+    formats go through Minari's own reader. Goal observations (a Dict of `observation`,
+    `achieved_goal`, `desired_goal`) come flattened, as the env factory flattens them.
     """
     storage = ds.storage
     try:
@@ -156,12 +169,22 @@ def iter_episodes(ds: Any) -> Iterator[dict[str, np.ndarray]]:
             with h5py.File(storage.data_path / "main_data.hdf5", "r") as f:
                 for i in ds.episode_indices:
                     group = f[f"episode_{i}"]
-                    yield {k: group[k][()] for k in EPISODE_KEYS}
+                    yield {k: _array(group[k]) for k in EPISODE_KEYS}
         else:
             for ep in storage.get_episodes(ds.episode_indices):
-                yield {k: np.asarray(ep[k]) for k in EPISODE_KEYS}
+                yield {k: _array(ep[k]) for k in EPISODE_KEYS}
     except (OSError, KeyError, ValueError, TypeError) as exc:  # h5py / pyarrow: bad file
         raise _corrupt(ds, exc) from None
+
+
+def _array(data: Any) -> np.ndarray:
+    """One episode field as an array: an HDF5 dataset, an array, or a goal Dict (an HDF5 group
+    or a dict) flattened to concat(observation, desired_goal)."""
+    if hasattr(data, "keys"):  # an HDF5 group or a dict
+        if set(GOAL_KEYS) <= set(data.keys()):
+            return flatten_goal_obs({k: np.asarray(data[k][()]) for k in GOAL_KEYS})
+        raise ValueError(f"a Dict field with keys {sorted(data.keys())}, not a goal observation")
+    return np.asarray(data[()])
 
 
 def _corrupt(ds: Any, exc: BaseException) -> TrajplanError:
@@ -269,8 +292,8 @@ def dataset_info(dataset_id: str) -> dict:
         "eval_env": _env_from_metadata(meta, "eval_env_spec"),
         "observation_space": str(obs_space),
         "action_space": str(act_space),
-        "obs_dim": int(np.prod(obs_space.shape)) if obs_space.shape else None,
-        "act_dim": int(np.prod(act_space.shape)) if act_space.shape else None,
+        "obs_dim": space_dim(obs_space),
+        "act_dim": space_dim(act_space),
         "ref_min": lo,
         "ref_max": hi,
         "ref_source": src,

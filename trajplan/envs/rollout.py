@@ -56,6 +56,8 @@ class EpisodeResult:
     pred_rewards: list[float] = field(default_factory=list)  # expected reward of the step
     pred_returns: list[float] = field(default_factory=list)  # score of the plan acted on
     prior_steps: int | None = None  # actions that were a prior policy's (plan.prior)
+    # whether the goal was reached at any step (info["success"]); None: the env does not say
+    success: bool | None = None
 
 
 def rollout(
@@ -145,13 +147,16 @@ def _step_envs(
     and add the step, and what the planner predicted of it, to its result.
 
     pred: the planner's `predictions()`, rows [E]: expected rewards, plan scores and
-    optionally whether the prior's plan was acted on. Returns next obs [E, o], rewards [E]
-    and done [E] (terminated or truncated).
+    optionally whether the prior's plan was acted on. A goal env's info["success"] marks the
+    episode a success once it is true. Returns next obs [E, o], rewards [E] and done [E]
+    (terminated or truncated).
     """
     next_obs, rewards, done = [], np.zeros(len(alive)), np.zeros(len(alive), bool)
     for j, i in enumerate(alive):
-        o2, r, term, trunc, _ = envs[i].step(actions[j])
+        o2, r, term, trunc, info = envs[i].step(actions[j])
         res = results[i]
+        if "success" in info:
+            res.success = bool(res.success) or bool(info["success"])
         if pred is not None:
             res.pred_rewards.append(float(pred[0][j]))
             res.pred_returns.append(float(pred[1][j]))

@@ -10,7 +10,8 @@ Camera: Gymnasium's v5 MuJoCo envs, rendered with `render_mode="rgb_array"` and 
 named, use a free camera at a fixed spot in Gymnasium 1.4 (HalfCheetah is filmed from above
 its start and runs out of the picture; Hopper's `trackbodyid` has no effect on a free
 camera). The recorder asks for the models' `track` camera instead, which follows the
-agent's centre of mass whatever Gymnasium's default.
+agent's centre of mass whatever Gymnasium's default; mazes (no `track` camera) keep their
+own, which shows the whole maze.
 
 Headless OpenGL: MuJoCo renders through EGL (`MUJOCO_GL=egl`, the default set here) or
 OSMesa (`MUJOCO_GL=osmesa`); on Debian `apt-get install libegl1 libegl-mesa0
@@ -143,7 +144,8 @@ class VideoRecorder:
 
     def make_env(self, env: str, max_episode_steps: int | None = None) -> Any:
         """An env that renders rgb_array frames, filmed by the camera following the agent."""
-        camera = FOLLOW_CAMERA if resolve_env(env).name in REGISTRY else None
+        info = resolve_env(env)
+        camera = FOLLOW_CAMERA if info.name in REGISTRY and info.track_camera else None
         return make_env(env, render_mode="rgb_array", max_episode_steps=max_episode_steps,
                         camera=camera)  # fmt: skip
 

@@ -67,6 +67,7 @@ class EvalResult:
         if all(s is not None for s in scores):
             arr = np.array(scores, dtype=np.float64)
             out["score_mean"], out["score_stderr"] = float(arr.mean()), stderr(arr)
+        out["success_rate"] = success_rate(self.episodes)
         if self.plan.get("discount") is not None:
             out["diagnostics"] = plan_diagnostics(self.episodes, float(self.plan["discount"]))
         return out
@@ -97,6 +98,13 @@ class EvalResult:
         }
 
 
+def success_rate(episodes: Sequence[EpisodeResult]) -> float | None:
+    """Share of episodes that reached their goal, over those whose env reports success
+    (goal envs: mazes); None when no episode reports it."""
+    known = [e.success for e in episodes if e.success is not None]
+    return float(np.mean(known)) if known else None
+
+
 def eval_name(
     n_episodes: int,
     seed: int,
@@ -113,6 +121,7 @@ def eval_name(
     if plan is not None:
         name += f"-h{plan.horizon}-b{plan.beam_width}"
         name += "-prior" if plan.prior else ""
+        name += f"-critic{plan.critic_form}" if plan.critic else ""
     if action_noise:
         name += f"-noise{action_noise:g}"
     if episode_steps is not None:
