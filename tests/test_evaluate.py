@@ -290,7 +290,7 @@ def test_cli_short_help_and_version(command: list[str]) -> None:
         (("eval", "{run}", "--prior", "no/such/bc"), "bc not found (give a BC run"),
         (("eval", "{run}", "--set", "plan.prior_share=2"), "prior_share must be in (0, 1]"),
         (("eval", "{run}", "--set", "plan.prior_margin=1"), "unknown key 'prior_margin'"),
-        (("eval", "{run}", "--action-noise", "0.1"), "--action-noise is for BC runs"),
+        (("eval", "{run}", "--action-noise", "0.1"), "--action-noise is for policy runs"),
     ],
 )
 def test_cli_bad_input_is_one_red_line(run_dir: Path, args: tuple, message: str) -> None:

@@ -91,12 +91,12 @@ def test_return_weighted_bc_leans_to_the_better_episodes(tmp_path: Path, one_thr
 
 
 def test_bc_export_folds_normalisation_exactly() -> None:
-    from trajplan.baselines.bc import _export, _mlp
+    from trajplan.baselines.bc import _mlp, export_actor
 
     torch.manual_seed(0)
     net = _mlp([3, 8, 2])
     mean, std = np.array([1.0, -2.0, 0.5]), np.array([2.0, 0.5, 1.5])
-    ws, bs = _export(net, mean, std, -np.ones(2), np.ones(2))
+    ws, bs = export_actor(net, mean, std, -np.ones(2), np.ones(2))
     x = np.random.default_rng(0).normal(size=(4, 3))
     want = net(torch.as_tensor((x - mean) / std, dtype=torch.float32)).detach().numpy()
     got = np.maximum(x @ ws[0].T + bs[0], 0) @ ws[1].T + bs[1]

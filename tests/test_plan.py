@@ -28,6 +28,7 @@ from trajplan.planner import (
     window_start,
 )
 from trajplan.planner.candidates import FirstAction
+from trajplan.planner.scorers import CriticScorer
 
 OBS, ACT, N = 11, 3, 20  # Hopper's dimensions, few bins
 D = OBS + ACT + 2
@@ -162,13 +163,13 @@ def test_window_start_halfcheetah_numbers() -> None:
 # -- the search ------------------------------------------------------------------------------
 
 
-def play(model, disc, cfg, obs, rew, seeds, drop_at=None):
+def play(model, disc, cfg, obs, rew, seeds, drop_at=None, scorer=None):
     """Run a planner over given observations obs [T, E, o] and rewards [T, E].
 
     Returns per step the plan tokens [E, H, D], plan values and actions, all as numpy.
     drop_at = (step, episode): that episode ends after that step.
     """
-    planner = Planner(model, disc, cfg)
+    planner = Planner(model, disc, cfg, scorer=scorer)
     planner.reset(len(seeds), seeds)
     alive = np.arange(len(seeds))
     out = []
@@ -555,3 +556,95 @@ def test_search_from_a_given_first_action() -> None:
     alone = plan(ctx[1:2], first[1:2], [1])
     assert torch.equal(alone.tokens[0], res.tokens[1])
     assert float(alone.value[0]) == pytest.approx(float(res.value[1]), abs=1e-9)
+
+
+# -- TT + Q: a critic scores the beams ------------------------------------------------------
+
+
+class SmallCritic(torch.nn.Module):
+    """A real (untrained) critic: Q and V as small MLPs on raw observations and actions."""
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.obs_dim, self.act_dim = OBS, ACT
+        self.qnet = torch.nn.Sequential(torch.nn.Linear(OBS + ACT, 16), torch.nn.Tanh(),
+                                        torch.nn.Linear(16, 1))  # fmt: skip
+        self.vnet = torch.nn.Sequential(torch.nn.Linear(OBS, 16), torch.nn.Tanh(),
+                                        torch.nn.Linear(16, 1))  # fmt: skip
+
+    def q(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        return 10 * self.qnet(torch.cat([obs, act], dim=1))[:, 0]
+
+    def v(self, obs: torch.Tensor) -> torch.Tensor:
+        return 10 * self.vnet(obs)[:, 0]
+
+
+def test_critic_scores_by_hand() -> None:
+    """ "q": sum_{i<t} gamma^i r_i + gamma^t Q(s_t, a_t); "v": the same with V(s_t); the
+    model's value token (column t+1) and its reward at t are not used."""
+
+    class Known:
+        obs_dim, act_dim = 1, 1
+
+        def q(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+            return obs[:, 0] + 2 * act[:, 0]
+
+        def v(self, obs: torch.Tensor) -> torch.Tensor:
+            return 3 * obs[:, 0]
+
+    rewards = torch.tensor([[1.0, 2.0, 4.0, 99.0], [0.0, 1.0, 8.0, 99.0]], dtype=torch.float64)
+    obs = torch.tensor([[1.0], [2.0]], dtype=torch.float64)
+    act = torch.tensor([[0.5], [-1.0]], dtype=torch.float64)
+    q = CriticScorer(Known(), 0.5, "q").score(rewards, 2, obs, act)
+    assert q.tolist() == pytest.approx([1 + 0.5 * 2 + 0.25 * 2.0, 0 + 0.5 + 0.25 * 0.0])
+    v = CriticScorer(Known(), 0.5, "v").score(rewards, 2, obs, act)
+    assert v.tolist() == pytest.approx([2 + 0.25 * 3.0, 0.5 + 0.25 * 6.0])
+    assert CriticScorer(Known(), 0.9, "q").score(rewards, 0, obs, act).tolist() == [2.0, 0.0]
+
+
+@pytest.mark.parametrize("form", ["q", "v"])
+def test_critic_search_is_exact_in_both_modes_and_batches(form: str) -> None:
+    """With a critic: cached == full, batched == alone, same seed same plan; the plans
+    differ from TT's value search, and the plan value is the critic's score of the best
+    beam's last planned state and action."""
+    model = tiny_model(4, transitions=10, **RANDOM_MODEL).double()
+    disc = random_discretizer(4)
+    cfg = PlanConfig(horizon=3, beam_width=4, n_expand=2, max_context_transitions=3,
+                     critic="(a loaded critic)", critic_form=form)  # fmt: skip
+    scorer = CriticScorer(SmallCritic(1), cfg.discount, form)
+    obs, rew = episode_data(5, 2, seed=6)
+    cached = play(model, disc, cfg, obs, rew, [7, 8], scorer=scorer)
+    full = play(model, disc, dataclasses.replace(cfg, mode="full"), obs, rew, [7, 8],
+                scorer=scorer)  # fmt: skip
+    for (tc, vc, ac), (tf, vf, af) in zip(cached, full, strict=True):
+        assert (tc == tf).all() and (ac == af).all()
+        assert vc == pytest.approx(vf, abs=1e-9)
+    alone = play(model, disc, cfg, obs[:, 1:], rew[:, 1:], [8], scorer=scorer)
+    assert all((c[2][1] == a[2][0]).all() for c, a in zip(cached, alone, strict=True))
+    tt = play(model, disc, dataclasses.replace(cfg, critic=None), obs, rew, [7, 8])
+    assert any((p[0] != c[0]).any() for p, c in zip(tt, cached, strict=True))
+    # the reported value, recomputed from the best plan's tokens
+    planner = Planner(model, disc, cfg, scorer=scorer)
+    planner.reset(1, [3])
+    planner.act(obs[0, :1])
+    plan = planner.plan
+    mids = torch.as_tensor(disc.midpoints())
+    last = plan.tokens[0, -1]  # [D]: the last planned transition
+    s_t = mids[last[:OBS].clamp_max(N - 1), torch.arange(OBS)]
+    a_t = mids[last[OBS : OBS + ACT].clamp_max(N - 1), torch.arange(OBS, OBS + ACT)]
+    r = plan.rewards[0, : cfg.horizon - 1]
+    disc_r = float(sum(cfg.discount**i * float(x) for i, x in enumerate(r)))
+    s_t, a_t = s_t.float()[None], a_t.float()[None]
+    with torch.no_grad():
+        tail = scorer.critic.q(s_t, a_t) if form == "q" else scorer.critic.v(s_t)
+    expected = disc_r + cfg.discount ** (cfg.horizon - 1) * float(tail[0])
+    assert float(plan.value[0]) == pytest.approx(expected, rel=1e-5)  # a float32 critic
+
+
+def test_a_critic_config_without_its_critic_is_a_clear_error() -> None:
+    model, disc = tiny_model(0, transitions=4, **RANDOM_MODEL).double(), random_discretizer(0)
+    with pytest.raises(TrajplanError, match="plan.critic: the critic is loaded with its run"):
+        Planner(model, disc, PlanConfig(horizon=2, beam_width=2, critic="x"))
+    with pytest.raises(TrajplanError, match="critic_form must be one of q, v"):
+        Planner(model, disc, PlanConfig(horizon=2, beam_width=2, critic_form="z"))

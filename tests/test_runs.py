@@ -69,7 +69,7 @@ def test_bc_agent_is_its_policy(small_bc: Path) -> None:
 
 
 def test_bad_runs_and_options_are_one_line_errors(tiny_run: Path, small_bc: Path, tmp_path) -> None:
-    with pytest.raises(TrajplanError, match="action noise is for BC runs"):
+    with pytest.raises(TrajplanError, match="action noise is for policy runs"):
         load_run(tiny_run, action_noise=0.1)
     with pytest.raises(TrajplanError, match="action noise must be >= 0"):
         load_run(small_bc, action_noise=-1.0)

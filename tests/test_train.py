@@ -361,9 +361,13 @@ def test_shipped_configs_load() -> None:
     """
     names = config_names()
     assert {"tiny", "cpu-small", "cpu-recipe", "hopper-medium", "ant-medium-expert"} <= set(names)
-    assert len(names) == 15  # 3 toy/CPU configs + 4 envs x 3 levels
+    assert len(names) == 18  # 3 toy/CPU configs + 4 envs x 3 levels + 3 mazes
     for name in names:
         load_config(name)
+    for size, horizon in (("umaze", 5), ("medium", 10), ("large", 15)):
+        maze = load_config(f"pointmaze-{size}")
+        assert maze.env == f"pointmaze-{size}" and maze.plan.horizon == horizon
+        assert maze.dataset == f"local/pointmaze/{size}-v0"
     hc = config_for("halfcheetah")
     assert (hc.dataset, hc.plan.horizon, hc.plan.beam_width) == (
         "mujoco/halfcheetah/medium-v0",

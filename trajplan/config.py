@@ -120,6 +120,12 @@ class PlanConfig:
     prior: str | None = None
     prior_share: float = 1.0
     prior_noise: float = 0.1
+    # Not the reference (none = off): TT + Q. An IQL run (`trajplan iql`) whose critic scores
+    # the beams instead of TT's value token: the model's predicted rewards up to the last
+    # planned state, then the critic's Q of that state and action ("q") or V of the state
+    # ("v") (trajplan.planner.scorers; docs/method.md, TT + Q).
+    critic: str | None = None
+    critic_form: str = "q"
     mode: str = "cached"  # "cached" (exact, fast) or "full" (whole window per token)
     window: str = "slide"  # "slide" (reference) or "grow" (slide only past the block; faster)
 
@@ -210,6 +216,7 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 PLAN_MODES = ("cached", "full")
 PLAN_WINDOWS = ("slide", "grow")
+CRITIC_FORMS = ("q", "v")  # plan.critic_form (trajplan.planner.scorers)
 
 
 def check_data_config(cfg: DataConfig) -> None:
@@ -301,6 +308,10 @@ def check_plan_config(cfg: PlanConfig) -> None:
         raise TrajplanError(f"plan.prior_share must be in (0, 1], got {cfg.prior_share}")
     if not (math.isfinite(cfg.prior_noise) and cfg.prior_noise >= 0):
         raise TrajplanError(f"plan.prior_noise must be >= 0, got {cfg.prior_noise}")
+    if cfg.critic_form not in CRITIC_FORMS:
+        raise TrajplanError(
+            f"plan.critic_form must be one of {', '.join(CRITIC_FORMS)}, got {cfg.critic_form!r}"
+        )
     for name in ("cdf_obs", "cdf_act"):
         p = getattr(cfg, name)
         if p is not None and not 0.0 < p <= 1.0:

@@ -22,8 +22,7 @@ from typing import Any
 
 import yaml
 
-from trajplan import __version__
-from trajplan.baselines.bc import is_bc_run
+from trajplan import __version__, runs
 from trajplan.checkpoint import read_manifest
 from trajplan.data.store import dataset_info
 from trajplan.errors import TrajplanError
@@ -37,12 +36,13 @@ TRAIN_CONFIG = "train-config.yaml"
 
 
 def run_kind(run_dir: str | Path) -> str:
-    """'tt' or 'bc' for a run directory; anything else is a TrajplanError."""
-
-    if is_bc_run(run_dir):
-        return "bc"
-    read_manifest(run_dir)  # raises a clear error for anything that is not a TT run
-    return "tt"
+    """'tt' or 'bc' for a run directory the hub shares; anything else is a TrajplanError."""
+    kind = runs.run_kind(run_dir)
+    if kind == "tt":
+        read_manifest(run_dir)  # raises a clear error for anything that is not a TT run
+    elif kind != "bc":
+        raise TrajplanError(f"{run_dir}: the hub shares TT and BC runs, not {kind} runs yet")
+    return kind
 
 
 def _read_json(path: Path) -> dict[str, Any]:

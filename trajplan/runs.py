@@ -26,12 +26,14 @@ import torch
 
 from trajplan.agent import Agent
 from trajplan.baselines.bc import BCRun, is_bc_run, load_bc
+from trajplan.baselines.iql import IQLRun, is_iql_run, load_iql
 from trajplan.checkpoint import Checkpoint, load_checkpoint
 from trajplan.config import PlanConfig, to_dict
 from trajplan.envs.references import References, references_for
 from trajplan.envs.registry import check_fits
 from trajplan.errors import TrajplanError
 from trajplan.planner import Planner, check_plan_config
+from trajplan.planner.scorers import Critic, CriticScorer
 
 
 class BatchedPolicy(Protocol):
@@ -105,7 +107,12 @@ class TTRun:
         model = self.checkpoint.model
         check_env_matches(model.cfg.obs_dim, model.cfg.act_dim, env, self.env or None)
         check_plan_config(self.plan, model)
-        return Planner(model.to(device), self.checkpoint.discretizer, self.plan, device)
+        scorer = None
+        if self.plan.critic:  # TT + Q: the critic scores the beams
+            critic = load_critic(self.plan.critic, env, device)
+            scorer = CriticScorer(critic, self.plan.discount, self.plan.critic_form)
+        disc = self.checkpoint.discretizer
+        return Planner(model.to(device), disc, self.plan, device, scorer=scorer)
 
     def settings(self) -> dict[str, Any]:
         return to_dict(self.plan)
@@ -125,22 +132,53 @@ def load_run(
     weights: str = "last",
     plan: PlanConfig | None = None,
     action_noise: float = 0.0,
-) -> TTRun | BCRun:
-    """A run directory (or a TT run's .safetensors file): a BC run, else a TT run.
+) -> TTRun | BCRun | IQLRun:
+    """A run directory (or a TT run's .safetensors file): a BC or IQL run (its policy acts),
+    else a TT run (it plans).
 
     weights: a TT run's last, best or best-eval weights; plan: a TT run's search settings
-    (default: its own; a BC run acts without one); action_noise: a BC run's actions plus
-    that much Gaussian noise (x
-    each action's half range; a search's prior candidates, picked at random).
+    (default: its own; a policy run acts without one); action_noise: a policy run's actions
+    plus that much Gaussian noise (x each action's half range; a search's prior candidates,
+    picked at random).
     """
     p = Path(path)
-    base = p.parent if p.is_file() else p
-    if is_bc_run(base):
-        return dataclasses.replace(load_bc(base), action_noise=check_noise(action_noise))
+    kind = run_kind(p)
+    if kind == "iql":
+        return dataclasses.replace(
+            load_iql(p.parent if p.is_file() else p), action_noise=check_noise(action_noise)
+        )
+    if kind == "bc":
+        return dataclasses.replace(
+            load_bc(p.parent if p.is_file() else p), action_noise=check_noise(action_noise)
+        )
     if action_noise:
-        raise TrajplanError("action noise is for BC runs (a TT run's prior: plan.prior_noise)")
+        raise TrajplanError(
+            "action noise is for policy runs (bc, iql); a TT run's prior: plan.prior_noise"
+        )
     ckpt = load_checkpoint(p, device=device, which=weights)
     return TTRun(ckpt, plan if plan is not None else ckpt.config.plan)
+
+
+def run_kind(path: str | Path) -> str:
+    """ "bc", "iql" or "tt" for a run directory (or a TT run's .safetensors file), without
+    loading it; the format in its config.json decides (a TT run's is checked on loading)."""
+    p = Path(path)
+    base = p.parent if p.is_file() else p
+    if is_iql_run(base):
+        return "iql"
+    if is_bc_run(base):
+        return "bc"
+    return "tt"
+
+
+def load_critic(path: str | Path, env: str, device: str | torch.device = "cpu") -> Critic:
+    """The critic of an IQL run (`plan.critic`), checked to fit `env`: one line otherwise."""
+    if not Path(path).is_dir() or run_kind(path) != "iql":
+        raise TrajplanError(f"plan.critic: {path} is not an IQL run (train one: trajplan iql)")
+    run = load_iql(path)
+    critic = run.critic(device)
+    check_fits(env, (critic.obs_dim, critic.act_dim), f"the critic {path}", run.env)
+    return critic
 
 
 def check_noise(noise: float) -> float:

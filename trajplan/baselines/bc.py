@@ -138,7 +138,7 @@ def load_bc(run_dir: str | Path) -> BCRun:
     )
 
 
-def _env_of(env: str | None, env_id: str | None, dataset_id: str) -> EnvInfo:
+def env_of(env: str | None, env_id: str | None, dataset_id: str) -> EnvInfo:
     """The env to act in: --env, else the dataset's recorded env, else its id's env name."""
     for name in (env, env_id):
         if name:
@@ -162,7 +162,7 @@ def _mlp(sizes: list[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def _export(
+def export_actor(
     net: nn.Sequential, mean: np.ndarray, std: np.ndarray, low: np.ndarray, high: np.ndarray
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Linear layers as numpy, with (obs - mean) / std folded into the first one."""
@@ -189,8 +189,8 @@ def train_bc(
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise TrajplanError(f"run directory {out} already exists: choose another --out")
     episodes = episodes or load_episodes(dataset_id)
-    info = _env_of(env, episodes.env_id, dataset_id)
-    low, high = _action_box(info.name)
+    info = env_of(env, episodes.env_id, dataset_id)
+    low, high = action_box(info.name)
     if episodes.act_dim != low.shape[0]:
         raise TrajplanError(
             f"dataset {dataset_id!r} has {episodes.act_dim} action dims, {info.gym_id} has "
@@ -203,7 +203,7 @@ def train_bc(
     return out
 
 
-def _action_box(env_name: str) -> tuple[np.ndarray, np.ndarray]:
+def action_box(env_name: str) -> tuple[np.ndarray, np.ndarray]:
     """The env's action bounds, low and high ([a] each, float64)."""
     probe = make_env(env_name)
     try:
@@ -314,7 +314,7 @@ def _write_run(
 ) -> None:
     """The run directory: the exported actor, metrics.jsonl, then config.json (last; what
     `is_bc_run` looks for)."""
-    ws, bs = _export(fit.net, d.mean, d.std, d.low, d.high)
+    ws, bs = export_actor(fit.net, d.mean, d.std, d.low, d.high)
     actor = Actor(
         ws,
         bs,

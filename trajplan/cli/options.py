@@ -73,6 +73,14 @@ PLAN_FLAGS: tuple[tuple[str, str, type, str], ...] = (
         "are the search's candidates (plan.prior_share: 1 = all, 0.5 = half, the rest the "
         "model's; plan.prior_noise): the model scores them. Not the reference (none).",
     ),
+    (
+        "critic",
+        "critic",
+        str,
+        "TT + Q: an IQL run (trajplan iql) whose critic scores the beams instead of TT's "
+        "value (plan.critic_form: q = Q of the last planned state and action, v = V of the "
+        "state). Not the reference (none).",
+    ),
     ("mode", "mode", str, "cached (fast, exact) or full (reference: whole window per token)."),
     (
         "window",

@@ -37,7 +37,7 @@ from trajplan.model.gpt import TrajectoryGPT
 from trajplan.planner import Planner, check_plan_config
 from trajplan.planner.prior import load_prior
 from trajplan.progress import Progress
-from trajplan.runs import Run
+from trajplan.runs import Run, run_kind
 from trajplan.runtime import Stopped, resolve_device
 
 
@@ -233,4 +233,8 @@ def with_overrides(cfg: PlanConfig, sets: Sequence[str] = (), **overrides: Any) 
     if new.prior and new.prior != cfg.prior:  # a prior named now: absolute, and it must load
         new.prior = str(Path(new.prior).expanduser().resolve())
         load_prior(new.prior)
+    if new.critic and new.critic != cfg.critic:  # the same for a critic (an IQL run)
+        new.critic = str(Path(new.critic).expanduser().resolve())
+        if run_kind(new.critic) != "iql":
+            raise TrajplanError(f"plan.critic: {new.critic} is not an IQL run (trajplan iql)")
     return new

@@ -55,6 +55,8 @@ PANELS = (
     ),
     Panel("BC loss", "action MSE", (("bc", "loss", "train", "-"),
                                     ("bc", "val_loss", "validation", "--"))),
+    Panel("IQL losses", "loss", (("iql", "q_loss", "Q", "-"), ("iql", "v_loss", "V", "--"),
+                                 ("iql", "actor_loss", "actor", ":"))),
     Panel("evaluation during training", "normalized score",
           (("eval", "score_mean", "eval", "-o"),)),
 )  # fmt: skip

@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from trajplan.baselines.bc import is_bc_run
 from trajplan.checkpoint import read_manifest, weights_path
 from trajplan.config import PlanConfig
 from trajplan.envs.video import VideoRecorder, check_rendering, prepare_rendering
@@ -21,7 +20,7 @@ from trajplan.errors import TrajplanError
 from trajplan.evaluation.evalfiles import EvalResult, eval_name, save_eval
 from trajplan.evaluation.evaluate import EvalInterrupted, check_episode_args, run_episodes
 from trajplan.evaluation.workers import evaluate_run
-from trajplan.runs import check_noise, load_run
+from trajplan.runs import check_noise, load_run, run_kind
 from trajplan.runtime import sigterm_as_interrupt, unique_dir
 
 
@@ -63,21 +62,16 @@ def evaluate_runs(
     a new folder (evaluations never overwrite). Ctrl-C or SIGTERM saves the episodes
     played so far, marked interrupted, and raises `EvalInterrupted` with `.path` set.
     """
-    check_episode_args(episodes, episode_steps)
-    if workers < 1:
-        raise TrajplanError(f"--workers must be at least 1, got {workers}")
-    if workers > 1 and video:
-        raise TrajplanError("--workers > 1 splits episodes over processes: use it without --video")
-    if video:
-        prepare_rendering()
+    _check_options(episodes, episode_steps, workers, video is not None, action_noise)
     runs = [Path(p) for p in paths]
     bases = [p.parent if p.is_file() else p for p in runs]  # RUN/best.safetensors -> RUN
     if weights != "last":  # RUN -> RUN/best.safetensors, RUN/best_eval.safetensors
         runs = [weights_path(p, weights) if p.is_dir() else p for p in runs]
-    plans = [None if is_bc_run(b) else _plan_of(b, plan) for b in bases]
+    plans = [_plan_of(b, plan) if run_kind(b) == "tt" else None for b in bases]
     if action_noise and any(p is not None for p in plans):
-        raise TrajplanError("--action-noise is for BC runs (a TT run's prior: plan.prior_noise)")
-    check_noise(action_noise)
+        raise TrajplanError(
+            "--action-noise is for policy runs (bc, iql); a TT run's prior: plan.prior_noise"
+        )
     names = [eval_name(episodes, seed, p, episode_steps, action_noise) for p in plans]
     dests = new_folders(bases, names, out)
     done: list[Evaluated] = []
@@ -130,3 +124,17 @@ def new_folders(bases: Sequence[Path], names: Sequence[str], out: str | Path | N
     runs = [b.name for b in bases]
     labels = [b.name if runs.count(b.name) == 1 else f"{b.parent.name}_{b.name}" for b in bases]
     return [unique_dir(Path(out), f"{lb}-{n}") for lb, n in zip(labels, names, strict=True)]
+
+
+def _check_options(
+    episodes: int, episode_steps: int | None, workers: int, video: bool, action_noise: float
+) -> None:
+    """The options' own values, before anything is loaded (rendering is set up here)."""
+    check_episode_args(episodes, episode_steps)
+    if workers < 1:
+        raise TrajplanError(f"--workers must be at least 1, got {workers}")
+    if workers > 1 and video:
+        raise TrajplanError("--workers > 1 splits episodes over processes: use it without --video")
+    check_noise(action_noise)
+    if video:
+        prepare_rendering()

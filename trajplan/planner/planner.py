@@ -105,6 +105,11 @@ class Planner:
                 actor, discretizer, self.obs_dim, self.act_dim, cfg.prior_noise
             )
             source = PriorCandidates(proposals, m, self.mids)
+        if cfg.critic and scorer is None:
+            raise TrajplanError(
+                "plan.critic: the critic is loaded with its run (trajplan.runs.load_run), "
+                "or pass a CriticScorer as scorer="
+            )
         self.source, self.scorer = source, scorer
         extra = source.draws_per_step if source is not None else 0
         self.n_uniforms = uniforms_per_plan(cfg, self.obs_dim, self.act_dim, extra)

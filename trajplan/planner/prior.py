@@ -29,6 +29,7 @@ from trajplan.actors import POLICY_FILE, Actor, load_actor
 from trajplan.data.tokens import Discretizer
 from trajplan.errors import TrajplanError
 from trajplan.planner.sampling import Uniforms
+from trajplan.planner.states import BeamObservations
 
 
 def load_prior(path: str | Path) -> Actor:
@@ -90,11 +91,12 @@ class PriorCandidates:
     plan's first step, the beam's predicted one (decoded through bin midpoints) later."""
 
     def __init__(self, proposals: PriorProposals, m: int, mids: torch.Tensor) -> None:
-        self.proposals, self.m, self.mids = proposals, m, mids  # mids [N, D] float64
+        self.proposals, self.m = proposals, m
+        self.states = BeamObservations(mids)  # mids [N, D] float64
         self.draws_per_step = m * proposals.a  # the noise of its actions
 
     def begin(self, obs: torch.Tensor, rows: int) -> None:
-        self.obs = obs.to(torch.float64)  # [E*rows_now, o]: each row's observation
+        self.states.begin(obs)
         E, dev = obs.shape[0], obs.device
         is_prior = torch.arange(rows, device=dev) >= rows - self.m
         self.mask = is_prior.repeat(E)  # [E*rows] bool
@@ -102,13 +104,13 @@ class PriorCandidates:
         self.idx = (base + torch.arange(rows - self.m, rows, device=dev)).reshape(-1)  # [E*m]
 
     def follow(self, idx: torch.Tensor) -> None:
-        self.obs = self.obs[idx]
+        self.states.follow(idx)
 
     def propose(self, t: int, uniforms: Uniforms) -> tuple[torch.Tensor, torch.Tensor]:
-        tok = self.proposals.tokens(self.obs[self.idx], uniforms.take(self.draws_per_step), self.m)
+        obs = self.states.obs[self.idx]  # [E*m, o]
+        tok = self.proposals.tokens(obs, uniforms.take(self.draws_per_step), self.m)
         full = torch.zeros(self.mask.shape[0], tok.shape[1], dtype=torch.long, device=tok.device)
         return self.mask, full.index_copy(0, self.idx, tok)  # [E*rows, a]
 
     def observe(self, j: int, tok: torch.Tensor) -> None:
-        N = self.mids.shape[0]
-        self.obs[:, j] = self.mids[tok.clamp_max(N - 1), j]  # the stop token: the last bin
+        self.states.observe(j, tok)

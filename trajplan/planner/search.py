@@ -7,7 +7,8 @@ Per episode, `B = beam_width`, `n = n_expand`, horizon H:
         sample the a action tokens one at a time (cdf filter, top-k)
             (a candidate source may replace some rows' actions: a prior policy's)
         sample reward and value greedily; read their expected values
-        score every row (TT: sum_{i<=t} gamma^i r_i + gamma^(t+1) V_t); keep the B best
+        score every row (TT: sum_{i<=t} gamma^i r_i + gamma^(t+1) V_t; TT + Q: a critic's
+            value of the row's last planned state and action); keep the B best
         unless t == H-1: sample the o observation tokens greedily
     act with the first action of the best beam, decoded through bin midpoints
 
@@ -30,6 +31,7 @@ from trajplan.model.gpt import TrajectoryGPT
 from trajplan.planner.candidates import CandidateSource
 from trajplan.planner.sampling import Uniforms, expectation, sample_token
 from trajplan.planner.scorers import Scorer, ValueScorer
+from trajplan.planner.states import BeamObservations, decode_actions
 from trajplan.planner.windows import CachedWindow, FullWindow
 
 
@@ -80,9 +82,7 @@ def beam_search(
     rewards = torch.zeros(E, H + 1, dtype=torch.float64, device=dev)
     from_source = torch.zeros(E, dtype=torch.bool, device=dev)  # per row: action 0 replaced
     env_base = torch.arange(E, device=dev)[:, None]
-    if source is not None:
-        assert obs is not None, "a candidate source needs the real observations"
-        source.begin(obs, n * B)
+    states, rowwise = _rowwise(source, scorer, obs, mids, n * B)
     rows = 1
     for t in range(H):
         # 1. tile: every episode's rows repeated n times (x.repeat(n, 1); at t = 0 the
@@ -90,12 +90,11 @@ def beam_search(
         idx = (env_base * rows + torch.arange(n * B, device=dev) % rows).reshape(-1)
         backend.select(idx)
         logits, rewards, from_source = logits[idx], rewards[idx], from_source[idx]
-        proposed = None
-        if source is not None:
-            source.follow(idx)
-            proposed = source.propose(t, uniforms)  # (mask [E*n*B], tokens [E*n*B, a])
+        for x in rowwise:
+            x.follow(idx)
+        proposed = source.propose(t, uniforms) if source is not None else None  # [R], [R, a]
         # 2. actions, one token at a time
-        logits = _actions(backend, logits, cfg, uniforms.take, n * B, a, proposed)
+        logits, act_tok = _actions(backend, logits, cfg, uniforms.take, n * B, a, proposed)
         if t == 0 and proposed is not None:
             from_source = proposed[0]
         # 3. reward and value, greedy, scored by their expectations under the raw softmax
@@ -105,14 +104,15 @@ def beam_search(
         rewards[:, t] = expectation(p_r[:, :N], mid_r)
         rewards[:, t + 1] = expectation(p_v[:, :N], mid_v)
         # 4-5. score and keep the B best of every episode
-        values = scorer.score(rewards, t).view(E, n * B)
+        act = decode_actions(act_tok, mids, o) if states is not None else None  # [R, a]
+        values = scorer.score(rewards, t, states and states.obs, act).view(E, n * B)
         values, best = values.topk(B, dim=1)  # [E, B], best first
         last = t == H - 1
         idx = (env_base * (n * B) + best).reshape(-1)
         backend.select(idx, keep_state=not last)
         rewards, tok_v, from_source = rewards[idx], tok_v[idx], from_source[idx]
-        if source is not None:
-            source.follow(idx)
+        for x in rowwise:
+            x.follow(idx)
         rows = B
         # 6. next observation, greedy
         if last:
@@ -121,8 +121,8 @@ def beam_search(
         logits = backend.feed(tok_v)
         for j in range(o):
             tok, _ = sample_token(logits, uniforms.take(B), cfg.k_obs, cfg.cdf_obs)
-            if source is not None:
-                source.observe(j, tok)
+            for x in rowwise:
+                x.observe(j, tok)
             logits = backend.feed(tok)
     best_rows = torch.arange(E, device=dev) * B  # topk is sorted: row 0 is the argmax
     planned = backend.planned().index_select(0, best_rows)  # [E, H*D - o]
@@ -138,13 +138,35 @@ def _actions(
     rows: int,
     a: int,
     proposed: tuple[torch.Tensor, torch.Tensor] | None,
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample the a action tokens of every row, one at a time (the source's where it
     proposes: mask [R], tokens [R, a]), and feed them; `rows` per episode take uniforms
-    from `take`. Returns the logits [R, V] after the last."""
+    from `take`. Returns the logits [R, V] after the last and the tokens [R, a]."""
+    toks = []
     for i in range(a):
         tok, _ = sample_token(logits, take(rows), cfg.k_act, cfg.cdf_act)
         if proposed is not None:
             tok = torch.where(proposed[0], proposed[1][:, i], tok)
         logits = backend.feed(tok)
-    return logits
+        toks.append(tok)
+    return logits, torch.stack(toks, dim=1)
+
+
+def _rowwise(
+    source: CandidateSource | None,
+    scorer: Scorer,
+    obs: torch.Tensor | None,
+    mids: torch.Tensor,
+    rows: int,
+) -> tuple[BeamObservations | None, list]:
+    """Start what follows the rows through a plan: the candidate source, and the decoded
+    states when the scorer reads them. Returns (states or None, all of them)."""
+    states = BeamObservations(mids) if scorer.needs_states else None
+    rowwise = [x for x in (source, states) if x is not None]
+    if rowwise:
+        assert obs is not None, "a candidate source or a critic needs the real observations"
+    if source is not None:
+        source.begin(obs, rows)
+    if states is not None:
+        states.begin(obs)
+    return states, rowwise

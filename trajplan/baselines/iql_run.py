@@ -1,0 +1,208 @@
+"""A trained IQL run: its policy acts like a BC run's, and its critic scores states and actions.
+
+    RUN/config.json               format trajplan-iql/1: env, dataset, reference scores, config
+    RUN/policy.actor.safetensors  the actor's mean as an exported actor (trajplan.actors)
+    RUN/critic.safetensors        q1, q2 (the Polyak-averaged target twin Q, which V and the
+                                  actor learn from) and v, with the observation normalisation
+                                  and the action box (format trajplan-critic/1)
+    RUN/metrics.jsonl             {"kind": "iql", "step", "q_loss", "v_loss", ...} lines
+
+`load_iql(run_dir)` gives an `IQLRun` (a `trajplan.runs.Run`); `IQLRun.critic(device)` the
+`Critic`, a torch module on raw observations and actions:
+
+    critic = load_iql("runs/iql").critic("cuda")
+    critic.q(obs, act)   # [R, o], [R, a] float32/float64, any device -> [R] float32: min Q1, Q2
+    critic.v(obs)        # [R, o] -> [R] float32
+    critic.obs_dim, critic.act_dim
+
+Observations as the run saw them (`trajplan.envs.registry.obs_view`: Ant's first 27 dims);
+actions in the env's box (clipped to it). Values come back in the dataset's reward units:
+the networks' outputs divided by `reward_scale` (the locomotion rule trains on rewards x 1000
+/ return range), so they add up with TT's predicted rewards; a reward offset (AntMaze: -1
+per step) stays in them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from trajplan.actors import POLICY_FILE, Actor, BatchedActor, load_actor
+from trajplan.agent import Agent
+from trajplan.baselines.iql_nets import mlp
+from trajplan.envs.references import References, references_for
+from trajplan.envs.registry import check_fits
+from trajplan.errors import TrajplanError
+from trajplan.runtime import atomic_write
+
+IQL_FORMAT = "trajplan-iql/1"
+CRITIC_FORMAT = "trajplan-critic/1"
+CONFIG_FILE = "config.json"
+CRITIC_FILE = "critic.safetensors"
+METRICS_FILE = "metrics.jsonl"
+
+
+class Critic(nn.Module):
+    """IQL's twin Q (min of the two) and V on raw observations and actions, batched."""
+
+    def __init__(
+        self,
+        q1: nn.Sequential,
+        q2: nn.Sequential,
+        v: nn.Sequential,
+        obs_mean: torch.Tensor,  # [o]
+        obs_std: torch.Tensor,  # [o]
+        action_low: torch.Tensor,  # [a]
+        action_high: torch.Tensor,  # [a]
+        reward_scale: float = 1.0,
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.q1, self.q2, self.v_net = q1, q2, v
+        for name, t in (("obs_mean", obs_mean), ("obs_std", obs_std)):
+            self.register_buffer(name, torch.as_tensor(t, dtype=torch.float32))
+        for name, t in (("action_low", action_low), ("action_high", action_high)):
+            self.register_buffer(name, torch.as_tensor(t, dtype=torch.float32))
+        self.obs_dim, self.act_dim = int(self.obs_mean.shape[0]), int(self.action_low.shape[0])
+        self.reward_scale = float(reward_scale)
+        self.meta = dict(meta or {})
+        self.requires_grad_(False).eval()
+
+    def _obs(self, obs: torch.Tensor) -> torch.Tensor:
+        if obs.ndim != 2 or obs.shape[1] != self.obs_dim:
+            raise TrajplanError(f"critic expects observations [R, {self.obs_dim}], got {obs.shape}")
+        x = obs.to(self.obs_mean.device, torch.float32)
+        return (x - self.obs_mean) / self.obs_std  # [R, o]
+
+    def _act(self, act: torch.Tensor) -> torch.Tensor:
+        if act.ndim != 2 or act.shape[1] != self.act_dim:
+            raise TrajplanError(f"critic expects actions [R, {self.act_dim}], got {act.shape}")
+        a = act.to(self.action_low.device, torch.float32)
+        a = torch.minimum(torch.maximum(a, self.action_low), self.action_high)
+        return 2.0 * (a - self.action_low) / (self.action_high - self.action_low) - 1.0
+
+    def q(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        """min(Q1, Q2): obs [R, o], act [R, a] -> [R] float32 on the critic's device."""
+        x = torch.cat([self._obs(obs), self._act(act)], dim=-1)  # [R, o + a]
+        q = torch.minimum(self.q1(x), self.q2(x)).squeeze(-1)
+        return q / self.reward_scale
+
+    def v(self, obs: torch.Tensor) -> torch.Tensor:
+        """V: obs [R, o] -> [R] float32 on the critic's device."""
+        return self.v_net(self._obs(obs)).squeeze(-1) / self.reward_scale
+
+    def forward(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        return self.q(obs, act)
+
+
+def save_critic(critic: Critic, path: str | Path) -> Path:
+    """Write a critic as one safetensors file (temporary name, then renamed)."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in critic.state_dict().items()}
+    hidden = [int(m.out_features) for m in critic.v_net if isinstance(m, nn.Linear)][:-1]
+    meta = {**critic.meta, "hidden": hidden, "reward_scale": critic.reward_scale}
+    header = {"format": CRITIC_FORMAT, "meta": json.dumps(meta, sort_keys=True)}
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
+
+
+def load_critic(path: str | Path, device: str | torch.device = "cpu") -> Critic:
+    """Read a critic file onto `device`; a missing or damaged file is a TrajplanError."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise TrajplanError(f"critic file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise TrajplanError(f"{path} is not a readable safetensors file: {exc}") from None
+    if header.get("format") != CRITIC_FORMAT:
+        raise TrajplanError(f"{path} is not a trajplan critic (format {header.get('format')!r})")
+    try:
+        meta = json.loads(header["meta"])
+        o, a = tensors["obs_mean"].shape[0], tensors["action_low"].shape[0]
+        hidden = [int(h) for h in meta["hidden"]]
+        nets = [mlp([o + a, *hidden, 1]), mlp([o + a, *hidden, 1]), mlp([o, *hidden, 1])]
+        critic = Critic(*nets, tensors["obs_mean"], tensors["obs_std"], tensors["action_low"],
+                        tensors["action_high"], float(meta["reward_scale"]), meta)  # fmt: skip
+        critic.load_state_dict(tensors)
+    except (KeyError, json.JSONDecodeError, RuntimeError) as exc:
+        raise TrajplanError(f"{path} is a damaged trajplan critic ({exc})") from None
+    return critic.to(device)
+
+
+@dataclass
+class IQLRun:
+    """A loaded IQL run directory: a `trajplan.runs.Run` whose policy acts (no search), with
+    a critic (`critic`)."""
+
+    run_dir: Path
+    actor: Actor
+    env: str
+    dataset_id: str
+    ref_min: float | None
+    ref_max: float | None
+    ref_source: str | None
+    meta: dict[str, Any]
+    action_noise: float = 0.0  # Gaussian noise x each action's half range (diagnostics)
+    kind = "iql"
+    weights = None
+    plan = None
+
+    def references(self, env: str) -> References:
+        return references_for(env, self.ref_min, self.ref_max, self.ref_source or "")
+
+    def policy(self, env: str, device: Any = None) -> BatchedActor:
+        """The actor's mean for E episodes (numpy, on the CPU whatever the device)."""
+        check_fits(env, (self.actor.obs_dim, self.actor.act_dim), f"IQL run {self.run_dir}")
+        return BatchedActor(self.actor, self.action_noise)
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "policy": "iql",
+            **({"action_noise": self.action_noise} if self.action_noise else {}),
+        }
+
+    def agent(self, env: str | None = None, seed: int = 0, device: str = "auto") -> Agent:
+        return Agent(self, env or self.env, seed, device)
+
+    def critic(self, device: str | torch.device = "cpu") -> Critic:
+        """The run's critic on `device` (read from RUN/critic.safetensors on each call)."""
+        return load_critic(self.run_dir / CRITIC_FILE, device)
+
+
+def is_iql_run(path: str | Path) -> bool:
+    """True when path is a run directory written by `trajplan.baselines.iql.train_iql`."""
+    cfg = Path(path) / CONFIG_FILE
+    if not cfg.is_file():
+        return False
+    try:
+        return json.loads(cfg.read_text()).get("format") == IQL_FORMAT
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return False
+
+
+def load_iql(run_dir: str | Path) -> IQLRun:
+    """Read an IQL run directory; a missing or damaged file is a one-line TrajplanError."""
+    run_dir = Path(run_dir)
+    if not is_iql_run(run_dir):
+        raise TrajplanError(f"{run_dir} is not a trajplan IQL run (no {IQL_FORMAT} config.json)")
+    doc = json.loads((run_dir / CONFIG_FILE).read_text())
+    return IQLRun(
+        run_dir=run_dir,
+        actor=load_actor(run_dir / POLICY_FILE),
+        env=str(doc.get("env") or ""),
+        dataset_id=str(doc.get("dataset_id") or ""),
+        ref_min=doc.get("ref_min"),
+        ref_max=doc.get("ref_max"),
+        ref_source=doc.get("ref_source"),
+        meta=doc,
+    )
