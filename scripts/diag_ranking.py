@@ -2,6 +2,7 @@
 
     python scripts/diag_ranking.py --run runs/tt --prior runs/wbc
     python scripts/diag_ranking.py --run runs/tt --prior runs/wbc --episodes 5 --every 10
+    python scripts/diag_ranking.py --run runs/tt --prior runs/wbc --critic runs/iql   # TT + Q
 
 The planner with a prior (`plan.prior`) chooses among the prior's action plus noise. Whether
 that choice can beat a random pick depends on one thing: does the model's score order the
@@ -16,7 +17,12 @@ twice:
   prior on the predicted observations": sum_i gamma^i E[r_i] + gamma^H E[V] over the run's
   plan horizon H, with the planner's own window and greedy reward, value and observation
   tokens (trajplan.planner); with `--lookahead search`, by the value of the best plan the
-  run's own search (the reference's, no prior) finds from the candidate instead;
+  run's own search (the reference's, no prior) finds from the candidate instead. With
+  `--critic IQL_RUN` (an IQL run, `trajplan iql`) the score is TT + Q's instead: the
+  planner's with the run's critic as its scorer (`plan.critic`, trajplan.planner.scorers):
+  the model's expected rewards up to the plan's last state, then the critic's Q of that
+  state and action (`--critic-form v`: V of the state), the first state the real one; so
+  at horizon 1, Q(s, candidate) itself;
 - by the simulator: the env is set to the state, takes the candidate, then follows the
   prior for `--steps` steps (or until it terminates): sum_t gamma^t r_t. (With the search's
   lookahead the model continues with its own actions, the simulator with the prior's: the
@@ -27,7 +33,10 @@ step's reward alone (the model's expected reward against the simulator's), and t
 return of the model's pick, of the best candidate and of the noise-free one, each against
 the mean over the candidates. A correlation near 0 says the search cannot beat a random
 pick among its candidates: then the model's predictions, not the search, need work; a good
-first-reward correlation with a poor total one points at the value head.
+first-reward correlation with a poor total one points at the value head (and TT + Q's
+correlation against TT's says whether a learned critic ranks where the model does not).
+A state whose scores (or true returns) all tie has no correlation: the figures count only
+the others (`ranked_states`), and a correlation is null when no state has one.
 Prints a table, then as its last line one JSON object of the figures.
 """
 
@@ -62,11 +71,15 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float | None:
 
 
 @torch.inference_mode()
-def plan_from(ckpt, cfg, context: torch.Tensor, cand: torch.Tensor, prior=None, obs=None):
+def plan_from(
+    ckpt, cfg, context: torch.Tensor, cand: torch.Tensor, prior=None, obs=None, scorer=None
+):
     """The planner's best plan from each candidate first action cand [K, a], all from
-    context [1, P]: with `prior` (an actor) and obs [o], every later action is the prior's,
-    noise-free, on the predicted observations (one beam: the rows would all be equal);
-    without, the run's own search continues (no prior). Returns `PlanResult` for K plans."""
+    context [1, P] with the real observation obs [o]: with `prior` (an actor), every later
+    action is the prior's, noise-free, on the predicted observations (one beam: the rows
+    would all be equal); without, the run's own search continues (no prior). `scorer`: how
+    rows rank and plans score (default the model's value; a `CriticScorer`: TT + Q).
+    Returns `PlanResult` for K plans."""
     import dataclasses
 
     from trajplan.planner import Uniforms, beam_search, plan_window, uniforms_per_plan
@@ -89,14 +102,16 @@ def plan_from(ckpt, cfg, context: torch.Tensor, cand: torch.Tensor, prior=None, 
     u = Uniforms(gens, uniforms_per_plan(cfg, o, a, source.draws_per_step), "cpu")
     return beam_search(
         model, context.expand(k, -1), cfg, mids, u, plan_window(model, cfg),
-        source=source, obs=obs_k,
+        source=source, obs=obs_k, scorer=scorer,
     )  # fmt: skip
 
 
-def model_scores(ckpt, prior, cfg, context: torch.Tensor, obs: np.ndarray, cand: torch.Tensor):
-    """The planner's score of "take each candidate, then follow the prior" and its expected
-    first reward: ([K], [K]) float64."""
-    plan = plan_from(ckpt, cfg, context, cand, prior=prior, obs=obs)
+def model_scores(
+    ckpt, prior, cfg, context: torch.Tensor, obs: np.ndarray, cand: torch.Tensor, scorer=None
+):
+    """The planner's score of "take each candidate, then follow the prior" (with `scorer`
+    as its scorer) and the model's expected first reward: ([K], [K]) float64."""
+    plan = plan_from(ckpt, cfg, context, cand, prior=prior, obs=obs, scorer=scorer)
     return plan.value.numpy(), plan.rewards[:, 0].numpy()
 
 
@@ -122,9 +137,12 @@ def model_candidates(ckpt, cfg, context: torch.Tensor, k: int, gen: torch.Genera
     return torch.stack(toks, 1)
 
 
-def search_scores(ckpt, cfg, context: torch.Tensor, cand: torch.Tensor) -> np.ndarray:
-    """[K] the plan value of the run's own search (no prior) from each candidate."""
-    return plan_from(ckpt, cfg, context, cand).value.numpy()
+def search_scores(
+    ckpt, cfg, context: torch.Tensor, obs: np.ndarray, cand: torch.Tensor, scorer=None
+) -> np.ndarray:
+    """[K] the plan value of the run's own search (no prior; `scorer` ranks its beams) from
+    each candidate."""
+    return plan_from(ckpt, cfg, context, cand, obs=obs, scorer=scorer).value.numpy()
 
 
 def true_returns(env, state, actions: np.ndarray, prior, steps: int, gamma: float, view):
@@ -168,6 +186,17 @@ def main(argv: list[str] | None = None) -> int:
         default="prior",
         help="candidates: the prior's action plus noise, or drawn from the model (reference)",
     )
+    ap.add_argument(
+        "--critic",
+        default=None,
+        help="an IQL run: score as TT + Q, with its critic as the planner's scorer",
+    )
+    ap.add_argument(
+        "--critic-form",
+        choices=("q", "v"),
+        default="q",
+        help="with --critic: Q of the last planned state and action (q), or V of the state (v)",
+    )
     ap.add_argument("--steps", type=int, default=200, help="simulator steps after the candidate")
     ap.add_argument("--seed", type=int, default=0, help="first episode seed")
     args = ap.parse_args(argv)
@@ -180,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     from trajplan.errors import TrajplanError
     from trajplan.planner.planner import VALUE_PLACEHOLDER
     from trajplan.planner.prior import load_prior
+    from trajplan.planner.scorers import CriticScorer
+    from trajplan.runs import load_critic
 
     console, err = Console(), Console(stderr=True)
     torch.set_num_threads(1)
@@ -201,6 +232,10 @@ def main(argv: list[str] | None = None) -> int:
             raise TrajplanError(
                 f"the prior acts on {prior.obs_dim}/{prior.act_dim} dims, the model {o}/{a}"
             )
+        scorer = None  # the model's own value
+        if args.critic:  # TT + Q: the IQL run's critic scores, as plan.critic does
+            critic = load_critic(args.critic, ckpt.env)
+            scorer = CriticScorer(critic, cfg.discount, args.critic_form)
     except TrajplanError as exc:
         err.print(f"[red]error:[/] {exc}", highlight=False)
         return 2
@@ -236,9 +271,10 @@ def main(argv: list[str] | None = None) -> int:
                 if args.source == "model":  # the reference's candidates instead
                     tok = model_candidates(ckpt, cfg, context, args.candidates, gen).numpy()
                 acts = disc.reconstruct(tok, dims=slice(o, o + a))  # what the planner executes
-                score, r0 = model_scores(ckpt, prior, cfg, context, seen, torch.as_tensor(tok))
+                cand = torch.as_tensor(tok)
+                score, r0 = model_scores(ckpt, prior, cfg, context, seen, cand, scorer)
                 if args.lookahead == "search":
-                    score = search_scores(ckpt, cfg, context, torch.as_tensor(tok))
+                    score = search_scores(ckpt, cfg, context, seen, cand, scorer)
                 true, true_r0 = true_returns(
                     sim, state, acts, prior, args.steps, cfg.discount, view
                 )
@@ -263,30 +299,41 @@ def main(argv: list[str] | None = None) -> int:
         v = np.asarray(x, dtype=np.float64)
         return float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0
 
-    table = Table(title=f"{ckpt.dataset_id}: {len(pick)} states, {args.candidates} candidates")
-    for col in ("", "mean", "stderr"):
+    scored = "TT + Q" if args.critic else "model"
+    title = f"{ckpt.dataset_id}: {len(pick)} states, {args.candidates} candidates"
+    if args.critic:
+        title += f", TT + Q (critic {args.critic_form.upper()})"
+    table = Table(title=title)
+    for col in ("", "mean", "stderr", "states"):
         table.add_column(col, justify="left" if not col else "right")
-    rows = {
-        "rank correlation (model vs true)": ms(corr) if corr else (float("nan"), 0.0),
-        "rank correlation, first reward only": ms(corr_r) if corr_r else (float("nan"), 0.0),
-        "true return: model's pick - mean": ms(pick),
-        "true return: best candidate - mean": ms(best),
-        "true return: noise-free prior - mean": ms(own) if own else (float("nan"), 0.0),
-    }
-    for name, (m, s) in rows.items():
-        table.add_row(name, f"{m:.3f}", f"{s:.3f}")
+    rows = [  # (label, one value per state that has one)
+        (f"rank correlation ({scored} vs true)", corr),
+        ("rank correlation, first reward only", corr_r),
+        (f"true return: {scored}'s pick - mean", pick),
+        ("true return: best candidate - mean", best),
+        ("true return: noise-free prior - mean", own),
+    ]
+    for label, values in rows:
+        m, se = ms(values) if values else (float("nan"), float("nan"))
+        table.add_row(label, f"{m:.3f}", f"{se:.3f}", str(len(values)))
     console.print(table)
+    r_m, r_s = ms(corr) if corr else (None, None)  # None: every state's scores tied
+    rr_m, rr_s = ms(corr_r) if corr_r else (None, None)
     figures = {
         "states": len(pick),
-        "rank_corr": round(rows["rank correlation (model vs true)"][0], 4),
-        "rank_corr_stderr": round(rows["rank correlation (model vs true)"][1], 4),
-        "reward_rank_corr": round(rows["rank correlation, first reward only"][0], 4),
-        "reward_rank_corr_stderr": round(rows["rank correlation, first reward only"][1], 4),
+        "ranked_states": len(corr),  # states whose scores and true returns both differ
+        "rank_corr": None if r_m is None else round(r_m, 4),
+        "rank_corr_stderr": None if r_s is None else round(r_s, 4),
+        "reward_rank_corr": None if rr_m is None else round(rr_m, 4),
+        "reward_rank_corr_stderr": None if rr_s is None else round(rr_s, 4),
         "pick_gain_return": round(ms(pick)[0], 3),
         "best_gain_return": round(ms(best)[0], 3),
         "prior_gain_return": round(ms(own)[0], 3) if own else None,
         "source": args.source,
         "lookahead": args.lookahead,
+        "scorer": "critic" if args.critic else "value",
+        "critic": str(Path(args.critic)) if args.critic else None,
+        "critic_form": args.critic_form if args.critic else None,
         "noise": noise,
         "horizon": cfg.horizon,
         "run": str(Path(args.run)),

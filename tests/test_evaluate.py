@@ -307,16 +307,28 @@ def test_rendering_without_a_gl_backend_is_a_clear_error(monkeypatch: pytest.Mon
 
 
 @pytest.mark.slow
-def test_ranking_diagnostic_end_to_end(run_dir: Path) -> None:
+def test_diag_ranking_end_to_end(run_dir: Path, hopper_dataset: str, tmp_path: Path) -> None:
     """scripts/diag_ranking.py on a real run and a real prior in the real simulator: a table,
     then one JSON line. Its states are every 40th of the prior's own noise-free episode
     (whose length a plain rollout gives); the lookahead changes the model's score only, so
     the candidates' true returns and first rewards (and their figures) are the same under
     either; with the model's candidates there is no noise-free one; bad input is one line.
-    (The scoring itself: test_plan.py, test_ranking_diagnostic_scores_a_candidate_...)"""
+    With --critic (an IQL run) the scores are TT + Q's: the planner's with the critic as its
+    scorer, so at horizon 1 Q(s, candidate) itself (form q) or V(s) for every candidate
+    (form v: all tie, no correlation); the true returns are unchanged, the correlations
+    finite or null. (The scoring itself: test_plan.py, test_ranking_diagnostic_scores_...)"""
+    import dataclasses
+    import importlib.util
+
+    import torch
+
     from trajplan.actors import builtin_actor
+    from trajplan.baselines.iql import IQLConfig, train_iql
+    from trajplan.checkpoint import load_checkpoint
     from trajplan.envs.registry import make_env, obs_view, resolve_env
     from trajplan.planner.prior import load_prior
+    from trajplan.planner.scorers import CriticScorer
+    from trajplan.runs import load_critic
 
     script = str(Path(__file__).parents[1] / "scripts" / "diag_ranking.py")
     actor = str(builtin_actor("hopper", "medium"))
@@ -338,8 +350,9 @@ def test_ranking_diagnostic_end_to_end(run_dir: Path) -> None:
     sim.close()
 
     figures, stdout = figures_of()
-    assert "rank correlation" in stdout and figures["source"] == "prior"
+    assert "rank correlation (model vs true)" in stdout and figures["source"] == "prior"
     assert figures["states"] == -(-length // 40)  # t = 0, 40, ... < length
+    assert figures["scorer"] == "value" and figures["critic"] is None
     searched, _ = figures_of("--lookahead", "search")
     assert searched["lookahead"] == "search"
     same = ("states", "best_gain_return", "prior_gain_return", "reward_rank_corr")
@@ -350,3 +363,44 @@ def test_ranking_diagnostic_end_to_end(run_dir: Path) -> None:
     bad = subprocess.run([*args[:-1], "1"], capture_output=True, text=True, env=env)
     assert bad.returncode == 2 and "--candidates must be at least 2" in bad.stderr
     assert bad.stderr.strip().count("\n") == 0
+
+    # TT + Q: an IQL critic trained on the run's dataset scores the candidates
+    iql = train_iql(hopper_dataset, tmp_path / "iql", progress=False,
+                    cfg=IQLConfig(steps=30, batch_size=32, hidden=[16], log_every=30))  # fmt: skip
+    for extra in ((), ("--critic-form", "v", "--lookahead", "search")):
+        ttq, stdout = figures_of("--critic", str(iql), *extra)
+        assert "rank correlation (TT + Q vs true)" in stdout and "TT + Q (critic" in stdout
+        assert ttq["scorer"] == "critic" and ttq["critic"] == str(iql)
+        assert ttq["critic_form"] == ("v" if extra else "q")
+        assert {k: ttq[k] for k in same} == {k: figures[k] for k in same}  # the same truth
+        assert 0 <= ttq["ranked_states"] <= ttq["states"]
+        if ttq["ranked_states"]:
+            assert isinstance(ttq["rank_corr"], float) and -1 <= ttq["rank_corr"] <= 1
+        else:
+            assert ttq["rank_corr"] is None and ttq["rank_corr_stderr"] is None
+        assert isinstance(ttq["pick_gain_return"], float)
+        assert ttq["pick_gain_return"] <= ttq["best_gain_return"] + 1e-3  # both rounded
+    bad = subprocess.run([*args, "--critic", str(run_dir)], capture_output=True, text=True,
+                         env=env)  # fmt: skip
+    assert bad.returncode == 2 and "is not an IQL run" in bad.stderr
+    assert bad.stderr.strip().count("\n") == 0
+
+    # what those scores are: at horizon 1, the critic's value of the real state (and action)
+    spec = importlib.util.spec_from_file_location("diag_ranking", script)
+    diag = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(diag)
+    ckpt = load_checkpoint(run_dir, device="cpu")
+    cfg = dataclasses.replace(ckpt.config.plan, horizon=1)
+    disc, critic = ckpt.discretizer, load_critic(iql, "hopper")
+    sim = make_env("hopper")
+    seen = obs_view(info, sim.reset(seed=0)[0])  # the first state the script scores
+    sim.close()
+    context = torch.as_tensor(disc.discretize(seen[None], dims=slice(0, OBS)))  # [1, o]
+    cand = torch.randint(0, N, (5, ACT), generator=torch.Generator().manual_seed(0))
+    acts = torch.as_tensor(disc.reconstruct(cand.numpy(), dims=slice(OBS, OBS + ACT)))
+    seen_k = torch.as_tensor(np.repeat(seen[None], 5, axis=0))
+    for form, want in (("q", critic.q(seen_k, acts)), ("v", critic.v(seen_k))):
+        scorer = CriticScorer(critic, cfg.discount, form)
+        score, _ = diag.model_scores(ckpt, prior, cfg, context, seen, cand, scorer)
+        np.testing.assert_allclose(score, want.double().numpy(), rtol=1e-6, atol=1e-6)
+    assert len(np.unique(score)) == 1 and diag.spearman(score, np.arange(5.0)) is None

@@ -379,19 +379,34 @@ def test_bench_learning_prints_a_table_and_the_json_figures(
     cmd = [sys.executable, str(ROOT / "scripts" / "bench_learning.py"), "--dataset",
            halfcheetah_dataset, "--config", "tiny", "--set",
            "train.epochs=1", "--episodes", "2", "--episode-steps", "3", "--bc-steps", "20",
-           "--workers", "1", "--threads", "1", "--out", str(tmp_path / "b")]  # fmt: skip
+           "--iql-steps", "20", "--workers", "1", "--threads", "1",
+           "--out", str(tmp_path / "b")]  # fmt: skip
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     figures = json.loads(r.stdout.strip().splitlines()[-1])
     for key in ("dataset_normalized", "bc_normalized", "wbc_normalized", "tt_normalized",
                 "tt_stderr", "tt_prior_normalized", "tt_prior_action_share",
-                "wbc_noisy_normalized", "tt_prior_minus_wbc_noisy"):  # fmt: skip
-        assert isinstance(figures[key], float)
+                "wbc_noisy_normalized", "tt_prior_minus_wbc_noisy", "iql_normalized",
+                "iql_stderr", "ttq_normalized", "ttq_stderr", "ttq_minus_tt",
+                "iql_train_min"):  # fmt: skip
+        assert isinstance(figures[key], float), key
     assert figures["tt_prior_minus_wbc_noisy"] == pytest.approx(
         figures["tt_prior_normalized"] - figures["wbc_noisy_normalized"], abs=0.011
     )
+    assert figures["ttq_minus_tt"] == pytest.approx(
+        figures["ttq_normalized"] - figures["tt_normalized"], abs=0.011
+    )
     assert figures["comparable"] is False  # capped episodes are labelled
+    assert figures["iql_steps"] == 20 and figures["critic_form"] == "q"
+    assert figures["iql_run"] == str(tmp_path / "b" / "iql")
+    assert not [k for k in figures if k.endswith("_success")]  # HalfCheetah has no goal
     assert "TT, wBC as prior" in r.stdout and "the prior's noise" in r.stdout
+    assert "IQL" in r.stdout and "TT + Q (IQL's Q)" in r.stdout and "success" not in r.stdout
+    # IQL trained with the env's preset for the given steps, evaluated next to its run
+    iql = json.loads((tmp_path / "b" / "iql" / "config.json").read_text())
+    assert iql["domain"] == "locomotion" and iql["config"]["steps"] == 20
+    assert iql["config"]["expectile"] == 0.7
+    assert len(list((tmp_path / "b" / "iql" / "eval").glob("*/eval.json"))) == 1
     # every evaluation is kept next to its run; TT's with the wBC run as prior apart, and
     # wBC's with the prior's noise apart (its plan says so)
     assert len(list((tmp_path / "b" / "bc" / "eval").glob("*/eval.json"))) == 1
@@ -407,7 +422,57 @@ def test_bench_learning_prints_a_table_and_the_json_figures(
     assert wbc["config"]["action_weighting"] == 2.0
     (with_prior,) = (tmp_path / "b" / "tt" / "eval").glob("*-prior-*/eval.json")
     assert json.loads(with_prior.read_text())["plan"]["prior"] == str(tmp_path / "b" / "wbc")
-    assert len(list((tmp_path / "b" / "tt" / "eval").glob("*/eval.json"))) == 2
+    (with_q,) = (tmp_path / "b" / "tt" / "eval").glob("*-criticq-*/eval.json")
+    ttq = json.loads(with_q.read_text())
+    assert ttq["plan"]["critic"] == str((tmp_path / "b" / "iql").resolve())
+    assert ttq["plan"]["critic_form"] == "q" and ttq["plan"]["prior"] is None
+    assert ttq["summary"]["score_mean"] == pytest.approx(figures["ttq_normalized"], abs=0.006)
+    assert len(list((tmp_path / "b" / "tt" / "eval").glob("*/eval.json"))) == 3
+
+
+@pytest.mark.slow
+def test_bench_learning_on_a_goal_maze_reports_success(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same script on a PointMaze waypoint dataset, with an IQL run given (--iql-run,
+    its critic's V for TT + Q): every row's success rate; the data's goal segments are not
+    the evaluated task, so the dataset row has no score. An IQL run that is none fails in
+    one line before anything trains."""
+    pytest.importorskip("gymnasium_robotics")
+    from trajplan.baselines.iql import IQLConfig, train_iql
+    from trajplan.behaviour.collect import collect
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    dataset = "test/pointmaze/umaze-v0"
+    collect("pointmaze-umaze", "waypoint", 600, dataset, seed=0, progress=False)
+    iql = train_iql(dataset, tmp_path / "iql", progress=False,
+                    cfg=IQLConfig(steps=20, batch_size=32, hidden=[16], log_every=20))  # fmt: skip
+    cmd = [sys.executable, str(ROOT / "scripts" / "bench_learning.py"), "--dataset", dataset,
+           "--config", "tiny", "--set", "train.epochs=1", "--episodes", "2", "--episode-steps",
+           "3", "--bc-steps", "20", "--workers", "1", "--threads", "1", "--critic-form", "v",
+           "--out", str(tmp_path / "m")]  # fmt: skip
+    r = subprocess.run([*cmd, "--iql-run", str(iql)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    figures = json.loads(r.stdout.strip().splitlines()[-1])
+    rows = ("bc", "wbc", "iql", "tt", "ttq", "tt_prior", "wbc_noisy")
+    for key in rows:
+        assert isinstance(figures[f"{key}_success"], float), key
+        assert 0.0 <= figures[f"{key}_success"] <= 1.0
+        assert isinstance(figures[f"{key}_normalized"], float), key
+    assert figures["dataset_normalized"] is None and figures["tt_minus_dataset"] is None
+    assert "goal segments" in figures["dataset_note"]
+    assert figures["iql_run"] == str(iql) and figures["iql_steps"] == 20
+    assert figures["critic_form"] == "v" and not (tmp_path / "m" / "iql").exists()
+    assert "success" in r.stdout and "TT + Q (IQL's V)" in r.stdout
+    (with_v,) = (tmp_path / "m" / "tt" / "eval").glob("*-criticv-*/eval.json")
+    doc = json.loads(with_v.read_text())
+    assert doc["plan"]["critic"] == str(iql.resolve()) and doc["plan"]["critic_form"] == "v"
+    assert doc["summary"]["success_rate"] == figures["ttq_success"]
+    assert len(list((iql / "eval").glob("*/eval.json"))) == 1  # evaluated next to its run
+    bad = subprocess.run([*cmd, "--iql-run", str(tmp_path), "--out", str(tmp_path / "bad")],
+                         capture_output=True, text=True)  # fmt: skip
+    assert bad.returncode == 2 and "is not an IQL run" in bad.stdout
+    assert not (tmp_path / "bad").exists()
 
 
 def test_cli_eval_over_workers_writes_the_same_episodes(tiny_run: Path, tmp_path: Path) -> None:
