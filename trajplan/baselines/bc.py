@@ -28,13 +28,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from trajplan.actors import POLICY_FILE, Actor, BatchedActor, load_actor, save_actor
-from trajplan.agent import Agent
+from trajplan.actors import POLICY_FILE, Actor, load_actor, save_actor
+from trajplan.baselines.policy_run import PolicyRun, training_data
 from trajplan.config import DataConfig
-from trajplan.data.transitions import Episodes, load_episodes, make_transitions, split_episodes
+from trajplan.data.transitions import Episodes, make_transitions, split_episodes
 from trajplan.data.weighting import action_weights
-from trajplan.envs.references import References, references_for
-from trajplan.envs.registry import EnvInfo, check_fits, env_for_dataset, make_env, resolve_env
+from trajplan.envs.registry import EnvInfo
 from trajplan.errors import TrajplanError
 from trajplan.progress import Progress
 from trajplan.runtime import atomic_write, write_json
@@ -74,39 +73,10 @@ class BCConfig:
             raise TrajplanError(f"bc val_fraction must be in [0, 1), got {self.val_fraction}")
 
 
-@dataclass
-class BCRun:
+class BCRun(PolicyRun):
     """A loaded BC run directory: a `trajplan.runs.Run` whose policy acts (no search)."""
 
-    run_dir: Path
-    actor: Actor
-    env: str
-    dataset_id: str
-    ref_min: float | None
-    ref_max: float | None
-    ref_source: str | None
-    meta: dict[str, Any]
-    action_noise: float = 0.0  # Gaussian noise x each action's half range (diagnostics)
     kind = "bc"
-    weights = None
-    plan = None
-
-    def references(self, env: str) -> References:
-        return references_for(env, self.ref_min, self.ref_max, self.ref_source or "")
-
-    def policy(self, env: str, device: Any = None) -> BatchedActor:
-        """The policy for E episodes (numpy, on the CPU whatever the device)."""
-        check_fits(env, (self.actor.obs_dim, self.actor.act_dim), f"BC run {self.run_dir}")
-        return BatchedActor(self.actor, self.action_noise)
-
-    def settings(self) -> dict[str, Any]:
-        return {
-            "policy": "bc",
-            **({"action_noise": self.action_noise} if self.action_noise else {}),
-        }
-
-    def agent(self, env: str | None = None, seed: int = 0, device: str = "auto") -> Agent:
-        return Agent(self, env or self.env, seed, device)
 
 
 def is_bc_run(path: str | Path) -> bool:
@@ -136,21 +106,6 @@ def load_bc(run_dir: str | Path) -> BCRun:
         ref_source=doc.get("ref_source"),
         meta=doc,
     )
-
-
-def env_of(env: str | None, env_id: str | None, dataset_id: str) -> EnvInfo:
-    """The env to act in: --env, else the dataset's recorded env, else its id's env name."""
-    for name in (env, env_id):
-        if name:
-            try:
-                return resolve_env(name)
-            except TrajplanError:
-                if name is env:
-                    raise
-    info = env_for_dataset(dataset_id)
-    if info is None:
-        raise TrajplanError(f"cannot tell the env of dataset {dataset_id!r}: pass --env")
-    return info
 
 
 def _mlp(sizes: list[int]) -> nn.Sequential:
@@ -188,29 +143,12 @@ def train_bc(
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise TrajplanError(f"run directory {out} already exists: choose another --out")
-    episodes = episodes or load_episodes(dataset_id)
-    info = env_of(env, episodes.env_id, dataset_id)
-    low, high = action_box(info.name)
-    if episodes.act_dim != low.shape[0]:
-        raise TrajplanError(
-            f"dataset {dataset_id!r} has {episodes.act_dim} action dims, {info.gym_id} has "
-            f"{low.shape[0]}: pick a dataset for this env"
-        )
+    episodes, info, low, high = training_data(dataset_id, env, episodes)
     data = _prepare(episodes, low, high, cfg)
     t0 = time.perf_counter()
     fit = _fit(data, cfg, f"bc {dataset_id}", progress, t0)
     _write_run(out, fit, data, cfg, info, episodes, dataset_id, t0)
     return out
-
-
-def action_box(env_name: str) -> tuple[np.ndarray, np.ndarray]:
-    """The env's action bounds, low and high ([a] each, float64)."""
-    probe = make_env(env_name)
-    try:
-        space = probe.action_space
-        return np.asarray(space.low, np.float64), np.asarray(space.high, np.float64)
-    finally:
-        probe.close()
 
 
 @dataclass

@@ -57,7 +57,7 @@ import numpy as np
 import torch
 
 from trajplan.actors import POLICY_FILE, Actor, save_actor
-from trajplan.baselines.bc import action_box, env_of, export_actor
+from trajplan.baselines.bc import export_actor
 from trajplan.baselines.iql_nets import STATS, Batch, Hyper, IQLLearner, IQLNets
 from trajplan.baselines.iql_run import (
     CONFIG_FILE,
@@ -71,9 +71,10 @@ from trajplan.baselines.iql_run import (
     load_iql,
     save_critic,
 )
+from trajplan.baselines.policy_run import env_of, training_data
 from trajplan.config import from_dict
 from trajplan.data.store import env_id_of, open_dataset, split_dataset_ids
-from trajplan.data.transitions import Episodes, load_episodes
+from trajplan.data.transitions import Episodes
 from trajplan.envs.registry import EnvInfo
 from trajplan.errors import TrajplanError
 from trajplan.progress import Progress
@@ -192,16 +193,9 @@ def train_iql(
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise TrajplanError(f"run directory {out} already exists: choose another --out")
     dev = resolve_device(device)
-    episodes = episodes or load_episodes(dataset_id)
-    info = env_of(env, episodes.env_id, dataset_id)
+    episodes, info, low, high = training_data(dataset_id, env, episodes)
     cfg = cfg or iql_preset(info.gym_id)
     cfg.check()
-    low, high = action_box(info.name)
-    if episodes.act_dim != low.shape[0]:
-        raise TrajplanError(
-            f"dataset {dataset_id!r} has {episodes.act_dim} action dims, {info.gym_id} has "
-            f"{low.shape[0]}: pick a dataset for this env"
-        )
     data = _prepare(episodes, low, high, cfg)
     t0 = time.perf_counter()
     nets, lines = _fit(data, cfg, f"iql {dataset_id}", progress, dev, t0)

@@ -25,18 +25,15 @@ per step) stays in them.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from trajplan.actors import POLICY_FILE, Actor, BatchedActor, load_actor
-from trajplan.agent import Agent
+from trajplan.actors import POLICY_FILE, load_actor
 from trajplan.baselines.iql_nets import mlp
-from trajplan.envs.references import References, references_for
-from trajplan.envs.registry import check_fits
+from trajplan.baselines.policy_run import PolicyRun
 from trajplan.errors import TrajplanError
 from trajplan.runtime import atomic_write
 
@@ -139,40 +136,11 @@ def load_critic(path: str | Path, device: str | torch.device = "cpu") -> Critic:
     return critic.to(device)
 
 
-@dataclass
-class IQLRun:
+class IQLRun(PolicyRun):
     """A loaded IQL run directory: a `trajplan.runs.Run` whose policy acts (no search), with
     a critic (`critic`)."""
 
-    run_dir: Path
-    actor: Actor
-    env: str
-    dataset_id: str
-    ref_min: float | None
-    ref_max: float | None
-    ref_source: str | None
-    meta: dict[str, Any]
-    action_noise: float = 0.0  # Gaussian noise x each action's half range (diagnostics)
     kind = "iql"
-    weights = None
-    plan = None
-
-    def references(self, env: str) -> References:
-        return references_for(env, self.ref_min, self.ref_max, self.ref_source or "")
-
-    def policy(self, env: str, device: Any = None) -> BatchedActor:
-        """The actor's mean for E episodes (numpy, on the CPU whatever the device)."""
-        check_fits(env, (self.actor.obs_dim, self.actor.act_dim), f"IQL run {self.run_dir}")
-        return BatchedActor(self.actor, self.action_noise)
-
-    def settings(self) -> dict[str, Any]:
-        return {
-            "policy": "iql",
-            **({"action_noise": self.action_noise} if self.action_noise else {}),
-        }
-
-    def agent(self, env: str | None = None, seed: int = 0, device: str = "auto") -> Agent:
-        return Agent(self, env or self.env, seed, device)
 
     def critic(self, device: str | torch.device = "cpu") -> Critic:
         """The run's critic on `device` (read from RUN/critic.safetensors on each call)."""
