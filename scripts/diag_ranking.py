@@ -50,6 +50,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from trajplan.envs.mazes import flatten_goal_obs
+from trajplan.envs.registry import make_env
+
 
 def ranks(x: np.ndarray) -> np.ndarray:
     """Ranks 0..n-1 of x, ties sharing their mean rank."""
@@ -145,19 +148,53 @@ def search_scores(
     return plan_from(ckpt, cfg, context, cand, obs=obs, scorer=scorer).value.numpy()
 
 
-def true_returns(env, state, actions: np.ndarray, prior, steps: int, gamma: float, view):
-    """[K] discounted return of taking each action from `state` (qpos, qvel), then the prior,
-    and [K] the first step's reward."""
-    base = env.unwrapped
+class Simulator:
+    """The counterfactual copy of an env: set to a recorded state, stepped without its time
+    limit, flat observations. Goal mazes step their inner robot's physics (point_env,
+    ant_env) through the maze env, which keeps the goal and the reward."""
+
+    def __init__(self, env_name: str) -> None:
+        self.env = make_env(env_name)
+        self.env.reset(seed=0)
+        self.base = self.env.unwrapped
+
+    @staticmethod
+    def state_of(env) -> tuple:
+        """(qpos, qvel, goal or None) of a live env."""
+        base = env.unwrapped
+        phys = _physics(base)
+        goal = getattr(base, "goal", None)
+        return phys.data.qpos.copy(), phys.data.qvel.copy(), None if goal is None else goal.copy()
+
+    def set(self, state: tuple) -> None:
+        qpos, qvel, goal = state
+        _physics(self.base).set_state(qpos, qvel)
+        if goal is not None:
+            self.base.goal = goal.copy()
+
+    def step(self, act: np.ndarray) -> tuple[np.ndarray, float, bool]:
+        obs, r, term, _, _ = self.base.step(act)
+        return (flatten_goal_obs(obs) if isinstance(obs, dict) else obs), float(r), bool(term)
+
+
+def _physics(base):
+    """The MuJoCo env whose qpos/qvel hold the state: the env, or a maze's robot."""
+    return getattr(base, "point_env", None) or getattr(base, "ant_env", None) or base
+
+
+def true_returns(sim: Simulator, state, actions: np.ndarray, prior, steps: int, gamma: float,
+                 view):  # fmt: skip
+    """[K] discounted return of taking each action from `state` (Simulator.state_of), then
+    the prior, and [K] the first step's reward."""
     out, first_r = np.zeros(len(actions)), np.zeros(len(actions))
     for k, first in enumerate(actions):
-        base.set_state(*state)
+        sim.set(state)
         act, ret, disc = first, 0.0, 1.0
         for i in range(steps):
-            obs, r, term, _, _ = base.step(act)
+            obs, r, term = sim.step(act)
             if i == 0:
-                first_r[k] = float(r)
-            ret += disc * float(r)
+                first_r[k] = r
+            ret += disc * r
             disc *= gamma
             if term:
                 break
@@ -249,8 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     gen = torch.Generator().manual_seed(args.seed)
     corr, corr_r, pick, best, own = [], [], [], [], []
     env = make_env(ckpt.env)
-    sim = make_env(ckpt.env)  # the counterfactual copy, set to each state
-    sim.reset(seed=0)
+    sim = Simulator(ckpt.env)  # the counterfactual copy, set to each state
     limit = int(env.spec.max_episode_steps or 1000) if env.spec else 1000
     for e in range(args.episodes):
         obs, _ = env.reset(seed=args.seed + e)
@@ -258,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         for t in range(limit):
             seen = view(obs)
             if t % args.every == 0:
-                state = (env.unwrapped.data.qpos.copy(), env.unwrapped.data.qvel.copy())
+                state = Simulator.state_of(env)
                 base = prior.act(seen[None])[0].astype(np.float64)
                 eps = rng.standard_normal((args.candidates, a))
                 eps[0] = 0.0
