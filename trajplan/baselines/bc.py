@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from trajplan.actors import POLICY_FILE, Actor, load_actor, save_actor
-from trajplan.baselines.policy_run import PolicyRun, training_data
+from trajplan.actors import POLICY_FILE, Actor, save_actor
+from trajplan.baselines.policy_run import PolicyRun, has_format, read_run, training_data
 from trajplan.config import DataConfig
 from trajplan.data.transitions import Episodes, make_transitions, split_episodes
 from trajplan.data.weighting import action_weights
@@ -81,31 +81,12 @@ class BCRun(PolicyRun):
 
 def is_bc_run(path: str | Path) -> bool:
     """True when path is a run directory written by `train_bc`."""
-    cfg = Path(path) / CONFIG_FILE
-    if not cfg.is_file():
-        return False
-    try:
-        return json.loads(cfg.read_text()).get("format") == BC_FORMAT
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-        return False
+    return has_format(path, BC_FORMAT)
 
 
 def load_bc(run_dir: str | Path) -> BCRun:
     """Read a BC run directory; a missing or damaged file is a one-line TrajplanError."""
-    run_dir = Path(run_dir)
-    if not is_bc_run(run_dir):
-        raise TrajplanError(f"{run_dir} is not a trajplan BC run (no {BC_FORMAT} config.json)")
-    doc = json.loads((run_dir / CONFIG_FILE).read_text())
-    return BCRun(
-        run_dir=run_dir,
-        actor=load_actor(run_dir / POLICY_FILE),
-        env=str(doc.get("env") or ""),
-        dataset_id=str(doc.get("dataset_id") or ""),
-        ref_min=doc.get("ref_min"),
-        ref_max=doc.get("ref_max"),
-        ref_source=doc.get("ref_source"),
-        meta=doc,
-    )
+    return read_run(BCRun, run_dir, BC_FORMAT)
 
 
 def _mlp(sizes: list[int]) -> nn.Sequential:

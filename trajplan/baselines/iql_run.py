@@ -31,9 +31,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from trajplan.actors import POLICY_FILE, load_actor
 from trajplan.baselines.iql_nets import mlp
-from trajplan.baselines.policy_run import PolicyRun
+from trajplan.baselines.policy_run import PolicyRun, has_format, read_run
 from trajplan.errors import TrajplanError
 from trajplan.runtime import atomic_write
 
@@ -149,28 +148,9 @@ class IQLRun(PolicyRun):
 
 def is_iql_run(path: str | Path) -> bool:
     """True when path is a run directory written by `trajplan.baselines.iql.train_iql`."""
-    cfg = Path(path) / CONFIG_FILE
-    if not cfg.is_file():
-        return False
-    try:
-        return json.loads(cfg.read_text()).get("format") == IQL_FORMAT
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-        return False
+    return has_format(path, IQL_FORMAT)
 
 
 def load_iql(run_dir: str | Path) -> IQLRun:
     """Read an IQL run directory; a missing or damaged file is a one-line TrajplanError."""
-    run_dir = Path(run_dir)
-    if not is_iql_run(run_dir):
-        raise TrajplanError(f"{run_dir} is not a trajplan IQL run (no {IQL_FORMAT} config.json)")
-    doc = json.loads((run_dir / CONFIG_FILE).read_text())
-    return IQLRun(
-        run_dir=run_dir,
-        actor=load_actor(run_dir / POLICY_FILE),
-        env=str(doc.get("env") or ""),
-        dataset_id=str(doc.get("dataset_id") or ""),
-        ref_min=doc.get("ref_min"),
-        ref_max=doc.get("ref_max"),
-        ref_source=doc.get("ref_source"),
-        meta=doc,
-    )
+    return read_run(IQLRun, run_dir, IQL_FORMAT)

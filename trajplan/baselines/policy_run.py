@@ -2,6 +2,8 @@
 checks that pick a dataset's env and action box before either trains.
 
     PolicyRun     a loaded run directory as a `trajplan.runs.Run` (kind "bc" or "iql")
+    has_format    whether a directory holds a run of a format (its config.json says so)
+    read_run      a policy run directory, loaded as its class
     env_of        the env to act in: --env, the dataset's recorded env, its id's env name
     action_box    the env's action bounds
     training_data episodes (read unless given), their env and action box, checked to fit
@@ -9,13 +11,14 @@ checks that pick a dataset's env and action box before either trains.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from trajplan.actors import Actor, BatchedActor
+from trajplan.actors import POLICY_FILE, Actor, BatchedActor, load_actor
 from trajplan.agent import Agent
 from trajplan.data.episodes import Episodes, load_episodes
 from trajplan.envs.references import References, references_for
@@ -55,6 +58,41 @@ class PolicyRun:
 
     def agent(self, env: str | None = None, seed: int = 0, device: str = "auto") -> Agent:
         return Agent(self, env or self.env, seed, device)
+
+
+CONFIG_FILE = "config.json"  # a run's manifest; its "format" names the kind
+
+
+def has_format(path: str | Path, fmt: str) -> bool:
+    """True when path is a run directory whose config.json has this format."""
+    cfg = Path(path) / CONFIG_FILE
+    if not cfg.is_file():
+        return False
+    try:
+        return json.loads(cfg.read_text()).get("format") == fmt
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return False
+
+
+def read_run(cls: type[PolicyRun], run_dir: str | Path, fmt: str) -> Any:
+    """Load a policy run directory of format `fmt` as `cls`; a missing or damaged file is a
+    one-line TrajplanError."""
+    run_dir = Path(run_dir)
+    if not has_format(run_dir, fmt):
+        raise TrajplanError(
+            f"{run_dir} is not a trajplan {cls.kind.upper()} run (no {fmt} config.json)"
+        )
+    doc = json.loads((run_dir / CONFIG_FILE).read_text())
+    return cls(
+        run_dir=run_dir,
+        actor=load_actor(run_dir / POLICY_FILE),
+        env=str(doc.get("env") or ""),
+        dataset_id=str(doc.get("dataset_id") or ""),
+        ref_min=doc.get("ref_min"),
+        ref_max=doc.get("ref_max"),
+        ref_source=doc.get("ref_source"),
+        meta=doc,
+    )
 
 
 def env_of(env: str | None, env_id: str | None, dataset_id: str) -> EnvInfo:
