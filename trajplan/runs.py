@@ -1,6 +1,7 @@
 """Trained runs behind one interface: load one, evaluate it, or ask it for actions.
 
-    load_run(path)   a TT run (it plans with beam search) or a BC run (its policy acts)
+    load_run(path)   a TT run (it plans with beam search), or a BC or IQL run (its policy
+                     acts); run_kind(path) says which without loading it
     Run              what evaluation, workers and the CLI need of any run: its env, its
                      reference scores, and a batched policy for E episodes in lockstep
     Agent            one episode at a time, the single-step API of SB3 or d3rlpy
@@ -11,8 +12,10 @@
     action = agent.act(obs)                    # TT: a plan's first action; BC: the policy's
     agent.observe(obs, action, reward)         # the planner's context
 
-A run kind is one class with these members; `load_run` tells the kinds apart by the
-format in their config.json (`trajplan.checkpoint.FORMAT`, `trajplan.baselines.bc.BC_FORMAT`).
+A run kind is one class with these members; `run_kind` tells the kinds apart by the
+format in their config.json (`trajplan.checkpoint.FORMAT`, `trajplan.baselines.bc.BC_FORMAT`,
+`trajplan.baselines.iql_run.IQL_FORMAT`). TT + Q: a TT run whose `plan.critic` names an
+IQL run plans with that run's critic as its scorer (`load_critic`).
 """
 
 from __future__ import annotations
@@ -143,20 +146,18 @@ def load_run(
     """
     p = Path(path)
     kind = run_kind(p)
-    if kind == "iql":
-        return dataclasses.replace(
-            load_iql(p.parent if p.is_file() else p), action_noise=check_noise(action_noise)
-        )
-    if kind == "bc":
-        return dataclasses.replace(
-            load_bc(p.parent if p.is_file() else p), action_noise=check_noise(action_noise)
-        )
+    if kind in POLICY_LOADERS:  # a policy run: its directory, noise on its actions
+        run = POLICY_LOADERS[kind](p.parent if p.is_file() else p)
+        return dataclasses.replace(run, action_noise=check_noise(action_noise))
     if action_noise:
         raise TrajplanError(
             "action noise is for policy runs (bc, iql); a TT run's prior: plan.prior_noise"
         )
     ckpt = load_checkpoint(p, device=device, which=weights)
     return TTRun(ckpt, plan if plan is not None else ckpt.config.plan)
+
+
+POLICY_LOADERS = {"bc": load_bc, "iql": load_iql}
 
 
 def run_kind(path: str | Path) -> str:
