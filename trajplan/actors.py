@@ -20,7 +20,7 @@ import numpy as np
 
 from trajplan.envs.registry import resolve_env
 from trajplan.errors import TrajplanError
-from trajplan.runtime import atomic_write
+from trajplan.runtime import atomic_write, read_tagged_safetensors
 
 ACTOR_FORMAT = "trajplan-actor/1"
 ACTOR_SUFFIX = ".actor.safetensors"
@@ -160,27 +160,14 @@ def save_actor(actor: Actor, path: str | Path) -> Path:
 
 def load_actor(path: str | Path) -> Actor:
     """Read an exported actor; a missing, foreign or corrupt file is a TrajplanError."""
-    from safetensors import SafetensorError, safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise TrajplanError(f"actor file not found: {path}")
+    meta, tensors = read_tagged_safetensors(path, ACTOR_FORMAT, "actor")
     try:
-        with safe_open(str(path), framework="numpy") as f:
-            header = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise TrajplanError(f"{path} is not a readable safetensors file: {exc}") from exc
-    if header.get("format") != ACTOR_FORMAT:
-        raise TrajplanError(f"{path} is not a trajplan actor (format {header.get('format')!r})")
-    try:
-        meta = json.loads(header["meta"])
         n = sum(1 for k in tensors if k.endswith(".weight"))
         weights = [tensors[f"layers.{i}.weight"] for i in range(n)]
         biases = [tensors[f"layers.{i}.bias"] for i in range(n)]
         low, high = tensors["action_low"], tensors["action_high"]
-    except (KeyError, json.JSONDecodeError) as exc:
-        raise TrajplanError(f"{path} is a damaged trajplan actor (missing {exc})") from exc
+    except KeyError as exc:
+        raise TrajplanError(f"{path} is a damaged trajplan actor (missing {exc})") from None
     return Actor(weights, biases, meta.get("activation", "relu"), low, high, meta)
 
 

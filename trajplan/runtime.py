@@ -140,6 +140,31 @@ def unique_dir(parent: str | Path, name: str) -> Path:
     raise TrajplanError(f"too many folders named {name}* in {parent}")
 
 
+def read_tagged_safetensors(
+    path: str | Path, fmt: str, what: str, framework: str = "numpy"
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(its "meta" JSON, every tensor) of a safetensors file whose metadata says `format`
+    fmt; a missing, unreadable or foreign file is a one-line TrajplanError naming `what`."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise TrajplanError(f"{what} file not found: {path}")
+    try:
+        with safe_open(str(path), framework=framework) as f:
+            header = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise TrajplanError(f"{path} is not a readable safetensors file: {exc}") from None
+    if header.get("format") != fmt:
+        raise TrajplanError(f"{path} is not a trajplan {what} (format {header.get('format')!r})")
+    try:
+        meta = json.loads(header["meta"])
+    except (KeyError, json.JSONDecodeError):
+        raise TrajplanError(f"{path}: damaged {what} metadata") from None
+    return meta, tensors
+
+
 def write_json(path: str | Path, obj: Any) -> Path:
     """Atomically write `obj` as indented JSON."""
     return atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=2) + "\n"))

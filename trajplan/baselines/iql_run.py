@@ -34,7 +34,7 @@ from torch import nn
 from trajplan.baselines.iql_nets import mlp
 from trajplan.baselines.policy_run import PolicyRun, has_format, read_run
 from trajplan.errors import TrajplanError
-from trajplan.runtime import atomic_write
+from trajplan.runtime import atomic_write, read_tagged_safetensors
 
 IQL_FORMAT = "trajplan-iql/1"
 CRITIC_FORMAT = "trajplan-critic/1"
@@ -109,28 +109,15 @@ def save_critic(critic: Critic, path: str | Path) -> Path:
 
 def load_critic(path: str | Path, device: str | torch.device = "cpu") -> Critic:
     """Read a critic file onto `device`; a missing or damaged file is a TrajplanError."""
-    from safetensors import SafetensorError, safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise TrajplanError(f"critic file not found: {path}")
+    meta, tensors = read_tagged_safetensors(path, CRITIC_FORMAT, "critic", framework="pt")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise TrajplanError(f"{path} is not a readable safetensors file: {exc}") from None
-    if header.get("format") != CRITIC_FORMAT:
-        raise TrajplanError(f"{path} is not a trajplan critic (format {header.get('format')!r})")
-    try:
-        meta = json.loads(header["meta"])
         o, a = tensors["obs_mean"].shape[0], tensors["action_low"].shape[0]
         hidden = [int(h) for h in meta["hidden"]]
         nets = [mlp([o + a, *hidden, 1]), mlp([o + a, *hidden, 1]), mlp([o, *hidden, 1])]
         critic = Critic(*nets, tensors["obs_mean"], tensors["obs_std"], tensors["action_low"],
                         tensors["action_high"], float(meta["reward_scale"]), meta)  # fmt: skip
         critic.load_state_dict(tensors)
-    except (KeyError, json.JSONDecodeError, RuntimeError) as exc:
+    except (KeyError, RuntimeError) as exc:
         raise TrajplanError(f"{path} is a damaged trajplan critic ({exc})") from None
     return critic.to(device)
 
