@@ -11,7 +11,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[dev,video,tensorboard,wandb,sb3,mazes]"
+	$(PY) -m pip install -q -e ".[dev,video,tensorboard,wandb,sb3,mazes,ray,hub]"
 	touch $@
 
 install: $(VENV)/.installed

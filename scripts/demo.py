@@ -17,7 +17,8 @@
             stderr.
 
 Everything goes under .demo/ (dataset, runs, eval JSON/PNG). Re-running reuses the dataset
-and trains afresh. The last line printed is a JSON object of the figures.
+and trains afresh; the last runs and scores are moved to .demo/previous-<time>/ first. The
+last line printed is a JSON object of the figures.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -40,6 +41,21 @@ MIXES = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The demo; Ctrl-C or SIGTERM stops it with one line and exit code 130 or 143 (each
+    step saves what it can: a dataset is written whole or not at all, training checkpoints)."""
+    from trajplan.runtime import sigterm_as_interrupt
+
+    try:
+        with sigterm_as_interrupt():
+            return run_demo(argv)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM as trajplan.runtime.Stopped
+        signum = getattr(exc, "signum", signal.SIGINT)
+        name = signal.Signals(signum).name
+        print(f"demo stopped by {name}: run it again to start over", file=sys.stderr)
+        return 128 + signum
+
+
+def run_demo(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--env", choices=sorted(MIXES), default="hopper", help="env of the demo")
     ap.add_argument("--steps", type=int, default=100_000, help="steps of data to collect")
@@ -88,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
 
     console.rule("[bold]2. train BC and TT")
     runs = demo / "runs"
-    shutil.rmtree(runs, ignore_errors=True)
+    kept = keep_previous(demo)
+    if kept is not None:
+        console.print(f"the last demo's runs and scores moved to {kept}", highlight=False)
     # The recipe's small model trains faster on one thread than on two (measured on 2 cores:
     # ~29k vs ~17k tokens/s): per-op overhead, not arithmetic, bounds it.
     torch.set_num_threads(1)
@@ -166,6 +184,20 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     return 0
+
+
+def keep_previous(demo: Path) -> Path | None:
+    """Move the last demo's runs/ and eval/ aside into demo/previous-<time>/ (a new demo
+    trains afresh, and never deletes the last one's results); None when there were none."""
+    old = [demo / name for name in ("runs", "eval") if (demo / name).exists()]
+    if not old:
+        return None
+    from trajplan.runtime import unique_dir
+
+    dest = unique_dir(demo, "previous-" + time.strftime("%Y%m%d-%H%M%S"))
+    for path in old:
+        path.rename(dest / path.name)
+    return dest
 
 
 if __name__ == "__main__":

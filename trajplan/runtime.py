@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import random
 import signal
@@ -125,6 +126,16 @@ def check_writable(directory: str | Path, what: str = "output folder") -> Path:
     return d
 
 
+def check_out_file(path: str | Path, what: str = "output file") -> Path:
+    """An output file's path, checked before the work that makes it: not a folder, and its
+    folder writable (created if needed)."""
+    p = Path(path)
+    if p.is_dir():
+        raise TrajplanError(f"{what} {p} is a folder: give a file name, e.g. {p / 'out.json'}")
+    check_writable(p.parent, f"the folder of {what}")
+    return p
+
+
 def unique_dir(parent: str | Path, name: str) -> Path:
     """Create and return parent/name, or parent/name-2, -3, ... if taken: never reuse one."""
     check_writable(parent)
@@ -165,9 +176,25 @@ def read_tagged_safetensors(
     return meta, tensors
 
 
+def _finite(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
+
+
+def json_text(obj: Any, indent: int | None = None) -> str:
+    """Strict JSON of `obj` (every writer's): NaN and inf become null, which any JSON reader
+    takes (json.dumps would write bare NaN, which strict readers refuse)."""
+    return json.dumps(_finite(obj), indent=indent, allow_nan=False)
+
+
 def write_json(path: str | Path, obj: Any) -> Path:
-    """Atomically write `obj` as indented JSON."""
-    return atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=2) + "\n"))
+    """Atomically write `obj` as indented, strict JSON (`json_text`)."""
+    return atomic_write(path, lambda p: p.write_text(json_text(obj, indent=2) + "\n"))
 
 
 class DirLock:
@@ -197,10 +224,14 @@ class DirLock:
                 f"{what} {self.dir} is in use by another process (pid {pid}): wait for it to "
                 "end, or choose another --out"
             ) from None
-        self.file.seek(0)
-        self.file.truncate()
-        self.file.write(f"{os.getpid()}\n")
-        self.file.flush()
+        try:  # unbuffered: a failed write leaves nothing for close() to retry
+            os.ftruncate(self.file.fileno(), 0)
+            os.write(self.file.fileno(), f"{os.getpid()}\n".encode())
+        except OSError as exc:  # disk full, ulimit -f: no traceback, no lock left behind
+            self.release(remove_if_unused=True)
+            raise TrajplanError(
+                f"cannot write {what} {self.dir}: {exc.strerror or exc} (is the disk full?)"
+            ) from None
 
     def release(self, remove_if_unused: bool = False) -> None:
         """Unlock; with remove_if_unused and nothing but the lock file in DIR, delete the
@@ -223,11 +254,27 @@ def remove_orphaned_tmp(directory: str | Path) -> None:
 
 class Stopped(KeyboardInterrupt):
     """Stopped by a signal (Ctrl-C, SIGTERM) after saving what there was to save; the CLI
-    exits with 128 + signum."""
+    exits with `exit_code` (128 + signum: 130, 143). The API raises it too (`train`,
+    `evaluate_runs`, `collect`, ...); a script ends as the CLI does with
+
+        try: train(cfg, "runs/x")
+        except Stopped as stop: sys.exit(stop.exit_code)   # the checkpoint is saved
+    """
 
     def __init__(self, signum: int = signal.SIGINT) -> None:
         super().__init__(signum)
         self.signum = int(signum)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+    def __str__(self) -> str:
+        try:
+            name = signal.Signals(self.signum).name
+        except ValueError:
+            name = f"signal {self.signum}"
+        return f"stopped by {name} after saving what there was to save (exit {self.exit_code})"
 
 
 @contextmanager
@@ -247,3 +294,54 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """Inside: SIGINT and SIGTERM are only noted; when the block ends, the handlers that
+    were there before take the first one noted. For native calls that call back into
+    Python (Minari's metadata makes a MuJoCo env, whose loader runs Python callbacks): an
+    exception raised by a signal handler inside such a callback cannot cross the C++ frames
+    and aborts the process (seen: `libc++abi: terminating`, exit -6, staging left behind)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    noted: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda signum, frame: noted.append(signum)) for s in held}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if noted:
+            handler = previous[noted[0]]
+            if callable(handler):
+                handler(noted[0], None)
+            elif handler != signal.SIG_IGN:  # the default action: deliver it again
+                os.kill(os.getpid(), noted[0])
+
+
+@contextmanager
+def signals_interrupt() -> Iterator[None]:
+    """Inside: SIGINT and SIGTERM first reach the Python handler outside the block (a
+    training loop's stop flag, which checkpoints after the step), then raise Stopped here,
+    so long work inside (an evaluation during training) ends at once instead of finishing.
+    A signal with no such handler outside is left as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    outer = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    outer = {s: h for s, h in outer.items() if callable(h) and h is not signal.default_int_handler}
+
+    def handle(signum: int, frame: Any) -> None:
+        outer[signum](signum, frame)
+        raise Stopped(signum)
+
+    for sig in outer:
+        signal.signal(sig, handle)
+    try:
+        yield
+    finally:
+        for sig, handler in outer.items():
+            signal.signal(sig, handler)

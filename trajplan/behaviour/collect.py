@@ -22,8 +22,9 @@ from trajplan.data.store import check_dataset_id, datasets_root
 from trajplan.envs.mazes import with_current_goal
 from trajplan.envs.registry import EnvInfo, make_env, resolve_env
 from trajplan.errors import TrajplanError
+from trajplan.guards import check_disk, dataset_bytes
 from trajplan.progress import Progress
-from trajplan.runtime import check_writable
+from trajplan.runtime import check_writable, sigterm_as_interrupt
 
 Episode = dict[str, np.ndarray]
 
@@ -132,7 +133,7 @@ def collect(
     policy: a `Policy`, or a string for `make_policy` ("random", "medium", "expert",
     "waypoint", a path to an exported actor). dataset_id None: `default_dataset_id`. An
     existing id is an error unless `force`. Nothing is written when anything fails (or on
-    Ctrl-C) before the dataset is complete.
+    Ctrl-C or SIGTERM, which raise `trajplan.runtime.Stopped`) before the dataset is complete.
     random_rate / noise (LO, HI): make a mixed-quality dataset (`MixedPolicy`): every
     episode takes random actions at a rate drawn from U(random_rate) and adds Gaussian noise
     of a std drawn from U(noise) (in half-widths of the action box) to the others. noise
@@ -141,10 +142,13 @@ def collect(
     records that task as its env and the registry's as its eval env.
     """
     info = resolve_env(env_name)
+    _check_values(steps, random_rate, noise)
     if dataset_id is None:
         dataset_id = default_dataset_id(env_name, policy)
     probe = make_env(env_name)
     try:
+        obs_dim = int(np.prod(probe.observation_space.shape or (1,)))
+        act_dim = int(np.prod(probe.action_space.shape or (1,)))
         if isinstance(policy, str):
             policy = make_policy(policy, env_name, probe)
         if noise is None:
@@ -154,19 +158,24 @@ def collect(
     finally:
         probe.close()
     _check_new(dataset_id, force)
-    episodes, seeds = record_episodes(env_name, policy, steps, seed, max_episode_steps, progress)
-    return create_dataset(
-        dataset_id,
-        episodes,
-        info.gym_id,
-        seeds=seeds,
-        ref_min=info.ref_min,
-        ref_max=info.ref_max,
-        algorithm_name=policy.name,
-        description=description or _describe(info, policy, episodes, seed, random_rate, noise),
-        force=force,
-        env_kwargs=info.collect_kwargs,
-    )
+    size = dataset_bytes(steps, obs_dim, act_dim)  # before the rollout, not after it
+    check_disk(datasets_root(), 2 * size, size, f"dataset {dataset_id} ({steps:,} steps)")
+    with sigterm_as_interrupt():  # SIGTERM as Ctrl-C: the staged files are removed
+        episodes, seeds = record_episodes(
+            env_name, policy, steps, seed, max_episode_steps, progress
+        )  # fmt: skip
+        return create_dataset(
+            dataset_id,
+            episodes,
+            info.gym_id,
+            seeds=seeds,
+            ref_min=info.ref_min,
+            ref_max=info.ref_max,
+            algorithm_name=policy.name,
+            description=description or _describe(info, policy, episodes, seed, random_rate, noise),
+            force=force,
+            env_kwargs=info.collect_kwargs,
+        )
 
 
 def default_dataset_id(env_name: str, policy: str | Policy) -> str:
@@ -309,6 +318,23 @@ def from_replay(
         ),
         force=force,
     )
+
+
+def _check_values(
+    steps: int, random_rate: tuple[float, float], noise: tuple[float, float] | None
+) -> None:
+    """The collection's own values, before any env is made: random-action rates in
+    [0, 1], noise stds >= 0, each range LO <= HI."""
+    if steps < 1:
+        raise TrajplanError(f"--steps must be at least 1, got {steps}")
+    lo, hi = random_rate
+    if not 0.0 <= lo <= hi <= 1.0:
+        raise TrajplanError(f"--mix-random takes rates in [0, 1], LO <= HI; got {lo:g}:{hi:g}")
+    if noise is not None and not 0.0 <= noise[0] <= noise[1]:
+        raise TrajplanError(
+            f"--noise takes stds >= 0 (half-widths of the action box), LO <= HI; got "
+            f"{noise[0]:g}:{noise[1]:g}"
+        )
 
 
 def _check_new(dataset_id: str, force: bool) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from trajplan.cli.options import console
+from trajplan.cli.options import console, seed_option
 
 
 def _fmt(value: object) -> str:
@@ -110,7 +110,7 @@ def data_collect(
         help="Minari id to create, e.g. local/hopper/medium-v0 (namespace/name-vN); default "
         "local/ENV/POLICY-v0 (mazes: local/pointmaze/large-v0 for the waypoint policy).",
     ),
-    seed: int = typer.Option(0, help="Episode i is reset with seed+i: same seed, same dataset."),
+    seed: int = seed_option(0, "Episode i is reset with seed+i: same seed, same dataset."),
     force: bool = typer.Option(False, "--force", help="Replace an existing dataset of that id."),
     max_episode_steps: int = typer.Option(
         None, help="Cut episodes at this length (default: the env's own limit, 1000 for MuJoCo)."
@@ -140,18 +140,23 @@ def data_collect(
     from trajplan.behaviour.collect import collect
     from trajplan.behaviour.policies import parse_range
     from trajplan.data.store import datasets_root
+    from trajplan.runtime import Stopped
 
-    path = collect(
-        env,
-        policy,
-        steps,
-        dataset_id,
-        seed=seed,
-        force=force,
-        max_episode_steps=max_episode_steps,
-        random_rate=parse_range(mix_random, "--mix-random"),
-        noise=None if noise is None else parse_range(noise, "--noise"),
-    )
+    try:
+        path = collect(
+            env,
+            policy,
+            steps,
+            dataset_id,
+            seed=seed,
+            force=force,
+            max_episode_steps=max_episode_steps,
+            random_rate=parse_range(mix_random, "--mix-random"),
+            noise=None if noise is None else parse_range(noise, "--noise"),
+        )
+    except Stopped as stop:  # Ctrl-C or SIGTERM: exit 130 or 143, nothing written
+        typer.echo("stopped: no dataset written", err=True)
+        raise typer.Exit(stop.exit_code) from None
     console.print(f"wrote dataset [bold]{path.relative_to(datasets_root())}[/] to {path}")
 
 

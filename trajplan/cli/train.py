@@ -11,7 +11,7 @@ import os
 
 import typer
 
-from trajplan.cli.options import console, set_threads
+from trajplan.cli.options import console, seed_option, set_threads
 from trajplan.errors import TrajplanError
 
 
@@ -37,6 +37,12 @@ def train_config(
                 "(loop settings such as --max-steps or --set train.epochs=N may change)"
             )
         cfg, _ = read_manifest(out)  # the run's own config; only loop settings may change
+        for flag, given, own in (("--env", env, cfg.env), ("--dataset", dataset, cfg.dataset)):
+            if given is not None and given != own:  # never silently ignored
+                raise TrajplanError(
+                    f"--resume continues {out} on its own {flag[2:]} {own!r}: drop {flag} "
+                    f"{given!r} (or train a new run on it)"
+                )
     elif config is not None:
         cfg = load_config(config)
         if env is not None:
@@ -80,7 +86,7 @@ def train(
     time_limit: float = typer.Option(None, help="Stop after this many seconds of training."),
     batch_size: int = typer.Option(None, help="Windows per optimizer step (256)."),
     lr: float = typer.Option(None, help="Peak learning rate (6e-4)."),
-    seed: int = typer.Option(None, help="Seed of init, shuffling and dropout (42)."),
+    seed: int = seed_option(None, "Seed of init, shuffling and dropout (42)."),
     out: str = typer.Option(
         None, help="Run directory (default: runs/<env>-<level>-<time>); must not exist."
     ),
@@ -114,6 +120,25 @@ def train(
         help="With --seeds: seeds trained at once, as child processes (one GPU each when "
         "several are visible, else one CPU thread each).",
     ),
+    ray: str = typer.Option(
+        None,
+        "--ray",
+        envvar="RAY_ADDRESS",
+        help="With --seeds: one Ray task per seed instead of --jobs (pip install "
+        "'trajplan\\[ray]'): auto joins this machine's Ray cluster, local starts one here; "
+        "--out must be on storage every node shares. Default: $RAY_ADDRESS.",
+    ),
+    goal: str = typer.Option(
+        None,
+        help="Goal-conditioned training: the observation dims that form the goal, e.g. 0,1 "
+        "(a maze's x, y); sets data.goal_dims. Each window's goal is relabelled in hindsight; "
+        "a maze's own goal dims are dropped from the model's observation.",
+    ),
+    goal_relabel: str = typer.Option(
+        None,
+        help="With --goal: final (the episode's last state, default) or future (a later "
+        "state of the same episode); sets data.goal_relabel.",
+    ),
 ) -> None:
     """Train a Trajectory Transformer on a Minari dataset; writes a run directory.
 
@@ -123,6 +148,7 @@ def train(
       trajplan train --config tiny --dataset mujoco/hopper/medium-v0
       trajplan train --resume --out runs/halfcheetah-medium-20250101-120000
       trajplan train --config cpu-recipe --dataset ID --seeds 0-2 --out runs/x
+      trajplan train --config pointmaze-umaze --goal 0,1      (goal-conditioned)
     Under torchrun (torchrun --nproc_per_node 2 -m trajplan train ...) it trains with DDP.
     The run directory holds the weights, the bins, config.json and metrics.jsonl (to plot).
     """
@@ -150,6 +176,10 @@ def train(
     # with --seeds, OUT is the parent of the runs: the config comes from the flags, also
     # when resuming (each seed's run then checks it against its own)
     cfg = train_config(env, dataset, config, out, resume and seed_list is None, set_ or [], flags)
+    if goal is not None:
+        cfg.data.goal_dims = goal
+    if goal_relabel is not None:
+        cfg.data.goal_relabel = goal_relabel
 
     def train_one(cfg: RunConfig, run_dir: str | None, resume: bool) -> Path:
         return run_training(
@@ -169,7 +199,7 @@ def train(
         else:
             run_dirs = train_seeds(
                 cfg, out, seed_list, train_one, resume=resume, jobs=jobs, device=device,
-                log=lambda line: console.print(line, highlight=False),
+                log=lambda line: console.print(line, highlight=False), ray=ray,
             )  # fmt: skip
     except Stopped as exc:  # Ctrl-C or SIGTERM, after the checkpoint: exit 128 + signal
         raise typer.Exit(128 + exc.signum) from None

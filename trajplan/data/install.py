@@ -32,6 +32,7 @@ from trajplan.data.store import (
 )
 from trajplan.envs.registry import make_env, resolve_env
 from trajplan.errors import TrajplanError
+from trajplan.runtime import signals_held
 
 # -- moving finished datasets into place ------------------------------------------------------
 
@@ -169,7 +170,7 @@ def create_dataset(
                 )
             )
         with _staging_root() as tmp:
-            with minari_root(tmp), warnings.catch_warnings():
+            with minari_root(tmp), warnings.catch_warnings(), signals_held():
                 warnings.simplefilter("ignore")  # author / permalink "recommended" notes
                 try:
                     minari.create_dataset_from_buffers(

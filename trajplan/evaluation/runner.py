@@ -13,15 +13,30 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from trajplan.checkpoint import read_manifest, weights_path
+from trajplan.checkpoint import WEIGHT_FILES, read_manifest, weights_path
 from trajplan.config import PlanConfig
 from trajplan.envs.video import VideoRecorder, check_rendering, prepare_rendering
 from trajplan.errors import TrajplanError
 from trajplan.evaluation.evalfiles import EvalResult, eval_name, save_eval
-from trajplan.evaluation.evaluate import EvalInterrupted, check_episode_args, run_episodes
+from trajplan.evaluation.evaluate import (
+    EvalInterrupted,
+    check_episode_args,
+    resolve_run,
+    run_episodes,
+)
 from trajplan.evaluation.workers import evaluate_run
+from trajplan.guards import check_eval_room
 from trajplan.runs import check_noise, load_run, run_kind
-from trajplan.runtime import sigterm_as_interrupt, unique_dir
+from trajplan.runtime import check_writable, sigterm_as_interrupt, unique_dir
+
+
+class EvalNotSaved(TrajplanError):
+    """An evaluation that was played but could not be written (disk full); `result` holds
+    its episodes, so they can still be shown (`trajplan eval` prints their table)."""
+
+    def __init__(self, message: str, name: str, result: EvalResult) -> None:
+        super().__init__(message)
+        self.name, self.result = name, result
 
 
 @dataclass
@@ -51,18 +66,22 @@ def evaluate_runs(
     video: str | Path | None = None,
     video_episodes: Sequence[int] = (0,),
     progress: bool = True,
+    ray: str | None = None,
 ) -> list[Evaluated]:
     """Evaluate runs (TT or BC directories) on the same episode seeds and save each: what
     `trajplan eval` does. Returns one `Evaluated` per run, in order.
 
     plan: a TT run's settings from its own (e.g. the CLI's overrides); workers > 1 splits
-    the episodes over processes (`trajplan.evaluation.workers`); out: parent of the new
+    the episodes over processes (`trajplan.evaluation.workers`), ray=ADDRESS over Ray
+    tasks (`trajplan.ray_tasks`); out: parent of the new
     folders (default RUN/eval); video: DIR/RUN/seedS.mp4 of `video_episodes` (indices).
     Everything that can fail cheaply fails before the first episode, and every run gets
     a new folder (evaluations never overwrite). Ctrl-C or SIGTERM saves the episodes
     played so far, marked interrupted, and raises `EvalInterrupted` with `.path` set.
     """
-    _check_options(episodes, episode_steps, workers, video is not None, action_noise)
+    _check_options(episodes, episode_steps, workers, video, action_noise)
+    if ray and video:
+        raise TrajplanError("--ray runs episodes in other processes: use it without --video")
     runs = [Path(p) for p in paths]
     bases = [p.parent if p.is_file() else p for p in runs]  # RUN/best.safetensors -> RUN
     if weights != "last":  # RUN -> RUN/best.safetensors, RUN/best_eval.safetensors
@@ -73,6 +92,7 @@ def evaluate_runs(
             "--action-noise is for policy runs (bc, iql); a TT run's prior: plan.prior_noise"
         )
     names = [eval_name(episodes, seed, p, episode_steps, action_noise) for p in plans]
+    _check_room(bases, plans, out, episodes, episode_steps, device, workers)
     dests = new_folders(bases, names, out)
     done: list[Evaluated] = []
     try:
@@ -81,12 +101,14 @@ def evaluate_runs(
                 seeds = range(seed, seed + episodes)
                 films = {i: Path(video) / base.name / f"seed{seed + i}.mp4" for i in video_episodes}
                 rec = VideoRecorder(films) if video else None
+                record = weights_record(path, plan_cfg is not None)  # read before it plays
                 try:
-                    if workers > 1:  # the same episodes, split over processes (or GPUs)
+                    if workers > 1 or ray:  # the same episodes over processes (GPUs, Ray)
                         result = evaluate_run(
                             path, seeds=seeds, env=env, plan_cfg=plan_cfg,
                             episode_steps=episode_steps, workers=workers, threads=threads or 1,
                             device=device, progress=progress, action_noise=action_noise,
+                            ray=ray,
                         )  # fmt: skip
                     else:
                         run = load_run(path, device, plan=plan_cfg, action_noise=action_noise)
@@ -97,17 +119,72 @@ def evaluate_runs(
                             device=device, progress=progress, recorder=rec,
                         )  # fmt: skip
                 except EvalInterrupted as stop:  # keep what was played
-                    stop.result.checkpoint = stop.result.checkpoint or str(base)
                     if stop.result.episodes:
-                        stop.path = save_eval(stop.result, dest, base / "metrics.jsonl")
+                        stop.path = _save(stop.result, dest, base, record)
                     raise
-                saved = save_eval(result, dest, base / "metrics.jsonl")
+                saved = _save(result, dest, base, record)
                 done.append(Evaluated(base.name, result, saved, rec.written if rec else []))
     finally:
         for dest in dests:  # folders of evaluations that never ran
             if dest.is_dir() and not any(dest.iterdir()):
                 dest.rmdir()
     return done
+
+
+def _check_room(
+    bases: Sequence[Path],
+    plans: Sequence[PlanConfig | None],
+    out: str | Path | None,
+    episodes: int,
+    episode_steps: int | None,
+    device: str,
+    workers: int,
+) -> None:
+    """Memory and disk for every run's evaluation, before the first episode (guards)."""
+    models = [read_manifest(b)[0].model if p else None for b, p in zip(bases, plans, strict=True)]
+    folders = [Path(out) if out else b / "eval" for b in bases]
+    check_eval_room(folders, models, plans, episodes, episode_steps, device, workers)
+
+
+def _save(result: EvalResult, dest: Path, base: Path, record: tuple) -> Path:
+    """eval.json and eval.png of a run's evaluation, with the weights it evaluated."""
+    result.checkpoint = result.checkpoint or str(base)
+    result.weights_file, result.step = record
+    try:
+        return save_eval(result, dest, base / "metrics.jsonl")
+    except TrajplanError as exc:  # disk full after all: the CLI still shows the scores
+        raise EvalNotSaved(str(exc), base.name, result) from None
+
+
+def run_paths(paths: Sequence[str | Path]) -> tuple[list[Path], list[Path]]:
+    """(runs, skipped): what `trajplan eval` evaluates of the paths it is given. A run is a
+    directory or a TT run's .safetensors file; other files (a `--seeds` folder's seed0.log
+    and seeds-config.yaml, matched by `OUT/seed*`) are skipped. A path that does not exist,
+    or nothing left to evaluate, is an error."""
+    runs, skipped = [], []
+    for item in paths:
+        p = resolve_run(item, None, ".")  # it must exist
+        (runs if p.is_dir() or p.suffix == ".safetensors" else skipped).append(p)
+    if not runs:
+        names = ", ".join(str(p) for p in skipped[:3])
+        raise TrajplanError(f"no run directory among {names}: give run directories")
+    return runs, skipped
+
+
+def weights_record(path: Path, tt: bool) -> tuple[str | None, int | None]:
+    """(weights file, its optimizer step) of what a TT run evaluated: the step stored in the
+    file itself, so a checkpoint written meanwhile cannot mislead; (None, None) for others."""
+    if not tt:
+        return None, None
+    file = path if path.is_file() else path / WEIGHT_FILES["last"]
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(file), framework="numpy") as f:
+            step = (f.metadata() or {}).get("step")
+    except Exception:  # unreadable now: the evaluation itself has read it
+        step = None
+    return str(file), int(step) if step is not None and str(step).isdigit() else None
 
 
 def _plan_of(run_dir: Path, plan: Callable[[PlanConfig], PlanConfig] | None) -> PlanConfig:
@@ -127,14 +204,19 @@ def new_folders(bases: Sequence[Path], names: Sequence[str], out: str | Path | N
 
 
 def _check_options(
-    episodes: int, episode_steps: int | None, workers: int, video: bool, action_noise: float
+    episodes: int,
+    episode_steps: int | None,
+    workers: int,
+    video: str | Path | None,
+    action_noise: float,
 ) -> None:
     """The options' own values, before anything is loaded (rendering is set up here)."""
     check_episode_args(episodes, episode_steps)
     if workers < 1:
         raise TrajplanError(f"--workers must be at least 1, got {workers}")
-    if workers > 1 and video:
+    if workers > 1 and video is not None:
         raise TrajplanError("--workers > 1 splits episodes over processes: use it without --video")
     check_noise(action_noise)
-    if video:
+    if video is not None:
         prepare_rendering()
+        check_writable(video, "video folder")  # before planning, not after

@@ -14,6 +14,8 @@ return_mean, episodes, episode_steps, capped) to metrics.jsonl and every logger,
 best-scoring weights in RUN/best_eval.safetensors (`trajplan eval --weights best-eval`).
 `eval_episode_steps` caps the episodes to make this cheap: such scores are labelled
 `capped` and are not comparable to full-length ones.
+Ctrl-C or SIGTERM during an evaluation ends it within a planning step (it leaves no record);
+the loop then checkpoints and stops as it does between training steps.
 
 Planning draws from its own per-episode generators, never from torch's global one, so a
 run trains the same steps with or without evaluation, and resume stays exact. Under
@@ -23,7 +25,6 @@ evaluation shorter than the process group's timeout, 30 minutes by default).
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any, Protocol
 
@@ -33,7 +34,9 @@ from torch import nn
 from trajplan.checkpoint import BEST_EVAL_FILE, METRICS_FILE, save_weights
 from trajplan.config import RunConfig
 from trajplan.envs.references import references_for
-from trajplan.evaluation.evaluate import evaluate
+from trajplan.evaluation.evaluate import EvalInterrupted, evaluate
+from trajplan.evaluation.plot import read_rows
+from trajplan.runtime import signals_interrupt
 from trajplan.training.callbacks import Callback
 
 
@@ -69,14 +72,9 @@ class PeriodicEval(Callback):
         """The best eval score already in metrics.jsonl (a resumed run keeps its best)."""
         path = self.trainer.run_dir / METRICS_FILE
         best = -math.inf
-        if path.exists():
-            for line in path.read_text().splitlines():
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if rec.get("kind") == "eval" and rec.get("score_mean") is not None:
-                    best = max(best, float(rec["score_mean"]))
+        for rec in read_rows(path) if path.exists() else []:
+            if rec.get("kind") == "eval" and rec.get("score_mean") is not None:
+                best = max(best, float(rec["score_mean"]))
         return best
 
     def on_step(self, step: int) -> None:
@@ -85,24 +83,22 @@ class PeriodicEval(Callback):
 
     @torch.no_grad()
     def evaluate(self, step: int) -> dict[str, Any]:
-        """Plan the episodes with the current weights; emit and return the eval record."""
+        """Plan the episodes with the current weights; emit and return the eval record
+        ({} when Ctrl-C or SIGTERM stopped it: the loop then checkpoints and stops)."""
 
         model, tr = self.trainer.model, self.trainer
         was_training = model.training
         model.eval()
         try:
-            result = evaluate(
-                model,
-                tr.data.discretizer,
-                self.env,
-                tr.cfg.plan,
-                n_episodes=self.episodes,
-                seed=self.seed,
-                episode_steps=self.episode_steps,
-                device=next(model.parameters()).device,
-                refs=self.refs,
-                progress=self.progress,
-            )
+            with signals_interrupt():  # Ctrl-C/SIGTERM: stop now, the loop checkpoints
+                result = evaluate(
+                    model, tr.data.discretizer, self.env, tr.cfg.plan,
+                    n_episodes=self.episodes, seed=self.seed, episode_steps=self.episode_steps,
+                    device=next(model.parameters()).device, refs=self.refs,
+                    progress=self.progress,
+                )  # fmt: skip
+        except EvalInterrupted:  # no record of a part of an evaluation
+            return {}
         finally:
             model.train(was_training)
         s = result.summary()

@@ -11,23 +11,28 @@ OUT/seedS`), each pinned to its own GPU when several are visible (CUDA_VISIBLE_D
 else to one CPU thread; their output goes to OUT/seedS.log. With resume, a seed whose
 directory exists continues from its checkpoint (a finished one has nothing left to do)
 and the others start. Under torchrun, the seeds run one after another, each with DDP.
+
+The children run through `trajplan.procs.Children`: Ctrl-C or SIGTERM reaches each child
+once, every running seed checkpoints (status interrupted, resumable with --resume), no new
+seed starts, and the parent prints one line per seed (its status and step) and exits 130
+or 143; a parent killed with kill -9 takes its children with it (they checkpoint too).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import yaml
 
+from trajplan.checkpoint import is_dead_end, read_manifest
 from trajplan.config import RunConfig, to_dict
 from trajplan.errors import TrajplanError
+from trajplan.procs import STOP_SIGNALS, Children
+from trajplan.ray_tasks import run_command, run_on_ray
 from trajplan.runtime import Stopped, atomic_write
 
 CONFIG_FILE = "seeds-config.yaml"
@@ -56,10 +61,12 @@ def seed_dir(out: str | Path, seed: int) -> Path:
 
 
 def check_seed_dirs(out: str | Path, seeds: Sequence[int], resume: bool) -> None:
-    """Before any training: without resume, no seed's directory may exist yet."""
+    """Before any training: without resume, no seed's directory may exist yet, unless a
+    killed start left it with nothing to lose (`is_dead_end`)."""
     if resume:
         return
-    taken = [str(seed_dir(out, s)) for s in seeds if seed_dir(out, s).exists()]
+    dirs = [seed_dir(out, s) for s in seeds]
+    taken = [str(d) for d in dirs if d.exists() and not is_dead_end(d)]
     if taken:
         raise TrajplanError(
             f"{taken[0]} already exists: use --resume to continue these seeds, or another --out"
@@ -76,17 +83,19 @@ def train_seeds(
     jobs: int = 1,
     device: str = "auto",
     log: Callable[[str], None] = print,
+    ray: str | None = None,
 ) -> list[Path]:
     """Train cfg once per seed; returns the run directories in seed order.
 
     train_one(cfg, run_dir, resume) trains one run in this process (jobs == 1); jobs > 1
-    runs child processes instead (see the module docstring).
+    runs child processes instead, ray=ADDRESS one Ray task per seed (`trajplan.ray_tasks`;
+    Ray decides how many run at once). See the module docstring.
     """
     if jobs < 1:
         raise TrajplanError(f"--jobs must be at least 1, got {jobs}")
     check_seed_dirs(out, seeds, resume)
     Path(out).mkdir(parents=True, exist_ok=True)
-    if jobs == 1:
+    if jobs == 1 and ray is None:
         dirs = []
         for i, s in enumerate(seeds):
             run_dir = seed_dir(out, s)
@@ -94,65 +103,94 @@ def train_seeds(
             one = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=s))
             dirs.append(train_one(one, run_dir, resume and run_dir.exists()))
         return dirs
-    return _train_in_processes(cfg, Path(out), list(seeds), resume, jobs, device, log)
-
-
-def _train_in_processes(
-    cfg: RunConfig,
-    out: Path,
-    seeds: list[int],
-    resume: bool,
-    jobs: int,
-    device: str,
-    log: Callable[[str], None],
-) -> list[Path]:
-    import torch
-
+    out = Path(out)
     config = atomic_write(out / CONFIG_FILE, lambda p: p.write_text(yaml.safe_dump(to_dict(cfg))))
-    gpus = torch.cuda.device_count() if device != "cpu" else 0
-    pending, failed = list(seeds), []
-    running: dict[int, tuple[subprocess.Popen, int]] = {}
-    slots = list(range(jobs))
-
-    def start(s: int, slot: int) -> subprocess.Popen:
-        run_dir = seed_dir(out, s)
-        cmd = [sys.executable, "-m", "trajplan", "train", "--seed", str(s), "--out", str(run_dir)]
-        cmd += ["--resume"] if resume and run_dir.exists() else ["--config", str(config)]
-        env = dict(os.environ)
-        if gpus > 1:  # one device per child
-            env["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
-            cmd += ["--device", "cuda"]
-        else:
-            cmd += ["--device", device, "--threads", "1"]
-        log(f"seed {s}: started in a child process, output in {run_dir}.log")
-        with open(out / f"seed{s}.log", "w") as f:
-            return subprocess.Popen(
-                [*cmd, "--no-progress"], stdout=f, stderr=subprocess.STDOUT, env=env
-            )
-
-    try:
-        while pending or running:
-            while pending and slots:
-                slot = slots.pop(0)
-                s = pending.pop(0)
-                running[s] = (start(s, slot), slot)
-            time.sleep(0.5)
-            for s, (proc, slot) in list(running.items()):
-                if proc.poll() is None:
-                    continue
-                del running[s]
-                slots.append(slot)
-                if proc.returncode == 0:
-                    log(f"seed {s}: done")
-                else:
-                    failed.append(s)
-                    log(f"seed {s}: failed with exit code {proc.returncode} (see its log)")
-    except KeyboardInterrupt:  # children checkpoint on SIGTERM and exit
-        for proc, _ in running.values():
-            proc.send_signal(signal.SIGTERM)
-        for proc, _ in running.values():
-            proc.wait()
-        raise Stopped(signal.SIGINT) from None
+    args = (out, config, resume, device)
+    if ray is not None:
+        failed, stop = _train_on_ray(args, list(seeds), ray, log)
+        pending: list[int] = []
+    else:
+        failed, stop, pending = _train_in_processes(args, list(seeds), jobs, log)
+    if stop is not None:
+        for s in seeds:
+            log(_stopped_line(out, s, s in pending))
+        log("continue them: the same command with --resume")
+        raise Stopped(stop)
     if failed:
         raise TrajplanError(f"seeds {', '.join(map(str, failed))} failed: see OUT/seed<S>.log")
     return [seed_dir(out, s) for s in seeds]
+
+
+def _command(
+    args: tuple[Path, Path, bool, str], s: int, gpu: int | None
+) -> tuple[list[str], dict[str, str]]:
+    """The child command that trains seed s (and the changes to its environment): on GPU
+    `gpu` when given, else on `device` with one CPU thread."""
+    out, config, resume, device = args
+    run_dir = seed_dir(out, s)
+    cmd = [sys.executable, "-m", "trajplan", "train", "--seed", str(s), "--out", str(run_dir)]
+    goes_on = resume and run_dir.exists() and not is_dead_end(run_dir)  # a dead end restarts
+    cmd += ["--resume"] if goes_on else ["--config", str(config)]
+    if gpu is not None:  # one device per child
+        return [*cmd, "--device", "cuda", "--no-progress"], {"CUDA_VISIBLE_DEVICES": str(gpu)}
+    return [*cmd, "--device", device, "--threads", "1", "--no-progress"], {}
+
+
+def _train_in_processes(
+    args: tuple[Path, Path, bool, str], seeds: list[int], jobs: int, log: Callable[[str], None]
+) -> tuple[list[int], int | None, list[int]]:
+    """Up to `jobs` seeds at once as child processes: (failed seeds, the signal that stopped
+    them or None, the seeds never started)."""
+    import torch
+
+    out, device = args[0], args[3]
+    gpus = torch.cuda.device_count() if device != "cpu" else 0
+    pending, failed = list(seeds), []
+    slots, slot_of = list(range(jobs)), {}
+    with Children() as kids:
+        while (pending and kids.stop is None) or kids.running:
+            while pending and slots and kids.stop is None:
+                slot, s = slots.pop(0), pending.pop(0)
+                cmd, env = _command(args, s, slot % gpus if gpus > 1 else None)
+                slot_of[s] = slot
+                kids.command(str(s), cmd, log=out / f"seed{s}.log", env={**os.environ, **env})
+                log(f"seed {s}: started in a child process, output in {out}/seed{s}.log")
+            for child in kids.poll(0.5):
+                s = int(child.name)
+                slots.append(slot_of[s])
+                if child.error is None and not child.stopped:
+                    log(f"seed {s}: done")
+                elif child.error is not None:
+                    failed.append(s)
+                    log(f"seed {s}: failed ({child.error}), see {out}/seed{s}.log")
+    return failed, kids.stop, pending
+
+
+def _train_on_ray(
+    args: tuple[Path, Path, bool, str], seeds: list[int], ray: str, log: Callable[[str], None]
+) -> tuple[list[int], int | None]:
+    """One Ray task per seed (a GPU each when the device is CUDA): (failed seeds, the
+    signal that stopped them or None)."""
+    out, device = args[0], args[3]
+    tasks = [(_command(args, s, None)[0], str(out / f"seed{s}.log"), None) for s in seeds]
+    log(f"seeds {', '.join(map(str, seeds))}: one Ray task each, output in {out}/seed<S>.log")
+    codes, stop = run_on_ray(run_command, tasks, ray, gpus=1 if device.startswith("cuda") else 0)
+    failed = []
+    for s, code in zip(seeds, codes, strict=True):
+        if code == 0:
+            log(f"seed {s}: done")
+        elif code is not None and code - 128 not in STOP_SIGNALS:
+            failed.append(s)
+            log(f"seed {s}: failed (exit code {code}), see {out}/seed{s}.log")
+    return failed, stop
+
+
+def _stopped_line(out: Path, seed: int, not_started: bool) -> str:
+    """What a stop left of one seed: its status and step, from its config.json."""
+    if not_started:
+        return f"seed {seed}: not started"
+    try:
+        _, doc = read_manifest(seed_dir(out, seed))
+    except TrajplanError:
+        return f"seed {seed}: stopped before its first step"
+    return f"seed {seed}: {doc.get('status')} at step {doc.get('step')}"

@@ -114,7 +114,7 @@ def validation_loss(
     total, kinds, n = 0.0, torch.zeros(4), 0
     for chunk in idx.split(batch):
         x, y, mask = vw.get_batch(chunk.to(dev))
-        logits, loss = model(x, y, mask)
+        logits, loss = model(x, y, mask, vw.goal_batch(chunk.to(dev)))
         total += float(loss) * len(chunk)
         kinds += model.loss_by_kind(logits, y, mask).cpu() * len(chunk)
         n += len(chunk)
@@ -166,12 +166,16 @@ def any_rank(flag: bool, world: int, dev: torch.device) -> bool:
 
 class StopFlag:
     """Ctrl-C or SIGTERM (kill, docker stop, a scheduler's pre-emption) between steps:
-    finish the step, checkpoint, then stop. A second signal aborts at once."""
+    finish the step, checkpoint, then stop. A second signal aborts at once, unless it comes
+    within DUPLICATE_S of the first: the same stop delivered twice (a scheduler signals every
+    process of a job, and a `--seeds` parent forwards it too)."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    DUPLICATE_S = 1.0
 
     def __init__(self, enabled: bool) -> None:
         self.requested: int | None = None  # the signal number once one arrived
+        self.t_requested = 0.0
         self.previous: dict[int, Any] = {}
         if enabled and threading.current_thread() is threading.main_thread():
             for sig in self.SIGNALS:
@@ -179,8 +183,10 @@ class StopFlag:
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.requested:
+            if time.monotonic() - self.t_requested < self.DUPLICATE_S:
+                return
             raise Stopped(signum)
-        self.requested = signum
+        self.requested, self.t_requested = signum, time.monotonic()
 
     def close(self) -> None:
         for sig, handler in self.previous.items():

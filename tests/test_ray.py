@@ -1,0 +1,102 @@
+"""Ray as a backend (issue 23): the same calls as the process pool, on a local Ray of two
+CPUs started here (the `ray` extra; skipped when Ray is not installed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import cli
+
+from trajplan.checkpoint import read_manifest
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def local_ray(minari_datasets):
+    """A local Ray of 2 CPUs (after the test datasets: its workers inherit
+    MINARI_DATASETS_PATH); `--ray auto` then uses it."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def episodes(folder: Path) -> list[tuple[int, float, int]]:
+    (path,) = folder.glob("*/eval.json")
+    return [(e["seed"], e["ret"], e["length"]) for e in json.loads(path.read_text())["episodes"]]
+
+
+def test_ray_eval_equals_process_pool(local_ray, tiny_run: Path, tmp_path: Path) -> None:
+    """`eval --ray` plays the episodes of `--workers 2`, episode for episode, and writes the
+    same eval folder."""
+    args = ("eval", str(tiny_run), "--episodes", "3", "--episode-steps", "6", "--workers", "2",
+            "--device", "cpu", "--no-progress")  # fmt: skip
+    cli(*args, "--ray", "auto", "--out", str(tmp_path / "ray"))
+    cli(*args, "--out", str(tmp_path / "pool"))
+    got = episodes(tmp_path / "ray")
+    assert [s for s, _, _ in got] == [0, 1, 2] and all(n == 6 for _, _, n in got)
+    assert got == episodes(tmp_path / "pool")
+
+
+def test_ray_eval_keeps_episodes_on_sigterm(local_ray, tiny_run: Path) -> None:
+    """SIGTERM during a Ray evaluation: the tasks are cancelled and every episode played
+    comes back, marked interrupted."""
+    from trajplan.evaluation.evaluate import EvalInterrupted
+    from trajplan.evaluation.workers import evaluate_run
+
+    timer = threading.Timer(30, os.kill, (os.getpid(), signal.SIGTERM))  # endless episodes
+    timer.start()
+    try:
+        with pytest.raises(EvalInterrupted) as stop:
+            evaluate_run(tiny_run, seeds=[0, 1, 2], episode_steps=1_000_000, workers=2,
+                         device="cpu", progress=False, ray="auto")  # fmt: skip
+    finally:
+        timer.cancel()
+    result = stop.value.result
+    assert stop.value.signum == signal.SIGTERM and result.interrupted
+    assert [e.seed for e in result.episodes] == [0, 1, 2]
+    assert all(e.length > 0 for e in result.episodes)
+
+
+def test_ray_trains_one_task_per_seed(local_ray, halfcheetah_dataset: str, tmp_path) -> None:
+    """`train --seeds --ray`: each seed a Ray task, each a complete run."""
+    out = tmp_path / "seeds"
+    res = cli("train", "--config", "tiny", "--dataset", halfcheetah_dataset, "--seeds", "0,1",
+              "--out", str(out), "--max-steps", "3", "--ray", "auto", "--no-progress")  # fmt: skip
+    assert "seed 0: done" in res.stdout and "seed 1: done" in res.stdout
+    for s in (0, 1):
+        _, doc = read_manifest(out / f"seed{s}")
+        assert doc["status"] == "finished" and doc["step"] == 3
+        assert doc["config"]["train"]["seed"] == s
+
+
+def test_ray_seeds_checkpoint_on_sigterm(local_ray, halfcheetah_dataset: str, tmp_path) -> None:
+    """SIGTERM to `train --seeds --ray` (endless epochs): the tasks are cancelled, each
+    seed's training checkpoints (interrupted, step > 0), one line per seed, exit 143."""
+    out = tmp_path / "seeds"
+
+    def stop_when_training() -> None:
+        def steps(s: int) -> int:
+            path = out / f"seed{s}" / "metrics.jsonl"
+            lines = path.read_text().splitlines() if path.is_file() else []
+            return max((json.loads(ln)["step"] for ln in lines if ln.endswith("}")), default=0)
+
+        while not all(steps(s) >= 10 for s in (0, 1)):
+            time.sleep(0.1)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=stop_when_training, daemon=True).start()
+    res = cli("train", "--config", "tiny", "--dataset", halfcheetah_dataset, "--seeds", "0,1",
+              "--out", str(out), "--epochs", "100000", "--set", "train.save_every=100000",
+              "--set", "train.save_every_min=null", "--ray", "auto", "--no-progress",
+              code=143)  # fmt: skip
+    for s in (0, 1):
+        _, doc = read_manifest(out / f"seed{s}")
+        assert doc["status"] == "interrupted" and doc["step"] >= 10, doc
+        assert f"seed {s}: interrupted at step {doc['step']}" in res.stdout.splitlines()

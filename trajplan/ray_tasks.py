@@ -1,0 +1,114 @@
+"""Ray, an optional backend for the calls `trajplan.procs` runs: one Ray task per call.
+
+    pip install 'trajplan[ray]'
+    trajplan eval RUN --episodes 100 --workers 20 --ray auto    # 20 batches on a cluster
+    trajplan train --config cpu-recipe --dataset ID --seeds 0-7 --out runs/x --ray auto
+
+ADDRESS is ray.init's: "auto" joins the cluster this machine belongs to (started with `ray
+start`), ray://HOST:10001 a remote one; "local" starts a Ray of this machine's CPUs in this
+process. RAY_ADDRESS in the environment is the default of --ray. Outputs are written where
+the tasks run, so on a cluster --out must be on a filesystem every node shares.
+
+Ctrl-C or SIGTERM cancels the tasks still running: Ray raises KeyboardInterrupt inside each
+(as Ctrl-C would), so an evaluation task returns the episodes it played and a training task
+stops its training child, which checkpoints; the results that came back are kept.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from trajplan.errors import TrajplanError
+from trajplan.procs import STOP_SIGNALS, Children, exit_code
+
+
+def init_ray(address: str) -> Any:
+    """The ray module, connected to `address` (see the module docstring) unless it already is."""
+    try:
+        import ray
+    except ImportError:
+        raise TrajplanError("--ray needs Ray: pip install 'trajplan[ray]'") from None
+    if not ray.is_initialized():
+        try:
+            local = address == "local"
+            ray.init(address=None if local else address, include_dashboard=False,
+                     log_to_driver=False, configure_logging=False)  # fmt: skip
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise TrajplanError(f"cannot start or reach Ray at {address!r}: {line}") from None
+    return ray
+
+
+def run_on_ray(
+    fn: Callable[..., Any],
+    tasks: Sequence[tuple],
+    address: str,
+    cpus: float = 1,
+    gpus: float = 0,
+) -> tuple[list[Any], int | None]:
+    """fn(*task) for every task as a Ray task of `cpus` CPUs and `gpus` GPUs; returns (the
+    results in task order, None for a task that returned none; the signal that stopped them
+    or None). A failed task cancels the others and is one TrajplanError."""
+    ray = init_ray(address)
+    remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(fn)
+    refs = [remote.remote(*t) for t in tasks]
+    stop: list[int] = []
+
+    def handle(signum: int, frame: object) -> None:
+        stop.append(signum)  # the loop below cancels (no Ray calls inside a handler)
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.signal(s, handle) for s in STOP_SIGNALS} if main else {}
+    results: dict[Any, Any] = {}
+    failure: str | None = None
+    try:
+        pending, cancelled = list(refs), False
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1, timeout=0.5)
+            for ref in ready:
+                try:
+                    results[ref] = ray.get(ref)
+                except ray.exceptions.TaskCancelledError:
+                    pass
+                except ray.exceptions.RayError as exc:
+                    if not stop and failure is None:
+                        failure = _cause(exc)
+            if (stop or failure) and not cancelled:
+                for ref in pending:
+                    ray.cancel(ref)
+                cancelled = True
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if failure is not None:
+        raise TrajplanError(f"a Ray task failed: {failure}")
+    return [results.get(r) for r in refs], (stop[0] if stop else None)
+
+
+def _cause(exc: BaseException) -> str:
+    """The first line of what went wrong inside a task (Ray wraps it)."""
+    cause = getattr(exc, "cause", None) or exc
+    text = str(cause).strip()
+    if isinstance(cause, TrajplanError):
+        return text
+    return f"{type(cause).__name__}: {text.splitlines()[-1] if text else ''}"[:300]
+
+
+def run_command(cmd: Sequence[str], log: str, env: dict[str, str] | None = None) -> int:
+    """In a Ray task: run `cmd` as a child (`trajplan.procs`), its output into `log`; returns
+    its exit code. Cancelled (KeyboardInterrupt), it stops the child, which saves, and waits."""
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    with Children() as kids:
+        child = kids.command(Path(log).stem, cmd, log=Path(log), env=env)
+        try:
+            kids.wait()
+        except KeyboardInterrupt:
+            kids.stop_all(signal.SIGINT)
+            kids.wait()
+    if kids.stop is not None and child.stopped:
+        return exit_code(kids.stop)
+    return child.returncode or 0
