@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -482,27 +483,34 @@ def test_data_list_names_unreadable_datasets(minari_root, halfcheetah_dataset, t
 def limit_file_size(limit: int):
     """preexec_fn: no file of the child may grow past `limit` bytes (writes then fail with
     EFBIG, as on a full disk; SIGXFSZ is ignored so the write error is what the child sees)."""
-    import resource
 
     def apply() -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        if limit != resource.RLIM_INFINITY:  # infinity: only the signal (prlimit later)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
     return apply
 
 
 def test_full_disk_keeps_the_last_checkpoint(halfcheetah_dataset, minari_root, tmp_path):
     """A checkpoint that cannot be written is one line (exit 2), renames nothing, leaves no
-    temporary file: the previous checkpoint stays whole and resumable."""
+    temporary file: the previous checkpoint stays whole and resumable. The limit is set on
+    the running process (prlimit) once it trains: a limit set before it starts is refused
+    up front (tests/test_guards.py)."""
     out = tmp_path / "run"
     cli(*train_args(halfcheetah_dataset, out, "--epochs", "1"))
     before = snapshot(out)
     env = dict(os.environ, MINARI_DATASETS_PATH=str(minari_root), OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "trajplan", "train", "--resume", "--out", str(out),
-           "--epochs", "2", "--threads", "1"]  # fmt: skip
-    res = subprocess.run(
-        cmd, env=env, capture_output=True, text=True, preexec_fn=limit_file_size(100_000)
-    )
+           "--epochs", "100000", "--set", "train.save_every=50", "--threads", "1"]  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=limit_file_size(resource.RLIM_INFINITY),
+    )  # fmt: skip
+    wait_for(proc, lambda: max(metrics_steps(out), default=0) > 4)  # next save: step 200
+    resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (100_000, 100_000))
+    stdout, stderr = proc.communicate(timeout=300)
+    res = subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
     one_line_error(res, "cannot write", "last good checkpoint (step 4)")
     after = snapshot(out)
     assert {k: v for k, v in after.items() if k != "metrics.jsonl"} == {

@@ -40,7 +40,7 @@ from trajplan.data.tokens import Discretizer
 from trajplan.envs.registry import same_env
 from trajplan.errors import TrajplanError
 from trajplan.model.gpt import TrajectoryGPT
-from trajplan.runtime import atomic_write, resolve_device, staged_writes
+from trajplan.runtime import atomic_write, json_text, resolve_device, staged_writes
 
 FORMAT = "trajplan-run/1"
 CONFIG_FILE = "config.json"
@@ -165,7 +165,7 @@ def manifest_writer(cfg: RunConfig, manifest: dict[str, Any]) -> Callable[[Path]
         "updated": now_iso(),
         "config": to_dict(cfg),
     }
-    return lambda p: p.write_text(json.dumps(doc, indent=2) + "\n")
+    return lambda p: p.write_text(json_text(doc, indent=2) + "\n")
 
 
 def write_manifest(run_dir: str | Path, cfg: RunConfig, manifest: dict[str, Any]) -> Path:
@@ -332,7 +332,8 @@ def load_train_state(run_dir: str | Path) -> dict[str, Any]:
 
 
 def find_latest_run(env: str, runs_root: str | Path = "runs") -> Path:
-    """The most recently finished run for `env` under runs_root (by finish time)."""
+    """The most recently finished run for `env` under runs_root (by finish time): its
+    run directories and those one level down (`train --seeds`' OUT/seed<S>)."""
 
     root = Path(runs_root)
     if not root.is_dir():
@@ -340,7 +341,7 @@ def find_latest_run(env: str, runs_root: str | Path = "runs") -> Path:
             f"no runs directory {root}: train a model first (trajplan train --env {env})"
         )
     best: tuple[str, float, Path] | None = None
-    for cfg_path in root.glob(f"*/{CONFIG_FILE}"):
+    for cfg_path in [*root.glob(f"*/{CONFIG_FILE}"), *root.glob(f"*/*/{CONFIG_FILE}")]:
         try:
             doc = json.loads(cfg_path.read_text())
         except (OSError, json.JSONDecodeError, UnicodeDecodeError):

@@ -38,6 +38,13 @@ class DataConfig:
     # so ordinary low rewards do not share its bin and decode as half a penalty
     # (trajplan.data.tokens.with_own_bin).
     penalty_bin: bool = False
+    # Not the reference (none = off): goal-conditioned training (trajplan.data.goals). The
+    # observation dims that form the goal, e.g. "0,1" (a maze's x, y), each window's goal
+    # relabelled in hindsight: its episode's final state ("final") or a random later state
+    # of the same episode ("future"). A goal env's own goal dims (desired_goal) are dropped
+    # from the model's observation.
+    goal_dims: str | None = None
+    goal_relabel: str = "final"
 
 
 @dataclass
@@ -56,6 +63,7 @@ class ModelConfig:
     act_dim: int = 0
     vocab_size: int = 0  # = data.n_bins
     block_size: int = 0  # = seq_len * transition_dim - 1
+    goal_dim: int = 0  # dims of the goal placed before the sequence (0: no goal; data.goal_dims)
 
     @property
     def transition_dim(self) -> int:
@@ -126,6 +134,11 @@ class PlanConfig:
     # ("v") (trajplan.planner.scorers; docs/method.md, TT + Q).
     critic: str | None = None
     critic_form: str = "q"
+    # What the beams are ranked by: "return" (TT's predicted rewards and value, or the
+    # critic's) or "likelihood" (not the reference's offline-RL search: imitation, the
+    # model's log-likelihood of the plan's action and observation tokens, no reward or
+    # value; trajplan.planner.scorers.LikelihoodScorer; docs/method.md, Imitation).
+    objective: str = "return"
     mode: str = "cached"  # "cached" (exact, fast) or "full" (whole window per token)
     window: str = "slide"  # "slide" (reference) or "grow" (slide only past the block; faster)
 
@@ -214,9 +227,35 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 # -- value rules of every section (one home; `from_dict` checks keys and types) -------
 
+SEED_LIMIT = 2**32  # seeds are 0 <= seed < 2^32: what numpy, torch and gymnasium all take
+
+
+def check_seed(value: int, name: str) -> int:
+    """One rule for every seed (--seed, train.seed, train.eval_seed, a last episode's seed):
+    an integer in [0, 2^32), so numpy, torch and the envs accept it and its derived seeds."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < SEED_LIMIT:
+        raise TrajplanError(f"{name} must be an integer in [0, 2^32 - 1], got {value}")
+    return value
+
+
 PLAN_MODES = ("cached", "full")
 PLAN_WINDOWS = ("slide", "grow")
 CRITIC_FORMS = ("q", "v")  # plan.critic_form (trajplan.planner.scorers)
+PLAN_OBJECTIVES = ("return", "likelihood")  # plan.objective (trajplan.planner.scorers)
+GOAL_RELABELS = ("final", "future")  # data.goal_relabel (trajplan.data.goals)
+
+
+def parse_goal_dims(text: str) -> list[int]:
+    """data.goal_dims "0,1" -> [0, 1]: distinct dims >= 0, at least one (else one line)."""
+    try:
+        dims = [int(x) for x in str(text).split(",") if x.strip()]
+    except ValueError:
+        dims = []
+    if not dims or min(dims) < 0 or len(set(dims)) != len(dims):
+        raise TrajplanError(
+            f"data.goal_dims must be distinct observation dims like 0,1, got {text!r}"
+        )
+    return dims
 
 
 def check_data_config(cfg: DataConfig) -> None:
@@ -233,6 +272,12 @@ def check_data_config(cfg: DataConfig) -> None:
         raise TrajplanError(f"data.val_fraction must be in [0, 1), got {cfg.val_fraction}")
     if not (math.isfinite(cfg.action_weighting) and cfg.action_weighting >= 0.0):
         raise TrajplanError(f"data.action_weighting must be >= 0, got {cfg.action_weighting}")
+    if cfg.goal_relabel not in GOAL_RELABELS:
+        raise TrajplanError(
+            f"data.goal_relabel must be one of {', '.join(GOAL_RELABELS)}, got {cfg.goal_relabel!r}"
+        )
+    if cfg.goal_dims is not None:
+        parse_goal_dims(cfg.goal_dims)
 
 
 def check_model_config(cfg: ModelConfig) -> None:
@@ -254,15 +299,19 @@ def check_model_config(cfg: ModelConfig) -> None:
 
 def check_train_config(cfg: TrainConfig) -> None:
     """The train section's values (loop, optimizer, schedule, evaluation during training)."""
-    for name in ("batch_size", "save_every", "log_every", "n_epochs_ref"):
+    for name in ("batch_size", "save_every", "log_every", "n_epochs_ref", "val_every"):
         if getattr(cfg, name) < 1:
             raise TrajplanError(f"train.{name} must be at least 1, got {getattr(cfg, name)}")
     for name in ("epochs", "max_steps"):
         value = getattr(cfg, name)
         if value is not None and value < 1:
             raise TrajplanError(f"train.{name} must be at least 1 (or null), got {value}")
-    if cfg.save_every_min is not None and not cfg.save_every_min > 0:
-        raise TrajplanError(f"train.save_every_min must be > 0 (or null), got {cfg.save_every_min}")
+    for name in ("save_every_min", "time_limit_s"):
+        value = getattr(cfg, name)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise TrajplanError(f"train.{name} must be a number > 0 (or null), got {value}")
+    check_seed(cfg.seed, "train.seed")
+    check_seed(cfg.eval_seed, "train.eval_seed")
     for name in ("lr", "grad_clip", "weight_decay"):
         if not math.isfinite(getattr(cfg, name)):
             raise TrajplanError(f"train.{name} must be a finite number, got {getattr(cfg, name)}")
@@ -276,6 +325,7 @@ def check_train_config(cfg: TrainConfig) -> None:
         raise TrajplanError(f"train.eval_every must be >= 0 (0 = off), got {cfg.eval_every}")
     if cfg.eval_episodes < 1:
         raise TrajplanError(f"train.eval_episodes must be at least 1, got {cfg.eval_episodes}")
+    check_seed(cfg.eval_seed + cfg.eval_episodes - 1, "train.eval_seed + train.eval_episodes - 1")
     if cfg.eval_episode_steps is not None and cfg.eval_episode_steps < 1:
         raise TrajplanError(
             f"train.eval_episode_steps must be at least 1 (or null), got {cfg.eval_episode_steps}"
@@ -308,6 +358,15 @@ def check_plan_config(cfg: PlanConfig) -> None:
         raise TrajplanError(f"plan.prior_share must be in (0, 1], got {cfg.prior_share}")
     if not (math.isfinite(cfg.prior_noise) and cfg.prior_noise >= 0):
         raise TrajplanError(f"plan.prior_noise must be >= 0, got {cfg.prior_noise}")
+    if cfg.objective not in PLAN_OBJECTIVES:
+        raise TrajplanError(
+            f"plan.objective must be one of {', '.join(PLAN_OBJECTIVES)}, got {cfg.objective!r}"
+        )
+    if cfg.objective == "likelihood" and cfg.critic:
+        raise TrajplanError(
+            "plan.objective likelihood ranks plans by the model's likelihood alone: it takes "
+            "no plan.critic (drop the critic, or use objective return)"
+        )
     if cfg.critic_form not in CRITIC_FORMS:
         raise TrajplanError(
             f"plan.critic_form must be one of {', '.join(CRITIC_FORMS)}, got {cfg.critic_form!r}"

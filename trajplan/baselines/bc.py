@@ -14,11 +14,16 @@ actions squashed into [-1, 1], return weights), `_fit` (the Adam loop and its me
 and `_write_run` (export and files). The observation normalisation is folded into the first
 layer, so the saved policy is an ordinary `trajplan.actors.Actor`. The same seed gives the
 same weights (CPU, same thread count).
+
+Goal-conditioned BC (`goal_dims`, the baseline of goal-conditioned TT): in a goal env (a
+maze) each step's own goal dims are replaced by its hindsight goal, relabelled by the rule
+TT's windows use (`trajplan.data.goals.with_hindsight_goals`): the policy maps
+(observation, goal) -> action and, at evaluation, reads the env's goal where it stands in
+the env's observation.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,13 +35,15 @@ from torch import nn
 
 from trajplan.actors import POLICY_FILE, Actor, save_actor
 from trajplan.baselines.policy_run import PolicyRun, has_format, read_run, training_data
-from trajplan.config import DataConfig
+from trajplan.config import DataConfig, check_data_config
+from trajplan.data.goals import with_hindsight_goals
 from trajplan.data.transitions import Episodes, make_transitions, split_episodes
 from trajplan.data.weighting import action_weights
 from trajplan.envs.registry import EnvInfo
 from trajplan.errors import TrajplanError
+from trajplan.guards import bc_bytes, check_disk, check_memory
 from trajplan.progress import Progress
-from trajplan.runtime import atomic_write, write_json
+from trajplan.runtime import atomic_write, json_text, write_json
 
 BC_FORMAT = "trajplan-bc/1"
 CONFIG_FILE = "config.json"
@@ -58,6 +65,10 @@ class BCConfig:
     action_weighting: float = 0.0
     seed: int = 0
     log_every: int = 500
+    # Goal-conditioned BC (none = plain): the goal dims ("0,1") and the hindsight rule
+    # ("final" or "future"), as TT's data.goal_dims / data.goal_relabel.
+    goal_dims: str | None = None
+    goal_relabel: str = "final"
 
     def check(self) -> None:
         if not self.hidden or min(self.hidden) < 1:
@@ -71,6 +82,7 @@ class BCConfig:
             raise TrajplanError(f"bc action_weighting must be >= 0, got {self.action_weighting}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise TrajplanError(f"bc val_fraction must be in [0, 1), got {self.val_fraction}")
+        check_data_config(DataConfig(goal_dims=self.goal_dims, goal_relabel=self.goal_relabel))
 
 
 class BCRun(PolicyRun):
@@ -125,11 +137,33 @@ def train_bc(
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise TrajplanError(f"run directory {out} already exists: choose another --out")
     episodes, info, low, high = training_data(dataset_id, env, episodes)
+    if cfg.goal_dims is not None:  # goal-conditioned: the goal dims hold hindsight goals
+        episodes = with_hindsight_goals(episodes, cfg.goal_dims, cfg.goal_relabel)
+    _check_room(out, cfg, episodes, len(low))
     data = _prepare(episodes, low, high, cfg)
     t0 = time.perf_counter()
     fit = _fit(data, cfg, f"bc {dataset_id}", progress, t0)
-    _write_run(out, fit, data, cfg, info, episodes, dataset_id, t0)
+    created = not out.exists()
+    try:
+        _write_run(out, fit, data, cfg, info, episodes, dataset_id, t0)
+    except BaseException:  # disk full, a signal: no half-written run directory
+        if out.is_dir():
+            for name in (POLICY_FILE, METRICS_FILE, CONFIG_FILE):
+                (out / name).unlink(missing_ok=True)
+            if created and not any(out.iterdir()):
+                out.rmdir()
+        raise
     return out
+
+
+def _check_room(out: Path, cfg: BCConfig, episodes: Episodes, act_dim: int) -> None:
+    """Refuse, before fitting, hidden sizes that cannot fit in memory and a run that cannot
+    fit on disk (trajplan.guards)."""
+    sizes = [episodes.observations.shape[-1], *cfg.hidden, act_dim]
+    need = bc_bytes(sizes, cfg.batch_size, int(episodes.n_steps))
+    check_memory(need, "cpu", f"bc with hidden sizes {cfg.hidden}", "--hidden")
+    weights = 4 * sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
+    check_disk(out, weights + 2**20, weights + 2**12, "the BC run")
 
 
 @dataclass
@@ -211,7 +245,7 @@ def _fit(d: _Prepared, cfg: BCConfig, label: str, progress: bool, t0: float) -> 
                         val_loss = float(((torch.tanh(net(vx)) - vy) ** 2).mean())
                     row["val_loss"] = val_loss
                 row["wall_s"] = round(time.perf_counter() - t0, 3)
-                lines.append(json.dumps(row) + "\n")
+                lines.append(json_text(row) + "\n")
                 bar.update(info=f"loss {last_loss:.4f}")
                 if not progress and step % (cfg.log_every * 10) == 0:
                     print(f"bc step {step}/{cfg.steps} loss {last_loss:.4f}", flush=True)
@@ -242,7 +276,7 @@ def _write_run(
         d.high.astype(np.float32),
         meta={
             "env_id": info.gym_id,
-            "algorithm_name": "bc",
+            "algorithm_name": "gcbc" if cfg.goal_dims else "bc",
             "level": "bc",
             "action_weighting": cfg.action_weighting,
             "dataset_id": dataset_id,

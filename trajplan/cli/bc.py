@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from trajplan.cli.options import THREADS, console, set_threads
+from trajplan.cli.options import THREADS, console, seed_option, set_threads
 from trajplan.errors import TrajplanError
 
 
@@ -15,11 +15,19 @@ def bc_cmd(
     steps: int = typer.Option(20_000, help="Adam steps (batch 256)."),
     hidden: str = typer.Option("256,256", help="Hidden layer sizes, comma-separated."),
     lr: float = typer.Option(1e-3, help="Adam learning rate."),
-    seed: int = typer.Option(0, help="Seed of init, batches and the validation split."),
+    seed: int = seed_option(0, "Seed of init, batches and the validation split."),
     action_weighting: float = typer.Option(
         0.0,
         help="Return-weighted BC: weight each step's error by exp(BETA z), z its standardised "
         "return-to-go (as TT's data.action_weighting; 0 = plain BC).",
+    ),
+    goal: str = typer.Option(
+        None,
+        help="Goal-conditioned BC in a goal env (a maze): the goal dims, e.g. 0,1; each "
+        "step's goal is relabelled in hindsight (as trajplan train --goal).",
+    ),
+    goal_relabel: str = typer.Option(
+        "final", help="With --goal: final (the episode's last state) or future (a later one)."
     ),
     threads: int = THREADS,
     progress: bool = typer.Option(True, help="Show a progress bar."),
@@ -27,6 +35,7 @@ def bc_cmd(
     """Train the behaviour-cloning baseline (an MLP policy, a minute or two on a CPU).
 
     Evaluate it like a TT run, on the same seeds: trajplan eval RUN_TT RUN_BC --episodes 5
+    Goal-conditioned: trajplan bc --dataset local/pointmaze/umaze-v0 --goal 0,1 --out RUN
     """
     from trajplan.baselines.bc import BCConfig, train_bc
 
@@ -35,6 +44,14 @@ def bc_cmd(
         sizes = [int(h) for h in hidden.split(",")]
     except ValueError:
         raise TrajplanError(f"--hidden must be comma-separated integers, got {hidden!r}") from None
-    cfg = BCConfig(hidden=sizes, lr=lr, steps=steps, seed=seed, action_weighting=action_weighting)
+    cfg = BCConfig(
+        hidden=sizes,
+        lr=lr,
+        steps=steps,
+        seed=seed,
+        action_weighting=action_weighting,
+        goal_dims=goal,
+        goal_relabel=goal_relabel,
+    )
     path = train_bc(dataset, out, cfg, env=env, progress=progress)
     console.print(f"wrote BC run [bold]{path}[/]")

@@ -32,6 +32,23 @@ THREADS = typer.Option(
     help="CPU intra-op threads (default: torch's). Planning runs many tiny ops: 1 is often "
     "fastest, and much faster when other jobs keep the cores busy.",
 )
+PLAN_THREADS = typer.Option(
+    1,
+    help="CPU intra-op threads per process. Planning runs many small ops: on a busy 2-core "
+    "machine 2 threads (torch's default there) took 20 s a step where 1 took 0.3-0.7 s, "
+    "same episode (docs/usage.md). More can help large beams on idle cores.",
+)
+
+
+def _check_seed(param: typer.CallbackParam, value: int | None) -> int | None:
+    from trajplan.config import check_seed
+
+    return None if value is None else check_seed(value, (param.opts or ["--seed"])[0])
+
+
+def seed_option(default: int | None, help: str) -> Any:
+    """A --seed option: checked as every seed is (0 <= SEED < 2^32, config.check_seed)."""
+    return typer.Option(default, help=f"{help} In [0, 2^32 - 1].", callback=_check_seed)
 
 
 WEIGHTS = typer.Option(
@@ -42,9 +59,17 @@ WEIGHTS = typer.Option(
 
 
 def set_threads(threads: int | None) -> None:
+    """Set torch's CPU threads (None: leave torch's default); 1 to guards.max_threads()."""
     if threads is not None:
+        from trajplan.guards import max_threads
+
         if threads < 1:
             raise TrajplanError(f"--threads must be at least 1, got {threads}")
+        if threads > max_threads():
+            raise TrajplanError(
+                f"--threads {threads} is more than 4 per CPU core here: use at most "
+                f"{max_threads()} (more only slows planning and training down)"
+            )
         import torch
 
         torch.set_num_threads(threads)
@@ -80,6 +105,14 @@ PLAN_FLAGS: tuple[tuple[str, str, type, str], ...] = (
         "TT + Q: an IQL run (trajplan iql) whose critic scores the beams instead of TT's "
         "value (plan.critic_form: q = Q of the last planned state and action, v = V of the "
         "state). Not the reference (none).",
+    ),
+    (
+        "objective",
+        "objective",
+        str,
+        "What ranks the beams: return (TT's predicted rewards and value, or the critic) or "
+        "likelihood (imitation: the model's log-likelihood of the plan's action and "
+        "observation tokens, no reward or value; train on expert data).",
     ),
     ("mode", "mode", str, "cached (fast, exact) or full (reference: whole window per token)."),
     (

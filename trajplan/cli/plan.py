@@ -9,16 +9,29 @@ from typing import TYPE_CHECKING
 import typer
 
 from trajplan.cli.options import (
-    THREADS,
+    PLAN_THREADS,
     WEIGHTS,
     PlanOptions,
     console,
     err_console,
     plan_options,
     score_text,
+    seed_option,
     set_threads,
 )
 from trajplan.errors import TrajplanError
+
+
+def parse_goal(text: str) -> list[float]:
+    """--goal "1.0,-1.0" -> [1.0, -1.0], or a one-line error."""
+    try:
+        values = [float(x) for x in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or not all(math.isfinite(v) for v in values):
+        raise TrajplanError(f"--goal takes numbers separated by commas (1.0,-1.0), got {text!r}")
+    return values
+
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -35,9 +48,9 @@ def plan(
     ),
     checkpoint: str = typer.Option(None, help="Run directory of a trained model."),
     runs: str = typer.Option("runs", help="Where trained runs live."),
-    seed: int = typer.Option(0, help="Env reset seed and planner seed: same seed, same episode."),
+    seed: int = seed_option(0, "Env reset seed and planner seed: same seed, same episode."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
-    threads: int = THREADS,
+    threads: int = PLAN_THREADS,
     weights: str = WEIGHTS,
     max_steps: int = typer.Option(
         None, help="Stop after this many steps (a quick look: not comparable to 1000-step scores)."
@@ -48,6 +61,11 @@ def plan(
         "a headless GL: MUJOCO_GL=egl or osmesa).",
     ),
     out: str = typer.Option(None, help="Rollout JSON (default: RUN/plan-seed{SEED}.json)."),
+    goal: str = typer.Option(
+        None,
+        help="A goal-conditioned run (trained with --goal): plan towards this goal, e.g. "
+        "1.0,-1.0 (values of its goal dims) instead of the env's own goal.",
+    ),
     planning: PlanOptions | None = None,
 ) -> None:
     """Plan one episode with a trained model, showing every step live.
@@ -66,8 +84,9 @@ def plan(
         prepare_rendering,
     )
     from trajplan.evaluation.evaluate import resolve_run, run_episodes
+    from trajplan.guards import check_disk, check_planning, eval_bytes
     from trajplan.runs import load_run
-    from trajplan.runtime import check_writable
+    from trajplan.runtime import check_out_file
 
     set_threads(threads)
     run_dir = resolve_run(checkpoint, env, runs)
@@ -78,11 +97,16 @@ def plan(
     if run.plan is None:
         raise TrajplanError(f"{run_dir} is a {run.kind} run: `trajplan plan` plans with a TT run")
     run_dir = run.run_dir  # also for --checkpoint RUN/best.safetensors
+    if goal is not None:
+        run.goal = parse_goal(goal)
     path = Path(out) if out else run_dir / f"plan-seed{seed}.json"
-    check_writable(path.parent)  # now, not after the episode
+    check_out_file(path, "--out file")  # now, not after the episode
     env_name = env or run.env
     assert planning is not None  # given by @plan_options
     cfg = run.plan = planning.apply(run.plan)
+    check_planning(run.checkpoint.model.cfg, cfg, 1, device)  # before the episode
+    size = eval_bytes(1, max_steps or 1000)
+    check_disk(path.parent, size, size, "the rollout JSON")
     recorder = VideoRecorder({0: video}) if video else None
     if video:
         check_rendering(env_name)
@@ -175,17 +199,21 @@ def eval_table(rows: list[tuple[str, EvalResult]]) -> Table:
 
 @plan_options
 def eval_cmd(
-    checkpoints: list[str] = typer.Argument(None, help="Run directories to evaluate."),
+    checkpoints: list[str] = typer.Argument(
+        None,
+        help="Run directories to evaluate (other files are skipped, with a warning: "
+        "OUT/seed* also matches a --seeds folder's seed0.log).",
+    ),
     checkpoint: list[str] = typer.Option(None, help="A run directory (repeatable)."),
     env: str = typer.Option(None, help="Without checkpoints: the newest run for this env."),
     runs: str = typer.Option("runs", help="Where trained runs live."),
     episodes: int = typer.Option(10, help="Episodes per checkpoint, seeds SEED..SEED+N-1."),
-    seed: int = typer.Option(0, help="First episode seed (env reset and planner)."),
+    seed: int = seed_option(0, "First episode seed (env reset and planner)."),
     episode_steps: int = typer.Option(
         None, help="Cap episodes at N steps (quick look: not comparable to full-length scores)."
     ),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
-    threads: int = THREADS,
+    threads: int = PLAN_THREADS,
     weights: str = WEIGHTS,
     out: str = typer.Option(
         None,
@@ -213,6 +241,14 @@ def eval_cmd(
         "the same episodes as one process, about N times faster on N free cores. With "
         "several GPUs (--device auto or cuda), worker k plans on GPU k mod the GPU count.",
     ),
+    ray: str = typer.Option(
+        None,
+        "--ray",
+        envvar="RAY_ADDRESS",
+        help="Play the --workers episode batches as Ray tasks (pip install 'trajplan\\[ray]'): "
+        "auto joins this machine's Ray cluster, ray://HOST:10001 a remote one, local starts "
+        "one here. Default: $RAY_ADDRESS. The same episodes as --workers.",
+    ),
     planning: PlanOptions | None = None,
 ) -> None:
     """Evaluate trained models: N episodes each, planned together, with normalized scores.
@@ -226,15 +262,20 @@ def eval_cmd(
     interrupted.
     Example: trajplan eval runs/halfcheetah-medium-2024... --episodes 10
     """
+    from trajplan.config import check_seed
     from trajplan.envs.video import parse_episodes
     from trajplan.evaluation.evaluate import EvalInterrupted, resolve_run
-    from trajplan.evaluation.runner import evaluate_runs
+    from trajplan.evaluation.runner import EvalNotSaved, evaluate_runs, run_paths
     from trajplan.runtime import Stopped
 
     set_threads(threads)
+    check_seed(seed + max(episodes, 1) - 1, "--seed + --episodes - 1 (the last episode's seed)")
     assert planning is not None  # given by @plan_options
     dirs = [*(checkpoints or []), *(checkpoint or [])]
-    run_dirs = [resolve_run(d, None, runs) for d in dirs] or [resolve_run(None, env, runs)]
+    run_dirs, skipped = run_paths(dirs) if dirs else ([resolve_run(None, env, runs)], [])
+    if skipped:  # e.g. OUT/seed* also matches a --seeds folder's seed0.log
+        names = ", ".join(str(p) for p in skipped)
+        err_console.print(f"[yellow]skipped (not run directories): {names}[/]", highlight=False)
     if not math.isfinite(action_noise):
         raise TrajplanError(f"--action-noise must be >= 0, got {action_noise}")
     try:
@@ -243,8 +284,12 @@ def eval_cmd(
             device=device, threads=threads, weights=weights, plan=planning.apply,
             action_noise=action_noise, workers=workers, out=out, video=video,
             video_episodes=parse_episodes(video_episodes, episodes) if video else (),
-            progress=progress,
+            progress=progress, ray=ray,
         )  # fmt: skip
+    except EvalNotSaved as lost:  # played, but the disk filled up: show the scores at least
+        console.print(eval_table([(lost.name, lost.result)]))
+        console.print("[yellow]not saved: the table above is all that is left of it[/]")
+        raise
     except EvalInterrupted as stop:  # Ctrl-C / SIGTERM: what was played is saved
         if stop.path is not None:
             err_console.print(f"[yellow]interrupted: partial results -> {stop.path}[/]")

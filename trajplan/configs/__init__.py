@@ -74,6 +74,8 @@ def apply_overrides(cfg: Any, overrides: list[str]) -> Any:
             if not dataclasses.is_dataclass(target) or not hasattr(target, part):
                 raise TrajplanError(f"override {item!r}: unknown section {part!r}")
             target = getattr(target, part)
+            if not dataclasses.is_dataclass(target):  # train.lr.x=1: lr is a value
+                raise TrajplanError(f"override {item!r}: {part!r} is a key, not a section")
         value = yaml.safe_load(raw)
         merged = from_dict(type(target), {key: value}, where="override")
         setattr(target, key, getattr(merged, key))

@@ -5,6 +5,11 @@
                        constants (what `trajplan data info` and loaded episodes report)
     references_for     an evaluation's: the given references, else the env's D4RL constants
 
+A pair that cannot normalize (equal, not finite, or min above max) is never used: it would
+divide by zero or turn scores upside down. It is set aside with its reason in the source
+(`unusable_reason`), and the env's D4RL constants, if any, stand in; else the results hold
+raw returns only (scores null).
+
 The D4RL constants live in the env registry (`trajplan.envs.registry.REGISTRY`); they were
 measured on older MuJoCo versions, so they only approximate the v5 envs, and every result
 names its source. See docs/method.md, Scores.
@@ -12,6 +17,7 @@ names its source. See docs/method.md, Scores.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from trajplan.envs.registry import EnvInfo, resolve_env
@@ -23,6 +29,21 @@ METADATA_SOURCE = "dataset metadata"
 def normalized_score(ret: float, ref_min: float, ref_max: float) -> float:
     """D4RL normalized score: 0 = random, 100 = expert."""
     return 100.0 * (ret - ref_min) / (ref_max - ref_min)
+
+
+def unusable_reason(ref_min: float, ref_max: float) -> str | None:
+    """Why a (ref_min, ref_max) pair cannot normalize scores, or None when it can."""
+    if not (math.isfinite(ref_min) and math.isfinite(ref_max)):
+        return f"not finite ({ref_min} .. {ref_max})"
+    if ref_min == ref_max:
+        return f"equal ({ref_min:g} .. {ref_max:g}): no scale"
+    if ref_min > ref_max:
+        return f"min above max ({ref_min:g} .. {ref_max:g})"
+    return None
+
+
+def _set_aside(source: str, reason: str) -> str:
+    return f"{source}; reference scores of the {METADATA_SOURCE} ignored: {reason}"
 
 
 def _constants(info: EnvInfo | None) -> tuple[float, float] | None:
@@ -39,14 +60,18 @@ def reference_scores(
     its registry env `info`."""
     lo, hi = metadata.get("ref_min_score"), metadata.get("ref_max_score")
     constants = _constants(info)
+    reason = None
     if lo is not None and hi is not None:
-        if constants is not None and (float(lo), float(hi)) == constants:
+        lo, hi = float(lo), float(hi)
+        reason = unusable_reason(lo, hi)
+        if reason is None and constants is not None and (lo, hi) == constants:
             # a locally collected dataset that stored the D4RL constants: say so
-            return float(lo), float(hi), f"{METADATA_SOURCE}: {D4RL_SOURCE}"
-        return float(lo), float(hi), METADATA_SOURCE
+            return lo, hi, f"{METADATA_SOURCE}: {D4RL_SOURCE}"
+        if reason is None:
+            return lo, hi, METADATA_SOURCE
     if constants is not None:
-        return *constants, D4RL_SOURCE
-    return None, None, None
+        return *constants, D4RL_SOURCE if reason is None else _set_aside(D4RL_SOURCE, reason)
+    return None, None, None if reason is None else _set_aside("none", reason)
 
 
 @dataclass
@@ -72,10 +97,17 @@ class References:
 def references_for(
     env: str, ref_min: float | None = None, ref_max: float | None = None, source: str = ""
 ) -> References:
-    """The given references (e.g. from dataset metadata), else the env's D4RL constants."""
+    """The given references (e.g. from dataset metadata), else the env's D4RL constants
+    (also when the given pair cannot normalize: `unusable_reason`, stated in the source)."""
+    reason = None
     if ref_min is not None and ref_max is not None:
-        return References(float(ref_min), float(ref_max), source or METADATA_SOURCE)
+        reason = unusable_reason(float(ref_min), float(ref_max))
+        if reason is None:
+            return References(float(ref_min), float(ref_max), source or METADATA_SOURCE)
     constants = _constants(resolve_env(env))
     if constants is not None:
-        return References(*constants, "D4RL constants")
-    return References(None, None, "none")
+        source = "D4RL constants" if reason is None else _set_aside("D4RL constants", reason)
+        return References(*constants, source)
+    if reason is not None:
+        return References(None, None, _set_aside("none", reason))
+    return References(None, None, source if source.startswith("none") else "none")

@@ -23,6 +23,7 @@ import torch
 import torch.distributed as dist
 
 from trajplan.checkpoint import (
+    CONFIG_FILE,
     DISCRETIZER_FILE,
     has_checkpoint,
     is_dead_end,
@@ -30,12 +31,13 @@ from trajplan.checkpoint import (
     now_iso,
     read_manifest,
 )
-from trajplan.config import RunConfig, to_dict
+from trajplan.config import RunConfig, parse_goal_dims, to_dict
 from trajplan.configs import dataset_level
 from trajplan.data.tokens import Discretizer
 from trajplan.data.transitions import load_episodes, prepare_episodes
 from trajplan.envs.registry import env_for_dataset, resolve_env, same_env
 from trajplan.errors import TrajplanError
+from trajplan.guards import available_memory
 from trajplan.runtime import DirLock, resolve_device
 
 # Fields that may change when a run is resumed (they steer the loop, not the result).
@@ -52,7 +54,7 @@ LOOP_FIELDS = (
     "eval_episode_steps",
     "eval_seed",
 )
-DIM_FIELDS = ("obs_dim", "act_dim", "vocab_size", "block_size")
+DIM_FIELDS = ("obs_dim", "act_dim", "vocab_size", "block_size", "goal_dim")
 
 
 @dataclass
@@ -114,6 +116,13 @@ def fill_model_dims(cfg: RunConfig, obs_dim: int, act_dim: int, dataset: str) ->
                 "(leave model dims at 0 to take them from the data)"
             )
         setattr(cfg.model, key, value)
+    goal_dim = len(parse_goal_dims(cfg.data.goal_dims)) if cfg.data.goal_dims else 0
+    if cfg.model.goal_dim not in (0, goal_dim):
+        raise TrajplanError(
+            f"config model.goal_dim = {cfg.model.goal_dim}, but data.goal_dims "
+            f"{cfg.data.goal_dims!r} has {goal_dim} (leave it at 0)"
+        )
+    cfg.model.goal_dim = goal_dim
 
 
 def min_train_bytes(cfg: RunConfig, world: int = 1, cpu: bool = True) -> int:
@@ -132,22 +141,9 @@ def min_train_bytes(cfg: RunConfig, world: int = 1, cpu: bool = True) -> int:
     return need
 
 
-def available_bytes(dev: torch.device) -> int | None:
-    """Free memory of the device (GPU) or available RAM (Linux); None when unknown."""
-    if dev.type == "cuda":
-        return int(torch.cuda.mem_get_info(dev)[0])
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
 def check_memory(cfg: RunConfig, dev: torch.device, world: int = 1) -> None:
     """Refuse a config that cannot fit, instead of meeting the OOM killer mid-run."""
-    need, have = min_train_bytes(cfg, world, dev.type == "cpu"), available_bytes(dev)
+    need, have = min_train_bytes(cfg, world, dev.type == "cpu"), available_memory(dev)
     if have is None or need <= have:
         return
     gib = 2.0**30
@@ -274,6 +270,8 @@ def prepare_run(
     """Check the config against the data and an old run, load and tokenize the data, and
     describe the run (its directory, manifest and, when resuming, the state to restore)."""
     state, saved_doc, bins = None, None, None
+    if resume and _dead_start(out_dir, cfg):  # killed before it wrote its config
+        resume = False  # nothing to continue: start it with the config given
     if resume:
         saved, saved_doc = read_manifest(out_dir)  # type: ignore[arg-type]
         cfg = resume_config(saved, cfg, Path(out_dir))  # type: ignore[arg-type]
@@ -333,6 +331,20 @@ def prepare_run(
         "created": now_iso(),
     }
     return PreparedRun(cfg, run_dir, data, manifest, state)
+
+
+def _dead_start(out_dir: str | Path | None, cfg: RunConfig) -> bool:
+    """True when --resume meets a run directory that a training left while starting, before
+    it wrote config.json (only `.lock` inside, say): it starts afresh with the config given,
+    which must then name its data (`--seeds --resume` passes the seeds' config)."""
+    if out_dir is None or not is_dead_end(out_dir) or (Path(out_dir) / CONFIG_FILE).is_file():
+        return False
+    if cfg.env is None and cfg.dataset is None:
+        raise TrajplanError(
+            f"{out_dir} holds no run yet (a training stopped while starting): train into it "
+            "again without --resume, with --config, --env or --dataset"
+        )
+    return True
 
 
 def _check_env_known(env_name: str, dataset: str) -> None:

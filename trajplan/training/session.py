@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import torch
 
 from trajplan.config import RunConfig, check_run_config
+from trajplan.guards import check_disk, checkpoint_bytes
 from trajplan.model.gpt import TrajectoryGPT
 from trajplan.runtime import DirLock, remove_orphaned_tmp, seed_everything
 from trajplan.training.callbacks import Callback
@@ -105,11 +106,15 @@ class TrainingRun:
                 cfg, out_dir, resume, dev, data, download, runs_root, rk, allow_data_change
             )
             trainer = cls(run.cfg, run.run_dir, run.data, dev, rk, run.manifest)
+            if rk.main:  # room for the checkpoints, before the first step (state.pt: 3x)
+                n = trainer.model.num_params()
+                check_disk(run.run_dir, checkpoint_bytes(n), 12 * n + 2**16, "training")
             if run.state is not None:
                 trainer.state = restore(
                     run.state, trainer.model, trainer.optimizer, trainer.manifest, run.run_dir
                 )
                 trainer.saver.good_step = trainer.state.step
+                trainer.saver.best_kept = (trainer.state.best_loss, trainer.state.best_epoch)
         except BaseException:
             if lock is not None:
                 lock.release(remove_if_unused=True)
