@@ -15,7 +15,14 @@ from rich.console import Console
 from trajplan.envs.references import references_for
 from trajplan.envs.rollout import EpisodeResult
 from trajplan.errors import TrajplanError
-from trajplan.evaluation.aggregate import aggregate, bootstrap_ci, iqm, tables, to_json
+from trajplan.evaluation.aggregate import (
+    aggregate,
+    aggregate_evals,
+    bootstrap_ci,
+    iqm,
+    tables,
+    to_json,
+)
 from trajplan.evaluation.evalfiles import plot_eval_scores
 from trajplan.evaluation.evaluate import EvalResult
 from trajplan.evaluation.plot import loss_curves, plot_curves, read_series, run_labels
@@ -116,10 +123,10 @@ def test_plot_curves_of_a_real_run(tiny_run: Path, tmp_path: Path) -> None:
 def test_plot_scores_names_the_reference(tmp_path: Path) -> None:
     a = write_eval(tmp_path / "tt" / "eval" / "eval.json", [10, 20, 30])
     b = write_eval(tmp_path / "bc" / "eval" / "eval.json", [40, 41], policy="bc", steps=100)
-    svg = plot_eval_scores([a, tmp_path / "bc"], tmp_path / "s.svg").read_text()  # a run dir works
+    svg = plot_eval_scores([a, tmp_path / "bc"], tmp_path / "s.svg")[0].read_text()  # a run dir
     assert "D4RL constants" in svg and "normalized score" in svg and "capped at 100" in svg
     assert "20.0 ± 5.8" in svg and "40.5 ± 0.5" in svg
-    assert plot_eval_scores([b], tmp_path / "s.png").read_bytes()[:8] == PNG
+    assert plot_eval_scores([b], tmp_path / "s.png")[0].read_bytes()[:8] == PNG
     with pytest.raises(TrajplanError, match="no eval.json at"):
         plot_eval_scores([tmp_path / "nothing"], tmp_path / "s.png")
 
@@ -168,15 +175,16 @@ def test_aggregate_groups_tables_and_json(tmp_path: Path) -> None:
     assert "halfcheetah-tt-seed0" in text and "D4RL constants" in text and "…" not in text
 
 
-def test_aggregate_refuses_mixed_scales(tmp_path: Path) -> None:
+def test_aggregate_never_mixes_scales(tmp_path: Path) -> None:
     a = write_eval(tmp_path / "a" / "eval.json", [1.0, 2.0])
     b = tmp_path / "b" / "eval.json"
     doc = json.loads(a.read_text())
     doc["summary"]["reference"] = "dataset metadata (0.00 .. 1.00)"
     b.parent.mkdir()
     b.write_text(json.dumps(doc))
-    with pytest.raises(TrajplanError, match="mixes reference scores"):
-        aggregate([f"x={a}", f"x={b}"])
+    groups, selection = aggregate_evals([f"x={a}", f"x={b}"])  # one run, two scales
+    assert groups[0].n_episodes == 2 and len(selection.left_out) == 1
+    assert "other settings: reference" in selection.left_out[0][1]
     doc["episodes"][0]["score"] = None
     b.write_text(json.dumps(doc))
     with pytest.raises(TrajplanError, match="no normalized scores"):

@@ -96,11 +96,19 @@ class Actor:
             )
         f = _ACTIVATIONS[self.activation]
         for w, b in zip(self.weights[:-1], self.biases[:-1], strict=True):
-            x = f(x @ w.T + b)  # [B, hidden]
-        squashed = np.tanh(x @ self.weights[-1].T + self.biases[-1])  # [B, a] in [-1, 1]
+            x = f(_rowwise(x, w) + b)  # [B, hidden]
+        squashed = np.tanh(_rowwise(x, self.weights[-1]) + self.biases[-1])  # [B, a] in [-1, 1]
         act = self.action_low + 0.5 * (squashed + 1.0) * (self.action_high - self.action_low)
         act = np.clip(act, self.action_low, self.action_high)
         return act[0] if single else act
+
+
+def _rowwise(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """x @ w.T ([B, i] -> [B, o]) one row at a time, so that a row's result never depends on
+    the batch: BLAS picks its float32 kernels by the batch size (OpenBLAS's sgemm rounds
+    batches of 2 or 3 rows differently from 1 or 4), and an episode's actions would then
+    depend on how many episodes share its batch (`eval --workers`)."""
+    return (x[:, None, :] @ w.T)[:, 0, :]
 
 
 def actor_from_sb3(model: Any, meta: dict[str, Any] | None = None) -> Actor:

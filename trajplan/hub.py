@@ -1,15 +1,19 @@
 """Share runs on the Hugging Face Hub: a run directory plus a generated model card.
 
 `build_folder` stages what a user needs to plan with a run (TT: config.json, weights last
-and best, the discretizer, metrics; BC: config.json, the policy, metrics), its evaluation
+and best, the discretizer, metrics; BC: config.json, the policy, metrics; IQL: those and
+the critic, which TT + Q's `--critic` takes), its evaluation
 (RUN/eval/eval.json and eval.png) when there is one, `train-config.yaml` to retrain it, and
 README.md, the model card: env, dataset, scores with the source of their reference scores,
 training summary, config, and the commands to use and to reproduce the run. The resume
-state (state.pt, optimizer included) and TensorBoard logs stay home.
+state (state.pt, optimizer included) and TensorBoard logs stay home. A run still training
+may write a checkpoint while it is copied: the copy is checked to be of one checkpoint
+(config.json's steps against those in the weights files) and made again if it is not.
 
 `push` uploads that folder and `pull` downloads a repository into a folder, which is a
 normal run directory: `trajplan plan/eval --checkpoint DIR` take it as it is. The network
-calls are `_upload` and `_download`; everything else works offline.
+calls are `_upload` and `_download` (a failure is one line: unreachable, or refused, and
+why); everything else works offline.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,21 +32,27 @@ from trajplan.checkpoint import read_manifest
 from trajplan.data.store import dataset_info
 from trajplan.errors import TrajplanError
 from trajplan.evaluation.evalfiles import eval_path, latest_eval
+from trajplan.guards import check_disk
 
 TT_FILES = ("config.json", "model.safetensors", "best.safetensors", "discretizer.safetensors")
 BC_FILES = ("config.json", "policy.actor.safetensors")
+IQL_FILES = (*BC_FILES, "critic.safetensors")
+KIND_FILES = {"tt": TT_FILES, "bc": BC_FILES, "iql": IQL_FILES}  # what each kind shares
+KIND_NAMES = {"tt": "Trajectory Transformer", "bc": "Behaviour-cloning baseline",
+              "iql": "Implicit Q-Learning (IQL) baseline and critic"}  # fmt: skip
 OPTIONAL_FILES = ("metrics.jsonl", "eval/eval.json", "eval/eval.png")
 CARD = "README.md"
 TRAIN_CONFIG = "train-config.yaml"
 
 
 def run_kind(run_dir: str | Path) -> str:
-    """'tt' or 'bc' for a run directory the hub shares; anything else is a TrajplanError."""
+    """'tt', 'bc' or 'iql' for a run directory the hub shares; anything else is a
+    TrajplanError."""
     kind = runs.run_kind(run_dir)
     if kind == "tt":
         read_manifest(run_dir)  # raises a clear error for anything that is not a TT run
-    elif kind != "bc":
-        raise TrajplanError(f"{run_dir}: the hub shares TT and BC runs, not {kind} runs yet")
+    elif kind not in KIND_FILES:
+        raise TrajplanError(f"{run_dir}: the hub shares TT, BC and IQL runs, not {kind} runs")
     return kind
 
 
@@ -101,10 +112,49 @@ def _reproduce(kind: str, doc: dict[str, Any], name: str) -> list[str]:
         ]
     c = doc.get("config", {})
     hidden = ",".join(str(h) for h in c.get("hidden", []))
+    if kind == "iql":
+        return [
+            f"trajplan iql --dataset {doc.get('dataset_id')} --out runs/{name}-again --steps "
+            f"{c.get('steps')} --hidden {hidden} --batch-size {c.get('batch_size')} --expectile "
+            f"{c.get('expectile')} --temperature {c.get('temperature')} --seed {c.get('seed')}"
+        ]
     return [
         f"trajplan bc --dataset {doc.get('dataset_id')} --out runs/{name}-again --steps "
         f"{c.get('steps')} --hidden {hidden} --lr {c.get('lr')} --seed {c.get('seed')}"
     ]
+
+
+def _facts(kind: str, doc: dict[str, Any]) -> list[str]:
+    """The model card's lines on what was trained (from the run's config.json)."""
+    c = doc.get("config", {})
+    if kind == "tt":
+        m = c.get("model", {})
+        n_params = doc.get("n_params")
+        params = f", {n_params:,} parameters" if isinstance(n_params, int) else ""
+        facts = [
+            f"- model: {m.get('n_layer')} layers, width {m.get('n_embd')}, "
+            f"{m.get('n_head')} heads{params}",
+            f"- training: {doc.get('step')} steps, {doc.get('epoch')} epochs, "
+            f"{int(doc.get('tokens') or 0):,} tokens, "
+            f"last loss {_fmt(doc.get('last_loss'), None, 4)}, status {doc.get('status')}",
+            "- weights: `model.safetensors` (last, used by default), `best.safetensors`",
+        ]
+    elif kind == "iql":
+        last = doc.get("last") or {}
+        facts = [
+            f"- nets: MLPs {c.get('hidden')} (twin Q, V, actor), {doc.get('step')} of "
+            f"{c.get('steps')} steps ({doc.get('status')}), expectile {c.get('expectile')}, "
+            f"temperature {c.get('temperature')}, last Q loss {_fmt(last.get('q_loss'), None, 4)}",
+            "- files: `policy.actor.safetensors` (the actor's mean), `critic.safetensors` "
+            "(target twin Q and V: TT + Q's `--critic`)",
+        ]
+    else:
+        facts = [
+            f"- policy: MLP {c.get('hidden')}, {c.get('steps')} Adam steps, last loss "
+            f"{_fmt(doc.get('last_loss'), None, 4)}, "
+            f"validation loss {_fmt(doc.get('val_loss'), None, 4)}",
+        ]
+    return facts
 
 
 def model_card(run_dir: str | Path, repo_id: str | None = None, name: str | None = None) -> str:
@@ -119,32 +169,16 @@ def model_card(run_dir: str | Path, repo_id: str | None = None, name: str | None
     gym_id = str(doc.get("env_id") or evaluation.get("gym_id") or doc.get("env") or "?")
     env = str(doc.get("env") or gym_id)
     dataset = doc.get("dataset_id") or "?"
-    what = "Trajectory Transformer" if kind == "tt" else "Behaviour-cloning baseline"
+    what = KIND_NAMES[kind]
     repo = repo_id or "USER/REPO"
     front = {
         "library_name": "trajplan",
         "tags": ["reinforcement-learning", "offline-reinforcement-learning", "trajplan",
-                 "trajectory-transformer" if kind == "tt" else "behavior-cloning", gym_id],
+                 {"tt": "trajectory-transformer", "bc": "behavior-cloning",
+                  "iql": "implicit-q-learning"}[kind], gym_id],
     }  # fmt: skip
     c = doc.get("config", {})
-    if kind == "tt":
-        m = c.get("model", {})
-        n_params = doc.get("n_params")
-        params = f", {n_params:,} parameters" if isinstance(n_params, int) else ""
-        facts = [
-            f"- model: {m.get('n_layer')} layers, width {m.get('n_embd')}, "
-            f"{m.get('n_head')} heads{params}",
-            f"- training: {doc.get('step')} steps, {doc.get('epoch')} epochs, "
-            f"{int(doc.get('tokens') or 0):,} tokens, "
-            f"last loss {_fmt(doc.get('last_loss'), None, 4)}, status {doc.get('status')}",
-            "- weights: `model.safetensors` (last, used by default), `best.safetensors`",
-        ]
-    else:
-        facts = [
-            f"- policy: MLP {c.get('hidden')}, {c.get('steps')} Adam steps, last loss "
-            f"{_fmt(doc.get('last_loss'), None, 4)}, "
-            f"validation loss {_fmt(doc.get('val_loss'), None, 4)}",
-        ]
+    facts = _facts(kind, doc)
     lines = [
         "---",
         yaml.safe_dump(front, sort_keys=False).strip(),
@@ -170,6 +204,7 @@ def model_card(run_dir: str | Path, repo_id: str | None = None, name: str | None
         f"trajplan hub pull {repo} --out runs/{name}",
         f"trajplan eval runs/{name} --episodes 10",
         *([f"trajplan plan --checkpoint runs/{name}"] if kind == "tt" else []),
+        *([f"trajplan eval TT_RUN --critic runs/{name}   # TT + Q"] if kind == "iql" else []),
         "```",
         "",
         "## Reproduce",
@@ -204,21 +239,68 @@ def build_folder(
     kind = run_kind(run)
     if out.exists() and any(out.iterdir()):
         raise TrajplanError(f"{out} already exists and is not empty")
-    copies = {n: run / n for n in (*(TT_FILES if kind == "tt" else BC_FILES), *OPTIONAL_FILES)}
+    copies = {n: run / n for n in (*KIND_FILES[kind], *OPTIONAL_FILES)}
     chosen = eval_path(evaluation) if evaluation is not None else latest_eval(run)
     if chosen is not None:
         copies.update({"eval/eval.json": chosen, "eval/eval.png": chosen.with_suffix(".png")})
+    sizes = [f.stat().st_size for f in copies.values() if f.is_file()]
+    check_disk(out, sum(sizes) + 2**16, max(sizes, default=0), "the staged upload")
+    created = not out.exists()
+    try:
+        for attempt in range(COPY_TRIES):  # a run in training may write a checkpoint meanwhile
+            _copy(run, copies, out)
+            torn = _torn_checkpoint(out) if kind == "tt" else None
+            if torn is None:
+                break
+            if attempt == COPY_TRIES - 1:
+                shutil.rmtree(out, ignore_errors=True)
+                raise TrajplanError(
+                    f"{run} wrote checkpoints while it was copied ({torn}), {COPY_TRIES} times: "
+                    "push it between checkpoints or when its training ends"
+                )
+            time.sleep(0.5)
+        if kind == "tt":
+            config = _read_json(run / "config.json").get("config", {})
+            (out / TRAIN_CONFIG).write_text(yaml.safe_dump(config, sort_keys=False))
+        (out / CARD).write_text(model_card(out, repo_id, name=run.name))
+    except OSError as exc:  # disk full meanwhile: no half-staged folder
+        shutil.rmtree(out, ignore_errors=True)
+        if not created:
+            out.mkdir()  # as it was: empty
+        raise TrajplanError(f"cannot write {out}: {exc.strerror or exc} (disk full?)") from None
+    return out
+
+
+COPY_TRIES = 5
+
+
+def _copy(run: Path, copies: dict[str, Path], out: Path) -> None:
     for name, src in copies.items():
         if src.is_file():
             (out / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, out / name)
         elif name not in OPTIONAL_FILES:
             raise TrajplanError(f"{run} is missing {name}: nothing to share yet")
-    if kind == "tt":
-        config = _read_json(run / "config.json").get("config", {})
-        (out / TRAIN_CONFIG).write_text(yaml.safe_dump(config, sort_keys=False))
-    (out / CARD).write_text(model_card(out, repo_id, name=run.name))
-    return out
+
+
+def _weights_step(path: Path) -> str | None:
+    """The optimizer step a weights file records in its metadata (None: none recorded)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as f:
+        return (f.metadata() or {}).get("step")
+
+
+def _torn_checkpoint(folder: Path) -> str | None:
+    """None when the copied config.json, model.safetensors and best.safetensors are of one
+    checkpoint (their steps agree), else what disagrees."""
+    doc = _read_json(folder / "config.json")
+    last, best = _weights_step(folder / TT_FILES[1]), _weights_step(folder / TT_FILES[2])
+    if last is not None and last != str(doc.get("step")):
+        return f"config.json at step {doc.get('step')}, model.safetensors at {last}"
+    if best is not None and doc.get("best_step") is not None and best != str(doc["best_step"]):
+        return f"config.json's best step {doc['best_step']}, best.safetensors at {best}"
+    return None
 
 
 def _hub() -> Any:
@@ -232,20 +314,41 @@ def _hub() -> Any:
 def _upload(folder: Path, repo_id: str, private: bool, token: str | None) -> str:
     """The network call of `push`: create the model repo (if new) and upload the folder."""
     hub = _hub()
-    api = hub.HfApi(token=token)
-    api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-    info = api.upload_folder(
-        folder_path=str(folder), repo_id=repo_id, repo_type="model",
-        commit_message="Upload trajplan run",
-    )  # fmt: skip
+    try:
+        api = hub.HfApi(token=token)
+        api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+        info = api.upload_folder(
+            folder_path=str(folder), repo_id=repo_id, repo_type="model",
+            commit_message="Upload trajplan run",
+        )  # fmt: skip
+    except Exception as exc:  # network, login, permissions: one line, not a traceback
+        raise hub_error(exc, f"push to {repo_id}") from None
     return str(getattr(info, "commit_url", None) or f"https://huggingface.co/{repo_id}")
+
+
+OFFLINE = {"ConnectError", "ConnectionError", "ConnectTimeout", "Timeout", "TimeoutException",
+           "LocalEntryNotFoundError", "OfflineModeIsEnabled"}  # fmt: skip
+
+
+def hub_error(exc: BaseException, what: str) -> TrajplanError:
+    """One line for a failed Hub call: unreachable (offline?) or refused, with its reason."""
+    text = str(exc).strip()
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    reason = (lines[0] if lines else type(exc).__name__)[:200]
+    if any(c.__name__ in OFFLINE for c in type(exc).__mro__):
+        return TrajplanError(f"cannot reach the Hugging Face Hub to {what} (offline?): {reason}")
+    return TrajplanError(f"the Hugging Face Hub refused to {what}: {reason}")
 
 
 def _download(repo_id: str, out: Path, revision: str | None, token: str | None) -> None:
     """The network call of `pull`: the repository's files into `out`."""
-    _hub().snapshot_download(
-        repo_id=repo_id, repo_type="model", local_dir=str(out), revision=revision, token=token
-    )
+    hub = _hub()
+    try:
+        hub.snapshot_download(
+            repo_id=repo_id, repo_type="model", local_dir=str(out), revision=revision, token=token
+        )
+    except Exception as exc:  # network, missing repository: one line, not a traceback
+        raise hub_error(exc, f"pull {repo_id}") from None
 
 
 def push(
@@ -255,7 +358,7 @@ def push(
     token: str | None = None,
     evaluation: str | Path | None = None,
 ) -> str:
-    """Upload a run (TT or BC) with its model card; returns the commit's URL."""
+    """Upload a run (TT, BC or IQL) with its model card; returns the commit's URL."""
     with tempfile.TemporaryDirectory(prefix="trajplan-hub-") as tmp:
         folder = build_folder(run_dir, Path(tmp) / "upload", repo_id, evaluation)
         return _upload(folder, repo_id, private, token)
@@ -268,7 +371,13 @@ def pull(
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise TrajplanError(f"{out} already exists and is not empty: choose another --out")
-    _download(repo_id, out, revision, token)
+    created = not out.exists()
+    try:
+        _download(repo_id, out, revision, token)
+    except TrajplanError:
+        if created:  # leave no half-made folder behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     try:
         run_kind(out)
     except TrajplanError as exc:

@@ -31,11 +31,12 @@ from trajplan.agent import Agent
 from trajplan.baselines.bc import BCRun, is_bc_run, load_bc
 from trajplan.baselines.iql import IQLRun, is_iql_run, load_iql
 from trajplan.checkpoint import Checkpoint, load_checkpoint
-from trajplan.config import PlanConfig, to_dict
+from trajplan.config import PlanConfig, parse_goal_dims, to_dict
 from trajplan.envs.references import References, references_for
 from trajplan.envs.registry import check_fits
 from trajplan.errors import TrajplanError
 from trajplan.planner import Planner, check_plan_config
+from trajplan.planner.goals import GoalPlanner, env_goal_size
 from trajplan.planner.scorers import Critic, CriticScorer
 
 
@@ -83,6 +84,7 @@ class TTRun:
 
     checkpoint: Checkpoint
     plan: PlanConfig
+    goal: list[float] | None = None  # a goal-conditioned model's fixed goal (else the env's)
     kind = "tt"
     action_noise = 0.0
 
@@ -106,16 +108,28 @@ class TTRun:
         c = self.checkpoint
         return references_for(env, c.ref_min, c.ref_max, c.ref_source or "")
 
-    def policy(self, env: str, device: torch.device) -> Planner:
+    def policy(self, env: str, device: torch.device) -> Planner | GoalPlanner:
+        """The planner (a goal-conditioned model's: a `GoalPlanner`, which takes the goal
+        from the env's observations unless `goal` is set)."""
         model = self.checkpoint.model
-        check_env_matches(model.cfg.obs_dim, model.cfg.act_dim, env, self.env or None)
+        n_goal = env_goal_size(env) if model.goal_dim else 0
+        check_env_matches(model.cfg.obs_dim + n_goal, model.cfg.act_dim, env, self.env or None)
         check_plan_config(self.plan, model)
         scorer = None
         if self.plan.critic:  # TT + Q: the critic scores the beams
             critic = load_critic(self.plan.critic, env, device)
             scorer = CriticScorer(critic, self.plan.discount, self.plan.critic_form)
         disc = self.checkpoint.discretizer
-        return Planner(model.to(device), disc, self.plan, device, scorer=scorer)
+        dims = self.checkpoint.config.data.goal_dims
+        goal_dims = parse_goal_dims(dims) if model.goal_dim and dims else None
+        planner = Planner(
+            model.to(device), disc, self.plan, device, scorer=scorer, goal_dims=goal_dims
+        )
+        if model.goal_dim:
+            return GoalPlanner(planner, n_goal, self.goal)
+        if self.goal is not None:
+            raise TrajplanError("--goal: this model has no goal (trained without --goal)")
+        return planner
 
     def settings(self) -> dict[str, Any]:
         return to_dict(self.plan)

@@ -8,7 +8,7 @@ from trajplan.cli.options import console
 
 
 def hub_push(
-    run: str = typer.Argument(..., help="Run directory (TT or BC) to share."),
+    run: str = typer.Argument(..., help="Run directory (TT, BC or IQL) to share."),
     repo_id: str = typer.Argument(..., help="Hub model repository, e.g. you/halfcheetah-tt."),
     private: bool = typer.Option(False, "--private", help="Create the repository private."),
     stage: str = typer.Option(

@@ -1,8 +1,9 @@
 """Aggregate evaluations over seeds: per-run scores, mean, stderr, IQM and bootstrap CIs.
 
-One eval.json is one run (one training seed) evaluated on several episodes. Runs are
-grouped (by label `LABEL=PATH`, else by policy and dataset: the seeds of one config) and
-each group gets, from the normalized scores of its episodes:
+One run (one training seed) counts once, with one eval of several episodes: which one, and
+which evals are left out as not comparable, is `trajplan.evaluation.evalfiles.select_evals`'s
+rule. Runs are grouped (by label `LABEL=PATH`, else by policy and dataset: the seeds of one
+config) and each group gets, from the normalized scores of its episodes:
 
 - per run: mean score over its episodes and its stderr;
 - mean: the mean of the per-run means (every seed counts the same), and its stderr over runs;
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from trajplan.errors import TrajplanError
-from trajplan.evaluation.evalfiles import eval_label, eval_path, read_eval
+from trajplan.evaluation.evalfiles import Selection, select_evals
 from trajplan.evaluation.plot import run_labels
 from trajplan.evaluation.scores import stderr as mean_stderr
 
@@ -60,7 +61,7 @@ class GroupStats:
     mean_ci: tuple[float, float]
     iqm: float
     iqm_ci: tuple[float, float]
-    comparable: bool = True  # False when episodes were capped (not full-length scores)
+    episode_steps: int | None = None  # the cap of its episodes (None: full-length)
     n_episodes: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -70,6 +71,7 @@ class GroupStats:
         out = asdict(self)
         out["runs"] = [{**asdict(r), "mean": r.mean, "stderr": r.stderr} for r in self.runs]
         out["n_runs"] = len(self.runs)
+        out["comparable"] = self.episode_steps is None  # full-length scores
         return out
 
 
@@ -102,43 +104,32 @@ def bootstrap_ci(
     return {"iqm": ci(iqms), "mean": ci(means)}
 
 
-def group_key(doc: dict[str, Any]) -> str:
-    """Default group of an eval.json: its policy (TT or BC) and dataset."""
-    policy = "BC" if doc.get("plan", {}).get("policy") == "bc" else "TT"
-    return f"{policy} {doc.get('dataset_id') or doc.get('env') or '?'}"
-
-
-def aggregate(
-    paths: Sequence[str], reps: int = 2000, seed: int = 0, confidence: float = 0.95
-) -> list[GroupStats]:
-    """Group eval.json files (`PATH` or `LABEL=PATH`; run directories work too) and
-    aggregate each group; groups keep the order in which they first appear."""
-    if not paths:
-        raise TrajplanError("give at least one eval.json (or run directory) to aggregate")
-    groups: dict[str, list[tuple[str, dict[str, Any]]]] = {}
-    for item in paths:
-        label, _, path = ("", "", item) if Path(item).exists() else item.partition("=")
-        label, path = (label, path) if path else ("", item)
-        doc = read_eval(path)
-        groups.setdefault(label or group_key(doc), []).append((path, doc))
+def aggregate_evals(
+    paths: Sequence[str | Path], reps: int = 2000, seed: int = 0, confidence: float = 0.95
+) -> tuple[list[GroupStats], Selection]:
+    """Aggregate eval files (`PATH` or `LABEL=PATH`; eval.json files, eval folders, run
+    directories) group by group, one eval per run by `evalfiles.select_evals`'s rule; groups
+    keep the order in which they first appear. Also returns the selection (what was left
+    out, and why)."""
+    selection = select_evals(paths)
     out = []
-    for label, members in groups.items():
-        refs = {str(d["summary"].get("reference")) for _, d in members}
-        if len(refs) > 1:
+    for label, members in selection.groups.items():
+        refs = {str(e.doc["summary"].get("reference")) for e in members}
+        if len(refs) > 1:  # the rule keeps one reference per group; a safeguard
             raise TrajplanError(
                 f"group {label!r} mixes reference scores ({'; '.join(sorted(refs))}): "
                 "its scores are not on one scale"
             )
-        names = run_labels([eval_label(d, p) for p, d in members])
+        names = run_labels([e.run for e in members])
         runs = []
-        for name, (path, doc) in zip(names, members, strict=True):
-            scores = [e.get("score") for e in doc.get("episodes", [])]
+        for name, e in zip(names, members, strict=True):
+            scores = [ep.get("score") for ep in e.doc.get("episodes", [])]
             if not scores or any(s is None for s in scores):
                 raise TrajplanError(
-                    f"{eval_path(path)} has no normalized scores (no reference scores for "
-                    f"{doc.get('env')}): nothing to aggregate"
+                    f"{e.path} has no normalized scores (no reference scores for "
+                    f"{e.doc.get('env')}): nothing to aggregate"
                 )
-            runs.append(RunScores(name, str(eval_path(path)), [float(s) for s in scores]))
+            runs.append(RunScores(name, str(e.path), [float(s) for s in scores]))
         arrays = [np.asarray(r.scores) for r in runs]
         ci = bootstrap_ci(arrays, reps, seed, confidence)
         run_means = np.array([r.mean for r in runs])
@@ -152,18 +143,31 @@ def aggregate(
                 mean_ci=ci["mean"],
                 iqm=iqm(np.concatenate(arrays)),
                 iqm_ci=ci["iqm"],
-                comparable=all(d["summary"].get("comparable", True) for _, d in members),
+                episode_steps=members[0].doc.get("episode_steps"),
             )
         )
-    return out
+    return out, selection
+
+
+def aggregate(
+    paths: Sequence[str | Path], reps: int = 2000, seed: int = 0, confidence: float = 0.95
+) -> list[GroupStats]:
+    """The groups of `aggregate_evals` (without the selection)."""
+    return aggregate_evals(paths, reps, seed, confidence)[0]
 
 
 def to_json(
-    groups: Sequence[GroupStats], reps: int = 2000, seed: int = 0, confidence: float = 0.95
+    groups: Sequence[GroupStats],
+    reps: int = 2000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    selection: Selection | None = None,
 ) -> dict[str, Any]:
-    """The JSON document `trajplan aggregate --json` writes."""
+    """The JSON document `trajplan aggregate --json` writes (with the selection's rule and
+    what it left out, when given)."""
     return {
         "format": "trajplan-aggregate/1",
+        **({"selection": selection.to_dict()} if selection is not None else {}),
         "bootstrap": {
             "reps": reps,
             "seed": seed,
@@ -190,7 +194,8 @@ def tables(groups: Sequence[GroupStats], confidence: float = 0.95) -> list[Any]:
         per_run.add_column(col, justify=justify, overflow="fold")
     for g in groups:
         se = "" if g.stderr is None else f" ± {g.stderr:.1f}"
-        name = g.label if g.comparable else f"{g.label} (capped episodes)"
+        capped = f" (capped at {g.episode_steps} steps)" if g.episode_steps is not None else ""
+        name = g.label + capped
         summary.add_row(
             name,
             str(len(g.runs)),

@@ -1,17 +1,20 @@
 """Eval files, the one reader and writer: what an evaluation leaves behind (its folder name,
-eval.json, eval.png), reading them back, and which eval.json speaks for a run (the hub's
-model card and `trajplan plot` read that one). Figures are drawn by `trajplan.evaluation.plot`."""
+eval.json, eval.png), reading them back, which eval.json speaks for a run (the hub's model
+card reads that one), and which evals count when many runs are compared (`select_evals`,
+the one rule `trajplan aggregate` and `trajplan plot --scores` follow: one run counts once,
+and evals that are not comparable never pool). Figures are drawn by `trajplan.evaluation.plot`."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from trajplan.checkpoint import now_iso
 from trajplan.config import PlanConfig
 from trajplan.envs.references import References
 from trajplan.envs.rollout import EpisodeResult
@@ -37,6 +40,9 @@ class EvalResult:
     dataset_id: str | None = None
     interrupted: bool = False  # stopped by Ctrl-C / SIGTERM: episodes are cut short
     weights: str | None = None  # which weights of a TT run: last, best or best-eval
+    weights_file: str | None = None  # the file those weights were read from
+    step: int | None = None  # the optimizer step of those weights (None: not a TT run)
+    created: str = field(default_factory=now_iso)  # when the evaluation ended
 
     @property
     def returns(self) -> np.ndarray:
@@ -88,6 +94,9 @@ class EvalResult:
             "gym_id": self.gym_id,
             "checkpoint": self.checkpoint,
             "weights": self.weights,
+            "weights_file": self.weights_file,
+            "step": self.step,
+            "created": self.created,
             "dataset_id": self.dataset_id,
             "episode_steps": self.episode_steps,
             "interrupted": self.interrupted,
@@ -122,6 +131,7 @@ def eval_name(
         name += f"-h{plan.horizon}-b{plan.beam_width}"
         name += "-prior" if plan.prior else ""
         name += f"-critic{plan.critic_form}" if plan.critic else ""
+        name += "-likelihood" if plan.objective == "likelihood" else ""
     if action_noise:
         name += f"-noise{action_noise:g}"
     if episode_steps is not None:
@@ -138,7 +148,7 @@ def latest_eval(run_dir: str | Path) -> Path | None:
         try:
             doc = json.loads(path.read_text())
             s, plan = doc.get("summary", {}), doc.get("plan") or {}
-        except (OSError, json.JSONDecodeError, AttributeError):
+        except (OSError, ValueError, AttributeError):  # JSON or UTF-8 errors too
             return (False, False, False, 0, 0.0)
         return (
             not plan.get("action_noise"),
@@ -182,23 +192,164 @@ def read_eval(path: str | Path) -> dict[str, Any]:
     return doc
 
 
-def eval_label(doc: dict[str, Any], path: str | Path) -> str:
-    """The run an eval.json belongs to: its checkpoint's directory, else the file's folder."""
-    if doc.get("checkpoint"):
-        return str(doc["checkpoint"])
-    p = eval_path(path)
-    return str(p.parent.parent if p.parent.name == "eval" else p.parent)
+# -- which evals count: one per run, comparable ones only ----------------------------------
+
+RULE = (
+    "one eval per run: its newest complete eval with its group's settings (env, dataset, "
+    "planning settings, weights, episode cap; full-length settings first, then those most "
+    "runs share); interrupted, older and other-setting evals are left out"
+)
 
 
-def plot_eval_scores(evals: Sequence[str | Path], out: str | Path) -> Path:
-    """Bars of the normalized score of each eval.json (or run directory: its RUN/eval/eval.json)."""
-    if not evals:
-        raise TrajplanError("give at least one eval.json (or run directory) to compare")
-    docs = [read_eval(e) for e in evals]
-    for e, d in zip(evals, docs, strict=True):
-        if d["summary"].get("score_mean") is None:
+@dataclass
+class EvalFile:
+    """One eval.json found for a comparison: where it is, what it says, whose run it is."""
+
+    path: Path
+    doc: dict[str, Any]
+    run: Path  # the run it evaluated: RUN of RUN/eval/..., else its recorded checkpoint
+    group: str  # the group it goes to (LABEL=PATH, else policy and dataset)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """What must agree for two evals to pool (the planner's mode gives the same tokens)."""
+        plan = {k: v for k, v in (self.doc.get("plan") or {}).items() if k != "mode"}
+        return {
+            "env": self.doc.get("gym_id") or self.doc.get("env"),
+            "dataset": self.doc.get("dataset_id"),
+            "weights": self.doc.get("weights") or "last",
+            "episode_steps": self.doc.get("episode_steps"),
+            "reference": self.doc["summary"].get("reference"),
+            **{f"plan.{k}": v for k, v in plan.items()},
+        }
+
+    @property
+    def newness(self) -> tuple:
+        return (str(self.doc.get("created") or ""), self.path.stat().st_mtime)
+
+
+@dataclass
+class Selection:
+    """What `select_evals` kept (group label -> one eval per run) and left out, and why."""
+
+    groups: dict[str, list[EvalFile]]
+    left_out: list[tuple[Path, str]]
+    rule: str = RULE
+
+    def to_dict(self) -> dict[str, Any]:
+        gone = [{"path": str(p), "reason": r} for p, r in self.left_out]
+        return {"rule": self.rule, "left_out": gone}
+
+
+def find_eval_files(path: str | Path) -> list[Path]:
+    """The eval.json files a path stands for: the file itself; an eval folder; a run's eval/
+    (every evaluation in it); a run (RUN/eval/*); a folder of runs (*/eval/*) or of
+    `eval --out` folders (*/eval.json)."""
+    p = Path(path)
+    if p.is_file():
+        return [p]
+    if p.is_dir():
+        if (p / "eval.json").is_file():
+            return [p / "eval.json"]
+        patterns = ("*/eval.json", "eval/eval.json", "eval/*/eval.json", "*/eval/*/eval.json")
+        found = sorted({f for pattern in patterns for f in p.glob(pattern) if f.is_file()})
+        if found:
+            return found
+    raise TrajplanError(f"no eval.json at {p}: run `trajplan eval` first")
+
+
+def group_key(doc: dict[str, Any]) -> str:
+    """Default group of an eval.json: its policy (TT, BC, IQL) and dataset."""
+    policy = str((doc.get("plan") or {}).get("policy") or "tt").upper()
+    return f"{policy} {doc.get('dataset_id') or doc.get('env') or '?'}"
+
+
+def _run_of(path: Path, doc: dict[str, Any]) -> Path:
+    for folder in (path.parent, path.parent.parent):
+        if folder.name == "eval":  # RUN/eval/eval.json, RUN/eval/<what>/eval.json
+            return folder.parent.resolve()
+    return Path(str(doc.get("checkpoint") or path.parent)).resolve()
+
+
+def _differences(mine: dict[str, Any], theirs: dict[str, Any]) -> str:
+    keys = [k for k in dict.fromkeys([*mine, *theirs]) if mine.get(k) != theirs.get(k)]
+    return ", ".join(f"{k} {mine.get(k)} (group: {theirs.get(k)})" for k in keys[:3])
+
+
+def select_evals(items: Sequence[str | Path]) -> Selection:
+    """The evals that count, by `RULE`: every item (`PATH` or `LABEL=PATH`; PATH as
+    `find_eval_files` reads it) grouped (LABEL, else `group_key`), then in each group one
+    eval per run. Every eval left out is listed with the reason."""
+    if not items:
+        raise TrajplanError("give at least one eval.json, eval folder or run directory")
+    found: dict[Path, EvalFile] = {}
+    left_out: list[tuple[Path, str]] = []
+    for item in items:
+        text = str(item)
+        label, sep, rest = text.partition("=")
+        path, label = (rest, label) if sep and label and not Path(text).exists() else (text, "")
+        if Path(path).is_file() and Path(path).suffix != ".json":  # OUT/seed* finds seed0.log
+            left_out.append((Path(path), "not an eval file"))
+            continue
+        for f in find_eval_files(path):
+            if f.resolve() in found:
+                continue  # the same file, named twice
+            doc = read_eval(f)
+            found[f.resolve()] = EvalFile(f, doc, _run_of(f, doc), label or group_key(doc))
+    groups: dict[str, list[EvalFile]] = {}
+    for e in found.values():
+        if e.doc.get("interrupted") or e.doc["summary"].get("interrupted"):
+            left_out.append((e.path, "interrupted: partial episodes"))
+        else:
+            groups.setdefault(e.group, [])
+            groups[e.group].append(e)
+    kept = {g: _one_per_run(members, left_out) for g, members in groups.items()}
+    kept = {g: members for g, members in kept.items() if members}
+    if not kept:
+        why = left_out[0][1] if left_out else "none found"
+        raise TrajplanError(f"no complete eval to compare ({left_out[0][0]}: {why})")
+    return Selection(kept, left_out)
+
+
+def _one_per_run(members: list[EvalFile], left_out: list[tuple[Path, str]]) -> list[EvalFile]:
+    """The group's settings (full-length first, then the most runs, then the newest), then
+    each run's newest eval with them; the rest go to left_out."""
+    by_settings: dict[str, list[EvalFile]] = {}
+    for e in members:
+        by_settings.setdefault(json.dumps(e.settings, sort_keys=True, default=str), []).append(e)
+
+    def rank(evals: list[EvalFile]) -> tuple:
+        full = evals[0].settings["episode_steps"] is None
+        return (full, len({e.run for e in evals}), max(e.newness for e in evals))
+
+    chosen = max(by_settings.values(), key=rank)
+    group_settings, ids = chosen[0].settings, {id(e) for e in chosen}
+    runs: dict[Path, EvalFile] = {}
+    for e in members:
+        if id(e) not in ids:
+            left_out.append((e.path, "other settings: " + _differences(e.settings, group_settings)))
+        elif e.run not in runs or e.newness > runs[e.run].newness:
+            if e.run in runs:
+                left_out.append((runs[e.run].path, f"an older eval of the same run ({e.run})"))
+            runs[e.run] = e
+        else:
+            left_out.append((e.path, f"an older eval of the same run ({e.run})"))
+    return sorted(runs.values(), key=lambda e: str(e.run))  # however they were named
+
+
+def plot_eval_scores(evals: Sequence[str | Path], out: str | Path) -> tuple[Path, Selection]:
+    """Bars of the normalized score of each run, by `select_evals`'s rule (one eval per run);
+    items are eval.json files, eval folders or run directories. Returns the figure and the
+    selection (what was left out and why)."""
+    from trajplan.evaluation.plot import check_figure_path
+
+    check_figure_path(out)  # before anything is read
+    selection = select_evals(evals)
+    chosen = [e for members in selection.groups.values() for e in members]
+    for e in chosen:
+        if e.doc["summary"].get("score_mean") is None:
             raise TrajplanError(
-                f"{eval_path(e)} has no normalized score (its env has no reference scores)"
+                f"{e.path} has no normalized score (its env has no reference scores)"
             )
-    labels = run_labels([eval_label(d, e) for d, e in zip(docs, evals, strict=True)])
-    return plot_scores(docs, labels, out)
+    labels = run_labels([e.run for e in chosen])
+    return plot_scores([e.doc for e in chosen], labels, out), selection

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ import numpy as np
 
 from trajplan.errors import TrajplanError
 from trajplan.evaluation.scores import realized_returns
-from trajplan.runtime import atomic_write
+from trajplan.runtime import atomic_write, check_out_file
 
 X_AXES = ("step", "tokens")
 FORMATS = {".png": "png", ".svg": "svg"}
@@ -75,15 +76,22 @@ def metrics_path(run: str | Path) -> Path:
 
 
 def read_rows(metrics: str | Path) -> list[dict[str, Any]]:
-    """The JSON objects of a metrics.jsonl; lines that are not JSON objects are skipped."""
+    """The JSON objects of a metrics.jsonl; lines that are not JSON objects (a line cut
+    short by a kill, a damaged byte) are skipped, with one warning for those not UTF-8."""
     rows = []
-    for line in Path(metrics).read_text().splitlines():
+    bad = 0
+    for raw in Path(metrics).read_bytes().splitlines():
         try:
-            row = json.loads(line)
+            row = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            bad += 1
+            continue
         except json.JSONDecodeError:
             continue
         if isinstance(row, dict):
             rows.append(row)
+    if bad:
+        print(f"warning: {metrics}: skipped {bad} line(s) that are not UTF-8", file=sys.stderr)
     return rows
 
 
@@ -165,21 +173,31 @@ def _pyplot() -> Any:
     return plt
 
 
-def _save(fig: Any, path: str | Path) -> Path:
+def check_figure_path(path: str | Path) -> Path:
+    """A figure's file: .png or .svg, not a folder, in a writable folder (checked first)."""
     path = Path(path)
-    fmt = FORMATS.get(path.suffix.lower())
-    if fmt is None:
+    if path.suffix.lower() not in FORMATS:
         raise TrajplanError(f"{path}: the figure's file name must end in .png or .svg")
+    return check_out_file(path, "figure")
+
+
+def _save(fig: Any, path: str | Path) -> Path:
+    path = check_figure_path(path)
+    fmt = FORMATS[path.suffix.lower()]
     atomic_write(path, lambda p: fig.savefig(p, format=fmt, dpi=120, bbox_inches="tight"))
     return path
 
 
 def plot_curves(runs: Sequence[str | Path], out: str | Path, x: str = "step") -> Path:
     """Learning curves of one or more runs (TT or BC) as a PNG or SVG; returns its path."""
+    other = [r for r in runs if Path(r).is_file() and Path(r).suffix != ".jsonl"]
+    if other:  # OUT/seed* also matches a --seeds folder's seed0.log and seeds-config.yaml
+        names = ", ".join(str(r) for r in other)
+        print(f"skipped (not run directories): {names}", file=sys.stderr)
+        runs = [r for r in runs if r not in other]
     if not runs:
         raise TrajplanError("give at least one run directory to plot")
-    if Path(out).suffix.lower() not in FORMATS:
-        raise TrajplanError(f"{out}: the figure's file name must end in .png or .svg")
+    check_figure_path(out)
     series = [read_series(metrics_path(r), x) for r in runs]
     drawable = {(kind, field) for p in PANELS for kind, field, _, _ in p.lines}
     for run, s in zip(runs, series, strict=True):
@@ -216,8 +234,7 @@ def plot_curves(runs: Sequence[str | Path], out: str | Path, x: str = "step") ->
 def plot_scores(docs: Sequence[dict[str, Any]], labels: Sequence[str], out: str | Path) -> Path:
     """Normalized score of each evaluation (eval.json documents, `trajplan.evaluation.evalfiles`;
     mean +- stderr over its episodes) as bars, one per label."""
-    if Path(out).suffix.lower() not in FORMATS:
-        raise TrajplanError(f"{out}: the figure's file name must end in .png or .svg")
+    check_figure_path(out)
     labels = list(labels)
     for i, d in enumerate(docs):
         if not d["summary"].get("comparable", True):

@@ -19,7 +19,6 @@ default is metrics.jsonl alone.
 
 from __future__ import annotations
 
-import json
 import os
 import uuid
 from collections.abc import Sequence
@@ -28,8 +27,9 @@ from typing import Any
 
 from trajplan.checkpoint import METRICS_FILE
 from trajplan.errors import TrajplanError
+from trajplan.evaluation.plot import read_rows
 from trajplan.progress import Progress
-from trajplan.runtime import atomic_write
+from trajplan.runtime import atomic_write, json_text
 
 
 class Callback:
@@ -51,19 +51,17 @@ class MetricsFile(Callback):
     def __init__(self, run_dir: Path, keep_until_step: int | None) -> None:
         self.path = run_dir / METRICS_FILE
         if keep_until_step is not None and self.path.exists():  # drop lines past the checkpoint
-            kept = []
-            for line in self.path.read_text().splitlines():
-                try:
-                    if json.loads(line).get("step", 0) <= keep_until_step:
-                        kept.append(line + "\n")
-                except json.JSONDecodeError:
-                    continue
+            kept = [
+                json_text(row) + "\n"
+                for row in read_rows(self.path)  # damaged lines are dropped, with a warning
+                if not isinstance(row.get("step"), (int, float)) or row["step"] <= keep_until_step
+            ]
             atomic_write(self.path, lambda p: p.write_text("".join(kept)))
         self.file = self.path.open("a")
 
     def on_record(self, record: dict[str, Any]) -> None:
         try:
-            self.file.write(json.dumps(record) + "\n")
+            self.file.write(json_text(record) + "\n")
             self.file.flush()
         except OSError as exc:
             raise TrajplanError(f"cannot write {self.path}: {exc.strerror or exc}") from None

@@ -178,16 +178,21 @@ class Trainer(TrainingRun):
         use_amp = self.dev.type == "cuda" and tc.amp
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else nullcontext()
         running = RunningLoss(self.dev)  # between two "train" lines
+        running.loss += st.log_loss_sum  # a resumed run goes on with the checkpoint's
+        running.n = st.log_steps  # partial interval: its next line is the same line
+        self.saver.running = running
         ep_loss = torch.tensor(st.epoch_loss_sum, device=self.dev)
         lr = self.optimizer.param_groups[0]["lr"]
         while st.epoch < self.n_epochs and st.step < self.total_steps:
             grid = self.batches.grid(tc.seed, st.epoch)
             while st.batch < self.steps_per_epoch and st.step < self.total_steps:
                 rows = self.batches.rows(grid, st.batch)  # [b, world] window ids of this step
-                x, y, mask = w.get_batch(rows[:, rk.rank].to(self.dev))  # [b, block] each
+                idx = rows[:, rk.rank].to(self.dev)
+                x, y, mask = w.get_batch(idx)  # [b, block] each
+                goal = w.goal_batch(idx)  # [b, g] hindsight goals, or None
                 torch.manual_seed(step_seed(tc.seed, rk.rank, st.step))  # dropout draws
                 with autocast:
-                    logits, loss = net(x, y, mask)
+                    logits, loss = net(x, y, mask, goal)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
@@ -208,7 +213,8 @@ class Trainer(TrainingRun):
                     mean, speed = running.read(rk.world)
                     kinds = self.model.loss_by_kind(logits.detach(), y, mask)  # this batch
                     self._log(mean, lr, speed, kinds)
-                    running.reset()
+                    if st.step % tc.log_every == 0:  # the last step's line ends no interval
+                        running.reset()
                     limit = tc.time_limit_s  # per session: a resumed run gets it afresh
                     late = limit is not None and time.perf_counter() - self._t_start >= limit
                     out_of_time = any_rank(late, rk.world, self.dev)

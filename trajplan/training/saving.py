@@ -55,6 +55,10 @@ class TrainState:
     # checkpoint while no epoch has ended (then best_loss is null and best_epoch -1)
     best_step: int | None = None
     last_loss: float | None = None
+    # the loss summed over the steps since the last log_every line, and their count: a
+    # resumed run's next "train" line then averages the same steps as without the stop
+    log_loss_sum: float = 0.0
+    log_steps: int = 0
 
     def saved(self, wall_s: float) -> dict[str, Any]:
         """The fields for state.pt, with the run's training time up to now."""
@@ -65,7 +69,9 @@ class TrainState:
         """From a state.pt (older ones lack the optional fields); KeyError if one is missing."""
         return cls(
             **{
-                f.name: state.get(f.name) if f.name in _OPTIONAL_STATE else state[f.name]
+                f.name: state.get(f.name, _OPTIONAL_STATE[f.name])
+                if f.name in _OPTIONAL_STATE
+                else state[f.name]
                 for f in dataclasses.fields(cls)
             }
         )
@@ -80,7 +86,8 @@ class TrainState:
         return is_best
 
 
-_OPTIONAL_STATE = ("best_step", "last_loss")  # absent from state.pt files of older runs
+# absent from state.pt files of older runs
+_OPTIONAL_STATE = {"best_step": None, "last_loss": None, "log_loss_sum": 0.0, "log_steps": 0}
 
 
 def restore(
@@ -128,6 +135,8 @@ class Saver:
         self.last: tuple[int, str] | None = None  # (step, status) of the last checkpoint
         self.good_step: int | None = None  # step of the newest checkpoint on disk
         self.t_saved = time.perf_counter()
+        self.running: Any = None  # the loop's RunningLoss (its partial log interval is saved)
+        self.best_kept: tuple[float, int] = (math.inf, -1)  # best.safetensors' epoch loss
 
     def due_by_clock(self) -> bool:
         """train.save_every_min has passed since the last checkpoint (a kill -9 loses less)."""
@@ -136,11 +145,15 @@ class Saver:
 
     def after_epoch(self, state: TrainState, is_best: bool, last: bool) -> None:
         """At an epoch's end: the final checkpoint after the last epoch, else one every
-        save_every epochs or when due by the clock."""
+        save_every epochs or when due by the clock. The best epoch is the best of those
+        that end in a checkpoint (only their weights are kept): an epoch between two
+        checkpoints never becomes config.json's best_epoch without best.safetensors."""
         if last:
             self.save("finished", state, is_best)
         elif state.epoch % self.cfg.train.save_every == 0 or self.due_by_clock():
             self.save("running", state, is_best)
+        elif is_best:  # its weights are not saved: the kept best stays the best
+            state.best_loss, state.best_epoch = self.best_kept
 
     def kept(self) -> str:
         if self.good_step is None:
@@ -184,6 +197,8 @@ class Saver:
             return
         if is_best or not (self.run_dir / BEST_FILE).exists():
             is_best, state.best_step = True, state.step  # best.safetensors: these weights
+        if self.running is not None:
+            state.log_loss_sum, state.log_steps = float(self.running.loss), self.running.n
         info = self.info(status, state)
         saved = {
             "format": FORMAT,
@@ -201,4 +216,5 @@ class Saver:
             raise TrajplanError(f"{exc}; {self.kept()}") from None
         self.last = (state.step, status)
         self.good_step = state.step
+        self.best_kept = (state.best_loss, state.best_epoch)
         self.t_saved = time.perf_counter()
