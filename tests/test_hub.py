@@ -128,6 +128,49 @@ def test_push_and_pull_through_the_cli(
         pull("you/tiny-hc", pulled)
 
 
+def test_iql_run_push_and_pull(
+    halfcheetah_dataset: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An IQL run travels with its critic (not its snapshots): the pulled run evaluates
+    and scores as TT + Q's critic, the same critic as the original."""
+    import torch
+
+    import trajplan.hub as hub
+    from trajplan.baselines.iql import IQLConfig, Saving, train_iql
+    from trajplan.runs import load_critic
+
+    cfg = IQLConfig(steps=30, batch_size=32, hidden=[16], log_every=10)
+    run = train_iql(
+        halfcheetah_dataset, tmp_path / "iql", cfg, False, saving=Saving(snapshot_every=15)
+    )
+    remote = tmp_path / "remote"
+    monkeypatch.setattr(hub, "_upload", lambda folder, repo_id, *_: str(
+        shutil.copytree(folder, remote / repo_id)))  # fmt: skip
+    monkeypatch.setattr(hub, "_download", lambda repo_id, out, *_: shutil.copytree(
+        remote / repo_id, out, dirs_exist_ok=True))  # fmt: skip
+    cli("hub", "push", str(run), "you/hc-iql")
+    names = {
+        p.relative_to(remote / "you/hc-iql").as_posix() for p in (remote / "you/hc-iql").rglob("*")
+    }
+    assert names == {"config.json", "policy.actor.safetensors", "critic.safetensors",
+                     "metrics.jsonl", "README.md"}  # fmt: skip
+    card = (remote / "you/hc-iql" / "README.md").read_text()
+    again = (f"trajplan iql --dataset {halfcheetah_dataset} --out runs/iql-again --steps 30 "
+             "--hidden 16 --batch-size 32 --expectile 0.7 --temperature 3.0 --seed 0")  # fmt: skip
+    for text in ("# Implicit Q-Learning (IQL) baseline and critic for HalfCheetah-v5",
+                 "implicit-q-learning", "30 of 30 steps (finished)",
+                 "trajplan eval TT_RUN --critic runs/iql", again):  # fmt: skip
+        assert text in card, text
+    pulled = tmp_path / "runs" / "hc-iql"
+    cli("hub", "pull", "you/hc-iql", "--out", str(pulled))
+    cli("eval", str(pulled), "--episodes", "1", "--episode-steps", "3", "--threads", "1",
+        "--out", str(tmp_path / "ev"), "--no-progress")  # fmt: skip
+    assert len(list((tmp_path / "ev").rglob("eval.json"))) == 1
+    mine, theirs = load_critic(run, "halfcheetah"), load_critic(pulled, "halfcheetah")
+    obs, act = torch.randn(5, 17), torch.rand(5, 6) * 2 - 1
+    assert torch.equal(mine.q(obs, act), theirs.q(obs, act))
+
+
 def test_missing_hub_extra_is_a_clear_error(
     evaluated_run: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

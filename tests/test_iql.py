@@ -99,7 +99,7 @@ def test_td_targets_mask_terminations_and_bootstrap_truncations() -> None:
     last step is left out."""
     import dataclasses
 
-    from trajplan.baselines.iql import _prepare
+    from trajplan.baselines.iql_data import prepare as _prepare
     from trajplan.data.episodes import Episodes
 
     ep = Episodes(
@@ -188,14 +188,14 @@ def trained(minari_datasets, tmp_path_factory, one_thread) -> tuple[Path, Any, A
     from trajplan.baselines import iql
 
     captured: dict[str, Any] = {}
-    write = iql._write_run
+    write = iql.write_run
 
-    def keep(out, nets, lines, d, *rest):
+    def keep(out, nets, lines, d, doc):
         captured.update(nets=nets, data=d)
-        return write(out, nets, lines, d, *rest)
+        return write(out, nets, lines, d, doc)
 
     patch = pytest.MonkeyPatch()
-    patch.setattr(iql, "_write_run", keep)
+    patch.setattr(iql, "write_run", keep)
     try:
         out = tmp_path_factory.mktemp("iql") / "iql"
         train_iql(minari_datasets.halfcheetah, out, tiny(steps=100), progress=False)

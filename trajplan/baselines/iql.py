@@ -9,7 +9,8 @@ which this stack (Gymnasium 1.x, MuJoCo 3, Minari) cannot take.
     iql_preset(env)  the settings of the env's domain (below)
     train_iql        a Minari dataset through the loader BC and TT use
                      (`trajplan.data.transitions.load_episodes`) -> a run directory
-                     (`trajplan.baselines.iql_run`: the mean actor, the critic, metrics)
+                     (`trajplan.baselines.iql_run`: the mean actor, the critic, metrics);
+                     it saves its state as it goes and `resume=True` continues it exactly
     load_iql         the run (`IQLRun`, a `trajplan.runs.Run`), its critic (`Critic`)
 
 The algorithm (`trajplan.baselines.iql_nets`): V by expectile regression of min target Q - V;
@@ -33,20 +34,12 @@ Presets by domain (`iql_preset`, from the env's name):
               no ranking; the locomotion rescaling is for dense returns, not for counts of
               steps at the goal.
 
-Data: transitions (s, a, r, s') within episodes, every step of every episode; the TD mask
-is 1 - terminated (a truncation bootstraps: a time limit, or a maze's goal where the data
-cuts its stream, with the goal's reward on that very step). An episode's last step
-bootstraps from the observation after it (`Episodes.final_observations`); where that is not
-known (episodes built by hand) a truncated last step is left out. Two choices beyond the
-authors' code: observations are normalised by the data's mean and std (kept in the critic
-file, folded into the exported actor's first layer), and actions are mapped from the env's
-box to [-1, 1] as BC maps them (the identity for the MuJoCo envs, whose box is [-1, 1]).
-The same seed gives the same weights (CPU, same thread count).
+Data: `trajplan.baselines.iql_data`. Saving, resuming, snapshots and the run's files:
+`trajplan.baselines.iql_state`. The same seed gives the same weights (CPU, same thread count).
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -56,35 +49,38 @@ from typing import Any
 import numpy as np
 import torch
 
-from trajplan.actors import POLICY_FILE, Actor, save_actor
-from trajplan.baselines.bc import export_actor
+from trajplan.baselines.iql_data import Transitions, prepare
 from trajplan.baselines.iql_nets import STATS, Batch, Hyper, IQLLearner, IQLNets
-from trajplan.baselines.iql_run import (
-    CONFIG_FILE,
-    CRITIC_FILE,
-    IQL_FORMAT,
-    METRICS_FILE,
-    Critic,
-    IQLRun,
-    is_iql_run,
-    load_critic,
-    load_iql,
-    save_critic,
+from trajplan.baselines.iql_run import IQL_FORMAT, Critic, IQLRun, is_iql_run, load_critic, load_iql
+from trajplan.baselines.iql_state import (
+    Checkpoints,
+    Counters,
+    Saving,
+    capture,
+    check_resume,
+    check_same_data,
+    last_stats,
+    open_run_dir,
+    restore,
+    write_run,
 )
 from trajplan.baselines.policy_run import env_of, training_data
 from trajplan.config import from_dict
 from trajplan.data.store import env_id_of, open_dataset, split_dataset_ids
 from trajplan.data.transitions import Episodes
-from trajplan.envs.registry import EnvInfo
+from trajplan.envs.registry import EnvInfo, resolve_env
 from trajplan.errors import TrajplanError
 from trajplan.progress import Progress
-from trajplan.runtime import atomic_write, resolve_device, write_json
+from trajplan.runtime import Stopped, resolve_device, sigterm_as_interrupt
+from trajplan.training.prepare import data_fingerprint
+from trajplan.training.steps import StopFlag
 
 __all__ = [
     "IQL_FORMAT",
     "Critic",
     "IQLConfig",
     "IQLRun",
+    "Saving",
     "dataset_env",
     "iql_domain",
     "iql_preset",
@@ -174,7 +170,7 @@ def dataset_env(dataset_id: str, env: str | None = None) -> EnvInfo:
 
 
 def train_iql(
-    dataset_id: str,
+    dataset_id: str | None,
     out_dir: str | Path,
     cfg: IQLConfig | None = None,
     progress: bool = True,
@@ -182,121 +178,167 @@ def train_iql(
     env: str | None = None,
     episodes: Episodes | None = None,
     device: str = "cpu",
+    resume: bool = False,
+    saving: Saving | None = None,
 ) -> Path:
-    """Train IQL on a dataset and write its run directory (which must not exist).
+    """Train IQL on a dataset and write its run directory (new, empty, or resumed).
 
     cfg None: the preset of the env's domain; env: the env to act in (default: the
-    dataset's); episodes: use these instead of reading the dataset (tests)."""
+    dataset's); episodes: use these instead of reading the dataset (tests). resume: continue
+    RUN from its saved state with its own dataset, env and settings (None: the run's; others
+    are refused); a finished run has nothing to do. saving: when the state is saved and
+    snapshots are written (`trajplan.baselines.iql_state.Saving`; resume: the run's).
+    Ctrl-C or SIGTERM saves the state (status "interrupted") and raises
+    `trajplan.runtime.Stopped`."""
+    out = Path(out_dir)
+    if resume and is_iql_run(out):
+        return out  # finished: nothing to do
     if cfg is not None:
         cfg.check()
-    out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise TrajplanError(f"run directory {out} already exists: choose another --out")
+    if saving is not None:
+        saving.check()
     dev = resolve_device(device)
-    episodes, info, low, high = training_data(dataset_id, env, episodes)
-    cfg = cfg or iql_preset(info.gym_id)
-    cfg.check()
-    data = _prepare(episodes, low, high, cfg)
-    t0 = time.perf_counter()
-    nets, lines = _fit(data, cfg, f"iql {dataset_id}", progress, dev, t0)
-    fit_s = time.perf_counter() - t0
-    _write_run(out, nets, lines, data, cfg, info, episodes, dataset_id, fit_s)
+    with sigterm_as_interrupt():
+        lock, saved = open_run_dir(out, resume)
+        try:
+            if saved is not None:
+                m = saved["manifest"]
+                dataset_id = dataset_id or m["dataset_id"]
+                env = resolve_env(env).name if env else None
+                check_resume(saved, out, dataset_id, env, None if cfg is None else asdict(cfg))
+                env, cfg = m["env"], IQLConfig.from_dict(m["config"])
+                saving = saving or Saving(**m["saving"])
+            if not dataset_id:
+                raise TrajplanError("a new IQL run needs a dataset (--dataset)")
+            saving = saving or Saving()
+            job = _job(out, dataset_id, env, episodes, cfg)
+            job.manifest["saving"] = asdict(saving)  # the next resume's defaults
+            if saved is not None:
+                check_same_data(saved, out, job.manifest["data_fingerprint"], job.data)
+            checkpoints = Checkpoints(out, saving)
+            nets, done = _fit(job, saved, checkpoints, progress, dev)
+            write_run(out, nets, done.lines, job.data, _doc(job, "finished", done))
+            checkpoints.finish()
+        finally:
+            lock.release(remove_if_unused=True)
     return out
 
 
 @dataclass
-class _Data:
-    """Transitions ready to sample (CPU): every step's row, and which rows are usable."""
+class _Job:
+    """What one training run works on and records."""
 
-    obs: torch.Tensor  # [n (+ n_episodes), o] normalised observations of every step (then
-    # of every episode's end, when known)
-    act: torch.Tensor  # [n, a] actions in [-1, 1]
-    rew: torch.Tensor  # [n] rewards x reward_scale + offset
-    mask: torch.Tensor  # [n] 1 - terminated
-    nxt: torch.Tensor  # [n] int64 row of obs after each step (unknown: its own, unused)
-    rows: torch.Tensor  # [m] int64 the steps to sample: a next observation, or terminated
-    mean: np.ndarray  # [o] float64 observation mean
-    std: np.ndarray  # [o] its std + 1e-3
-    low: np.ndarray  # [a] the action box
-    high: np.ndarray  # [a]
-    reward_scale: float
+    out: Path
+    dataset_id: str
+    info: EnvInfo
+    episodes: Episodes
+    cfg: IQLConfig
+    data: Transitions
+    manifest: dict[str, Any]  # what a resumed run must match (saved in the state)
 
 
-def _prepare(episodes: Episodes, low: np.ndarray, high: np.ndarray, cfg: IQLConfig) -> _Data:
-    """Normalise, squash, scale, and link each step to the observation after it: the next
-    step's, or after an episode's last step its final observation (row n + episode)."""
-    n, lengths = episodes.n_steps, episodes.lengths
-    last = np.zeros(n, dtype=bool)
-    last[episodes.starts + lengths - 1] = True  # [n] an episode's last step
-    term = episodes.terminations.astype(bool)
-    obs = episodes.observations.astype(np.float64)
-    nxt = np.arange(n) + ~last  # [n] the next step, or itself at a last step
-    final = episodes.final_observations
-    if final is not None:  # [n_episodes, o] after the observations, as rows n + episode
-        obs = np.concatenate([obs, final.astype(np.float64)])
-        nxt[last] = n + np.arange(lengths.size)
-    rows = np.flatnonzero(~last | term | (final is not None))
-    if rows.size == 0:
-        raise TrajplanError(
-            f"dataset {episodes.dataset_id!r} has no transitions with a next observation "
-            "(every episode is one truncated step)"
-        )
-    scale = 1.0
-    if cfg.normalize_rewards:
-        returns = episodes.returns()  # [n_episodes]
-        span = float(returns.max() - returns.min())
-        scale = 1000.0 / span if span > 0 else 1.0  # one return: nothing to scale by
-    mean, std = obs[:n].mean(0), obs[:n].std(0) + 1e-3
-    a = np.clip(episodes.actions.astype(np.float64), low, high)
-    rew = episodes.rewards.astype(np.float64) * scale + cfg.reward_offset
-    return _Data(
-        obs=torch.as_tensor((obs - mean) / std, dtype=torch.float32),
-        act=torch.as_tensor(2.0 * (a - low) / (high - low) - 1.0, dtype=torch.float32),
-        rew=torch.as_tensor(rew, dtype=torch.float32),
-        mask=torch.as_tensor(1.0 - term, dtype=torch.float32),
-        nxt=torch.as_tensor(nxt, dtype=torch.int64),
-        rows=torch.as_tensor(rows, dtype=torch.int64),
-        mean=mean,
-        std=std,
-        low=low,
-        high=high,
-        reward_scale=scale,
-    )
+def _job(out: Path, dataset_id: str, env: str | None, episodes: Episodes | None,
+         cfg: IQLConfig | None) -> _Job:  # fmt: skip
+    """Read and prepare the data (checked against the env) for a run."""
+    episodes, info, low, high = training_data(dataset_id, env, episodes)
+    cfg = cfg or iql_preset(info.gym_id)
+    cfg.check()
+    data = prepare(episodes, low, high, cfg)
+    manifest = {
+        "dataset_id": dataset_id,
+        "env": info.name,
+        "config": asdict(cfg),
+        "data_fingerprint": data_fingerprint(episodes),
+        "n_steps": episodes.n_steps,
+    }
+    return _Job(out, dataset_id, info, episodes, cfg, data, manifest)
 
 
 def _fit(
-    d: _Data, cfg: IQLConfig, label: str, progress: bool, device: torch.device, t0: float
-) -> tuple[IQLNets, list[str]]:
-    """cfg.steps updates on uniform batches of the usable rows, a metrics line every
-    log_every; seeded by cfg.seed (init and batches). A non-finite loss is a TrajplanError."""
+    job: _Job,
+    saved: dict[str, Any] | None,
+    checkpoints: Checkpoints,
+    progress: bool,
+    device: torch.device,
+) -> tuple[IQLNets, Counters]:
+    """Updates on uniform batches of the usable rows up to cfg.steps (from the saved state's
+    step when resuming), a metrics line every log_every; seeded by cfg.seed (init and
+    batches). A non-finite loss is a TrajplanError; Ctrl-C / SIGTERM finish the update,
+    save the state and raise Stopped."""
+    cfg, d = job.cfg, job.data
     torch.manual_seed(cfg.seed)
     nets = IQLNets(d.obs.shape[1], d.act.shape[1], cfg.hidden).to(device)
     hp = Hyper(cfg.expectile, cfg.temperature, cfg.discount, cfg.polyak, cfg.max_weight,
                cfg.lr, cfg.actor_cosine, cfg.steps)  # fmt: skip
     learner = IQLLearner(nets, hp)
     gen = torch.Generator().manual_seed(cfg.seed)
+    if saved is None:
+        zero = torch.zeros(len(STATS), dtype=torch.float64, device=device)
+        c = Counters(0, zero, [], 0.0)
+    else:
+        c = restore(saved, learner, gen, device, job.out)
     obs, act, rew, mask, nxt = (t.to(device) for t in (d.obs, d.act, d.rew, d.mask, d.nxt))
-    lines: list[str] = []
-    acc = torch.zeros(len(STATS), dtype=torch.float64, device=device)
-    with Progress(label, cfg.steps, enabled=progress) as bar:
-        for step in range(1, cfg.steps + 1):
-            pick = d.rows[torch.randint(0, d.rows.shape[0], (cfg.batch_size,), generator=gen)]
-            i = pick.to(device)  # [B]
-            acc += learner.update(Batch(obs[i], act[i], rew[i], mask[i], obs[nxt[i]]))
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                row = _metrics_row(acc / (step % cfg.log_every or cfg.log_every), step, t0)
-                acc.zero_()
-                row["actor_lr"] = learner.actor_lr
-                lines.append(json.dumps(row) + "\n")
-                text = f"q {row['q_mean']:.3g} v {row['v_mean']:.3g} adv {row['adv_mean']:+.3g}"
-                bar.update(info=text)
-                if not progress and step % (cfg.log_every * 10) == 0:
-                    print(f"iql step {step}/{cfg.steps} {text}", flush=True)
-            bar.update(completed=step)
-    return nets, lines
+    t0, wall0 = time.perf_counter(), c.wall_s
+
+    def state(status: str) -> dict[str, Any]:
+        c.wall_s = wall0 + time.perf_counter() - t0
+        return capture(status, c, learner, gen, job.manifest, d)
+
+    label = f"iql {job.dataset_id}" + (f" (resumed at {c.step})" if c.step else "")
+    stop = StopFlag(True)  # Ctrl-C / SIGTERM: finish the update, save, stop
+    try:
+        if saved is None:
+            checkpoints.save(state("running"))  # resumable from the start
+        with Progress(label, cfg.steps, enabled=progress) as bar:
+            bar.update(completed=c.step)
+            while c.step < cfg.steps:
+                c.step += 1
+                pick = d.rows[torch.randint(0, d.rows.shape[0], (cfg.batch_size,), generator=gen)]
+                i = pick.to(device)  # [B]
+                c.acc += learner.update(Batch(obs[i], act[i], rew[i], mask[i], obs[nxt[i]]))
+                if c.step % cfg.log_every == 0 or c.step == cfg.steps:
+                    _log(c, learner, cfg, wall0 + time.perf_counter() - t0, bar, progress)
+                bar.update(completed=c.step)
+                if checkpoints.snapshot_due(c.step):
+                    c.wall_s = wall0 + time.perf_counter() - t0
+                    doc = _doc(job, "snapshot", c)
+                    write_run(checkpoints.snapshot_dir(c.step), nets, c.lines, d, doc)
+                if stop.requested:
+                    checkpoints.save(state("interrupted"))
+                    _stopped(c.step, job.out)
+                    raise Stopped(stop.requested)
+                if c.step < cfg.steps and checkpoints.due(c.step):
+                    checkpoints.save(state("running"))
+    finally:
+        stop.close()
+    c.wall_s = wall0 + time.perf_counter() - t0
+    return nets, c
 
 
-def _metrics_row(means: torch.Tensor, step: int, t0: float) -> dict[str, Any]:
+def _log(c: Counters, learner: IQLLearner, cfg: IQLConfig, wall_s: float, bar: Progress,
+         progress: bool) -> None:  # fmt: skip
+    """The metrics line of the updates since the last one (means), shown on the bar."""
+    row = _metrics_row(c.acc / (c.step % cfg.log_every or cfg.log_every), c.step, wall_s)
+    c.acc.zero_()
+    row["actor_lr"] = learner.actor_lr
+    c.lines.append(json.dumps(row) + "\n")
+    text = f"q {row['q_mean']:.3g} v {row['v_mean']:.3g} adv {row['adv_mean']:+.3g}"
+    bar.update(info=text)
+    if not progress and c.step % (cfg.log_every * 10) == 0:
+        print(f"iql step {c.step}/{cfg.steps} {text}", flush=True)
+
+
+def _stopped(step: int, out: Path) -> None:
+    from rich.console import Console
+
+    Console(stderr=True).print(
+        f"[yellow]stopped at update {step}: state saved; continue with trajplan iql --out "
+        f"{out} --resume[/]",
+        highlight=False,
+    )
+
+
+def _metrics_row(means: torch.Tensor, step: int, wall_s: float) -> dict[str, Any]:
     """One metrics.jsonl line from the window's mean stats; a diverged loss is an error."""
     stats = dict(zip(STATS, means.tolist(), strict=True))
     row: dict[str, Any] = {"kind": "iql", "step": step, **stats}
@@ -305,59 +347,37 @@ def _metrics_row(means: torch.Tensor, step: int, t0: float) -> dict[str, Any]:
             f"IQL training diverged at step {step} (q_loss {row['q_loss']}, v_loss "
             f"{row['v_loss']}): lower the learning rate or the temperature"
         )
-    row["wall_s"] = round(time.perf_counter() - t0, 3)
+    row["wall_s"] = round(wall_s, 3)
     return row
 
 
-def _write_run(
-    out: Path,
-    nets: IQLNets,
-    lines: list[str],
-    d: _Data,
-    cfg: IQLConfig,
-    info: EnvInfo,
-    episodes: Episodes,
-    dataset_id: str,
-    fit_s: float,
-) -> None:
-    """The run directory: the mean actor, the critic, metrics.jsonl, then config.json
-    (last: what `is_iql_run` looks for, so a half-written run never looks finished)."""
-    nets = nets.cpu()
-    about = {"env_id": info.gym_id, "dataset_id": dataset_id, "training_steps": cfg.steps}
-    ws, bs = export_actor(nets.actor, d.mean, d.std, d.low, d.high)
-    low32, high32 = d.low.astype(np.float32), d.high.astype(np.float32)
-    actor = Actor(ws, bs, "relu", low32, high32,
-                  meta={**about, "algorithm_name": "iql", "level": "iql"})  # fmt: skip
-    critic = Critic(
-        copy.deepcopy(nets.q1_target), copy.deepcopy(nets.q2_target), copy.deepcopy(nets.v),
-        torch.as_tensor(d.mean), torch.as_tensor(d.std), torch.as_tensor(low32),
-        torch.as_tensor(high32), d.reward_scale,
-        meta={**about, "discount": cfg.discount, "expectile": cfg.expectile,
-              "reward_offset": cfg.reward_offset, "q": "target"},
-    )  # fmt: skip
-    out.mkdir(parents=True, exist_ok=True)
-    save_actor(actor, out / POLICY_FILE)
-    save_critic(critic, out / CRITIC_FILE)
-    atomic_write(out / METRICS_FILE, lambda p: p.write_text("".join(lines)))
-    last = json.loads(lines[-1])
-    write_json(
-        out / CONFIG_FILE,
-        {
-            "format": IQL_FORMAT,
-            "kind": "iql",
-            "status": "finished",
-            "env": info.name,
-            "env_id": info.gym_id,
-            "dataset_id": dataset_id,
-            "ref_min": episodes.ref_min,
-            "ref_max": episodes.ref_max,
-            "ref_source": episodes.ref_source,
-            "domain": iql_domain(info.gym_id),
-            "n_transitions": int(d.rows.shape[0]),
-            "reward_scale": d.reward_scale,
-            "last": {k: last[k] for k in STATS},
-            "wall_s": round(fit_s, 3),
-            "updates_per_s": round(cfg.steps / max(fit_s, 1e-9), 1),
-            "config": asdict(cfg),
-        },
-    )
+def _doc(job: _Job, status: str, c: Counters) -> dict[str, Any]:
+    """config.json of the run ("finished") or of a snapshot after update c.step."""
+    info, ep, d = job.info, job.episodes, job.data
+    doc = {
+        "format": IQL_FORMAT,
+        "kind": "iql",
+        "status": status,
+        "step": c.step,
+        "env": info.name,
+        "env_id": info.gym_id,
+        "dataset_id": job.dataset_id,
+        "ref_min": ep.ref_min,
+        "ref_max": ep.ref_max,
+        "ref_source": ep.ref_source,
+        "domain": iql_domain(info.gym_id),
+        "n_transitions": int(d.rows.shape[0]),
+        "reward_scale": d.reward_scale,
+        "data_fingerprint": job.manifest["data_fingerprint"],
+        "last": last_stats(c.lines, STATS),
+        "wall_s": round(c.wall_s, 3),
+        "updates_per_s": round(c.step / max(c.wall_s, 1e-9), 1),
+        "config": asdict(job.cfg),
+    }
+    if status == "snapshot":
+        doc["snapshot_of"] = str(job.out)
+        doc["note"] = (
+            f"the weights after update {c.step} of a run of {job.cfg.steps}: a point on that "
+            "run's curve, not a run of this budget (the actor's cosine spans all its steps)"
+        )
+    return doc

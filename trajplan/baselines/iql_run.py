@@ -6,6 +6,8 @@
                                   actor learn from) and v, with the observation normalisation
                                   and the action box (format trajplan-critic/1)
     RUN/metrics.jsonl             {"kind": "iql", "step", "q_loss", "v_loss", ...} lines
+    RUN/snapshots/step_K/         (--snapshot-every) runs of the weights after step K
+    RUN/state.pt                  only while it trains: the resume state (`iql_state`)
 
 `load_iql(run_dir)` gives an `IQLRun` (a `trajplan.runs.Run`); `IQLRun.critic(device)` the
 `Critic`, a torch module on raw observations and actions:
@@ -140,4 +142,10 @@ def is_iql_run(path: str | Path) -> bool:
 
 def load_iql(run_dir: str | Path) -> IQLRun:
     """Read an IQL run directory; a missing or damaged file is a one-line TrajplanError."""
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).exists() and (run_dir / "state.pt").is_file():
+        raise TrajplanError(
+            f"{run_dir} is an unfinished IQL run (no config.json yet): finish it with "
+            f"trajplan iql --out {run_dir} --resume"
+        )
     return read_run(IQLRun, run_dir, IQL_FORMAT)
