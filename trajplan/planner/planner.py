@@ -17,14 +17,15 @@ import torch
 
 from trajplan.config import PlanConfig
 from trajplan.config import check_plan_config as check_plan_values
+from trajplan.data.goals import goal_tokens
 from trajplan.data.tokens import Discretizer
 from trajplan.errors import TrajplanError
 from trajplan.model.cache import KVCache
 from trajplan.model.gpt import TrajectoryGPT
 from trajplan.planner.candidates import CandidateSource
 from trajplan.planner.prior import PriorCandidates, PriorProposals, load_prior, prior_rows
-from trajplan.planner.sampling import Uniforms, uniforms_per_plan
-from trajplan.planner.scorers import Scorer
+from trajplan.planner.sampling import Uniforms, beam_scores, uniforms_per_plan
+from trajplan.planner.scorers import LikelihoodScorer, Scorer
 from trajplan.planner.search import PlanResult, beam_search
 
 VALUE_PLACEHOLDER = 1e6  # value slot of context transitions (hidden by the attention mask)
@@ -56,6 +57,21 @@ def check_plan_config(cfg: PlanConfig, model: TrajectoryGPT | None = None) -> No
         )
 
 
+def plan_scorer(cfg: PlanConfig, scorer: Scorer | None) -> Scorer | None:
+    """The scorer the search ranks with (None: TT's value): the given one, checked against
+    `plan.critic` and `plan.objective`, or the likelihood scorer of objective likelihood."""
+    if cfg.critic and scorer is None:
+        raise TrajplanError(
+            "plan.critic: the critic is loaded with its run (trajplan.runs.load_run), "
+            "or pass a CriticScorer as scorer="
+        )
+    if cfg.objective == "likelihood":  # imitation: the model's likelihood of the plan
+        if scorer is not None and not getattr(scorer, "needs_logp", False):
+            raise TrajplanError("plan.objective likelihood ranks by likelihood: no scorer=")
+        scorer = scorer or LikelihoodScorer()
+    return scorer
+
+
 class Predictions(NamedTuple):
     """What the model predicted for the actions `Planner.act` just returned, [E] each."""
 
@@ -80,9 +96,12 @@ class Planner:
         device: torch.device | str | None = None,
         source: CandidateSource | None = None,
         scorer: Scorer | None = None,
+        goal_dims: list[int] | None = None,
     ) -> None:
         """source: candidate actions besides the model's (default: the prior policy of
-        `plan.prior`, if any); scorer: how beams are ranked (default: TT's value)."""
+        `plan.prior`, if any); scorer: how beams are ranked (default: TT's value, or
+        the model's likelihood with plan.objective likelihood);
+        goal_dims: the observation dims of a goal-conditioned model's goal (`set_goal`)."""
         cfg = cfg or PlanConfig()
         check_plan_config(cfg, model)
         if discretizer.dim != model.transition_dim or discretizer.n_bins != model.vocab_size:
@@ -105,12 +124,12 @@ class Planner:
                 actor, discretizer, self.obs_dim, self.act_dim, cfg.prior_noise
             )
             source = PriorCandidates(proposals, m, self.mids)
-        if cfg.critic and scorer is None:
+        self.source, self.scorer = source, plan_scorer(cfg, scorer)
+        self.goal_dims = list(goal_dims or [])
+        if len(self.goal_dims) != model.goal_dim:
             raise TrajplanError(
-                "plan.critic: the critic is loaded with its run (trajplan.runs.load_run), "
-                "or pass a CriticScorer as scorer="
+                f"the model takes a goal of {model.goal_dim} dims, got goal dims {self.goal_dims}"
             )
-        self.source, self.scorer = source, scorer
         extra = source.draws_per_step if source is not None else 0
         self.n_uniforms = uniforms_per_plan(cfg, self.obs_dim, self.act_dim, extra)
         self._pool: dict[int, list[KVCache]] = {}  # key/value buffers reused by every plan
@@ -129,6 +148,23 @@ class Planner:
         self.context = torch.zeros(n_envs, 0, self.D, dtype=torch.long, device=self.device)
         self.steps = 0
         self.plan: PlanResult | None = None
+        self.goal: torch.Tensor | None = None  # [E, g] goal tokens (goal-conditioned models)
+
+    def set_goal(self, goal: np.ndarray) -> None:
+        """The goal of every episode, values [E, g] of the goal dims (or [g]: all episodes),
+        for the plans from now on (goal-conditioned models)."""
+        if not self.goal_dims:
+            raise TrajplanError("this model has no goal: it was trained without data.goal_dims")
+        goal = np.asarray(goal, dtype=np.float64)
+        if goal.ndim == 1 and goal.shape[0] == len(self.goal_dims):
+            goal = np.repeat(goal[None], self.n_envs, axis=0)
+        if goal.shape != (self.n_envs, len(self.goal_dims)):
+            raise TrajplanError(
+                f"expected a goal of {len(self.goal_dims)} values per episode "
+                f"(dims {','.join(map(str, self.goal_dims))}), got shape {goal.shape}"
+            )
+        tok = goal_tokens(self.disc, goal, self.goal_dims)  # [E, g]
+        self.goal = torch.as_tensor(tok, device=self.device)
 
     @property
     def n_envs(self) -> int:
@@ -147,6 +183,8 @@ class Planner:
         """Observations [E, o] -> actions [E, a] (float64 bin midpoints)."""
         obs = self._check_obs(obs)
         row = self.steps % self.cfg.plan_freq
+        if row == 0 and self.goal_dims and self.goal is None:
+            raise TrajplanError("this model is goal-conditioned: set a goal first (set_goal)")
         if row == 0:
             obs_tok = torch.as_tensor(
                 self.disc.discretize(obs, dims=slice(0, self.obs_dim)), device=self.device
@@ -156,7 +194,7 @@ class Planner:
             uniforms = Uniforms(self.generators, self.n_uniforms, self.device)
             self.plan = beam_search(
                 self.model, ctx, self.cfg, self.mids, uniforms, self.window, self._pool,
-                self.source, torch.as_tensor(obs, device=self.device), self.scorer,
+                self.source, torch.as_tensor(obs, device=self.device), self.scorer, self.goal,
             )  # fmt: skip
             assert uniforms.offset == self.n_uniforms, "plan consumed an unexpected draw count"
             self.plan_seconds += time.perf_counter() - t0
@@ -186,17 +224,23 @@ class Planner:
         idx = torch.as_tensor(np.flatnonzero(keep), device=self.device)
         self.generators = [g for g, k in zip(self.generators, keep, strict=True) if k]
         self.context = self.context.index_select(0, idx)
+        if self.goal is not None:
+            self.goal = self.goal.index_select(0, idx)
         if self.plan is not None:
             self.plan = self.plan.select(idx)
 
     def predictions(self) -> Predictions:
         """What the model predicted for the actions `act` just returned (`Predictions`;
-        from_prior is None without a candidate source)."""
+        from_prior is None without a candidate source). Under objective likelihood the
+        value is still the plan's predicted return (TT's score of it), not its likelihood."""
         assert self.plan is not None, "call act() first"
         row = (self.steps % self.cfg.plan_freq) if self.cfg.plan_freq > 1 else 0
+        value = self.plan.value
+        if self.cfg.objective == "likelihood":
+            value = beam_scores(self.plan.rewards, self.cfg.discount)
         return Predictions(
             self.plan.rewards[:, row].cpu().numpy(),
-            self.plan.value.cpu().numpy().astype(np.float64),
+            value.cpu().numpy().astype(np.float64),
             self.plan.from_source.cpu().numpy() if self.source is not None else None,
         )
 

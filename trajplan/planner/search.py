@@ -8,7 +8,9 @@ Per episode, `B = beam_width`, `n = n_expand`, horizon H:
             (a candidate source may replace some rows' actions: a prior policy's)
         sample reward and value greedily; read their expected values
         score every row (TT: sum_{i<=t} gamma^i r_i + gamma^(t+1) V_t; TT + Q: a critic's
-            value of the row's last planned state and action); keep the B best
+            value of the row's last planned state and action; imitation: the summed
+            log-probabilities of the row's planned action and observation tokens, a
+            repeated plan ranked last); keep the B best
         unless t == H-1: sample the o observation tokens greedily
     act with the first action of the best beam, decoded through bin midpoints
 
@@ -30,7 +32,7 @@ from trajplan.model.cache import KVCache
 from trajplan.model.gpt import TrajectoryGPT
 from trajplan.planner.candidates import CandidateSource
 from trajplan.planner.sampling import Uniforms, expectation, sample_token
-from trajplan.planner.scorers import Scorer, ValueScorer
+from trajplan.planner.scorers import Scorer, TokenLogp, ValueScorer, repeated_rows
 from trajplan.planner.states import BeamObservations, decode_actions
 from trajplan.planner.windows import CachedWindow, FullWindow
 
@@ -63,11 +65,13 @@ def beam_search(
     source: CandidateSource | None = None,
     obs: torch.Tensor | None = None,
     scorer: Scorer | None = None,
+    goal: torch.Tensor | None = None,
 ) -> PlanResult:
     """Plan for E episodes at once from ctx [E, P] tokens (context transitions + observation);
     mids [N, D] float64 bin midpoints; pool: key/value buffers reused across plans (cached
     mode); source, with obs [E, o] the real observations: candidate actions besides the
-    model's; scorer: how rows rank (default `ValueScorer`). Returns each episode's best beam.
+    model's; scorer: how rows rank (default `ValueScorer`); goal [E, g]: the goal tokens of
+    a goal-conditioned model (placed before every window). Returns each episode's best beam.
     """
     D, N = model.transition_dim, model.vocab_size
     a, o = model.cfg.act_dim, model.cfg.obs_dim
@@ -78,11 +82,11 @@ def beam_search(
     backend = backend_cls(model, window, H * D - o, pool, grow=cfg.window == "grow")
     mid_r, mid_v = mids[:, D - 2], mids[:, D - 1]  # [N] each
 
-    logits = backend.begin(ctx)  # [E, V]
+    logits = backend.begin(ctx, goal)  # [E, V]
     rewards = torch.zeros(E, H + 1, dtype=torch.float64, device=dev)
     from_source = torch.zeros(E, dtype=torch.bool, device=dev)  # per row: action 0 replaced
     env_base = torch.arange(E, device=dev)[:, None]
-    states, rowwise = _rowwise(source, scorer, obs, mids, n * B)
+    states, logp, rowwise = _rowwise(source, scorer, obs, mids, n * B, E)
     rows = 1
     for t in range(H):
         # 1. tile: every episode's rows repeated n times (x.repeat(n, 1); at t = 0 the
@@ -90,11 +94,10 @@ def beam_search(
         idx = (env_base * rows + torch.arange(n * B, device=dev) % rows).reshape(-1)
         backend.select(idx)
         logits, rewards, from_source = logits[idx], rewards[idx], from_source[idx]
-        for x in rowwise:
-            x.follow(idx)
+        _follow(rowwise, idx)
         proposed = source.propose(t, uniforms) if source is not None else None  # [R], [R, a]
         # 2. actions, one token at a time
-        logits, act_tok = _actions(backend, logits, cfg, uniforms.take, n * B, a, proposed)
+        logits, act_tok = _actions(backend, logits, cfg, uniforms.take, n * B, a, proposed, logp)
         if t == 0 and proposed is not None:
             from_source = proposed[0]
         # 3. reward and value, greedy, scored by their expectations under the raw softmax
@@ -105,25 +108,21 @@ def beam_search(
         rewards[:, t + 1] = expectation(p_v[:, :N], mid_v)
         # 4-5. score and keep the B best of every episode
         act = decode_actions(act_tok, mids, o) if states is not None else None  # [R, a]
-        values = scorer.score(rewards, t, states and states.obs, act).view(E, n * B)
-        values, best = values.topk(B, dim=1)  # [E, B], best first
+        values = scorer.score(rewards, t, states and states.obs, act, logp and logp.sum)
+        if getattr(scorer, "distinct", False):  # one row per distinct plan
+            values = values.masked_fill(repeated_rows(backend.planned(), E), -torch.inf)
+        values, best = values.view(E, n * B).topk(B, dim=1)  # [E, B], best first
         last = t == H - 1
         idx = (env_base * (n * B) + best).reshape(-1)
         backend.select(idx, keep_state=not last)
         rewards, tok_v, from_source = rewards[idx], tok_v[idx], from_source[idx]
-        for x in rowwise:
-            x.follow(idx)
+        _follow(rowwise, idx)
         rows = B
         # 6. next observation, greedy
         if last:
             backend.push(tok_v)
             break
-        logits = backend.feed(tok_v)
-        for j in range(o):
-            tok, _ = sample_token(logits, uniforms.take(B), cfg.k_obs, cfg.cdf_obs)
-            for x in rowwise:
-                x.observe(j, tok)
-            logits = backend.feed(tok)
+        logits = _observations(backend, backend.feed(tok_v), cfg, uniforms.take, B, o, rowwise)
     best_rows = torch.arange(E, device=dev) * B  # topk is sorted: row 0 is the argmax
     planned = backend.planned().index_select(0, best_rows)  # [E, H*D - o]
     tokens = torch.cat([ctx[:, -o:], planned], dim=1).view(E, H, D)
@@ -138,18 +137,44 @@ def _actions(
     rows: int,
     a: int,
     proposed: tuple[torch.Tensor, torch.Tensor] | None,
+    logp: TokenLogp | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample the a action tokens of every row, one at a time (the source's where it
-    proposes: mask [R], tokens [R, a]), and feed them; `rows` per episode take uniforms
-    from `take`. Returns the logits [R, V] after the last and the tokens [R, a]."""
+    proposes: mask [R], tokens [R, a]), and feed them (and add their log-probabilities to
+    logp); `rows` per episode take uniforms from `take`. Returns the logits [R, V] after the
+    last and the tokens [R, a]."""
     toks = []
     for i in range(a):
         tok, _ = sample_token(logits, take(rows), cfg.k_act, cfg.cdf_act)
         if proposed is not None:
             tok = torch.where(proposed[0], proposed[1][:, i], tok)
+        if logp is not None:
+            logp.add(logits, tok)
         logits = backend.feed(tok)
         toks.append(tok)
     return logits, torch.stack(toks, dim=1)
+
+
+def _observations(
+    backend: FullWindow,
+    logits: torch.Tensor,
+    cfg: PlanConfig,
+    take: Callable[[int], torch.Tensor],
+    rows: int,
+    o: int,
+    rowwise: list,
+) -> torch.Tensor:
+    """Sample the o observation tokens of every row one at a time, show them to the rowwise
+    followers (and add their log-probabilities to a `TokenLogp` among them) and feed them.
+    Returns the logits [R, V] after the last."""
+    for j in range(o):
+        tok, _ = sample_token(logits, take(rows), cfg.k_obs, cfg.cdf_obs)
+        for x in rowwise:
+            if isinstance(x, TokenLogp):
+                x.add(logits, tok)
+            x.observe(j, tok)
+        logits = backend.feed(tok)
+    return logits
 
 
 def _rowwise(
@@ -158,15 +183,27 @@ def _rowwise(
     obs: torch.Tensor | None,
     mids: torch.Tensor,
     rows: int,
-) -> tuple[BeamObservations | None, list]:
-    """Start what follows the rows through a plan: the candidate source, and the decoded
-    states when the scorer reads them. Returns (states or None, all of them)."""
+    n_env: int,
+) -> tuple[BeamObservations | None, TokenLogp | None, list]:
+    """Start what follows the rows through a plan: the candidate source, the decoded
+    states and the summed token log-probabilities when the scorer reads them (`n_env` rows
+    at first). Returns (states or None, logp or None, all of them)."""
     states = BeamObservations(mids) if scorer.needs_states else None
-    rowwise = [x for x in (source, states) if x is not None]
+    rowwise: list = [x for x in (source, states) if x is not None]
     if rowwise:
         assert obs is not None, "a candidate source or a critic needs the real observations"
     if source is not None:
         source.begin(obs, rows)
     if states is not None:
         states.begin(obs)
-    return states, rowwise
+    logp = None
+    if getattr(scorer, "needs_logp", False):
+        logp = TokenLogp(n_env, mids.device)
+        rowwise.append(logp)
+    return states, logp, rowwise
+
+
+def _follow(rowwise: list, idx: torch.Tensor) -> None:
+    """The rows were tiled or selected: row i is now old row idx[i]."""
+    for x in rowwise:
+        x.follow(idx)
