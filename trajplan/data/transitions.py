@@ -21,6 +21,7 @@ import torch
 
 from trajplan.config import DataConfig, check_data_config
 from trajplan.data.episodes import Episodes, load_episodes, split_episodes
+from trajplan.data.goals import attach_goals, drop_env_goal, env_goal_dims
 from trajplan.data.install import create_dataset, download_dataset
 from trajplan.data.store import dataset_info, local_datasets
 from trajplan.data.tokens import Discretizer, with_own_bin
@@ -135,6 +136,7 @@ class WindowDataset:
         self.episode_index: np.ndarray | None = None  # [W] episode of each window (numpy)
         self.row_weights: torch.Tensor | None = None  # [rows] action-token weights, optional
         self.act_slice = slice(0, 0)
+        self.goals: torch.Tensor | None = None  # [W, g] goal tokens (trajplan.data.goals)
 
     @classmethod
     def from_step_tokens(
@@ -205,9 +207,17 @@ class WindowDataset:
             mask = mask * w.reshape(b, L * d)[:, 1:]  # weight of the target token
         return x, y, mask
 
+    def goal_batch(self, idx: torch.Tensor) -> torch.Tensor | None:
+        """Window indices [B] -> their goal tokens [B, g] long (None: no goals)."""
+        if self.goals is None:
+            return None
+        return self.goals[torch.as_tensor(idx, device=self.goals.device)].long()
+
     def to(self, device: str | torch.device) -> WindowDataset:
         """Move the token storage to `device`, so batches are gathered there."""
         self.tokens = self.tokens.to(device)
+        if self.goals is not None:
+            self.goals = self.goals.to(device)
         self.row_start = self.row_start.to(device)
         self.t_start = self.t_start.to(device)
         self._steps = self._steps.to(device)
@@ -250,6 +260,8 @@ def _windows(ep: Episodes, transitions: np.ndarray, disc: Discretizer, cfg: Data
     if cfg.action_weighting > 0:
         w = action_weights(transitions, cfg.action_weighting, cfg.discount)
         windows.set_action_weights(w, slice(ep.obs_dim, ep.obs_dim + ep.act_dim))
+    if cfg.goal_dims is not None:  # goal-conditioned: hindsight goals per window
+        attach_goals(windows, ep, disc, cfg)
     return windows
 
 
@@ -260,10 +272,14 @@ def prepare_episodes(
 
     The discretizer is fitted on all transitions (or given: a resumed run keeps its bins);
     with `val_fraction` > 0 whole episodes are held out of the training windows into
-    `val_windows` (unweighted).
+    `val_windows` (unweighted). With `goal_dims` (goal-conditioned), a goal env's own goal
+    dims are dropped from the observations first and every window gets a hindsight goal
+    (trajplan.data.goals).
     """
     check_data_config(cfg)
     ep.validate()
+    if cfg.goal_dims is not None and env_goal_dims(ep):
+        ep = drop_env_goal(ep, env_goal_dims(ep))
     transitions = make_transitions(ep, cfg)  # [n, D]
     disc = discretizer or _fit_bins(ep, transitions, cfg)
     if disc.dim != transitions.shape[1]:

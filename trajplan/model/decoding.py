@@ -9,6 +9,10 @@ keys and values already computed (docs/method.md, Planner):
     decode_step     forward_shared for one token, in about half the tensor ops
 
 Each equals the full forward over the same window (tests/test_model.py, tests/test_plan.py).
+
+A goal-conditioned model (`TrajectoryGPT.goal_offset` = 1) holds its goal at cache position 0
+(`feed_goal`, the first thing fed into a cache); cache positions are then model positions,
+window position p at p + 1 (tests/test_goals.py).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ def new_cache(
 ) -> KVCache:
     """An empty cache for `batch_size` sequences of up to `capacity` tokens."""
     cfg = model.cfg
-    capacity = capacity or model.block_size
+    capacity = capacity or model.block_size + model.goal_offset
     p = model.pos_emb
     shape = (cfg.n_layer, batch_size, cfg.n_head, capacity, cfg.n_embd // cfg.n_head)
     dev = device or p.device
@@ -38,6 +42,17 @@ def new_cache(
         torch.zeros(shape, device=dev, dtype=p.dtype),
         torch.zeros(shape, device=dev, dtype=p.dtype),
     )
+
+
+def feed_goal(model: TrajectoryGPT, goal: torch.Tensor, cache: KVCache) -> None:
+    """Write the goal position (goal tokens [B, g]) into an empty cache: position 0."""
+    if cache.length != 0:
+        raise ValueError("the goal goes first: feed it into an empty cache")
+    model.check_goal(goal, cache.batch_size)
+    x = model._embed_goal(goal)  # [B, 1, C]
+    for i, block in enumerate(model.blocks):
+        x = block(x, model.mask[:1, :1], cache, i)
+    cache.length = 1
 
 
 def forward_cached(
@@ -49,19 +64,21 @@ def forward_cached(
     is position % D); the cache is extended in place. With last_only, only the last
     position's logits are computed ([B, 1, N+1]).
     """
-    start, n = cache.length, idx.shape[1]
-    if start + n > min(model.block_size, cache.capacity):
+    start, n, off = cache.length, idx.shape[1], model.goal_offset
+    if start + n > min(model.block_size + off, cache.capacity):
         raise ValueError(f"window of {start + n} tokens exceeds block/cache size")
     if idx.shape[0] != cache.batch_size:
         raise ValueError(f"batch {idx.shape[0]} != cache batch {cache.batch_size}")
-    x = model._embed(idx, start)
+    if start < off:
+        raise ValueError("a goal-conditioned model's cache starts with its goal (feed_goal)")
+    x = model._embed(idx, start - off)
     mask = model.mask[start : start + n, : start + n]
     for i, block in enumerate(model.blocks):
         x = block(x, mask, cache, i)
     cache.length = start + n
     if last_only:
         x, start = x[:, -1:], start + n - 1
-    return model._head(model.ln_f(x), start)
+    return model._head(model.ln_f(x), start - off)
 
 
 def forward_shared(
@@ -88,20 +105,20 @@ def forward_shared(
     R, n = idx.shape
     if R % prefix.batch_size:
         raise ValueError(f"{R} rows cannot be split over {prefix.batch_size} prefixes")
-    own = cache.length
+    own, off = cache.length, model.goal_offset
     start = prefix.length + own
-    if start + n > model.block_size or own + n > cache.capacity:
+    if start + n > model.block_size + off or own + n > cache.capacity:
         raise ValueError(f"window of {start + n} tokens exceeds block/cache size")
     if R != cache.batch_size:
         raise ValueError(f"batch {R} != cache batch {cache.batch_size}")
-    x = model._embed(idx, start)
+    x = model._embed(idx, start - off)
     mask = model.mask[start : start + n, : start + n]
     for i, block in enumerate(model.blocks):
         x = block(x, mask, cache, i, prefix)
     cache.length = own + n
     if last_only:
         x, start = x[:, -1:], start + n - 1
-    return model._head(model.ln_f(x), start)
+    return model._head(model.ln_f(x), start - off)
 
 
 def decode_step(
@@ -120,12 +137,13 @@ def decode_step(
     cfg = model.cfg
     H, C = cfg.n_head, cfg.n_embd
     hd, r, Lp, own = C // H, R // E, prefix.length, cache.length
-    pos = Lp + own
-    if pos >= model.block_size or own >= cache.capacity or R != cache.batch_size or R % E:
+    pos = Lp + own  # model position (window position + goal_offset)
+    wpos = pos - model.goal_offset
+    if not 0 <= wpos < model.block_size or own >= cache.capacity or R != cache.batch_size or R % E:
         raise ValueError(f"cannot decode position {pos} for {R} rows in this cache")
-    d = pos % model.transition_dim
+    d = wpos % model.transition_dim
     emb_idx = torch.where(tok == model.vocab_size, model.stop_token, tok + d * model.vocab_size)
-    x = model.tok_emb(emb_idx) + model.pos_emb[pos]  # [R, C]
+    x = model.tok_emb(emb_idx) + model.pos_emb[wpos]  # [R, C]
     keep = model.mask[pos, : pos + 1]  # [Lp + own + 1] keys this position may attend to
     hide = ~keep
     for i, (ln1, qkv, proj, ln2, fc, fc_proj) in enumerate(params or decode_params(model)):

@@ -19,6 +19,15 @@ State dict names (stable, they are the checkpoint format):
     blocks.{i}.mlp.fc.{weight,bias} [4C, C], blocks.{i}.mlp.proj.{weight,bias} [C, 4C]
     ln_f.{weight,bias}
     head.weight               [D, N+1, C]
+    goal_emb.weight           [g*N, C]   (goal-conditioned models only, model.goal_dim = g)
+
+Goal conditioning (model.goal_dim = g > 0; docs/method.md, Goal-conditioned planning): the
+goal's g tokens (bins of the goal dims) are embedded with a table of their own, summed into
+one vector with no position embedding, and placed before the sequence: one extra position
+0, so window position p is model position p + 1 (`goal_offset`). The mask is the usual one
+shifted by one, plus a column that lets every position attend to the goal; the goal
+position attends to itself only (its keys and values depend on the goal alone) and its
+output is dropped. A model without a goal (g = 0) is exactly the model above.
 """
 
 from __future__ import annotations
@@ -40,6 +49,14 @@ def attention_mask(block_size: int, transition_dim: int) -> torch.Tensor:
     causal = pos[None, :] <= pos[:, None]
     not_value = (pos % transition_dim) != transition_dim - 1
     return causal & not_value[None, :]
+
+
+def goal_attention_mask(block_size: int, transition_dim: int) -> torch.Tensor:
+    """[T+1, T+1] bool: attention_mask behind a goal position 0 that every position sees."""
+    out = torch.zeros(block_size + 1, block_size + 1, dtype=torch.bool)
+    out[:, 0] = True
+    out[1:, 1:] = attention_mask(block_size, transition_dim)
+    return out
 
 
 class CausalSelfAttention(nn.Module):
@@ -143,7 +160,14 @@ class TrajectoryGPT(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(C)
         self.head = nn.Parameter(torch.empty(D, N + 1, C))  # one bias-free map per dimension
-        self.register_buffer("mask", attention_mask(cfg.block_size, D), persistent=False)
+        self.goal_dim = cfg.goal_dim
+        self.goal_offset = 1 if cfg.goal_dim else 0  # model position of window position 0
+        if cfg.goal_dim:
+            self.goal_emb = nn.Embedding(cfg.goal_dim * N, C)
+            mask = goal_attention_mask(cfg.block_size, D)
+        else:
+            mask = attention_mask(cfg.block_size, D)
+        self.register_buffer("mask", mask, persistent=False)  # [T(+1), T(+1)]
         weights = torch.ones(D)  # loss weight per *target* dimension
         weights[cfg.obs_dim : cfg.obs_dim + cfg.act_dim] = cfg.action_weight
         weights[-2] = cfg.reward_weight
@@ -180,6 +204,25 @@ class TrajectoryGPT(nn.Module):
         offset_idx = torch.where(idx == self.vocab_size, self.stop_token, offset_idx)
         return self.drop(self.tok_emb(offset_idx) + self.pos_emb[start : start + T])
 
+    def _embed_goal(self, goal: torch.Tensor) -> torch.Tensor:
+        """Goal tokens [B, g] (bins 0..N-1 of the goal dims) -> the goal position [B, 1, C]."""
+        if self.goal_dim == 0:
+            raise ValueError("this model has no goal (trained without data.goal_dims)")
+        if goal.dim() != 2 or goal.shape[1] != self.goal_dim:
+            raise ValueError(
+                f"goal of shape {tuple(goal.shape)}: this model takes [batch, {self.goal_dim}]"
+            )
+        g = goal.clamp(0, self.vocab_size - 1)  # the stop token cannot be a goal bin
+        rows = g + torch.arange(self.goal_dim, device=g.device) * self.vocab_size
+        return self.drop(self.goal_emb(rows).sum(1, keepdim=True))
+
+    def check_goal(self, goal: torch.Tensor | None, batch: int) -> None:
+        """A goal-conditioned model needs goal [batch, g]; a model without a goal, none."""
+        if self.goal_dim and goal is None:
+            raise ValueError(f"this model is goal-conditioned: pass goal [batch, {self.goal_dim}]")
+        if goal is not None and goal.shape[0] != batch:
+            raise ValueError(f"goal batch {goal.shape[0]} != sequence batch {batch}")
+
     def _head(self, x: torch.Tensor, start: int) -> torch.Tensor:
         """Hidden states [B, T, C] at positions start.. -> logits [B, T, N+1]."""
         T = x.shape[1]
@@ -197,20 +240,26 @@ class TrajectoryGPT(nn.Module):
         idx: torch.Tensor,
         targets: torch.Tensor | None = None,
         loss_mask: torch.Tensor | None = None,
+        goal: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Full forward over a window that starts at an observation's first token.
 
         idx [B, T] raw bins (N = stop) -> logits [B, T, N+1]; with targets [B, T] and
-        loss_mask [B, T], also the weighted, masked mean cross-entropy.
+        loss_mask [B, T], also the weighted, masked mean cross-entropy. goal [B, g]: the goal
+        tokens of a goal-conditioned model (placed before the sequence).
         """
         B, T = idx.shape
         if T > self.block_size:
             raise ValueError(f"sequence of {T} tokens is longer than the block ({self.block_size})")
+        self.check_goal(goal, B)
         x = self._embed(idx, 0)
-        mask = self.mask[:T, :T]
+        if goal is not None:
+            x = torch.cat([self._embed_goal(goal), x], dim=1)  # [B, 1+T, C]
+        n = T + self.goal_offset
+        mask = self.mask[:n, :n]
         for i, block in enumerate(self.blocks):
             x = block(x, mask, None, i)
-        x = self.ln_f(x)
+        x = self.ln_f(x[:, self.goal_offset :])
         if T % self.transition_dim:  # pad to whole transitions for the batched head
             pad = self.transition_dim - T % self.transition_dim
             x = F.pad(x, (0, 0, 0, pad))

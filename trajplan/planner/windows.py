@@ -18,6 +18,10 @@ the reference's does when a plan begins, then grows with the planned tokens and 
 once it would exceed the model's block (`block_size`, the trained window). At horizon 5 with
 5 context transitions it never slides, so no recompute at all; the planned tokens then see
 more context than the reference lets them.
+
+A goal-conditioned model gets its episode's goal tokens [E, g] with the context (`begin`):
+the goal position stays in front of every window however it slides (in cached mode it is
+the first position of the shared prefix, computed once per recompute with the context).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from __future__ import annotations
 import torch
 
 from trajplan.model.cache import KVCache
-from trajplan.model.decoding import decode_params, forward_cached, forward_shared
+from trajplan.model.decoding import decode_params, feed_goal, forward_cached, forward_shared
 from trajplan.model.gpt import TrajectoryGPT
 
 
@@ -69,9 +73,10 @@ class FullWindow:
             return max(self.start0, window_start(length, self.model.block_size, self.D))
         return window_start(length, self.window, self.D)
 
-    def begin(self, ctx: torch.Tensor) -> torch.Tensor:
-        """Start a plan from the context [E, P]; returns logits [E, V] of the first action."""
-        self.ctx = ctx
+    def begin(self, ctx: torch.Tensor, goal: torch.Tensor | None = None) -> torch.Tensor:
+        """Start a plan from the context [E, P] (and goal tokens [E, g] of a goal-conditioned
+        model); returns logits [E, V] of the first action."""
+        self.ctx, self.goal = ctx, goal
         self.n_env, self.P = ctx.shape
         self.start0 = window_start(self.P, self.window, self.D)
         self.y = ctx.new_zeros(self.n_env, self.max_planned)  # planned tokens per row
@@ -101,7 +106,8 @@ class FullWindow:
         length = self.P + self.n
         s = self.window_start(length)
         seq = torch.cat([self.ctx.index_select(0, self.row_env), self.y[:, : self.n]], dim=1)
-        logits, _ = self.model(seq[:, s:])  # [R, T, V]
+        goal = None if self.goal is None else self.goal.index_select(0, self.row_env)
+        logits, _ = self.model(seq[:, s:], goal=goal)  # [R, T, V]
         return logits[:, -1]
 
 
@@ -114,8 +120,8 @@ class CachedWindow(FullWindow):
     prefix at batch E, the planned part per row on top of it.
     """
 
-    def begin(self, ctx: torch.Tensor) -> torch.Tensor:
-        self.ctx = ctx
+    def begin(self, ctx: torch.Tensor, goal: torch.Tensor | None = None) -> torch.Tensor:
+        self.ctx, self.goal = ctx, goal
         self.n_env, self.P = ctx.shape
         self.y = ctx.new_zeros(self.n_env, self.max_planned)
         self.n = 0
@@ -157,7 +163,10 @@ class CachedWindow(FullWindow):
         """Rebuild prefix and own caches for the window starting at self.start."""
         model, s = self.model, self.start
         n_shared = max(self.P - s, 0)
-        self.prefix = empty_cache(model, self.n_env, max(n_shared, 1), self.ctx.device)
+        cap = max(n_shared + model.goal_offset, 1)
+        self.prefix = empty_cache(model, self.n_env, cap, self.ctx.device)
+        if self.goal is not None:  # the goal first: every window position attends to it
+            feed_goal(model, self.goal, self.prefix)
         first = max(s - self.P, 0)  # first planned token inside the window
         if first == self.n:  # plan start: the window is all context, one row per episode
             self.own = self._buffer(self.n_env)
