@@ -2,7 +2,8 @@
 
 This module holds the command tree (the typer apps and which function each command runs) and
 `main`; every command lives in the module of its group: `data`, `train`, `plan` (plan and
-eval), `bc`, `iql`, `plot` (plot and aggregate), `hub`, with what they share in `options`.
+eval), `bc`, `iql`, `plot` (plot and aggregate), `hub`, `predict` (predict and ensemble),
+with what they share in `options`.
 
 Every command turns a TrajplanError into one red line on stderr and exit code 2.
 """
@@ -14,7 +15,7 @@ import sys
 import typer
 from rich.markup import escape
 
-from trajplan.cli import bc, data, hub, iql, plan, plot, train
+from trajplan.cli import bc, data, hub, iql, plan, plot, predict, train
 from trajplan.cli.options import HELP, console, err_console
 from trajplan.errors import TrajplanError
 
@@ -80,6 +81,8 @@ hub_app.command("pull")(hub.hub_pull)
 app.command("bc")(bc.bc_cmd)
 app.command("iql")(iql.iql_cmd)
 app.command("train")(train.train)
+app.command("predict")(predict.predict_cmd)
+app.command("ensemble")(predict.ensemble_cmd)
 
 
 def main(argv: list[str] | None = None) -> None:

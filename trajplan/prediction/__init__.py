@@ -1,0 +1,10 @@
+"""Long-horizon prediction (the paper's Figure 3): a TT model and a PETS-style ensemble rolled
+out open-loop from held-out states on the data's actions, scored against the simulator.
+
+    heldout       the held-out episodes (TT's validation split) and the start states
+    rollout       the harness: any `Predictor` rolled out, the simulator replay, the scores
+    tt            the TT model as a Predictor (the data's action tokens in, the rest sampled)
+    ensemble      the ensemble network and its training
+    ensemble_run  ensemble run directories and the ensemble as a Predictor
+    report        `trajplan predict`: everything checked, rolled out, scored, written
+"""
