@@ -12,7 +12,8 @@ Seven policies on the same seeds: BC (plain), wBC (return-weighted BC, `trajplan
 --action-weighting 2`), IQL (`trajplan iql` with the env's preset, `--iql-steps` updates),
 TT (the recipe's own search), TT + Q (the TT run planning with the IQL run as its
 `plan.critic`: the critic's Q, or V with `--critic-form v`, scores the beams instead of the
-model's value), TT with the wBC run as its `plan.prior` (the search's candidates are wBC's
+model's value; its candidates are the IQL actor's, `--prior` too, unless `--ttq-candidates
+model`), TT with the wBC run as its `plan.prior` (the search's candidates are wBC's
 actions plus a little noise, scored by the model; docs/method.md), and wBC with that same
 noise on every action: the search's candidates picked at random, so
 `tt_prior_minus_wbc_noisy` is what the model's scoring adds.
@@ -160,6 +161,13 @@ def main(argv: list[str] | None = None) -> int:
         "or V of that state (v)",
     )
     ap.add_argument(
+        "--ttq-candidates",
+        choices=("iql", "model"),
+        default="iql",
+        help="TT + Q's candidate actions: the IQL actor's plus noise (iql: `--critic RUN "
+        "--prior RUN`, the measured best pairing) or the model's own samples (model)",
+    )
+    ap.add_argument(
         "--prior",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -237,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
         tt = evaluate_and_save(tt_run, eval_kw, args)
         tt_eval_min = (time.perf_counter() - t0) / 60
         t0 = time.perf_counter()
-        ttq = evaluate_and_save(tt_run, eval_kw, args, critic=iql_run)  # TT + Q
+        ttq_prior = iql_run if args.ttq_candidates == "iql" else None  # the measured best
+        ttq = evaluate_and_save(tt_run, eval_kw, args, critic=iql_run, prior=ttq_prior)
         ttq_eval_min = (time.perf_counter() - t0) / 60
         ttp = wbc_noisy = None
         if args.prior:
@@ -283,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     console.print(table)
     console.print(f"reference scores: {ref}", highlight=False)
+    which = "IQL's actor (--prior IQL)" if args.ttq_candidates == "iql" else "the model's"
+    console.print(f"TT + Q's candidate actions: {which}", highlight=False)
     if ds_note:
         console.print(f"dataset: {ds_note} (no score)", highlight=False)
     diag = tt.get("diagnostics") or {}
@@ -334,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         ttq_eval_min=round(ttq_eval_min, 1),
         ttq_ms_per_step=ttq["ms_per_step"],
         critic_form=args.critic_form,
+        ttq_candidates=args.ttq_candidates,
     )
     if ds_note:
         figures["dataset_note"] = ds_note

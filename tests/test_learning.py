@@ -402,6 +402,7 @@ def test_bench_learning_prints_a_table_and_the_json_figures(
     assert not [k for k in figures if k.endswith("_success")]  # HalfCheetah has no goal
     assert "TT, wBC as prior" in r.stdout and "the prior's noise" in r.stdout
     assert "IQL" in r.stdout and "TT + Q (IQL's Q)" in r.stdout and "success" not in r.stdout
+    assert figures["ttq_candidates"] == "iql" and "candidate actions: IQL's actor" in r.stdout
     # IQL trained with the env's preset for the given steps, evaluated next to its run
     iql = json.loads((tmp_path / "b" / "iql" / "config.json").read_text())
     assert iql["domain"] == "locomotion" and iql["config"]["steps"] == 20
@@ -420,12 +421,14 @@ def test_bench_learning_prints_a_table_and_the_json_figures(
     assert latest_eval(tmp_path / "b" / "wbc") not in (None, noisy)
     wbc = json.loads((tmp_path / "b" / "wbc" / "config.json").read_text())
     assert wbc["config"]["action_weighting"] == 2.0
-    (with_prior,) = (tmp_path / "b" / "tt" / "eval").glob("*-prior-*/eval.json")
+    evals = (tmp_path / "b" / "tt" / "eval").glob("*-prior-*/eval.json")
+    (with_prior,) = [p for p in evals if "critic" not in p.parent.name]  # TT + Q has one too
     assert json.loads(with_prior.read_text())["plan"]["prior"] == str(tmp_path / "b" / "wbc")
     (with_q,) = (tmp_path / "b" / "tt" / "eval").glob("*-criticq-*/eval.json")
     ttq = json.loads(with_q.read_text())
     assert ttq["plan"]["critic"] == str((tmp_path / "b" / "iql").resolve())
-    assert ttq["plan"]["critic_form"] == "q" and ttq["plan"]["prior"] is None
+    assert ttq["plan"]["critic_form"] == "q"  # its candidates: the IQL actor, as its prior
+    assert ttq["plan"]["prior"] == str((tmp_path / "b" / "iql").resolve())
     assert ttq["summary"]["score_mean"] == pytest.approx(figures["ttq_normalized"], abs=0.006)
     assert len(list((tmp_path / "b" / "tt" / "eval").glob("*/eval.json"))) == 3
 
