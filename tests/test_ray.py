@@ -6,14 +6,17 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from conftest import cli
+from conftest import cli, one_line_error
 
 from trajplan.checkpoint import read_manifest
+from trajplan.errors import TrajplanError
+from trajplan.ray_tasks import check_reachable
 
 ray = pytest.importorskip("ray")
 
@@ -100,3 +103,23 @@ def test_ray_seeds_checkpoint_on_sigterm(local_ray, halfcheetah_dataset: str, tm
         _, doc = read_manifest(out / f"seed{s}")
         assert doc["status"] == "interrupted" and doc["step"] >= 10, doc
         assert f"seed {s}: interrupted at step {doc['step']}" in res.stdout.splitlines()
+
+
+def test_an_unreachable_ray_address_is_one_line_at_once(tiny_run: Path, tmp_path: Path) -> None:
+    """ray.init retries an address where nothing listens for minutes; trajplan asks first."""
+    with socket.socket() as free:  # a port nothing listens on
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    t0 = time.monotonic()
+    res = cli("eval", tiny_run, "--episodes", "1", "--ray", f"127.0.0.1:{port}",
+              "--out", tmp_path / "ev", code=2, process=True)  # fmt: skip
+    one_line_error(res, "cannot reach Ray at")
+    assert time.monotonic() - t0 < 60 and not (tmp_path / "ev").exists()
+    res = cli("train", "--config", "tiny", "--dataset", "test/halfcheetah/random-v0", "--seeds",
+              "0,1", "--ray", f"ray://127.0.0.1:{port}", "--out", tmp_path / "tt", code=2,
+              process=True)  # fmt: skip
+    one_line_error(res, "cannot reach Ray at")
+    assert not (tmp_path / "tt").exists()
+    with pytest.raises(TrajplanError, match="HOST:PORT"):
+        check_reachable("nowhere")
+    check_reachable("auto")  # Ray's to resolve

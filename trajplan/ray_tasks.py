@@ -17,6 +17,7 @@ stops its training child, which checkpoints; the results that came back are kept
 from __future__ import annotations
 
 import signal
+import socket
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,6 +25,27 @@ from typing import Any
 
 from trajplan.errors import TrajplanError
 from trajplan.procs import STOP_SIGNALS, Children, exit_code
+
+CONNECT_TIMEOUT_S = 10.0  # ray.init itself retries an address where nothing listens for minutes
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """A HOST:PORT (or ray://HOST:PORT) address must accept a TCP connection within
+    `timeout` seconds, else one TrajplanError; "auto" and "local" are Ray's to resolve."""
+    if address in ("auto", "local"):
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        raise TrajplanError(
+            f"--ray takes auto, local, HOST:PORT or ray://HOST:PORT, got {address!r}"
+        )
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise TrajplanError(
+            f"cannot reach Ray at {address!r} ({exc.strerror or exc}): is its head node up "
+            "(`ray start --head`) and RAY_ADDRESS / --ray right?"
+        ) from None
 
 
 def init_ray(address: str) -> Any:
@@ -33,6 +55,7 @@ def init_ray(address: str) -> Any:
     except ImportError:
         raise TrajplanError("--ray needs Ray: pip install 'trajplan[ray]'") from None
     if not ray.is_initialized():
+        check_reachable(address)
         try:
             local = address == "local"
             ray.init(address=None if local else address, include_dashboard=False,

@@ -26,6 +26,7 @@ from trajplan.evaluation.evaluate import (
 )
 from trajplan.evaluation.workers import evaluate_run
 from trajplan.guards import check_eval_room
+from trajplan.ray_tasks import check_reachable
 from trajplan.runs import check_noise, load_run, run_kind
 from trajplan.runtime import check_writable, sigterm_as_interrupt, unique_dir
 
@@ -79,9 +80,7 @@ def evaluate_runs(
     a new folder (evaluations never overwrite). Ctrl-C or SIGTERM saves the episodes
     played so far, marked interrupted, and raises `EvalInterrupted` with `.path` set.
     """
-    _check_options(episodes, episode_steps, workers, video, action_noise)
-    if ray and video:
-        raise TrajplanError("--ray runs episodes in other processes: use it without --video")
+    _check_options(episodes, episode_steps, workers, video, action_noise, ray)
     runs = [Path(p) for p in paths]
     bases = [p.parent if p.is_file() else p for p in runs]  # RUN/best.safetensors -> RUN
     if weights != "last":  # RUN -> RUN/best.safetensors, RUN/best_eval.safetensors
@@ -209,8 +208,13 @@ def _check_options(
     workers: int,
     video: str | Path | None,
     action_noise: float,
+    ray: str | None = None,
 ) -> None:
     """The options' own values, before anything is loaded (rendering is set up here)."""
+    if ray and video:
+        raise TrajplanError("--ray runs episodes in other processes: use it without --video")
+    if ray:
+        check_reachable(ray)  # before any folder is made
     check_episode_args(episodes, episode_steps)
     if workers < 1:
         raise TrajplanError(f"--workers must be at least 1, got {workers}")

@@ -32,7 +32,7 @@ from trajplan.checkpoint import is_dead_end, read_manifest
 from trajplan.config import RunConfig, to_dict
 from trajplan.errors import TrajplanError
 from trajplan.procs import STOP_SIGNALS, Children
-from trajplan.ray_tasks import run_command, run_on_ray
+from trajplan.ray_tasks import check_reachable, run_command, run_on_ray
 from trajplan.runtime import Stopped, atomic_write
 
 CONFIG_FILE = "seeds-config.yaml"
@@ -94,6 +94,8 @@ def train_seeds(
     if jobs < 1:
         raise TrajplanError(f"--jobs must be at least 1, got {jobs}")
     check_seed_dirs(out, seeds, resume)
+    if ray is not None:
+        check_reachable(ray)  # before any folder is made
     Path(out).mkdir(parents=True, exist_ok=True)
     if jobs == 1 and ray is None:
         dirs = []
