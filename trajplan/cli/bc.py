@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from trajplan.cli.options import THREADS, console, seed_option, set_threads
-from trajplan.errors import TrajplanError
+from trajplan.cli.options import THREADS, console, parse_hidden, seed_option, set_threads
 
 
 def bc_cmd(
@@ -40,10 +39,7 @@ def bc_cmd(
     from trajplan.baselines.bc import BCConfig, train_bc
 
     set_threads(threads)
-    try:
-        sizes = [int(h) for h in hidden.split(",")]
-    except ValueError:
-        raise TrajplanError(f"--hidden must be comma-separated integers, got {hidden!r}") from None
+    sizes = parse_hidden(hidden)
     cfg = BCConfig(
         hidden=sizes,
         lr=lr,

@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from trajplan.cli.options import THREADS, console, seed_option, set_threads
+from trajplan.cli.options import THREADS, console, parse_hidden, seed_option, set_threads
 from trajplan.errors import TrajplanError
 
 
@@ -117,7 +117,4 @@ def iql_cmd(
 def _sizes(hidden: str | None) -> list[int] | None:
     if hidden is None:
         return None
-    try:
-        return [int(h) for h in hidden.split(",")]
-    except ValueError:
-        raise TrajplanError(f"--hidden must be comma-separated integers, got {hidden!r}") from None
+    return parse_hidden(hidden)

@@ -164,3 +164,11 @@ def plan_options(command: Callable[..., None]) -> Callable[..., None]:
     wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
     wrapper.__annotations__ = {p.name: p.annotation for p in params} | {"return": None}
     return wrapper
+
+
+def parse_hidden(hidden: str) -> list[int]:
+    """--hidden "256,256" -> [256, 256]; anything else is one line."""
+    try:
+        return [int(h) for h in hidden.split(",")]
+    except ValueError:
+        raise TrajplanError(f"--hidden must be comma-separated integers, got {hidden!r}") from None

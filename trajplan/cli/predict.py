@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from trajplan.cli.options import THREADS, console, set_threads
-from trajplan.errors import TrajplanError
+from trajplan.cli.options import THREADS, console, parse_hidden, set_threads
 
 
 def predict_cmd(
@@ -85,10 +84,7 @@ def ensemble_cmd(
     from trajplan.prediction.ensemble_run import train_ensemble
 
     set_threads(threads)
-    try:
-        sizes = [int(h) for h in hidden.split(",")]
-    except ValueError:
-        raise TrajplanError(f"--hidden must be comma-separated integers, got {hidden!r}") from None
+    sizes = parse_hidden(hidden)
     cfg = EnsembleConfig(
         members=members,
         hidden=sizes,
