@@ -31,10 +31,13 @@ twice:
 Per state it records the Spearman rank correlation of the two, the same for the first
 step's reward alone (the model's expected reward against the simulator's), and the true
 return of the model's pick, of the best candidate and of the noise-free one, each against
-the mean over the candidates. A correlation near 0 says the search cannot beat a random
-pick among its candidates: then the model's predictions, not the search, need work; a good
-first-reward correlation with a poor total one points at the value head (and TT + Q's
-correlation against TT's says whether a learned critic ranks where the model does not).
+the mean over the candidates, and how often the pick's action dimensions sit in an
+outermost bin (at an action bound) against all candidates' (a critic that over-values
+actions off the data tends to pick saturated ones). A correlation near 0 says the search
+cannot beat a random pick among its candidates: then the model's predictions, not the
+search, need work; a good first-reward correlation with a poor total one points at the
+value head (and TT + Q's correlation against TT's says whether a learned critic ranks
+where the model does not).
 A state whose scores (or true returns) all tie has no correlation: the figures count only
 the others (`ranked_states`), and a correlation is null when no state has one.
 Prints a table, then as its last line one JSON object of the figures.
@@ -43,6 +46,7 @@ Prints a table, then as its last line one JSON object of the figures.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -234,6 +238,13 @@ def main(argv: list[str] | None = None) -> int:
         default="q",
         help="with --critic: Q of the last planned state and action (q), or V of the state (v)",
     )
+    ap.add_argument(
+        "--horizon",
+        type=int,
+        default=None,
+        help="the model's lookahead in plan steps (default: the run's plan.horizon); with "
+        "--critic, 1 scores Q(s, candidate) itself",
+    )
     ap.add_argument("--steps", type=int, default=200, help="simulator steps after the candidate")
     ap.add_argument("--seed", type=int, default=0, help="first episode seed")
     args = ap.parse_args(argv)
@@ -260,6 +271,10 @@ def main(argv: list[str] | None = None) -> int:
         ckpt = load_checkpoint(args.run, device="cpu")
         prior = load_prior(args.prior)
         cfg = ckpt.config.plan
+        if args.horizon is not None:
+            if args.horizon < 1:
+                raise TrajplanError(f"--horizon must be at least 1, got {args.horizon}")
+            cfg = dataclasses.replace(cfg, horizon=args.horizon)
         noise = cfg.prior_noise if args.noise is None else args.noise
         if not noise > 0:
             raise TrajplanError("--noise must be > 0: the candidates must differ")
@@ -285,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
     corr, corr_r, pick, best, own = [], [], [], [], []
+    edge_pick, edge_all = [], []  # share of action dims in an outermost bin: pick, all
     env = make_env(ckpt.env)
     sim = Simulator(ckpt.env)  # the counterfactual copy, set to each state
     limit = int(env.spec.max_episode_steps or 1000) if env.spec else 1000
@@ -318,6 +334,9 @@ def main(argv: list[str] | None = None) -> int:
                     if c is not None:
                         out.append(c)
                 pick.append(true[int(np.argmax(score))] - true.mean())
+                edge = (tok == 0) | (tok == disc.n_bins - 1)  # [K, a]: at an action bound
+                edge_pick.append(float(edge[int(np.argmax(score))].mean()))
+                edge_all.append(float(edge.mean()))
                 best.append(true.max() - true.mean())
                 if args.source == "prior":
                     own.append(true[0] - true.mean())
@@ -353,6 +372,10 @@ def main(argv: list[str] | None = None) -> int:
         m, se = ms(values) if values else (float("nan"), float("nan"))
         table.add_row(label, f"{m:.3f}", f"{se:.3f}", str(len(values)))
     console.print(table)
+    print(
+        f"action dims in an outermost bin: {scored}'s pick {ms(edge_pick)[0]:.3f}, "
+        f"all candidates {ms(edge_all)[0]:.3f}"
+    )
     r_m, r_s = ms(corr) if corr else (None, None)  # None: every state's scores tied
     rr_m, rr_s = ms(corr_r) if corr_r else (None, None)
     figures = {
@@ -365,6 +388,8 @@ def main(argv: list[str] | None = None) -> int:
         "pick_gain_return": round(ms(pick)[0], 3),
         "best_gain_return": round(ms(best)[0], 3),
         "prior_gain_return": round(ms(own)[0], 3) if own else None,
+        "pick_edge_share": round(ms(edge_pick)[0], 4),
+        "candidates_edge_share": round(ms(edge_all)[0], 4),
         "source": args.source,
         "lookahead": args.lookahead,
         "scorer": "critic" if args.critic else "value",

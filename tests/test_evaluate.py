@@ -311,7 +311,7 @@ def test_diag_ranking_end_to_end(run_dir: Path, hopper_dataset: str, tmp_path: P
     """scripts/diag_ranking.py on a real run and a real prior in the real simulator: a table,
     then one JSON line. Its states are every 40th of the prior's own noise-free episode
     (whose length a plain rollout gives); the lookahead changes the model's score only, so
-    the candidates' true returns and first rewards (and their figures) are the same under
+    the candidates, their true returns and first rewards (and their figures) are the same under
     either; with the model's candidates there is no noise-free one; bad input is one line.
     With --critic (an IQL run) the scores are TT + Q's: the planner's with the critic as its
     scorer, so at horizon 1 Q(s, candidate) itself (form q) or V(s) for every candidate
@@ -355,7 +355,9 @@ def test_diag_ranking_end_to_end(run_dir: Path, hopper_dataset: str, tmp_path: P
     assert figures["scorer"] == "value" and figures["critic"] is None
     searched, _ = figures_of("--lookahead", "search")
     assert searched["lookahead"] == "search"
-    same = ("states", "best_gain_return", "prior_gain_return", "reward_rank_corr")
+    same = ("states", "best_gain_return", "prior_gain_return", "reward_rank_corr",
+            "candidates_edge_share")  # fmt: skip
+    assert 0 <= figures["pick_edge_share"] <= 1 and 0 <= figures["candidates_edge_share"] <= 1
     assert {k: searched[k] for k in same} == {k: figures[k] for k in same}
     drawn, _ = figures_of("--source", "model", "--lookahead", "search")  # the reference's
     assert drawn["source"] == "model" and drawn["prior_gain_return"] is None
@@ -367,11 +369,13 @@ def test_diag_ranking_end_to_end(run_dir: Path, hopper_dataset: str, tmp_path: P
     # TT + Q: an IQL critic trained on the run's dataset scores the candidates
     iql = train_iql(hopper_dataset, tmp_path / "iql", progress=False,
                     cfg=IQLConfig(steps=30, batch_size=32, hidden=[16], log_every=30))  # fmt: skip
-    for extra in ((), ("--critic-form", "v", "--lookahead", "search")):
+    run_horizon = figures["horizon"]
+    for extra in ((), ("--critic-form", "v", "--lookahead", "search"), ("--horizon", "1")):
         ttq, stdout = figures_of("--critic", str(iql), *extra)
         assert "rank correlation (TT + Q vs true)" in stdout and "TT + Q (critic" in stdout
         assert ttq["scorer"] == "critic" and ttq["critic"] == str(iql)
-        assert ttq["critic_form"] == ("v" if extra else "q")
+        assert ttq["critic_form"] == ("v" if "v" in extra else "q")
+        assert ttq["horizon"] == (1 if "--horizon" in extra else run_horizon)
         assert {k: ttq[k] for k in same} == {k: figures[k] for k in same}  # the same truth
         assert 0 <= ttq["ranked_states"] <= ttq["states"]
         if ttq["ranked_states"]:
@@ -384,6 +388,8 @@ def test_diag_ranking_end_to_end(run_dir: Path, hopper_dataset: str, tmp_path: P
                          env=env)  # fmt: skip
     assert bad.returncode == 2 and "is not an IQL run" in bad.stderr
     assert bad.stderr.strip().count("\n") == 0
+    bad = subprocess.run([*args, "--horizon", "0"], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "--horizon must be at least 1" in bad.stderr
 
     # what those scores are: at horizon 1, the critic's value of the real state (and action)
     spec = importlib.util.spec_from_file_location("diag_ranking", script)
