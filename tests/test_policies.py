@@ -100,6 +100,15 @@ def test_make_policy_kinds_and_errors(tmp_path):
     assert isinstance(policy, ActorPolicy) and policy.name == "td3-medium"
     with pytest.raises(TrajplanError, match="unknown policy 'greedy'"):
         make_policy("greedy", "hopper", env)
+    # an exported actor keeps the name it was exported with (an IQL run's actor is "iql",
+    # never "sac-iql"); one without a name is "actor", or algorithm-level where both are known
+    named = {"iql": {"algorithm_name": "iql", "level": "iql"}, "actor": {},
+             "td3-expert": {"algorithm": "td3 (stable-baselines3)", "level": "expert"}}  # fmt: skip
+    for want, meta in named.items():
+        actor = tiny_actor(11, 3, env_id="Hopper-v5")
+        actor.meta.update(meta)
+        path = save_actor(actor, tmp_path / f"{want}.actor.safetensors")
+        assert make_policy(str(path), "hopper", env).name == want
     path = save_actor(tiny_actor(17, 6, env_id="HalfCheetah-v5"), tmp_path / "hc.actor.safetensors")
     with pytest.raises(TrajplanError, match=r"HalfCheetah-v5\) has obs/act dims 17/6.*11/3"):
         make_policy(str(path), "hopper", env)

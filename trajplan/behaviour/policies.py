@@ -193,9 +193,12 @@ def make_policy(spec: str, env_name: str, env: gym.Env) -> Policy:
         )
     actor = load_actor(path)
     check_fits(env, (actor.obs_dim, actor.act_dim), f"policy {spec}", actor.env_id, view=False)
-    level = actor.meta.get("level") or (spec if spec in LEVELS else None)
-    algorithm = str(actor.meta.get("algorithm", "sac")).split()[0]  # "td3 (stable-baselines3)"
-    return ActorPolicy(actor, f"{algorithm}-{level}" if level else "actor")
+    name = actor.meta.get("algorithm_name")  # "td3-medium", "iql", "bc": as it was exported
+    if not name:  # an older export: its algorithm and level
+        level = actor.meta.get("level") or (spec if spec in LEVELS else None)
+        algorithm = str(actor.meta.get("algorithm", "sac")).split()[0]  # "td3 (stable-...)"
+        name = f"{algorithm}-{level}" if level else "actor"
+    return ActorPolicy(actor, str(name))
 
 
 def play_policy(policy: Policy, env_name: str, seeds: Sequence[int]) -> list[EpisodeResult]:
