@@ -8,15 +8,17 @@ on one dataset, evaluate all on the same episode seeds, and compare with the dat
     python scripts/bench_learning.py --dataset ID --no-prior   # skip TT with the wBC prior
     python scripts/bench_learning.py --dataset local/pointmaze/medium-v0 --config pointmaze-medium
 
-Seven policies on the same seeds: BC (plain), wBC (return-weighted BC, `trajplan bc
+Nine policies on the same seeds: BC (plain), wBC (return-weighted BC, `trajplan bc
 --action-weighting 2`), IQL (`trajplan iql` with the env's preset, `--iql-steps` updates),
 TT (the recipe's own search), TT + Q (the TT run planning with the IQL run as its
 `plan.critic`: the critic's Q, or V with `--critic-form v`, scores the beams instead of the
 model's value; its candidates are the IQL actor's, `--prior` too, unless `--ttq-candidates
-model`), TT with the wBC run as its `plan.prior` (the search's candidates are wBC's
-actions plus a little noise, scored by the model; docs/method.md), and wBC with that same
-noise on every action: the search's candidates picked at random, so
-`tt_prior_minus_wbc_noisy` is what the model's scoring adds.
+model`); with IQL's candidates, the critic alone (TT + Q at horizon 1 in the q form: Q of
+each candidate itself) and IQL with the prior's noise (the same candidates picked at random), so
+`ttq_h1_minus_iql_noisy` is what the critic's pick adds; TT with the wBC run as its
+`plan.prior` (the search's candidates are wBC's actions plus a little noise, scored by the
+model; docs/method.md), and wBC with that same noise on every action: the search's
+candidates picked at random, so `tt_prior_minus_wbc_noisy` is what the model's scoring adds.
 
 Any Minari dataset id (local or downloaded; MINARI_DATASETS_PATH is honoured), MuJoCo or a
 goal maze. Scores are D4RL-normalized with the dataset's reference scores when it stores
@@ -77,10 +79,13 @@ def evaluate_and_save(
     prior: Path | None = None,
     action_noise: float = 0.0,
     critic: Path | None = None,
+    horizon: int | None = None,
+    critic_form: str | None = None,
 ) -> dict:
     """Evaluate a run (a TT run with `prior`: that BC run as its plan.prior; with `critic`:
-    that IQL run as its plan.critic, in the form args.critic_form; a policy run with
-    `action_noise`), write RUN/eval/<what>/eval.json + eval.png, return the summary."""
+    that IQL run as its plan.critic, in `critic_form` or args.critic_form; with `horizon`, planning
+    that many steps; a policy run with `action_noise`), write RUN/eval/<what>/eval.json +
+    eval.png, return the summary."""
     from trajplan.checkpoint import read_manifest
     from trajplan.evaluation.evalfiles import eval_name, save_eval
     from trajplan.evaluation.evaluate import with_overrides
@@ -88,12 +93,13 @@ def evaluate_and_save(
     from trajplan.runtime import unique_dir
 
     plan_cfg = None
-    if prior is not None or critic is not None:
+    if prior is not None or critic is not None or horizon is not None:
         plan_cfg = with_overrides(
             read_manifest(run)[0].plan,
             prior=None if prior is None else str(prior),
             critic=None if critic is None else str(critic),
-            critic_form=None if critic is None else args.critic_form,
+            critic_form=None if critic is None else (critic_form or args.critic_form),
+            horizon=horizon,
         )
     result = evaluate_run(
         run, **eval_kw, plan_cfg=plan_cfg, progress=False, action_noise=action_noise
@@ -248,12 +254,18 @@ def main(argv: list[str] | None = None) -> int:
         ttq_prior = iql_run if args.ttq_candidates == "iql" else None  # the measured best
         ttq = evaluate_and_save(tt_run, eval_kw, args, critic=iql_run, prior=ttq_prior)
         ttq_eval_min = (time.perf_counter() - t0) / 60
+        from trajplan.checkpoint import read_manifest
+
+        noise = read_manifest(tt_run)[0].plan.prior_noise  # the search's candidates' noise
+        ttq_h1 = iql_noisy = None
+        if ttq_prior is not None:  # does the critic's pick beat a random pick of the same?
+            ttq_h1 = evaluate_and_save(  # Q(s, a) of each candidate (V(s) would tie them all)
+                tt_run, eval_kw, args, critic=iql_run, prior=iql_run, horizon=1, critic_form="q"
+            )
+            iql_noisy = evaluate_and_save(iql_run, eval_kw, args, action_noise=noise)
         ttp = wbc_noisy = None
         if args.prior:
-            from trajplan.checkpoint import read_manifest
-
             ttp = evaluate_and_save(tt_run, eval_kw, args, prior=wbc_run)
-            noise = read_manifest(tt_run)[0].plan.prior_noise  # the search's candidates' noise
             wbc_noisy = evaluate_and_save(wbc_run, eval_kw, args, action_noise=noise)
     except TrajplanError as exc:
         console.print(f"[red]error:[/] {exc}", highlight=False)
@@ -269,6 +281,10 @@ def main(argv: list[str] | None = None) -> int:
         ("TT", "tt", tt, tt_train_min),
         (f"TT + Q (IQL's {args.critic_form.upper()})", "ttq", ttq, None),
     ]
+    if ttq_h1 is not None and iql_noisy is not None:
+        rows.append(("critic alone: Q of IQL's candidates (horizon 1)", "ttq_h1", ttq_h1, None))
+        rows.append(("IQL + the prior's noise (its candidates at random)", "iql_noisy",
+                     iql_noisy, None))  # fmt: skip
     if ttp is not None and wbc_noisy is not None:
         rows.append(("TT, wBC as prior", "tt_prior", ttp, None))
         rows.append(("wBC + the prior's noise (no search)", "wbc_noisy", wbc_noisy, None))
@@ -349,6 +365,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     if ds_note:
         figures["dataset_note"] = ds_note
+    if ttq_h1 is not None and iql_noisy is not None:
+        figures.update(
+            ttq_h1_normalized=rounded(ttq_h1["score_mean"]),
+            ttq_h1_stderr=round(ttq_h1["score_stderr"] or 0.0, 2),
+            iql_noisy_normalized=rounded(iql_noisy["score_mean"]),
+            iql_noisy_stderr=round(iql_noisy["score_stderr"] or 0.0, 2),
+            # what the critic's pick adds over a random pick of the same candidates
+            ttq_h1_minus_iql_noisy=minus(ttq_h1["score_mean"], iql_noisy["score_mean"]),
+        )
     if ttp is not None and wbc_noisy is not None:
         figures.update(
             tt_prior_normalized=rounded(ttp["score_mean"]),

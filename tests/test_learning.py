@@ -388,8 +388,12 @@ def test_bench_learning_prints_a_table_and_the_json_figures(
                 "tt_stderr", "tt_prior_normalized", "tt_prior_action_share",
                 "wbc_noisy_normalized", "tt_prior_minus_wbc_noisy", "iql_normalized",
                 "iql_stderr", "ttq_normalized", "ttq_stderr", "ttq_minus_tt",
-                "iql_train_min"):  # fmt: skip
+                "iql_train_min", "ttq_h1_normalized", "iql_noisy_normalized",
+                "ttq_h1_minus_iql_noisy"):  # fmt: skip
         assert isinstance(figures[key], float), key
+    assert figures["ttq_h1_minus_iql_noisy"] == pytest.approx(
+        figures["ttq_h1_normalized"] - figures["iql_noisy_normalized"], abs=0.011
+    )
     assert figures["tt_prior_minus_wbc_noisy"] == pytest.approx(
         figures["tt_prior_normalized"] - figures["wbc_noisy_normalized"], abs=0.011
     )
@@ -407,7 +411,10 @@ def test_bench_learning_prints_a_table_and_the_json_figures(
     iql = json.loads((tmp_path / "b" / "iql" / "config.json").read_text())
     assert iql["domain"] == "locomotion" and iql["config"]["steps"] == 20
     assert iql["config"]["expectile"] == 0.7
-    assert len(list((tmp_path / "b" / "iql" / "eval").glob("*/eval.json"))) == 1
+    # IQL's own and IQL + the prior's noise (the candidates at random)
+    assert len(list((tmp_path / "b" / "iql" / "eval").glob("*/eval.json"))) == 2
+    (iql_noisy,) = (tmp_path / "b" / "iql" / "eval").glob("*-noise0.1-*/eval.json")
+    assert json.loads(iql_noisy.read_text())["plan"]["action_noise"] == 0.1
     # every evaluation is kept next to its run; TT's with the wBC run as prior apart, and
     # wBC's with the prior's noise apart (its plan says so)
     assert len(list((tmp_path / "b" / "bc" / "eval").glob("*/eval.json"))) == 1
@@ -424,13 +431,20 @@ def test_bench_learning_prints_a_table_and_the_json_figures(
     evals = (tmp_path / "b" / "tt" / "eval").glob("*-prior-*/eval.json")
     (with_prior,) = [p for p in evals if "critic" not in p.parent.name]  # TT + Q has one too
     assert json.loads(with_prior.read_text())["plan"]["prior"] == str(tmp_path / "b" / "wbc")
-    (with_q,) = (tmp_path / "b" / "tt" / "eval").glob("*-criticq-*/eval.json")
+    critic_evals = (tmp_path / "b" / "tt" / "eval").glob("*-criticq-*/eval.json")
+    alone, with_q = sorted(critic_evals, key=lambda p: "-h1-" not in p.parent.name)
+    assert "-h1-" in alone.parent.name and "-h1-" not in with_q.parent.name
+    h1 = json.loads(alone.read_text())
+    assert h1["plan"]["horizon"] == 1 and h1["plan"]["critic"] == str(
+        (tmp_path / "b" / "iql").resolve()
+    )
+    assert h1["summary"]["score_mean"] == pytest.approx(figures["ttq_h1_normalized"], abs=0.006)
     ttq = json.loads(with_q.read_text())
     assert ttq["plan"]["critic"] == str((tmp_path / "b" / "iql").resolve())
     assert ttq["plan"]["critic_form"] == "q"  # its candidates: the IQL actor, as its prior
     assert ttq["plan"]["prior"] == str((tmp_path / "b" / "iql").resolve())
     assert ttq["summary"]["score_mean"] == pytest.approx(figures["ttq_normalized"], abs=0.006)
-    assert len(list((tmp_path / "b" / "tt" / "eval").glob("*/eval.json"))) == 3
+    assert len(list((tmp_path / "b" / "tt" / "eval").glob("*/eval.json"))) == 4
 
 
 @pytest.mark.slow
@@ -457,7 +471,7 @@ def test_bench_learning_on_a_goal_maze_reports_success(
     r = subprocess.run([*cmd, "--iql-run", str(iql)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     figures = json.loads(r.stdout.strip().splitlines()[-1])
-    rows = ("bc", "wbc", "iql", "tt", "ttq", "tt_prior", "wbc_noisy")
+    rows = ("bc", "wbc", "iql", "tt", "ttq", "tt_prior", "wbc_noisy", "ttq_h1", "iql_noisy")
     for key in rows:
         assert isinstance(figures[f"{key}_success"], float), key
         assert 0.0 <= figures[f"{key}_success"] <= 1.0
@@ -468,10 +482,12 @@ def test_bench_learning_on_a_goal_maze_reports_success(
     assert figures["critic_form"] == "v" and not (tmp_path / "m" / "iql").exists()
     assert "success" in r.stdout and "TT + Q (IQL's V)" in r.stdout
     (with_v,) = (tmp_path / "m" / "tt" / "eval").glob("*-criticv-*/eval.json")
+    (alone,) = (tmp_path / "m" / "tt" / "eval").glob("*-h1-*-criticq-*/eval.json")
+    assert json.loads(alone.read_text())["plan"]["critic_form"] == "q"  # V(s) would tie all
     doc = json.loads(with_v.read_text())
     assert doc["plan"]["critic"] == str(iql.resolve()) and doc["plan"]["critic_form"] == "v"
     assert doc["summary"]["success_rate"] == figures["ttq_success"]
-    assert len(list((iql / "eval").glob("*/eval.json"))) == 1  # evaluated next to its run
+    assert len(list((iql / "eval").glob("*/eval.json"))) == 2  # next to its run, +- noise
     bad = subprocess.run([*cmd, "--iql-run", str(tmp_path), "--out", str(tmp_path / "bad")],
                          capture_output=True, text=True)  # fmt: skip
     assert bad.returncode == 2 and "is not an IQL run" in bad.stdout
