@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 from conftest import cli, one_line_error
 
+from trajplan import ray_tasks
 from trajplan.checkpoint import read_manifest
 from trajplan.errors import TrajplanError
-from trajplan.ray_tasks import check_reachable
+from trajplan.ray_tasks import check_reachable, run_on_ray
 
 ray = pytest.importorskip("ray")
 
@@ -65,6 +66,75 @@ def test_ray_eval_keeps_episodes_on_sigterm(local_ray, tiny_run: Path) -> None:
     assert stop.value.signum == signal.SIGTERM and result.interrupted
     assert [e.seed for e in result.episodes] == [0, 1, 2]
     assert all(e.length > 0 for e in result.episodes)
+
+
+def _stop_after(seconds: float) -> threading.Timer:
+    """SIGTERM to this process after `seconds`, and again 20 s later: the second kills the
+    tasks still running, so a test whose tasks miss the first fails instead of hanging."""
+
+    def stop() -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        again.start()
+
+    again = threading.Timer(20, os.kill, (os.getpid(), signal.SIGTERM))
+    timer = threading.Timer(seconds, stop)
+    timer.start()
+    timer.again = again  # type: ignore[attr-defined]
+    return timer
+
+
+def _cancel(timer: threading.Timer) -> None:
+    timer.cancel()
+    timer.again.cancel()  # type: ignore[attr-defined]
+
+
+def test_a_task_that_misses_the_cancel_gets_it_again(local_ray, monkeypatch) -> None:
+    """A task can miss the first cancel (here it swallows the KeyboardInterrupt, as one still
+    starting up can lose it): the cancel is sent again until the task ends, and its result
+    comes back with the signal."""
+    monkeypatch.setattr(ray_tasks, "RECANCEL_S", 1.0)
+
+    def stubborn(k: int) -> tuple[int, int]:
+        missed = 0
+        while True:
+            try:
+                while True:
+                    time.sleep(0.01)
+            except KeyboardInterrupt:
+                missed += 1
+                if missed == 3:
+                    return k, missed
+
+    timer = _stop_after(5)
+    try:
+        results, stop = run_on_ray(stubborn, [(0,), (1,)], "auto")
+    finally:
+        _cancel(timer)
+    assert stop == signal.SIGTERM and results == [(0, 3), (1, 3)]
+
+
+def test_a_worker_with_sigint_ignored_still_stops(local_ray) -> None:
+    """A Ray worker whose SIGINT is ignored (a `ray start` from a background shell) cannot
+    take Ray's cancel; each task first restores Python's SIGINT handler."""
+
+    def ignore_sigint() -> int:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        return os.getpid()
+
+    def play() -> tuple[int, bool]:
+        try:
+            while True:
+                time.sleep(0.01)
+        except KeyboardInterrupt:
+            return os.getpid(), True
+
+    poisoned, _ = run_on_ray(ignore_sigint, [()], "auto", cpus=2)
+    timer = _stop_after(5)
+    try:
+        (result,), stop = run_on_ray(play, [()], "auto", cpus=2)
+    finally:
+        _cancel(timer)
+    assert result == (poisoned[0], True) and stop == signal.SIGTERM  # the same worker
 
 
 def test_ray_trains_one_task_per_seed(local_ray, halfcheetah_dataset: str, tmp_path) -> None:

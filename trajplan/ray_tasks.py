@@ -11,14 +11,19 @@ the tasks run, so on a cluster --out must be on a filesystem every node shares.
 
 Ctrl-C or SIGTERM cancels the tasks still running: Ray raises KeyboardInterrupt inside each
 (as Ctrl-C would), so an evaluation task returns the episodes it played and a training task
-stops its training child, which checkpoints; the results that came back are kept.
+stops its training child, which checkpoints; the results that came back are kept. The cancel
+is sent again every RECANCEL_S seconds to a task still running (one that was starting when
+the first came can miss it); a second signal kills the tasks still running (their results
+are lost).
 """
 
 from __future__ import annotations
 
 import signal
 import socket
+import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +32,7 @@ from trajplan.errors import TrajplanError
 from trajplan.procs import STOP_SIGNALS, Children, exit_code
 
 CONNECT_TIMEOUT_S = 10.0  # ray.init itself retries an address where nothing listens for minutes
+RECANCEL_S = 10.0  # a cancelled task still running after this is cancelled again
 
 
 def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
@@ -77,8 +83,8 @@ def run_on_ray(
     results in task order, None for a task that returned none; the signal that stopped them
     or None). A failed task cancels the others and is one TrajplanError."""
     ray = init_ray(address)
-    remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(fn)
-    refs = [remote.remote(*t) for t in tasks]
+    remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(_in_task)
+    refs = [remote.remote(fn, *t) for t in tasks]
     stop: list[int] = []
 
     def handle(signum: int, frame: object) -> None:
@@ -89,27 +95,49 @@ def run_on_ray(
     results: dict[Any, Any] = {}
     failure: str | None = None
     try:
-        pending, cancelled = list(refs), False
+        pending, cancelled_at, forced = list(refs), None, False
         while pending:
             ready, pending = ray.wait(pending, num_returns=1, timeout=0.5)
             for ref in ready:
                 try:
                     results[ref] = ray.get(ref)
-                except ray.exceptions.TaskCancelledError:
-                    pass
+                except (ray.exceptions.TaskCancelledError, ray.exceptions.WorkerCrashedError):
+                    if not stop and failure is None:
+                        failure = "a task was cancelled or its worker died"
                 except ray.exceptions.RayError as exc:
                     if not stop and failure is None:
                         failure = _cause(exc)
-            if (stop or failure) and not cancelled:
+            if not pending or not (stop or failure):
+                continue
+            now = time.monotonic()
+            if len(stop) > 1 and not forced:  # asked twice: kill what still runs
+                print(f"killing {len(pending)} Ray task(s) still running", file=sys.stderr)
+                for ref in pending:
+                    ray.cancel(ref, force=True)
+                forced = True
+            elif not forced and (cancelled_at is None or now - cancelled_at >= RECANCEL_S):
+                if cancelled_at is None and stop:
+                    print(f"stopping {len(pending)} Ray task(s); a second Ctrl-C kills them",
+                          file=sys.stderr)  # fmt: skip
                 for ref in pending:
                     ray.cancel(ref)
-                cancelled = True
+                cancelled_at = now
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if failure is not None:
         raise TrajplanError(f"a Ray task failed: {failure}")
     return [results.get(r) for r in refs], (stop[0] if stop else None)
+
+
+def _in_task(fn: Callable[..., Any], *args: Any) -> Any:
+    """fn(*args) inside a Ray task. Ray's cancel raises KeyboardInterrupt through the main
+    thread's Python SIGINT handler and does nothing when there is none: a worker started
+    with SIGINT ignored (`ray start` from a script run with `&` or nohup) would never stop."""
+    if threading.current_thread() is threading.main_thread():
+        if not callable(signal.getsignal(signal.SIGINT)):
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+    return fn(*args)
 
 
 def _cause(exc: BaseException) -> str:
