@@ -149,7 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         "--iql-steps",
         type=int,
         default=50_000,
-        help="IQL updates (the paper: 1M; 50k take about 10 minutes on one CPU thread)",
+        help="IQL updates (the paper: 1M; 50k take about 10 minutes on one CPU thread; "
+        "not settled on the mazes: the large one went 82 -> 183 from 100k to 200k, "
+        "docs/results.md)",
     )
     ap.add_argument("--out", default=None, help="folder for the runs (default runs/bench-...)")
     ap.add_argument("--tt-run", default=None, help="evaluate this TT run instead of training")
