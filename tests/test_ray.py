@@ -9,6 +9,8 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -29,6 +31,25 @@ def local_ray(minari_datasets):
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
+
+
+@contextmanager
+def sigterm_after(seconds: float) -> Iterator[None]:
+    """SIGTERM to this process after `seconds`, and again 20 s later: the second kills the
+    Ray tasks still running, so a test whose tasks miss the first fails instead of hanging."""
+    again = threading.Timer(20, os.kill, (os.getpid(), signal.SIGTERM))
+
+    def stop() -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        again.start()
+
+    first = threading.Timer(seconds, stop)
+    first.start()
+    try:
+        yield
+    finally:
+        first.cancel()
+        again.cancel()
 
 
 def episodes(folder: Path) -> list[tuple[int, float, int]]:
@@ -54,38 +75,13 @@ def test_ray_eval_keeps_episodes_on_sigterm(local_ray, tiny_run: Path) -> None:
     from trajplan.evaluation.evaluate import EvalInterrupted
     from trajplan.evaluation.workers import evaluate_run
 
-    timer = threading.Timer(30, os.kill, (os.getpid(), signal.SIGTERM))  # endless episodes
-    timer.start()
-    try:
-        with pytest.raises(EvalInterrupted) as stop:
-            evaluate_run(tiny_run, seeds=[0, 1, 2], episode_steps=1_000_000, workers=2,
-                         device="cpu", progress=False, ray="auto")  # fmt: skip
-    finally:
-        timer.cancel()
+    with sigterm_after(30), pytest.raises(EvalInterrupted) as stop:  # endless episodes
+        evaluate_run(tiny_run, seeds=[0, 1, 2], episode_steps=1_000_000, workers=2,
+                     device="cpu", progress=False, ray="auto")  # fmt: skip
     result = stop.value.result
     assert stop.value.signum == signal.SIGTERM and result.interrupted
     assert [e.seed for e in result.episodes] == [0, 1, 2]
     assert all(e.length > 0 for e in result.episodes)
-
-
-def _stop_after(seconds: float) -> threading.Timer:
-    """SIGTERM to this process after `seconds`, and again 20 s later: the second kills the
-    tasks still running, so a test whose tasks miss the first fails instead of hanging."""
-
-    def stop() -> None:
-        os.kill(os.getpid(), signal.SIGTERM)
-        again.start()
-
-    again = threading.Timer(20, os.kill, (os.getpid(), signal.SIGTERM))
-    timer = threading.Timer(seconds, stop)
-    timer.start()
-    timer.again = again  # type: ignore[attr-defined]
-    return timer
-
-
-def _cancel(timer: threading.Timer) -> None:
-    timer.cancel()
-    timer.again.cancel()  # type: ignore[attr-defined]
 
 
 def test_a_task_that_misses_the_cancel_gets_it_again(local_ray, monkeypatch) -> None:
@@ -105,11 +101,8 @@ def test_a_task_that_misses_the_cancel_gets_it_again(local_ray, monkeypatch) -> 
                 if missed == 3:
                     return k, missed
 
-    timer = _stop_after(5)
-    try:
+    with sigterm_after(5):
         results, stop = run_on_ray(stubborn, [(0,), (1,)], "auto")
-    finally:
-        _cancel(timer)
     assert stop == signal.SIGTERM and results == [(0, 3), (1, 3)]
 
 
@@ -129,11 +122,8 @@ def test_a_worker_with_sigint_ignored_still_stops(local_ray) -> None:
             return os.getpid(), True
 
     poisoned, _ = run_on_ray(ignore_sigint, [()], "auto", cpus=2)
-    timer = _stop_after(5)
-    try:
+    with sigterm_after(5):
         (result,), stop = run_on_ray(play, [()], "auto", cpus=2)
-    finally:
-        _cancel(timer)
     assert result == (poisoned[0], True) and stop == signal.SIGTERM  # the same worker
 
 

@@ -107,21 +107,20 @@ def run_on_ray(
                 except ray.exceptions.RayError as exc:
                     if not stop and failure is None:
                         failure = _cause(exc)
-            if not pending or not (stop or failure):
+            if forced or not pending or not (stop or failure):
                 continue
-            now = time.monotonic()
-            if len(stop) > 1 and not forced:  # asked twice: kill what still runs
+            if len(stop) > 1:  # asked twice: kill what still runs
                 print(f"killing {len(pending)} Ray task(s) still running", file=sys.stderr)
                 for ref in pending:
                     ray.cancel(ref, force=True)
                 forced = True
-            elif not forced and (cancelled_at is None or now - cancelled_at >= RECANCEL_S):
+            elif cancelled_at is None or time.monotonic() - cancelled_at >= RECANCEL_S:
                 if cancelled_at is None and stop:
                     print(f"stopping {len(pending)} Ray task(s); a second Ctrl-C kills them",
                           file=sys.stderr)  # fmt: skip
                 for ref in pending:
                     ray.cancel(ref)
-                cancelled_at = now
+                cancelled_at = time.monotonic()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
