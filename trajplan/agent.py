@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from trajplan.envs.registry import obs_view, resolve_env
-from trajplan.runtime import resolve_device
+from trajplan.runtime import PLAN_THREADS, resolve_device, torch_threads
 
 
 class Agent:
@@ -25,12 +25,24 @@ class Agent:
     the action for the env's observation (Ant's extra dims are dropped as in training);
     observe(obs, action, reward) adds the step to a planner's context. Also a behaviour
     `trajplan.behaviour.policies.Policy`, so a run collects datasets.
+
+    threads: torch's CPU threads while it acts (the caller's are restored after each call);
+    1 as in the CLI (`--threads`), as planning's many tiny ops run fastest on one thread;
+    None leaves torch's own setting.
     """
 
-    def __init__(self, run: Any, env: str, seed: int = 0, device: str = "auto") -> None:
-        self.run, self.info = run, resolve_env(env)
+    def __init__(
+        self,
+        run: Any,
+        env: str,
+        seed: int = 0,
+        device: str = "auto",
+        threads: int | None = PLAN_THREADS,
+    ) -> None:
+        self.run, self.info, self.threads = run, resolve_env(env), threads
         self.name = "trajplan-planner" if run.kind == "tt" else f"trajplan-{run.kind}"
-        self.batched = run.policy(env, resolve_device(device))
+        with torch_threads(threads):  # also checks the value, before anything is built
+            self.batched = run.policy(env, resolve_device(device))
         self.reset(seed)
 
     def _view(self, obs: np.ndarray) -> np.ndarray:
@@ -40,7 +52,9 @@ class Agent:
         self.batched.reset(1, [0 if seed is None else int(seed)])
 
     def act(self, obs: np.ndarray) -> np.ndarray:
-        return self.batched.act(self._view(obs))[0]
+        with torch_threads(self.threads):
+            return self.batched.act(self._view(obs))[0]
 
     def observe(self, obs: np.ndarray, action: np.ndarray, reward: float) -> None:
-        self.batched.observe(self._view(obs), np.asarray(action)[None], np.array([reward]))
+        with torch_threads(self.threads):
+            self.batched.observe(self._view(obs), np.asarray(action)[None], np.array([reward]))

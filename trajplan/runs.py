@@ -8,7 +8,8 @@
                      (`trajplan.agent`):
 
     run = load_run("runs/tt")
-    agent = run.agent(seed=0)                  # agent.reset(seed) starts each episode
+    agent = run.agent(seed=0)                  # agent.reset(seed) starts each episode;
+                                               # one CPU thread as the CLI (threads=)
     action = agent.act(obs)                    # TT: a plan's first action; BC: the policy's
     agent.observe(obs, action, reward)         # the planner's context
 
@@ -38,6 +39,7 @@ from trajplan.errors import TrajplanError
 from trajplan.planner import Planner, check_plan_config
 from trajplan.planner.goals import GoalPlanner, env_goal_size
 from trajplan.planner.scorers import Critic, CriticScorer
+from trajplan.runtime import PLAN_THREADS
 
 
 class BatchedPolicy(Protocol):
@@ -73,8 +75,15 @@ class Run(Protocol):
         """What an eval file records as the run's acting settings ("plan")."""
         ...
 
-    def agent(self, env: str | None = None, seed: int = 0, device: str = "auto") -> Agent:
-        """The run acting in one episode at a time in `env` (default: its own)."""
+    def agent(
+        self,
+        env: str | None = None,
+        seed: int = 0,
+        device: str = "auto",
+        threads: int | None = PLAN_THREADS,
+    ) -> Agent:
+        """The run acting in one episode at a time in `env` (default: its own), on `threads`
+        CPU threads (1, as the CLI; None: torch's own setting)."""
         ...
 
 
@@ -134,8 +143,14 @@ class TTRun:
     def settings(self) -> dict[str, Any]:
         return to_dict(self.plan)
 
-    def agent(self, env: str | None = None, seed: int = 0, device: str = "auto") -> Agent:
-        return Agent(self, env or self.env, seed, device)
+    def agent(
+        self,
+        env: str | None = None,
+        seed: int = 0,
+        device: str = "auto",
+        threads: int | None = PLAN_THREADS,
+    ) -> Agent:
+        return Agent(self, env or self.env, seed, device, threads)
 
 
 def check_env_matches(obs_dim: int, act_dim: int, env: str, trained_env: str | None) -> None:

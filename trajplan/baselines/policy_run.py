@@ -56,8 +56,10 @@ class PolicyRun:
         noise = {"action_noise": self.action_noise} if self.action_noise else {}
         return {"policy": self.kind, **noise}
 
-    def agent(self, env: str | None = None, seed: int = 0, device: str = "auto") -> Agent:
-        return Agent(self, env or self.env, seed, device)
+    def agent(
+        self, env: str | None = None, seed: int = 0, device: str = "auto", threads: int | None = 1
+    ) -> Agent:
+        return Agent(self, env or self.env, seed, device, threads)  # 1 thread: as the CLI
 
 
 CONFIG_FILE = "config.json"  # a run's manifest; its "format" names the kind
