@@ -28,7 +28,13 @@ from trajplan.evaluation.workers import evaluate_run
 from trajplan.guards import check_eval_room
 from trajplan.ray_tasks import check_reachable
 from trajplan.runs import check_noise, load_run, run_kind
-from trajplan.runtime import check_writable, sigterm_as_interrupt, unique_dir
+from trajplan.runtime import (
+    PLAN_THREADS,
+    check_writable,
+    sigterm_as_interrupt,
+    torch_threads,
+    unique_dir,
+)
 
 
 class EvalNotSaved(TrajplanError):
@@ -58,7 +64,7 @@ def evaluate_runs(
     seed: int = 0,
     episode_steps: int | None = None,
     device: str = "auto",
-    threads: int | None = None,
+    threads: int | None = PLAN_THREADS,
     weights: str = "last",
     plan: Callable[[PlanConfig], PlanConfig] | None = None,
     action_noise: float = 0.0,
@@ -75,7 +81,9 @@ def evaluate_runs(
     plan: a TT run's settings from its own (e.g. the CLI's overrides); workers > 1 splits
     the episodes over processes (`trajplan.evaluation.workers`), ray=ADDRESS over Ray
     tasks (`trajplan.ray_tasks`); out: parent of the new
-    folders (default RUN/eval); video: DIR/RUN/seedS.mp4 of `video_episodes` (indices).
+    folders (default RUN/eval); video: DIR/RUN/seedS.mp4 of `video_episodes` (indices;
+    ignored without `video`); threads: torch's CPU threads per process (1, the CLI's
+    default: planning's tiny ops run fastest on one; None: torch's own setting).
     Everything that can fail cheaply fails before the first episode, and every run gets
     a new folder (evaluations never overwrite). Ctrl-C or SIGTERM saves the episodes
     played so far, marked interrupted, and raises `EvalInterrupted` with `.path` set.
@@ -98,8 +106,10 @@ def evaluate_runs(
         with sigterm_as_interrupt():
             for path, base, dest, plan_cfg in zip(runs, bases, dests, plans, strict=True):
                 seeds = range(seed, seed + episodes)
-                films = {i: Path(video) / base.name / f"seed{seed + i}.mp4" for i in video_episodes}
-                rec = VideoRecorder(films) if video else None
+                rec = None
+                if video is not None:  # video_episodes only mean something with a folder
+                    folder = Path(video) / base.name
+                    rec = VideoRecorder({i: folder / f"seed{seed + i}.mp4" for i in video_episodes})
                 record = weights_record(path, plan_cfg is not None)  # read before it plays
                 try:
                     if workers > 1 or ray:  # the same episodes over processes (GPUs, Ray)
@@ -113,10 +123,11 @@ def evaluate_runs(
                         run = load_run(path, device, plan=plan_cfg, action_noise=action_noise)
                         if rec is not None:
                             check_rendering(env or run.env)
-                        result = run_episodes(
-                            run, env, seeds=seeds, episode_steps=episode_steps,
-                            device=device, progress=progress, recorder=rec,
-                        )  # fmt: skip
+                        with torch_threads(threads):  # the CLI's one thread, by default
+                            result = run_episodes(
+                                run, env, seeds=seeds, episode_steps=episode_steps,
+                                device=device, progress=progress, recorder=rec,
+                            )  # fmt: skip
                 except EvalInterrupted as stop:  # keep what was played
                     if stop.result.episodes:
                         stop.path = _save(stop.result, dest, base, record)
