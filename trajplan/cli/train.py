@@ -23,12 +23,19 @@ def train_config(
     resume: bool,
     overrides: list[str],
     flags: dict[str, object],
+    resume_with: str | None = None,
 ):
-    """The RunConfig for `trajplan train`: base (run / file / reference), then overrides."""
+    """The RunConfig for `trajplan train`: base (run / file / reference), then overrides.
+
+    resume_with (a `--seeds` child that goes on): the seeds' config file, the settings
+    asked for; the run checks them against its own (`resume_config`) as an in-process seed.
+    """
     from trajplan.checkpoint import read_manifest
     from trajplan.configs import apply_overrides, config_for, load_config
 
-    if resume:
+    if resume and resume_with is not None:
+        cfg = load_config(resume_with)
+    elif resume:
         if out is None:
             raise TrajplanError("--resume needs --out DIR: the run directory to continue")
         if config is not None:
@@ -134,6 +141,7 @@ def train(
         "(a maze's x, y); sets data.goal_dims. Each window's goal is relabelled in hindsight; "
         "a maze's own goal dims are dropped from the model's observation.",
     ),
+    resume_with: str = typer.Option(None, hidden=True),  # --seeds passes its children
     goal_relabel: str = typer.Option(
         None,
         help="With --goal: final (the episode's last state, default) or future (a later "
@@ -175,7 +183,9 @@ def train(
         raise TrajplanError("--seeds needs --out DIR (runs go to DIR/seed<S>) and no --seed")
     # with --seeds, OUT is the parent of the runs: the config comes from the flags, also
     # when resuming (each seed's run then checks it against its own)
-    cfg = train_config(env, dataset, config, out, resume and seed_list is None, set_ or [], flags)
+    cfg = train_config(
+        env, dataset, config, out, resume and seed_list is None, set_ or [], flags, resume_with
+    )
     if goal is not None:
         cfg.data.goal_dims = goal
     if goal_relabel is not None:

@@ -10,7 +10,10 @@ at once (`python -m trajplan train --config OUT/seeds-config.yaml --seed S --out
 OUT/seedS`), each pinned to its own GPU when several are visible (CUDA_VISIBLE_DEVICES),
 else to one CPU thread; their output goes to OUT/seedS.log. With resume, a seed whose
 directory exists continues from its checkpoint (a finished one has nothing left to do)
-and the others start. Under torchrun, the seeds run one after another, each with DDP.
+and the others start, all with the settings given: as for a single `train --resume`, only
+loop settings (--max-steps, epochs, ...: LOOP_FIELDS) may differ from a seed's run, and
+they reach every seed alike; any other difference refuses the command before a seed starts.
+Under torchrun, the seeds run one after another, each with DDP.
 
 The children run through `trajplan.procs.Children`: Ctrl-C or SIGTERM reaches each child
 once, every running seed checkpoints (status interrupted, resumable with --resume), no new
@@ -73,6 +76,31 @@ def check_seed_dirs(out: str | Path, seeds: Sequence[int], resume: bool) -> None
         )
 
 
+def with_seed(cfg: RunConfig, seed: int) -> RunConfig:
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed))
+
+
+def check_resumed_seeds(cfg: RunConfig, out: str | Path, seeds: Sequence[int]) -> None:
+    """Before any seed starts: every seed that goes on (its run has a config.json) must
+    take `cfg` as a single `train --resume` would (`resume_config`: loop fields may change,
+    nothing else), else one TrajplanError for the whole command."""
+    from trajplan.checkpoint import CONFIG_FILE
+    from trajplan.training.prepare import resume_config
+
+    for s in seeds:
+        run_dir = seed_dir(out, s)
+        if not (run_dir / CONFIG_FILE).is_file():
+            continue  # a new seed, or a dead end that starts over with cfg
+        saved, _ = read_manifest(run_dir)
+        try:
+            resume_config(saved, with_seed(cfg, s), run_dir)
+        except TrajplanError as exc:
+            raise TrajplanError(
+                f"{exc}: no seed was started; resume with the seeds' own settings (only "
+                "loop settings such as --max-steps or epochs may change), or use another --out"
+            ) from None
+
+
 def train_seeds(
     cfg: RunConfig,
     out: str | Path,
@@ -94,6 +122,8 @@ def train_seeds(
     if jobs < 1:
         raise TrajplanError(f"--jobs must be at least 1, got {jobs}")
     check_seed_dirs(out, seeds, resume)
+    if resume:
+        check_resumed_seeds(cfg, out, seeds)
     if ray is not None:
         check_reachable(ray)  # before any folder is made
     Path(out).mkdir(parents=True, exist_ok=True)
@@ -102,8 +132,7 @@ def train_seeds(
         for i, s in enumerate(seeds):
             run_dir = seed_dir(out, s)
             log(f"seed {s} ({i + 1}/{len(seeds)}): {run_dir}")
-            one = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=s))
-            dirs.append(train_one(one, run_dir, resume and run_dir.exists()))
+            dirs.append(train_one(with_seed(cfg, s), run_dir, resume and run_dir.exists()))
         return dirs
     out = Path(out)
     config = atomic_write(out / CONFIG_FILE, lambda p: p.write_text(yaml.safe_dump(to_dict(cfg))))
@@ -132,7 +161,9 @@ def _command(
     run_dir = seed_dir(out, s)
     cmd = [sys.executable, "-m", "trajplan", "train", "--seed", str(s), "--out", str(run_dir)]
     goes_on = resume and run_dir.exists() and not is_dead_end(run_dir)  # a dead end restarts
-    cmd += ["--resume"] if goes_on else ["--config", str(config)]
+    # one that goes on takes the seeds' settings as an in-process seed does: the loop
+    # fields (--max-steps, ...) reach it, and anything else that differs is refused
+    cmd += ["--resume", "--resume-with", str(config)] if goes_on else ["--config", str(config)]
     if gpu is not None:  # one device per child
         return [*cmd, "--device", "cuda", "--no-progress"], {"CUDA_VISIBLE_DEVICES": str(gpu)}
     return [*cmd, "--device", device, "--threads", "1", "--no-progress"], {}
