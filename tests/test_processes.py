@@ -287,3 +287,32 @@ def test_sigterm_during_collect_write(minari_root: Path, tmp_path: Path) -> None
     assert proc.returncode == 143, err
     assert err.strip() == "stopped: no dataset written"
     assert sorted(p.name for p in root.rglob("*")) == [], "left files behind"
+
+
+def test_children_ignore_a_trajplan_folder_in_the_working_directory(
+    tiny_run, halfcheetah_dataset, minari_root, tmp_path
+) -> None:
+    """Working from a folder that holds another `trajplan` (say, the clone's parent): the
+    `train --seeds --jobs` and `eval --workers` children import the parent's trajplan,
+    not the folder's (`python -m` puts the working directory first on sys.path)."""
+    here = tmp_path / "work"
+    (here / "trajplan").mkdir(parents=True)
+    (here / "trajplan" / "__init__.py").write_text('raise ImportError("the wrong trajplan")\n')
+    env = dict(os.environ, MINARI_DATASETS_PATH=str(minari_root), OMP_NUM_THREADS="1",
+               COLUMNS="200")  # fmt: skip
+
+    def run(*args: str) -> subprocess.CompletedProcess:  # -P: the parent ignores the folder
+        cmd = [sys.executable, "-P", "-m", "trajplan", *args]
+        return subprocess.run(cmd, cwd=here, env=env, capture_output=True, text=True)
+
+    res = run("train", "--config", "tiny", "--dataset", halfcheetah_dataset, "--seeds", "0,1",
+              "--jobs", "2", "--out", str(tmp_path / "seeds"), "--max-steps", "2",
+              "--no-progress")  # fmt: skip
+    logs = [(tmp_path / "seeds" / f"seed{s}.log").read_text() for s in (0, 1)]
+    assert res.returncode == 0, (res.stderr, logs)
+    assert all(read_manifest(tmp_path / "seeds" / f"seed{s}")[1]["step"] == 2 for s in (0, 1))
+    res = run("eval", str(tiny_run), "--episodes", "2", "--episode-steps", "3", "--workers", "2",
+              "--device", "cpu", "--out", str(tmp_path / "eval"))  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "wrong trajplan" not in res.stdout + res.stderr
+    assert len(list((tmp_path / "eval").glob("*/eval.json"))) == 1

@@ -10,7 +10,8 @@ through `Children`:
   waits while the children save (a training checkpoints, an evaluation returns the episodes
   it played). A second signal to the parent kills the children (SIGKILL) at once.
 - A parent that dies, even by kill -9, takes its children with it: every child starts
-  through `python -m trajplan.procs`, which asks the kernel for a SIGTERM when the parent
+  through `python -m trajplan.procs` (`python_command`: this trajplan, whatever the
+  working directory holds), which asks the kernel for a SIGTERM when the parent
   dies (Linux: prctl(PR_SET_PDEATHSIG); elsewhere a thread polls the parent's pid), so
   the child saves and exits as if it had been sent SIGTERM; a command child then execs its
   program (the request survives exec).
@@ -44,6 +45,22 @@ PARENT_ENV = "TRAJPLAN_PARENT_PID"  # set for a child: the pid it dies with
 _PR_SET_PDEATHSIG = 1
 _HEADER = struct.Struct("<Q")  # a frame: its length, then a pickle
 _channel: Any = None  # in a function child: the pipe to the parent
+
+
+def python_command(module: str, *args: str) -> list[str]:
+    """`python -m MODULE ARGS` that imports this process's trajplan whatever the child's
+    working directory: `-m` puts the working directory first on sys.path, so a folder named
+    trajplan there (working from the clone's parent, say) would be imported instead. The
+    child drops that entry and, unless it is on its path already, puts the folder that
+    holds this trajplan first."""
+    root = str(Path(__file__).resolve().parent.parent)
+    boot = (
+        "import runpy, sys\n"
+        "if not sys.flags.safe_path: del sys.path[0]\n"  # the working directory
+        f"if {root!r} not in sys.path: sys.path.insert(0, {root!r})\n"
+        f"runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"
+    )
+    return [sys.executable, "-c", boot, *args]
 
 
 def exit_code(signum: int | None) -> int:
@@ -166,7 +183,7 @@ class Children:
 
     def _start(self, mode: list[str], **kw: Any) -> subprocess.Popen:
         env = {**(kw.pop("env", None) or os.environ), PARENT_ENV: str(os.getpid())}
-        cmd = [sys.executable, "-m", "trajplan.procs", *mode]
+        cmd = python_command("trajplan.procs", *mode)
         return subprocess.Popen(cmd, start_new_session=True, env=env, **kw)
 
     def command(

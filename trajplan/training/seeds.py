@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -34,7 +33,7 @@ import yaml
 from trajplan.checkpoint import is_dead_end, read_manifest
 from trajplan.config import RunConfig, to_dict
 from trajplan.errors import TrajplanError
-from trajplan.procs import STOP_SIGNALS, Children
+from trajplan.procs import STOP_SIGNALS, Children, python_command
 from trajplan.ray_tasks import check_reachable, run_command, run_on_ray
 from trajplan.runtime import Stopped, atomic_write
 
@@ -159,7 +158,7 @@ def _command(
     `gpu` when given, else on `device` with one CPU thread."""
     out, config, resume, device = args
     run_dir = seed_dir(out, s)
-    cmd = [sys.executable, "-m", "trajplan", "train", "--seed", str(s), "--out", str(run_dir)]
+    cmd = python_command("trajplan", "train", "--seed", str(s), "--out", str(run_dir))
     goes_on = resume and run_dir.exists() and not is_dead_end(run_dir)  # a dead end restarts
     # one that goes on takes the seeds' settings as an in-process seed does: the loop
     # fields (--max-steps, ...) reach it, and anything else that differs is refused
