@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import cli, one_line_error
+from conftest import HALFCHEETAH_REFS, cli, one_line_error
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -280,3 +280,68 @@ def test_unusable_references_and_strict_json(tmp_path: Path) -> None:
 
     doc = json.loads(path.read_text(), parse_constant=refuse)
     assert doc == {"ref_min": None, "r": [None, 1.5]}
+
+
+# -- issue 30: iql, ensemble and predict guarded like bc and train ----------------------------
+
+
+def held_out_root(minari_root: Path, halfcheetah_dataset: str, root: Path) -> str:
+    """A MINARI_DATASETS_PATH holding the fixture's HalfCheetah dataset and a copy of it
+    under another id: episodes `predict --dataset` may hold out from a run trained on it."""
+    shutil.copytree(minari_root / halfcheetah_dataset, root / halfcheetah_dataset)
+    return equal_refs_dataset(root, minari_root, halfcheetah_dataset, HALFCHEETAH_REFS)
+
+
+def test_memory_guard_iql_ensemble_predict(tiny_run, minari_root, halfcheetah_dataset, tmp_path,
+                                           monkeypatch):  # fmt: skip
+    """Widths, batches and samples that cannot fit (allocation tracebacks, or gigabytes
+    taken silently) are one line naming the option to lower, and leave no folder."""
+    cpu0 = time.process_time()
+    data = ("--dataset", halfcheetah_dataset, "--steps", "5", "--no-progress")
+    for cmd in ("iql", "ensemble"):
+        out = ("--out", tmp_path / cmd)
+        res = cli(cmd, *data, *out, "--hidden", "1000000,1000000", code=2)
+        one_line_error(res, "hidden sizes [1000000, 1000000]", "GiB", "lower --hidden")
+        res = cli(cmd, *data, *out, "--batch-size", "1000000000", code=2)
+        one_line_error(res, "batch size 1,000,000,000", "lower --batch-size")
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    other = held_out_root(minari_root, halfcheetah_dataset, tmp_path / "minari")
+    pred = ("predict", tiny_run, "--dataset", other, "--horizon", "5", "--device", "cpu")
+    res = cli(*pred, "--starts", "2", "--samples", "1000000000", "--out", tmp_path / "p", code=2)
+    one_line_error(res, "predicting 2 starts x 1,000,000,000 samples", "lower --samples")
+    assert time.process_time() - cpu0 < 20 and leftovers(tmp_path) == ["minari"] + sorted(
+        str(p.relative_to(tmp_path)) for p in (tmp_path / "minari").rglob("*")
+    )
+
+
+def test_disk_guard_iql_ensemble_predict(tiny_run, minari_root, halfcheetah_dataset, tmp_path):
+    """`ulimit -f` below what iql (its state), ensemble (its weights) and predict (its
+    report) write: one line before the work (iql lost up to --save-every updates, predict
+    and ensemble failed after it), and no folder left behind."""
+    other = held_out_root(minari_root, halfcheetah_dataset, tmp_path / "minari")
+    root = tmp_path / "minari"
+    data = ("--dataset", halfcheetah_dataset, "--steps", "5", "--no-progress")
+    res = child("iql", *data, "--out", tmp_path / "out" / "iql", root=root, limit=100_000)
+    one_line_error(res, "the IQL run", "ulimit -f")
+    res = child("ensemble", *data, "--out", tmp_path / "out" / "ens", root=root, limit=10_000)
+    one_line_error(res, "the ensemble run", "ulimit -f")
+    pred = ("predict", tiny_run, "--dataset", other, "--horizon", "5", "--device", "cpu")
+    res = child(*pred, "--out", tmp_path / "out" / "p", root=root, limit=10_000)
+    one_line_error(res, "the prediction report", "ulimit -f")
+    assert leftovers(tmp_path / "out") == []
+
+
+def test_out_below_a_file_refused_before_the_work(tiny_run, halfcheetah_dataset, tmp_path):
+    """--out below a regular file (a folder that cannot be made: as root, the way to a
+    read-only one) or a file where the folder should be: one line before any data is read
+    or any update made (bc and ensemble ended in a traceback after all their training)."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("keep me")
+    data = ("--dataset", halfcheetah_dataset, "--steps", "5", "--no-progress")
+    for cmd in ("bc", "ensemble", "iql"):
+        res = cli(cmd, *data, "--out", blocker / "run", code=2)
+        one_line_error(res, str(blocker / "run"), "a-file", "not a folder" if cmd != "iql" else "")
+        one_line_error(cli(cmd, *data, "--out", blocker, code=2), "a-file")
+    res = cli("predict", tiny_run, "--out", blocker / "p", code=2)
+    one_line_error(res, "cannot create --out folder", "is a file, not a folder")
+    assert blocker.read_text() == "keep me" and leftovers(tmp_path) == ["a-file"]

@@ -5,6 +5,10 @@ the option to lower, before anything is loaded, played or written.
     available_memory   free bytes of a device: MemAvailable (CPU) or cudaMemGetInfo (GPU)
     plan_bytes         planning E episodes at once: KV caches, logits, windows, envs
     bc_bytes           fitting a BC MLP: weights, gradients, Adam moments, a batch
+    iql_bytes          IQL's five MLPs with Adam, a batch through them; iql_state_bytes its state.pt
+    ensemble_bytes     a stacked ensemble with Adam, its bootstrap indices and a batch
+    predict_bytes      S x K rollouts of a TT model: windows, caches, the rollouts, their scores
+    check_out_dir      an output folder that can be made and written, proved creating nothing
     check_memory       refuse when an estimate exceeds what is available
     check_disk         refuse when files will not fit: free space and `ulimit -f`
     max_threads        the most CPU threads a command may ask for
@@ -146,6 +150,70 @@ def bc_bytes(sizes: Sequence[int], batch: int, n_samples: int = 0) -> int:
     params = sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
     acts = batch * sum(sizes)
     return 4 * (4 * params + 3 * acts + n_samples * (sizes[0] + sizes[-1] + 1))
+
+
+def mlp_params(sizes: Sequence[int]) -> int:
+    """Weights and biases of an MLP of layer sizes `sizes`."""
+    return sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
+
+
+def iql_bytes(obs_dim: int, act_dim: int, hidden: Sequence[int], batch: int) -> int:
+    """Peak memory of IQL's updates (float32): twin Q and their targets, V and the actor
+    with gradients and two Adam moments, and a batch of transitions (obs, act, reward, mask,
+    next obs) through the six MLPs forward and backward."""
+    q = mlp_params([obs_dim + act_dim, *hidden, 1])
+    v, actor = mlp_params([obs_dim, *hidden, 1]), mlp_params([obs_dim, *hidden, act_dim])
+    weights = 2 * q * 5 + (v + actor) * 4  # q: weights, target, grad, 2 moments
+    acts = batch * (6 * sum(hidden) + 2 * obs_dim + act_dim + 3)
+    return 4 * (weights + 3 * acts) + 8 * batch  # the batch's int64 indices
+
+
+def iql_state_bytes(obs_dim: int, act_dim: int, hidden: Sequence[int]) -> int:
+    """state.pt of an IQL run (weights, targets and Adam moments), plus the run's files."""
+    q = mlp_params([obs_dim + act_dim, *hidden, 1])
+    v, actor = mlp_params([obs_dim, *hidden, 1]), mlp_params([obs_dim, *hidden, act_dim])
+    return 4 * (2 * q * 4 + (v + actor) * 3) + 2**20
+
+
+def ensemble_bytes(members: int, sizes: Sequence[int], batch: int, n_rows: int) -> int:
+    """Peak memory of fitting a stacked ensemble of `members` MLPs of layer sizes `sizes`
+    with Adam (float32): weights, gradients, moments, each member's bootstrap indices over
+    `n_rows` rows (int64) and a batch's indices, inputs, activations and gradients."""
+    params = members * mlp_params(sizes)
+    acts = members * batch * sum(sizes)
+    return 4 * (4 * params + 3 * acts) + 8 * members * (n_rows + 2 * batch)
+
+
+def predict_bytes(model: ModelConfig, rows: int, horizon: int) -> int:
+    """Peak memory of rolling out `rows` (starts x samples) rows of a TT model `horizon`
+    steps: each row's key/value caches and window activations (as in plan_bytes), logits,
+    and the rollouts with their actions and scoring copies (float64)."""
+    c, v, w = model.n_embd, model.vocab_size + 1, model.block_size
+    per_row = 4 * (2 * model.n_layer * w * c + 12 * v + w * (c + model.n_head * w // 2))
+    per_row += 8 * horizon * (4 * model.obs_dim + model.act_dim + 2)
+    return rows * per_row
+
+
+def check_out_dir(out: str | Path, what: str = "--out folder") -> None:
+    """Refuse, before any work, an output folder that cannot be made or written: a file
+    where the folder should be, a path below a file, a folder no file can be written into.
+    Proved by a temporary file in the nearest existing folder; nothing is left behind."""
+    import tempfile
+
+    d = Path(out)
+    if d.exists() and not d.is_dir():
+        raise TrajplanError(f"{what} {out} is a file, not a folder: choose another")
+    probe = d.absolute()
+    while not probe.exists() and not probe.is_symlink() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise TrajplanError(f"cannot create {what} {out}: {probe} is a file, not a folder")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".write-check.", suffix=".tmp", dir=probe)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise TrajplanError(f"cannot write {what} {out}: {exc.strerror or exc}") from None
 
 
 def file_size_limit() -> int | None:

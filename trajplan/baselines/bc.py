@@ -41,7 +41,7 @@ from trajplan.data.transitions import Episodes, make_transitions, split_episodes
 from trajplan.data.weighting import action_weights
 from trajplan.envs.registry import EnvInfo
 from trajplan.errors import TrajplanError
-from trajplan.guards import bc_bytes, check_disk, check_memory
+from trajplan.guards import bc_bytes, check_disk, check_memory, check_out_dir
 from trajplan.progress import Progress
 from trajplan.runtime import atomic_write, json_text, write_json
 
@@ -136,6 +136,7 @@ def train_bc(
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise TrajplanError(f"run directory {out} already exists: choose another --out")
+    check_out_dir(out)
     episodes, info, low, high = training_data(dataset_id, env, episodes)
     if cfg.goal_dims is not None:  # goal-conditioned: the goal dims hold hindsight goals
         episodes = with_hindsight_goals(episodes, cfg.goal_dims, cfg.goal_relabel)

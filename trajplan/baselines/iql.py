@@ -70,6 +70,7 @@ from trajplan.data.store import env_id_of, open_dataset, split_dataset_ids
 from trajplan.data.transitions import Episodes
 from trajplan.envs.registry import EnvInfo, resolve_env
 from trajplan.errors import TrajplanError
+from trajplan.guards import check_disk, check_memory, iql_bytes, iql_state_bytes, size_text
 from trajplan.progress import Progress
 from trajplan.runtime import Stopped, resolve_device, sigterm_as_interrupt
 from trajplan.training.prepare import data_fingerprint
@@ -213,6 +214,7 @@ def train_iql(
             saving = saving or Saving()
             job = _job(out, dataset_id, env, episodes, cfg)
             job.manifest["saving"] = asdict(saving)  # the next resume's defaults
+            _check_room(job, saving, dev)
             if saved is not None:
                 check_same_data(saved, out, job.manifest["data_fingerprint"], job.data)
             checkpoints = Checkpoints(out, saving)
@@ -252,6 +254,22 @@ def _job(out: Path, dataset_id: str, env: str | None, episodes: Episodes | None,
         "n_steps": episodes.n_steps,
     }
     return _Job(out, dataset_id, info, episodes, cfg, data, manifest)
+
+
+def _check_room(job: _Job, saving: Saving, dev: torch.device) -> None:
+    """Refuse, before the first update, nets or batches that cannot fit in memory and a
+    state or snapshots that cannot fit on disk (trajplan.guards); the folder holds its lock
+    only, which the caller removes."""
+    o, a, cfg = job.data.obs.shape[1], job.data.act.shape[1], job.cfg
+    nets, batch = iql_bytes(o, a, cfg.hidden, 0), iql_bytes(o, a, cfg.hidden, cfg.batch_size)
+    need = batch + (job.data.obs.nbytes * 2 if dev.type == "cuda" else 0)  # the data copied
+    lower = "--hidden" if nets >= batch - nets else "--batch-size"
+    what = f"iql with hidden sizes {list(cfg.hidden)} and batch size {cfg.batch_size:,}"
+    check_memory(need, dev, what, lower)
+    state = iql_state_bytes(o, a, cfg.hidden)
+    snaps = cfg.steps // saving.snapshot_every if saving.snapshot_every else 0
+    total = 2 * state + snaps * state // 2  # the state and its next version, the snapshots
+    check_disk(job.out, total, state, f"the IQL run ({size_text(state)} a state)")
 
 
 def _fit(

@@ -42,7 +42,7 @@ def predict_cmd(
     from trajplan.prediction.report import PredictSettings, check_out_dir, predict, write_report
 
     set_threads(threads)
-    check_out_dir(out)
+    check_out_dir(out, horizon, ensemble is not None)
     settings = PredictSettings(horizon, starts, samples, seed, dataset, weights, device)
     report = predict(run, settings, ensemble, progress)
     paths = write_report(report, out)

@@ -21,9 +21,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from trajplan.data.episodes import load_episodes
+from trajplan.data.episodes import Episodes, load_episodes
 from trajplan.envs.registry import env_for_dataset, resolve_env
 from trajplan.errors import TrajplanError
+from trajplan.guards import check_disk, check_memory, check_out_dir, ensemble_bytes, mlp_params
 from trajplan.prediction.ensemble import EnsembleConfig, EnsembleNet, Normaliser, fit_ensemble
 from trajplan.prediction.heldout import SPLIT_SEED, split_held_out
 from trajplan.runtime import atomic_write, read_tagged_safetensors, write_json
@@ -75,14 +76,61 @@ def train_ensemble(
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise TrajplanError(f"run directory {out} already exists: choose another --out")
+    check_out_dir(out)
     episodes = load_episodes(dataset_id)
     info = resolve_env(env) if env else env_for_dataset(dataset_id)
     env_name = info.name if info is not None else (episodes.env_id or "")
     train, val = episodes, None
     if cfg.val_fraction > 0:
         train, val = split_held_out(episodes, cfg.val_fraction)
+    _check_room(out, cfg, train)
     t0 = time.perf_counter()
     fit = fit_ensemble(train, val, cfg, progress, f"ensemble {dataset_id}")
+    created = not out.exists()
+    try:
+        _write_run(out, fit, cfg, dataset_id, env_name, episodes, train, val, t0)
+    except BaseException:  # disk full, a signal: no half-written run directory
+        if out.is_dir():
+            for name in (WEIGHTS_FILE, METRICS_FILE, CONFIG_FILE):
+                (out / name).unlink(missing_ok=True)
+            if created and not any(out.iterdir()):
+                out.rmdir()
+        raise
+    return out
+
+
+def _check_room(out: Path, cfg: EnsembleConfig, train: Episodes) -> None:
+    """Refuse, before fitting, members, widths or batches that cannot fit in memory and
+    weights that cannot fit on disk (trajplan.guards)."""
+    o, a = train.obs_dim, train.act_dim
+    sizes = [o + a, *cfg.hidden, 2 * (o + 1)]
+    n = int(train.n_steps)
+    need = ensemble_bytes(cfg.members, sizes, cfg.batch_size, n) + 8 * n * (2 * o + a + 1)
+    parts = {
+        "--hidden": ensemble_bytes(cfg.members, sizes, 0, 0),
+        "--batch-size": ensemble_bytes(cfg.members, sizes, cfg.batch_size, 0),
+    }
+    parts["--batch-size"] -= parts["--hidden"]
+    lower = max(parts, key=lambda k: parts[k])
+    what = (f"an ensemble of {cfg.members} members with hidden sizes {cfg.hidden} and batch "
+            f"size {cfg.batch_size:,}")  # fmt: skip
+    check_memory(need, "cpu", what, lower)
+    weights = 4 * cfg.members * mlp_params(sizes) + 2**12
+    check_disk(out, weights + 2**20, weights, "the ensemble run")
+
+
+def _write_run(
+    out: Path,
+    fit: Any,
+    cfg: EnsembleConfig,
+    dataset_id: str,
+    env_name: str,
+    episodes: Episodes,
+    train: Episodes,
+    val: Episodes | None,
+    t0: float,
+) -> None:
+    """The run's weights, metrics.jsonl, then config.json (last)."""
     out.mkdir(parents=True, exist_ok=True)
     _save_weights(out / WEIGHTS_FILE, fit.net, fit.norm)
     atomic_write(out / METRICS_FILE, lambda p: p.write_text("".join(fit.lines)))
@@ -107,7 +155,6 @@ def train_ensemble(
             "config": asdict(cfg),
         },
     )
-    return out
 
 
 def _save_weights(path: Path, net: EnsembleNet, norm: Normaliser) -> None:

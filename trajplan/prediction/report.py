@@ -18,6 +18,8 @@ import numpy as np
 from trajplan.checkpoint import load_checkpoint
 from trajplan.data.episodes import Episodes, load_episodes
 from trajplan.errors import TrajplanError
+from trajplan.guards import check_disk, check_memory, predict_bytes
+from trajplan.guards import check_out_dir as check_out_folder
 from trajplan.prediction.ensemble_run import EnsembleRun, is_ensemble_run, load_ensemble
 from trajplan.prediction.heldout import SPLIT_SEED, pick_starts, split_held_out
 from trajplan.prediction.rollout import SIGMA_MIN, TruthReplay, dim_groups, rollout, score
@@ -105,6 +107,7 @@ def predict(
         _check_ensemble(ens, ckpt.dataset_id, val_fraction, settings.dataset)
     held, scale_ep, rule = _held_out(ckpt.dataset_id, val_fraction, settings.dataset, cfg.obs_dim)
     starts = pick_starts(held, settings.horizon, settings.starts, settings.seed)
+    _check_memory(cfg, starts.n, settings, dev, ens)
     obs = scale_ep.observations.astype(np.float64)
     scale = obs.std(0) + 1e-6  # [o]
     # no information: the training states' mean as every prediction
@@ -151,9 +154,26 @@ def summary(scores: dict[str, dict[str, list[float]]]) -> dict[str, float]:
     return out
 
 
-def check_out_dir(out: str | Path) -> Path:
-    """The output folder, created and proved writable before any work."""
-    return check_writable(out, "--out folder")
+def check_out_dir(out: str | Path, horizon: int = 100, ensemble: bool = False) -> Path:
+    """Before any work: the output folder can be made and written (nothing is created yet,
+    so a refusal leaves no empty folder), and the report and figures fit on its disk."""
+    check_out_folder(out)
+    curves = (3 if ensemble else 2) * (12 + 2 * 8)  # per model: mse per group, loglik, ...
+    size = 24 * horizon * curves + 2**16  # predict.json: numbers of ~24 characters
+    check_disk(out, size + 2**20, max(size, 2**19), "the prediction report")
+    return Path(out)
+
+
+def _check_memory(cfg: Any, n_starts: int, s: PredictSettings, dev: Any, ens: Any) -> None:
+    """Refuse starts x samples rollouts that cannot fit in memory, naming the larger."""
+    rows = n_starts * s.samples
+    need = predict_bytes(cfg, rows, s.horizon)
+    if ens is not None:
+        width = sum(p.shape[-1] for p in ens.net.parameters() if p.dim() == 3)
+        need += 4 * rows * ens.net.members * (width + 4 * cfg.obs_dim + 8)
+    lower = "--samples" if s.samples >= n_starts else "--starts"
+    what = f"predicting {n_starts:,} starts x {s.samples:,} samples x {s.horizon:,} steps"
+    check_memory(need, dev, what, lower)
 
 
 def write_report(report: dict[str, Any], out: str | Path) -> list[Path]:
@@ -164,6 +184,7 @@ def write_report(report: dict[str, Any], out: str | Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     out = Path(out)
+    check_writable(out, "--out folder")
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for name, s in report["models"].items():
         if name == "simulator":
