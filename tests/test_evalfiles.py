@@ -60,10 +60,11 @@ def test_one_run_counts_once_by_the_printed_rule(seeds_out: Path, tmp_path: Path
 
     agg = tmp_path / "agg.json"
     text = cli("aggregate", f"{out}/seed0/eval", f"{out}/seed1/eval", "--json", agg).stdout
-    assert "one eval per run" in text and "left out 5 eval(s)" in text
+    assert "one eval per run" in text and "left out 4 eval(s)" in text
     got = json.loads(agg.read_text())
-    (group,) = got["groups"]
+    group, at_h3 = got["groups"]  # another horizon: another policy, its own group
     assert group["n_runs"] == 2 and group["n_episodes"] == 4 and group["comparable"]
+    assert at_h3["label"].startswith("TT h3 ") and at_h3["n_runs"] == 1
     assert {r["path"] for r in group["runs"]} == {str(newest["seed0"]), str(newest["seed1"])}
     reasons = {  # seed/name -> why
         f"{Path(x['path']).parts[-4]}/{Path(x['path']).parts[-2]}": x["reason"]
@@ -71,9 +72,10 @@ def test_one_run_counts_once_by_the_printed_rule(seeds_out: Path, tmp_path: Path
     }
     assert reasons[f"seed1/{cut.name}"] == "interrupted: partial episodes"
     capped = "seed0/" + next(p for p in full["seed0"] if "capped3" in str(p)).parent.name
-    assert reasons[capped] == "other settings: episode_steps 3 (group: None)"
-    h3 = "seed0/" + next(p for p in full["seed0"] if "-h3-" in str(p)).parent.name
-    assert reasons[h3] == "other settings: plan.horizon 3 (group: 2)"
+    assert reasons[capped] == (
+        f"other settings: episode_steps 3 (kept: None); kept {newest['seed0']} instead "
+        "(full-length episodes count before capped ones)"
+    )
     assert sum("an older eval of the same run" in r for r in reasons.values()) == 2
     # the same runs, however they are named
     # the README's glob, the runs, the runs' glob (with seed0.log ...), their parent
@@ -81,12 +83,12 @@ def test_one_run_counts_once_by_the_printed_rule(seeds_out: Path, tmp_path: Path
                   sorted(out.glob("seed*")), [out]):  # fmt: skip
         again = tmp_path / "again.json"
         cli("aggregate", *items, "--json", again)
-        assert json.loads(again.read_text())["groups"] == got["groups"]
+        assert json.loads(again.read_text())["groups"] == got["groups"], items
     curves = cli("plot", *sorted(out.glob("seed*")), "--out", tmp_path / "curves.png")
     assert "skipped (not run directories)" in curves.stderr and "seed0.log" in curves.stderr
     svg = tmp_path / "scores.svg"
     shown = cli("plot", "--scores", out / "seed0", f"{out}/seed1/eval", "--out", svg).stdout
-    assert "left out 5 eval(s)" in shown and "4 episodes" in svg.read_text()  # one bar a run
+    assert "left out 4 eval(s)" in shown and "6 episodes" in svg.read_text()  # one bar a run
 
 
 def test_eval_json_records_the_weights_it_evaluated(seeds_out: Path, tmp_path: Path) -> None:
@@ -114,10 +116,12 @@ def test_incomparable_evals_never_pool(seeds_out: Path, tiny_run: Path, tmp_path
     text = cli("aggregate", f"mine={seed0}", f"mine={other}", "--json", agg).stdout
     (group,) = json.loads(agg.read_text())["groups"]
     assert group["label"] == "mine" and group["n_runs"] == 1  # the Hopper run alone
-    assert "other settings: env HalfCheetah-v5 (group: Hopper-v5)" in text
+    assert "other settings: env HalfCheetah-v5 (kept: Hopper-v5)" in text
     # default groups: each dataset its own group, side by side
     both = json.loads((cli("aggregate", seed0, other, "--json", agg), agg.read_text())[1])
-    assert [g["n_runs"] for g in both["groups"]] == [1, 1]
+    datasets = [g["label"].split()[-1] for g in both["groups"]]  # (seed0's h3 eval: a group)
+    assert set(datasets) == {"test/hopper/random-v0", "test/halfcheetah/random-v0"}
+    assert all(g["n_runs"] == 1 for g in both["groups"])
     # nothing complete to compare: one line
     cut = tmp_path / "cut" / "eval.json"
     cut.parent.mkdir()
@@ -319,3 +323,85 @@ def test_demo_again_keeps_the_last_demo(tmp_path: Path) -> None:
     assert (kept / "runs/tt/config.json").read_text() == "runs/tt/config.json"
     assert (kept / "eval/TT/eval.json").is_file() and (tmp_path / "datasets/d.txt").is_file()
     assert not (tmp_path / "runs").exists() and not (tmp_path / "eval").exists()
+
+
+@pytest.fixture(scope="module")
+def iql_run(minari_datasets, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`trajplan iql` on the HalfCheetah fixture (the tiny TT run's data), 30 updates with a
+    snapshot every 10: RUN/snapshots/step_10, step_20 (each config records snapshot_of)."""
+    out = tmp_path_factory.mktemp("iql") / "iql"
+    cli("iql", "--dataset", minari_datasets.halfcheetah, "--out", out, "--steps", "30",
+        "--hidden", "16", "--batch-size", "32", "--snapshot-every", "10", "--no-progress",
+        "--threads", "1")  # fmt: skip
+    assert len(list((out / "snapshots").glob("step_*"))) >= 2
+    return out
+
+
+def test_what_changed_the_policy_is_in_its_label_and_group(
+    tiny_run: Path, iql_run: Path, tmp_path: Path
+) -> None:
+    """A TT + Q eval of a TT run was labelled "TT" and pushed the plain TT eval out with a
+    reason naming no winner: each policy (critic, prior, objective, horizon) is its own
+    group with its own label, and a left-out eval names the one kept instead and why."""
+    out = tmp_path / "evals"
+    small = ("--episodes", "1", "--episode-steps", "3", "--threads", "1", "--no-progress",
+             "--out", out)  # fmt: skip
+    cli("eval", tiny_run, *small, "--horizon", "2", "--beam-width", "2")
+    cli("eval", tiny_run, *small, "--horizon", "2", "--beam-width", "4")  # newer: kept
+    cli("eval", tiny_run, *small, "--horizon", "2", "--beam-width", "4", "--critic", iql_run)
+    cli("eval", tiny_run, *small, "--horizon", "2", "--beam-width", "4", "--prior", iql_run,
+        "--objective", "likelihood")  # fmt: skip
+    cli("eval", iql_run, *small)
+    agg = tmp_path / "agg.json"
+    text = cli("aggregate", out, "--json", agg).stdout
+    doc = json.loads(agg.read_text())
+    ds = "test/halfcheetah/random-v0"
+    assert [g["label"] for g in doc["groups"]] == [  # in the order the folders sort
+        f"IQL {ds}",
+        f"TT h2 {ds}",
+        f"TT + Q(iql) h2 {ds}",
+        f"TT h2 prior(iql) likelihood {ds}",
+    ]
+    assert all(g["n_runs"] == 1 for g in doc["groups"])
+    (gone,) = doc["selection"]["left_out"]  # the older beam width of the plain TT
+    (kept,) = [g for g in doc["groups"] if g["label"] == f"TT h2 {ds}"][0]["runs"]
+    assert "-h2-b2-" in gone["path"] and gone["reason"] == (
+        f"other settings: plan.beam_width 2 (kept: 4); kept {kept['path']} instead "
+        "(as many runs share either settings: the newest eval's win)"
+    )
+    assert "TT + Q(iql) h2" in text
+    svg = tmp_path / "scores.svg"
+    cli("plot", "--scores", out, "--out", svg)
+    drawn = svg.read_text()
+    for label in ("tiny: TT h2", "tiny: TT + Q(iql) h2", "iql: IQL"):
+        assert label in drawn, label
+
+
+def test_the_snapshots_of_one_run_count_as_that_run(iql_run: Path, tmp_path: Path) -> None:
+    """`aggregate` counted each snapshot of one IQL run (its config records snapshot_of) as a
+    run of its own: they are that run, which counts once, with its latest step's eval."""
+    snaps = sorted((iql_run / "snapshots").glob("step_*"))
+    runs = [iql_run, *snaps]
+    out = tmp_path / "evals"
+    cli("eval", *runs, "--episodes", "1", "--episode-steps", "3", "--no-progress", "--out", out)
+    agg = tmp_path / "agg.json"
+    cli("aggregate", out, "--json", agg)
+    doc = json.loads(agg.read_text())
+    (group,) = doc["groups"]
+    assert group["n_runs"] == 1 and group["n_episodes"] == 1
+    (kept,) = group["runs"]
+    assert json.loads(Path(kept["path"]).read_text())["checkpoint"] == str(iql_run)
+    reasons = [x["reason"] for x in doc["selection"]["left_out"]]
+    assert len(reasons) == len(snaps)
+    for snap, reason in zip(
+        snaps, sorted(reasons, key=lambda r: int(r.split()[3][:-1])), strict=True
+    ):
+        step = int(snap.name.removeprefix("step_"))
+        assert reason == (
+            f"a snapshot (step {step}) of the run {iql_run.resolve()}: a run counts once, with "
+            f"the eval of its latest weights (step 30: {kept['path']})"
+        )
+    # the snapshots alone: the latest of them speaks for the run
+    alone = cli("aggregate", *[next(out.glob(f"{s.name}-*")) for s in snaps], "--json", agg)
+    (group,) = json.loads(agg.read_text())["groups"]
+    assert group["n_runs"] == 1 and snaps[-1].name in group["runs"][0]["path"], alone.stdout

@@ -154,7 +154,7 @@ def test_aggregate_groups_tables_and_json(tmp_path: Path) -> None:
     bc = write_eval(tmp_path / "bc-seed0" / "eval" / "eval.json", [50, 52], policy="bc")
     groups = aggregate([*map(str, paths), str(bc)], reps=300)
     tt, bcg = groups
-    assert tt.label == "TT local/halfcheetah/medium-v0" and bcg.label.startswith("BC ")
+    assert tt.label == "TT h5 local/halfcheetah/medium-v0" and bcg.label.startswith("BC ")
     assert [r.mean for r in tt.runs] == pytest.approx([15, 16, 17])
     assert tt.mean == pytest.approx(16) and tt.stderr == pytest.approx(
         np.std([15, 16, 17], ddof=1) / np.sqrt(3)
@@ -166,7 +166,7 @@ def test_aggregate_groups_tables_and_json(tmp_path: Path) -> None:
     assert json.loads(json.dumps(doc))["groups"][0]["n_runs"] == 3
     assert doc["groups"][0]["reference"].startswith("D4RL constants")
     labelled = aggregate([f"mine={paths[0]}", f"mine={paths[1]}", str(paths[2])], reps=10)
-    assert [g.label for g in labelled] == ["mine", "TT local/halfcheetah/medium-v0"]
+    assert [g.label for g in labelled] == ["mine", "TT h5 local/halfcheetah/medium-v0"]
     console = Console(width=80, record=True, color_system=None)
     for table in tables(groups):
         console.print(table)

@@ -74,7 +74,7 @@ def test_readme_workflow(minari_root: Path, tmp_path: Path, monkeypatch) -> None
     assert "dataset metadata" in scores.read_text()  # collect stores the D4RL constants
     doc = json.loads(agg.read_text())
     bc, tt = doc["groups"]  # in order of first appearance
-    assert tt["label"] == f"TT {DATASET}" and tt["n_runs"] == 2 and tt["n_episodes"] == 4
+    assert tt["label"] == f"TT h2 {DATASET}" and tt["n_runs"] == 2 and tt["n_episodes"] == 4
     assert bc["label"] == f"BC {DATASET}" and bc["n_runs"] == 1
     assert tt["iqm_ci"][0] <= tt["iqm"] <= tt["iqm_ci"][1]
     assert "IQM" in out and "seed1" in out and "bc-s0" in out
