@@ -123,7 +123,7 @@ def evaluate_run(
     chunks = [seeds[k::workers] for k in range(workers)]
     devices = worker_devices(device, workers, torch.cuda.device_count())
     tasks = [
-        (str(run_dir), env, c, plan, episode_steps, threads, d, action_noise)
+        (str(Path(run_dir).absolute()), env, c, plan, episode_steps, threads, d, action_noise)
         for c, d in zip(chunks, devices, strict=True)
     ]
     t0 = time.perf_counter()
