@@ -225,21 +225,23 @@ def test_prepare_on_real_data(hopper_dataset) -> None:
     assert mask.min() == 1.0  # all episodes shorter than max_path_length
 
 
-def test_penalty_bin_on_real_data(hopper_dataset) -> None:
-    """data.penalty_bin: the terminations' -100 rewards alone in bin 0 of the reward column
-    (and nothing else in bins 0-1); every other column's bins, and all of them without a
-    penalty, are the reference's. (A mixed bin 0 is built in test_tokens.)"""
-    ref = prepare(hopper_dataset, DataConfig()).discretizer
-    data = prepare(hopper_dataset, DataConfig(penalty_bin=True))
+def test_exact_bins_on_real_data(hopper_dataset) -> None:
+    """On continuous MuJoCo data the default exact bins ("discrete") are the reference's
+    edges; "atoms" gives the terminations' -100 rewards bin 0 alone (nothing else in bins
+    0-1), and without a penalty the reward column is the reference's again."""
+    ref = prepare(hopper_dataset, DataConfig(exact_bins="off")).discretizer
+    np.testing.assert_array_equal(
+        prepare(hopper_dataset, DataConfig()).discretizer.edges, ref.edges
+    )
+    data = prepare(hopper_dataset, DataConfig(exact_bins="atoms"))
     disc, ep, r = data.discretizer, data.episodes, 14
-    np.testing.assert_array_equal(np.delete(disc.edges, r, 1), np.delete(ref.edges, r, 1))
     tok = disc.discretize(data.transitions)[:, r]
     term = np.asarray(ep.terminations, dtype=bool)
     assert (tok[term] == 0).all() and (tok[~term] >= 2).all()
-    assert disc.midpoints()[0, r] == pytest.approx(-100.0)
-    off = prepare(hopper_dataset, DataConfig(penalty_bin=True, termination_penalty=None))
-    np.testing.assert_array_equal(off.discretizer.edges, prepare(
-        hopper_dataset, DataConfig(termination_penalty=None)).discretizer.edges)  # fmt: skip
+    assert disc.midpoints()[0, r] == -100.0
+    no_penalty = [DataConfig(exact_bins=m, termination_penalty=None) for m in ("atoms", "off")]
+    atoms, plain = (prepare(hopper_dataset, c).discretizer for c in no_penalty)
+    np.testing.assert_array_equal(atoms.edges[:, r], plain.edges[:, r])
 
 
 def test_obs_keep(hopper_dataset) -> None:
@@ -387,3 +389,34 @@ def test_cli_list_info_and_errors(halfcheetah_dataset, hopper_dataset) -> None:
     one_line_error(cli("data", "info", "no-version", code=2))  # in-process: the same
     out = cli("data", "download", "--help", process=True)
     assert "hub" in out.stdout
+
+
+def test_data_info_shows_how_the_bins_keep_each_column(minari_datasets) -> None:
+    """`data info` fits the bins and lists every column's distinct values, tokens and
+    round-trip error: a sparse 0/1 reward (4 goals in ~600 steps) is flagged "merged" under
+    the reference's bins and kept exact (error 0) by the default."""
+    from trajplan.data.transitions import create_dataset
+
+    episodes = [dict(e) for e in minari_datasets.written[minari_datasets.hopper]]
+    n = sum(len(e["rewards"]) for e in episodes)
+    flat = np.zeros(n)
+    flat[:: n // 3] = 1.0  # 3 or 4 goals in ~600 steps
+    at = 0
+    for e in episodes:
+        e["rewards"] = flat[at : at + len(e["rewards"])].copy()
+        at += len(e["rewards"])
+    create_dataset("test/hopper/sparse-v0", episodes, "Hopper-v5", algorithm_name="test")
+
+    def reward_row(*opts: str) -> list[str]:
+        out = cli("data", "info", "test/hopper/sparse-v0", "--n-bins", "20", *opts).stdout
+        rows = [[c.strip() for c in ln.split("│")[1:-1]] for ln in out.splitlines() if "│" in ln]
+        return next(r for r in rows if r[0] == "reward")
+
+    # 0, 1 and the termination penalty -100 of the falls: three values, three exact tokens
+    assert reward_row() == ["reward", "3", "3", "0", "0", ""]
+    off = reward_row("--exact-bins", "off")
+    assert off[1] == "3" and int(off[2]) < 3 and float(off[3]) > 0 and off[5] == "merged"
+    one_line_error(
+        cli("data", "info", "test/hopper/sparse-v0", "--exact-bins", "some", code=2),
+        "exact_bins",
+    )

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from trajplan.data.tokens import Discretizer, with_own_bin
+from trajplan.data.tokens import Discretizer, fit_edges
 from trajplan.errors import TrajplanError
 
 
@@ -27,7 +27,7 @@ def reference_tokens(x: np.ndarray, edges: np.ndarray, n_bins: int) -> np.ndarra
 
 def test_repeated_edges_hand_example() -> None:
     col = np.array([0, 0, 0, 0, 0, 0, 1, 2, 3, 4], dtype=np.float32)[:, None]
-    disc = Discretizer.fit(col, n_bins=5)
+    disc = Discretizer.fit(col, n_bins=5, exact="off")
     # ceil(10/5) = 2: every 2nd sorted value, then the max
     np.testing.assert_array_equal(disc.edges[:, 0], [0, 0, 0, 1, 3, 4])
     tok = disc.discretize(col)[:, 0]
@@ -48,7 +48,7 @@ def test_matches_reference_rule_on_discrete_data() -> None:
         ],
         axis=1,
     ).astype(np.float32)
-    disc = Discretizer.fit(data, n_bins=50)
+    disc = Discretizer.fit(data, n_bins=50, exact="off")
     assert disc.edges.shape == (51, 3)
     queries = np.concatenate([data[:500], rng.standard_normal((500, 3)).astype(np.float32) * 3])
     np.testing.assert_array_equal(
@@ -218,25 +218,106 @@ def test_bad_arguments() -> None:
 
 def test_own_bin_for_a_rare_minimum() -> None:
     """A rare outlier at the minimum (the termination penalty) shares quantile bin 0 with the
-    lowest ordinary values and decodes as about half of it; with_own_bin gives it bin 0 alone."""
+    lowest ordinary values and decodes as about half of it; "atoms" gives it bin 0 alone."""
     rng = np.random.default_rng(0)
     data = rng.normal(size=(10_000, 2))
     data[::500, 1] = -100.0  # 0.2% of the rows: less than one bin's share (1%)
-    plain = Discretizer.fit(data, 100)
+    plain = Discretizer.fit(data, 100, exact="off")
     low = data[:, 1][data[:, 1] > -100].min()
     assert plain.discretize(np.array([[0.0, low]]))[0, 1] == 0  # shares the penalty's bin
     assert plain.midpoints()[0, 1] < -45  # so an ordinary low value decodes as ~-50
-    own = with_own_bin(plain, data[:, 1], 1, -100.0)
+    assert Discretizer.fit(data, 100) == plain  # "discrete": not a few-valued column
+    own = Discretizer.fit(data, 100, exact="atoms")
     np.testing.assert_array_equal(own.edges[:, 0], plain.edges[:, 0])  # other columns kept
     assert own.edges.shape == plain.edges.shape
     tok = own.discretize(data)[:, 1]
     assert set(tok[data[:, 1] == -100.0]) == {0} and tok[data[:, 1] > -100].min() == 2
-    assert own.midpoints()[0, 1] == pytest.approx(-100.0)
+    assert own.midpoints()[0, 1] == -100.0
     assert own.reconstruct(own.discretize(np.array([[0.0, low]])))[0, 1] > -4  # not ~-50
     counts = np.bincount(tok, minlength=100)[2:]  # the rest: the reference's quantile rule
     m = int((data[:, 1] > -100).sum())
     assert (counts[:-1] == -(-m // 98)).all() and counts.sum() == m  # ceil(m / 98) per bin
-    # unchanged where there is nothing to isolate or the bins are not quantile bins
-    assert with_own_bin(plain, data[:, 0], 0, -100.0) is plain
-    uniform = Discretizer.fit(data, 100, kind="uniform")
-    assert with_own_bin(uniform, data[:, 1], 1, -100.0) is uniform
+
+
+@pytest.mark.parametrize("kind", ["quantile", "uniform"])
+@pytest.mark.parametrize("share", [0.004, 0.01, 0.05])
+def test_sparse_reward_round_trips_exactly(kind: str, share: float) -> None:
+    """A 0/1 reward with few ones: the reference's quantile edges are [0, ..., 0, 1] and give
+    0 and 1 one token (below 1%) that decodes as 0.5; exact bins keep them apart and
+    decode them as 0.0 and 1.0. The continuous column beside it keeps the reference's edges."""
+    rng = np.random.default_rng(1)
+    n = 20_000
+    r = np.zeros(n, dtype=np.float32)
+    r[rng.choice(n, int(share * n), replace=False)] = 1.0
+    cols = np.stack([r, rng.normal(size=n).astype(np.float32)], 1)  # [n, 2]
+    ref = Discretizer.fit(cols, 100, kind, exact="off")
+    if kind == "quantile" and share < 0.01:  # the fault: one token for both
+        assert ref.discretize(np.array([[0.0, 0], [1.0, 0]]))[:, 0].tolist() == [99, 99]
+    disc = Discretizer.fit(cols, 100, kind)
+    tok = disc.discretize(np.array([[0.0, 0.0], [1.0, 0.0]]))
+    assert tok[0, 0] != tok[1, 0]
+    np.testing.assert_array_equal(disc.reconstruct(tok)[:, 0], [0.0, 1.0])
+    np.testing.assert_array_equal(disc.edges[:, 1], ref.edges[:, 1])  # continuous: unchanged
+    back = disc.reconstruct(disc.discretize(cols))[:, 0]
+    np.testing.assert_array_equal(back, r)  # every row round-trips
+    # the expectation over the reward bins is the reward itself for a one-hot distribution
+    probs = np.eye(101)[tok[:, 0]]
+    np.testing.assert_array_equal(disc.expectation(probs, 0), [0.0, 1.0])
+
+
+def test_three_valued_and_constant_columns() -> None:
+    """Each value of a few-valued column gets its own exactly decoded token (and round trips
+    through torch too); a constant column, which already round-trips, keeps the reference's
+    edges, as a column with more than (N+1)//2 values does under the default."""
+    rng = np.random.default_rng(2)
+    n = 30_000
+    three = rng.choice(np.array([-1.0, 0.25, 3.0]), size=n, p=[0.005, 0.99, 0.005])
+    many = rng.integers(0, 60, n).astype(np.float64)  # 60 values > 101 // 2
+    cols = np.stack([three, np.full(n, 7.0), many], 1)
+    disc = Discretizer.fit(cols, 100)
+    ref = Discretizer.fit(cols, 100, exact="off")
+    vals = np.array([[-1.0, 7.0, 0.0], [0.25, 7.0, 0.0], [3.0, 7.0, 0.0]])
+    tok = disc.discretize(vals)
+    assert len(set(tok[:, 0].tolist())) == 3
+    np.testing.assert_array_equal(disc.reconstruct(tok)[:, 0], vals[:, 0])
+    t_tok = disc.discretize(torch.tensor(vals))
+    np.testing.assert_array_equal(disc.reconstruct(t_tok)[:, 0].numpy(), vals[:, 0])
+    np.testing.assert_array_equal(disc.edges[:, 1:], ref.edges[:, 1:])
+
+
+def test_continuous_edges_are_the_reference_in_every_mode() -> None:
+    """Continuous columns (float32 and float64, some heavy-tailed): every mode gives the
+    reference's edges, so tokens keep parity with the published code."""
+    rng = np.random.default_rng(3)
+    data = np.concatenate(
+        [rng.normal(size=(12_000, 3)), rng.standard_cauchy((12_000, 2))], 1
+    ).astype(np.float32)
+    for kind in ("quantile", "uniform"):
+        ref = fit_edges(data, 100, kind, "off")
+        for mode in ("discrete", "atoms"):
+            np.testing.assert_array_equal(fit_edges(data, 100, kind, mode), ref)
+
+
+def test_atoms_mass_in_the_middle_and_saturated_actions() -> None:
+    """ "atoms": a mass at 0 inside a continuous column (15% of rows) decodes as 0.0 exactly,
+    ordinary values still get quantile bins; a mass at the maximum that already round-trips
+    (a saturated action) leaves the column as the reference made it."""
+    rng = np.random.default_rng(4)
+    n = 20_000
+    mid = rng.normal(size=n)
+    mid[rng.random(n) < 0.15] = 0.0
+    sat = np.clip(rng.normal(size=n), -3.0, 1.0)  # 16% of rows at 1.0
+    cols = np.stack([mid, sat], 1)
+    ref = Discretizer.fit(cols, 100, exact="off")
+    assert ref.reconstruct(ref.discretize(np.zeros((1, 2))))[0, 0] != 0.0  # the fault
+    disc = Discretizer.fit(cols, 100, exact="atoms")
+    assert disc.reconstruct(disc.discretize(np.zeros((1, 2))))[0, 0] == 0.0
+    assert disc.reconstruct(disc.discretize(np.ones((1, 2))))[0, 1] == 1.0
+    np.testing.assert_array_equal(disc.edges[:, 1], ref.edges[:, 1])
+    tok = disc.discretize(cols)[:, 0]
+    assert len(np.unique(tok)) >= 90  # the rest still spread over quantile bins
+
+
+def test_exact_bins_mode_is_checked() -> None:
+    with pytest.raises(TrajplanError, match="exact"):
+        Discretizer.fit(np.zeros((5, 1)), 4, exact="sometimes")

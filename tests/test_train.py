@@ -552,3 +552,49 @@ def test_parse_seeds() -> None:
     for bad in ("", "a", "1-", "0,,x"):
         with pytest.raises(TrajplanError, match="--seeds"):
             parse_seeds(bad)
+
+
+def test_tiny_model_learns_a_sparse_reward(tmp_path: Path, one_thread, capfd) -> None:
+    """A constructed sparse-reward dataset (1-D states, reward 1 where the state is above
+    0.98: 2% of steps, below one bin's share of 20 bins). With the reference's bins reward 0
+    and 1 share one token, so the model cannot tell the goal apart and training says so in a
+    warning; with exact bins (the default) it predicts the goal's reward where it is."""
+    import numpy as np
+
+    from trajplan.data.episodes import Episodes
+    from trajplan.data.transitions import prepare_episodes
+
+    rng = np.random.default_rng(0)
+    n_ep, length = 40, 50
+    obs = rng.uniform(0, 1, (n_ep * length, 1)).astype(np.float32)
+    reward = (obs[:, 0] > 0.98).astype(np.float32)
+    ep = Episodes(
+        observations=obs, actions=rng.uniform(-1, 1, (n_ep * length, 1)).astype(np.float32),
+        rewards=reward, terminations=np.zeros(n_ep * length, bool),
+        truncations=np.tile(np.arange(length) == length - 1, n_ep),
+        starts=np.arange(n_ep) * length, lengths=np.full(n_ep, length), dataset_id="test/sparse",
+    )  # fmt: skip
+    expected = {}
+    for mode in ("off", "discrete"):
+        cfg = tiny_cfg("test/sparse", epochs=4, batch_size=64)
+        cfg.model.dropout, cfg.data.exact_bins, cfg.data.seq_len = 0.0, mode, 2
+        data = prepare_episodes(ep, cfg.data)
+        run = train(cfg, tmp_path / mode, data=data, progress=False, loggers=())
+        warned = "merge or misdecode distinct values of reward" in capfd.readouterr().err
+        assert warned == (mode == "off")
+        columns = read_manifest(run)[1]["columns"]
+        assert columns["reward"][:2] == ([2, 1] if mode == "off" else [2, 2])
+        ckpt = load_checkpoint(run, device="cpu")
+        D = data.transition_dim
+        idx, _, _ = data.windows.get_batch(torch.arange(len(data.windows)))  # [n, L*D-1]
+        with torch.no_grad():
+            logits, _ = ckpt.model(idx)
+        probs = torch.softmax(logits[:, D - 3, :-1].double(), -1)  # predicts token D-2: r0
+        expected[mode] = ckpt.discretizer.expectation(probs, D - 2).numpy()  # [n] E[r]
+        w = data.windows  # the true reward of each window's first step
+        goal = ep.rewards[ep.starts[w.episode_index] + w.t_start.numpy()] > 0
+        expected[mode] = (expected[mode][goal].mean(), expected[mode][~goal].mean())
+    assert abs(expected["off"][0] - expected["off"][1]) < 0.01  # one token: no signal,
+    assert expected["off"][1] == pytest.approx(0.5, abs=0.02)  # every step half a goal
+    at_goal, elsewhere = expected["discrete"]  # the goal's state bin holds 40% goals
+    assert at_goal > 0.2 and elsewhere < 0.05

@@ -34,10 +34,11 @@ class DataConfig:
     # exp(beta * z) of its step's return-to-go (see trajplan.data.weighting).
     action_weighting: float = 0.0
     val_fraction: float = 0.0  # share of episodes held out for a validation loss
-    # Not the reference (False = off): the termination penalty gets a reward bin of its own,
-    # so ordinary low rewards do not share its bin and decode as half a penalty
-    # (trajplan.data.tokens.with_own_bin).
-    penalty_bin: bool = False
+    # Not the reference ("off" is): values the bins would merge or misdecode get a bin of
+    # their own that decodes exactly (trajplan.data.tokens). "discrete": columns with at most
+    # (N+1)//2 distinct values (sparse rewards: 0 and 1 apart); "atoms": also values holding
+    # a mass in other columns (a rare termination penalty).
+    exact_bins: str = "discrete"
     # Not the reference (none = off): goal-conditioned training (trajplan.data.goals). The
     # observation dims that form the goal, e.g. "0,1" (a maze's x, y), each window's goal
     # relabelled in hindsight: its episode's final state ("final") or a random later state
@@ -192,10 +193,20 @@ def _check_type(where: str, value: Any, tp: Any) -> Any:
     return value
 
 
+def _upgrade(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """Read keys that older runs wrote: `data.penalty_bin` (before `data.exact_bins`,
+    2026-12-07) means their bins were the reference's, or the penalty's own bin."""
+    if cls is DataConfig and "penalty_bin" in data and "exact_bins" not in data:
+        data = dict(data)
+        data["exact_bins"] = "atoms" if data.pop("penalty_bin") else "off"
+    return data
+
+
 def from_dict(cls: type, data: dict[str, Any], where: str = "config") -> Any:
     """Build dataclass `cls` from a dict, rejecting unknown keys and wrong types."""
     if not isinstance(data, dict):
         raise TrajplanError(f"{where}: expected a mapping, got {type(data).__name__}")
+    data = _upgrade(cls, data)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
@@ -242,6 +253,7 @@ PLAN_MODES = ("cached", "full")
 PLAN_WINDOWS = ("slide", "grow")
 CRITIC_FORMS = ("q", "v")  # plan.critic_form (trajplan.planner.scorers)
 PLAN_OBJECTIVES = ("return", "likelihood")  # plan.objective (trajplan.planner.scorers)
+EXACT_BINS = ("off", "discrete", "atoms")  # data.exact_bins (trajplan.data.tokens)
 GOAL_RELABELS = ("final", "future")  # data.goal_relabel (trajplan.data.goals)
 
 
@@ -278,6 +290,10 @@ def check_data_config(cfg: DataConfig) -> None:
         )
     if cfg.goal_dims is not None:
         parse_goal_dims(cfg.goal_dims)
+    if cfg.exact_bins not in EXACT_BINS:
+        raise TrajplanError(
+            f"data.exact_bins must be one of {', '.join(EXACT_BINS)}, got {cfg.exact_bins!r}"
+        )
 
 
 def check_model_config(cfg: ModelConfig) -> None:

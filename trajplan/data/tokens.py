@@ -9,6 +9,23 @@ largest i with `x >= edge[i]`, clipped to the real bins; the stop token is N (`n
   as they are: the reference's tokens depend on them.
 - "uniform" (the paper's other variant): N equal-width bins between column min and max.
 
+Exact values (`exact`, config `data.exact_bins`; not the reference, docs/method.md). Either
+rule can merge a column's distinct values into one bin and decode them at its midpoint: a
+0/1 reward with under 1% ones gets the edges [0, ..., 0, 1], so 0 and 1 share one token that
+decodes as 0.5. A **point bin** `[v, nextafter(v)]` holds the value v alone and decodes as v
+exactly (`midpoints`); an empty gap bin follows it up to the next edge. Where the fitted
+edges do not round-trip every value concerned exactly, the column is laid out anew:
+- "discrete" (the default): a column with at most (N+1)//2 distinct values gets a point bin
+  for every value (sparse rewards, success flags, few-valued observations);
+- "atoms": also, in a column with more values, each value holding a mass (at least
+  n/(10N) rows, 0.1% for N = 100: a termination penalty, clipped actions; chance repeats of
+  continuous float32 values stay far below) gets a point bin and the rest
+  of the column the kind's bins over what is left; a rare penalty at the minimum then gets
+  bin 0 alone, decoded exactly, as a special case of the rule;
+- "off": the reference's edges, always.
+A column whose values already round-trip (a continuous column, a constant one, a mass at the
+maximum) keeps the reference's edges, so parity on continuous data is exact.
+
 Small-n deviation from the reference: with fewer than N+1 edges the reference clips tokens to
 N-1 and then indexes past its edge array. Here tokens are clipped to the effective number of
 bins `min(N, n_edges - 1)`, and `midpoints()` fills the missing bins with the last edge, so
@@ -16,18 +33,20 @@ every token in [0, N] still reconstructs. For large n (>= N*(N-1)+1 rows is enou
 real dataset) the two are identical.
 
 `Discretizer` is one value type: the edges and both directions of the mapping on numpy and
-torch. How edges are fitted (`fit_edges`, `with_own_bin`) and the file format (`_write_file`,
+torch. How edges are fitted (`fit_edges`, `_exact_column`) and the file format (`_write_file`,
 `_read_file`) are module functions around it.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from trajplan.config import EXACT_BINS
 from trajplan.errors import TrajplanError
 from trajplan.runtime import atomic_write
 
@@ -61,8 +80,10 @@ def _uniform_edges(data: np.ndarray, n_bins: int) -> np.ndarray:
     return np.maximum.accumulate(edges, axis=0)
 
 
-def fit_edges(data: np.ndarray, n_bins: int, kind: str = "quantile") -> np.ndarray:
-    """Edges [n_edges, D] float64 of `kind` for data [n, D]; the rule in the module docstring."""
+def fit_edges(
+    data: np.ndarray, n_bins: int, kind: str = "quantile", exact: str = "discrete"
+) -> np.ndarray:
+    """Edges [n_edges, D] float64 of `kind` for data [n, D]; the rules in the module docstring."""
     data = np.asarray(data)
     if data.ndim != 2 or data.shape[0] == 0 or data.shape[1] == 0:
         raise TrajplanError(f"cannot fit a discretizer on data of shape {data.shape}")
@@ -70,34 +91,53 @@ def fit_edges(data: np.ndarray, n_bins: int, kind: str = "quantile") -> np.ndarr
         raise TrajplanError(f"n_bins must be at least 1, got {n_bins}")
     _check_finite(data, "discretizer data")
     _check_kind(kind)
-    return _quantile_edges(data, n_bins) if kind == "quantile" else _uniform_edges(data, n_bins)
+    check_exact_mode(exact)
+    fit = _quantile_edges if kind == "quantile" else _uniform_edges
+    edges = fit(data, n_bins)
+    if exact != "off":
+        for j in range(data.shape[1]):
+            edges[:, j] = _exact_column(data[:, j], edges[:, j], n_bins, fit, exact)
+    return edges
 
 
-def with_own_bin(disc: Discretizer, column: np.ndarray, col: int, value: float) -> Discretizer:
-    """Quantile bins where `value`, the minimum of column `col` (data [n]), has bin 0 to itself.
+def _exact_column(x: np.ndarray, ref: np.ndarray, n_bins: int, fit, mode: str) -> np.ndarray:
+    """One column's edges [n_edges] with point bins for the values `mode` keeps exact (x [n]).
 
-    Not the reference (`data.penalty_bin`). Quantile bins put the lowest 1/N of a column in
-    bin 0 and reconstruct it at the bin's midpoint. When a rare outlier sits at the minimum
-    (the termination penalty, -100, in rewards whose lowest ordinary values are near -1),
-    that bin spans both and decodes as about -50: every ordinary low reward reads as half a
-    penalty to the planner. Here bin 0 holds only `value` (midpoint `value`), bin 1 is the
-    empty gap up to the next value, and the other values get quantile bins 2..N-1.
-    Unchanged when the column lacks `value` or holds values below it, when the bins are not
-    quantile bins, or when the new edges would not fit the other columns' edge count.
+    `ref` are the kind's edges; they are kept when every such value already round-trips, or
+    when the new layout would need more edges than the other columns have (small data).
     """
-    column = np.asarray(column, dtype=np.float64)
-    hit = column == value
-    if disc.kind != "quantile" or disc.n_bins < 3 or hit.all() or column.min() != value:
-        return disc
-    rest = _quantile_edges(column[~hit][:, None], disc.n_bins - 2)[:, 0]
-    own = np.concatenate([[value, np.nextafter(value, np.inf)], rest])  # [<= N+1]
-    n_edges = disc.edges.shape[0]
-    if len(own) > n_edges:
-        return disc
-    own = np.concatenate([own, np.repeat(own[-1:], n_edges - len(own))])
-    edges = disc.edges.copy()
-    edges[:, col] = own
-    return Discretizer(edges, disc.n_bins, disc.kind)
+    values, counts = np.unique(np.asarray(x, dtype=np.float64), return_counts=True)
+    n_edges = ref.shape[0]
+    if len(values) <= (n_bins + 1) // 2:  # few values: every one exact
+        atoms, rest = values, np.empty(0)
+    elif mode == "atoms":  # values that hold a mass; the kind's bins for the rest
+        mass = counts >= max(2, -(-len(x) // (10 * n_bins)))  # 0.1% of rows for N = 100
+        largest = np.argsort(-counts[mass], kind="stable")[: (n_edges - 1) // 4]
+        atoms = values[mass][np.sort(largest)]  # at most a quarter of the bins
+        rest = x[~np.isin(x, atoms)].astype(np.float64)
+    else:
+        return ref
+    if len(atoms) == 0 or _round_trips(ref, atoms, n_bins):
+        return ref
+    point = np.nextafter(atoms, np.inf)
+    budget = n_edges - 1 - 2 * len(atoms)  # bins left for the rest
+    if budget < (1 if len(rest) else 0):
+        return ref  # does not fit (small data): the kind's edges
+    rest_edges = fit(rest[:, None], budget)[:, 0] if len(rest) else np.empty(0)
+    out = np.sort(np.concatenate([atoms, point, rest_edges]))
+    return np.concatenate([out, np.repeat(out[-1:], n_edges - len(out))])
+
+
+def _round_trips(edges: np.ndarray, values: np.ndarray, n_bins: int) -> bool:
+    """Whether every value decodes to itself under one column's edges [n_edges]."""
+    disc = Discretizer(edges[:, None], n_bins, "quantile")
+    back = disc.reconstruct(disc.discretize(values[:, None]))[:, 0]
+    return bool(np.array_equal(back, values))
+
+
+def check_exact_mode(mode: str) -> None:
+    if mode not in EXACT_BINS:
+        raise TrajplanError(f"unknown exact-bins mode {mode!r}: use one of {', '.join(EXACT_BINS)}")
 
 
 def _check_kind(kind: str) -> None:
@@ -177,9 +217,11 @@ class Discretizer:
         self._torch_cache: dict[tuple[str, torch.dtype, str], torch.Tensor] = {}
 
     @classmethod
-    def fit(cls, data: np.ndarray, n_bins: int = 100, kind: str = "quantile") -> Discretizer:
+    def fit(
+        cls, data: np.ndarray, n_bins: int = 100, kind: str = "quantile", exact: str = "discrete"
+    ) -> Discretizer:
         """Fit edges on data [n, D] (all real transitions); see `fit_edges`."""
-        return cls(fit_edges(data, n_bins, kind), n_bins, kind)
+        return cls(fit_edges(data, n_bins, kind, exact), n_bins, kind)
 
     # -- shapes ------------------------------------------------------------------------------
 
@@ -223,10 +265,12 @@ class Discretizer:
         return _tokens_numpy(self.edges[:, self._cols(dims)], np.asarray(x), top)
 
     def midpoints(self) -> np.ndarray:
-        """[N, D] float64 bin midpoints; bins beyond the effective count hold the last edge."""
+        """[N, D] float64 bin midpoints; bins beyond the effective count hold the last edge,
+        and a point bin [v, nextafter(v)] decodes as v exactly."""
         mids = np.repeat(self.edges[-1:], self.n_bins, axis=0)
         k = self.n_bins_effective
-        mids[:k] = 0.5 * (self.edges[:k] + self.edges[1 : k + 1])
+        lo, hi = self.edges[:k], self.edges[1 : k + 1]
+        mids[:k] = np.where(hi == np.nextafter(lo, np.inf), lo, 0.5 * (lo + hi))
         return mids
 
     def reconstruct(self, tokens: Array, dims: slice | None = None) -> Array:
@@ -311,3 +355,64 @@ class Discretizer:
         k = self.n_bins_effective
         empty = int((self.edges[1 : k + 1] == self.edges[:k]).sum())
         return json.dumps({"kind": self.kind, "n_bins": self.n_bins, "empty_bins": empty})
+
+
+# -- how well the bins keep each column ---------------------------------------------------------
+
+
+@dataclass
+class ColumnCheck:
+    """One column under a discretizer: its distinct values, the tokens they use, and the
+    round-trip error |reconstruct(discretize(x)) - x| (max and mean over the rows)."""
+
+    name: str
+    distinct: int
+    tokens: int
+    max_error: float
+    mean_error: float
+    few_valued: bool  # at most N distinct values: each could have a token of its own
+
+    @property
+    def merged(self) -> bool:
+        """Distinct values of a few-valued column share a token, or one decodes wrongly."""
+        return self.few_valued and (self.tokens < self.distinct or self.max_error > 0)
+
+    def describe(self) -> str:
+        return (
+            f"{self.name} ({self.distinct} values, {self.tokens} tokens, "
+            f"max error {self.max_error:.3g})"
+        )
+
+
+def check_columns(disc: Discretizer, data: np.ndarray, names: list[str]) -> list[ColumnCheck]:
+    """A ColumnCheck for every column of data [n, D] (the transitions the bins were fitted on)."""
+    data = np.asarray(data)
+    tok = disc.discretize(data)  # [n, D]
+    err = np.abs(disc.reconstruct(tok) - data.astype(np.float64))  # [n, D]
+    out = []
+    for j, name in enumerate(names):
+        distinct = len(np.unique(data[:, j]))
+        out.append(
+            ColumnCheck(
+                name=name,
+                distinct=distinct,
+                tokens=len(np.unique(tok[:, j])),
+                max_error=float(err[:, j].max()),
+                mean_error=float(err[:, j].mean()),
+                few_valued=distinct <= disc.n_bins,
+            )
+        )
+    return out
+
+
+def merge_warning(checks: list[ColumnCheck], mode: str) -> str | None:
+    """One line naming the few-valued columns whose values the bins merge or misdecode."""
+    bad = [c.describe() for c in checks if c.merged]
+    if not bad:
+        return None
+    hint = (
+        "data.exact_bins=discrete gives each value a token of its own"
+        if mode == "off"
+        else "data.exact_bins=atoms or more bins (data.n_bins) may keep them apart"
+    )
+    return f"warning: the bins merge or misdecode distinct values of {', '.join(bad)}: {hint}"

@@ -2,8 +2,8 @@
 
     load_episodes   flat arrays over all steps of all episodes (trajplan.data.episodes)
     make_transitions  [obs, act, r (termination penalty), V (discounted reward-to-go)]
-    Discretizer.fit   per-dimension bins (trajplan.data.tokens); with data.penalty_bin the
-                    termination penalty gets a reward bin of its own
+    Discretizer.fit   per-dimension bins (trajplan.data.tokens); with data.exact_bins the
+                    values that bins would merge (a sparse reward's 0 and 1) keep bins of their own
     WindowDataset   windows of L transitions, stop-token padding, loss mask, batched gather
 
 `prepare(dataset_id, cfg)` runs the whole chain. Reading episodes lives in `trajplan.data.episodes`;
@@ -24,7 +24,7 @@ from trajplan.data.episodes import Episodes, load_episodes, split_episodes
 from trajplan.data.goals import attach_goals, drop_env_goal, env_goal_dims
 from trajplan.data.install import create_dataset, download_dataset
 from trajplan.data.store import dataset_info, local_datasets
-from trajplan.data.tokens import Discretizer, with_own_bin
+from trajplan.data.tokens import ColumnCheck, Discretizer, check_columns
 from trajplan.data.weighting import action_weights
 from trajplan.errors import TrajplanError
 
@@ -32,6 +32,8 @@ __all__ = [
     "Episodes",
     "PreparedData",
     "WindowDataset",
+    "check_bins",
+    "column_names",
     "create_dataset",
     "dataset_info",
     "download_dataset",
@@ -241,16 +243,24 @@ class PreparedData:
     act_dim: int
     transition_dim: int
     val_windows: WindowDataset | None = None  # held-out episodes (data.val_fraction > 0)
+    columns: list[ColumnCheck] = dataclasses.field(default_factory=list)  # how the bins keep each
+
+
+def column_names(obs_dim: int, act_dim: int) -> list[str]:
+    """The names of a transition's D columns: obs[i], act[i], reward, value."""
+    return (
+        [f"obs[{i}]" for i in range(obs_dim)]
+        + [f"act[{i}]" for i in range(act_dim)]
+        + [
+            "reward",
+            "value",
+        ]
+    )
 
 
 def _fit_bins(ep: Episodes, transitions: np.ndarray, cfg: DataConfig) -> Discretizer:
-    """Bins for every column; with `penalty_bin` the termination penalty's reward has its own."""
-    disc = Discretizer.fit(transitions, cfg.n_bins, cfg.discretizer)
-    if cfg.penalty_bin and cfg.termination_penalty is not None:
-        r = ep.obs_dim + ep.act_dim  # the reward column
-        penalty = float(np.float32(cfg.termination_penalty))  # as stored in the transitions
-        disc = with_own_bin(disc, transitions[:, r], r, penalty)
-    return disc
+    """Bins for every column, with exact bins where `data.exact_bins` asks for them."""
+    return Discretizer.fit(transitions, cfg.n_bins, cfg.discretizer, cfg.exact_bins)
 
 
 def _windows(ep: Episodes, transitions: np.ndarray, disc: Discretizer, cfg: DataConfig):
@@ -304,7 +314,16 @@ def prepare_episodes(
         act_dim=ep.act_dim,
         transition_dim=transitions.shape[1],
         val_windows=val_windows,
+        columns=check_columns(disc, transitions, column_names(ep.obs_dim, ep.act_dim)),
     )
+
+
+def check_bins(ep: Episodes, cfg: DataConfig) -> list[ColumnCheck]:
+    """How the bins `cfg` fits on these episodes keep each column (`trajplan data info`)."""
+    check_data_config(cfg)
+    transitions = make_transitions(ep, cfg)  # [n, D]
+    disc = _fit_bins(ep, transitions, cfg)
+    return check_columns(disc, transitions, column_names(ep.obs_dim, ep.act_dim))
 
 
 def prepare(

@@ -14,6 +14,7 @@ import datetime as _dt
 import hashlib
 import math
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from trajplan.checkpoint import (
 )
 from trajplan.config import RunConfig, parse_goal_dims, to_dict
 from trajplan.configs import dataset_level
-from trajplan.data.tokens import Discretizer
+from trajplan.data.tokens import Discretizer, merge_warning
 from trajplan.data.transitions import load_episodes, prepare_episodes
 from trajplan.envs.registry import env_for_dataset, resolve_env, same_env
 from trajplan.errors import TrajplanError
@@ -302,6 +303,9 @@ def prepare_run(
     cfg.env, cfg.dataset = env_name, dataset_id
     fill_model_dims(cfg, data.obs_dim, data.act_dim, dataset_id)
     check_memory(cfg, dev, rk.world)
+    warning = merge_warning(data.columns, cfg.data.exact_bins)
+    if warning and rk.main:
+        print(warning, file=sys.stderr, flush=True)
     w = data.windows
     if (w.block_size, w.transition_dim) != (cfg.model.block_size, cfg.model.transition_dim):
         raise TrajplanError(
@@ -328,6 +332,10 @@ def prepare_run(
         "n_transitions": int(episodes.n_steps),
         "n_episodes": int(episodes.n_episodes),
         "data_fingerprint": fingerprint,
+        "columns": {  # how the bins keep each column: distinct values, tokens, errors
+            c.name: [c.distinct, c.tokens, round(c.max_error, 6), round(c.mean_error, 6)]
+            for c in data.columns
+        },
         "created": now_iso(),
     }
     return PreparedRun(cfg, run_dir, data, manifest, state)
