@@ -587,3 +587,79 @@ def test_unwritable_out(halfcheetah_dataset: str, tmp_path: Path) -> None:
             "cannot write run directory",
             "Permission denied",
         )
+
+
+# -- issue 30 ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def iql_run(minari_datasets, tmp_path_factory, one_thread) -> Path:
+    """A finished IQL run of 20 updates on the HalfCheetah fixture (the tiny TT run's data)."""
+    out = tmp_path_factory.mktemp("iql") / "iql"
+    args = ("--dataset", minari_datasets.halfcheetah, "--steps", "20", "--hidden", "16,16")
+    cli("iql", *args, "--out", out, "--no-progress")
+    return out
+
+
+def poison(path: Path, value: float) -> None:
+    """Put `value` (NaN or inf) into the first float of a weights file's first matrix,
+    keeping its metadata: what a diverged training would have saved."""
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    with safe_open(str(path), framework="numpy") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    name = next(k for k in sorted(tensors) if tensors[k].ndim == 2)
+    tensors[name].flat[0] = value
+    save_file(tensors, str(path), metadata=meta)
+
+
+def test_non_finite_iql_weights_refused_on_load(tiny_run, iql_run, tmp_path) -> None:
+    """NaN in an IQL actor (eval exited 0 with return nan) or inf in its critic (TT + Q
+    exited 0 with normal-looking scores): loading refuses them with one line, nothing played
+    or written; the same for a BC actor given as --prior."""
+    bad = tmp_path / "bad"
+    shutil.copytree(iql_run, bad)
+    poison(bad / "policy.actor.safetensors", float("nan"))
+    quick = ("--episodes", "1", "--episode-steps", "3", "--device", "cpu", "--no-progress")
+    res = cli("eval", bad, *quick, "--out", tmp_path / "ev", code=2)
+    one_line_error(res, "policy.actor.safetensors", "NaN or inf")
+    shutil.copy(iql_run / "policy.actor.safetensors", bad / "policy.actor.safetensors")
+    poison(bad / "critic.safetensors", float("inf"))
+    res = cli("eval", tiny_run, "--critic", bad, *quick, "--out", tmp_path / "ev", code=2)
+    one_line_error(res, "critic.safetensors", "NaN or inf")
+    plan = ("plan", "--checkpoint", tiny_run, "--max-steps", "2", "--device", "cpu")
+    res = cli(*plan, "--prior", iql_run / "policy.actor.safetensors", "--critic", bad,
+              "--out", tmp_path / "p.json", code=2)  # fmt: skip
+    one_line_error(res, "critic.safetensors", "NaN or inf")
+    assert not (tmp_path / "ev").exists() or leftovers(tmp_path / "ev") == []
+    assert not (tmp_path / "p.json").exists()
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) if folder.exists() else []
+
+
+def test_planning_settings_refused_on_policy_runs(iql_run, tmp_path) -> None:
+    """--critic, --prior, --beam-width or --set plan.* on BC or IQL runs alone (they act,
+    no search) were silently ignored; refused with one line as --action-noise is on TT."""
+    quick = ("--episodes", "1", "--episode-steps", "2", "--out", tmp_path / "ev")
+    for extra, words in (
+        (("--critic", iql_run), ("--critic: planning settings", "is an IQL run", "drop it")),
+        (("--prior", iql_run, "--beam-width", "4"), ("--beam-width --prior", "drop them")),
+        (("--set", "plan.horizon=3"), ("--set plan.horizon=3",)),
+    ):
+        one_line_error(cli("eval", iql_run, *extra, *quick, code=2), *words)
+    assert leftovers(tmp_path) == []
+
+
+def test_critic_with_a_goal_conditioned_model(halfcheetah_dataset, iql_run, tmp_path) -> None:
+    """A goal-conditioned TT run with --critic (it failed at its first plan naming tensor
+    shapes, or planned towards its goal scored by a critic that does not see it): one line
+    naming the cause, before the episode."""
+    run = tmp_path / "gc"
+    cli(*train_args(halfcheetah_dataset, run, "--goal", "0,1", "--epochs", "1"))
+    plan = ("plan", "--checkpoint", run, "--goal", "0,0", "--max-steps", "2", "--device", "cpu")
+    res = cli(*plan, "--critic", iql_run, "--out", tmp_path / "p.json", code=2)
+    one_line_error(res, "--critic", "goal-conditioned model (goal dims 0,1)", "without --goal")
+    assert not (tmp_path / "p.json").exists()

@@ -178,7 +178,9 @@ def read_tagged_safetensors(
     path: str | Path, fmt: str, what: str, framework: str = "numpy"
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(its "meta" JSON, every tensor) of a safetensors file whose metadata says `format`
-    fmt; a missing, unreadable or foreign file is a one-line TrajplanError naming `what`."""
+    fmt; a missing, unreadable or foreign file, or weights holding NaN or inf, is a
+    one-line TrajplanError naming `what`."""
+    import numpy as np
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
@@ -196,6 +198,13 @@ def read_tagged_safetensors(
         meta = json.loads(header["meta"])
     except (KeyError, json.JSONDecodeError):
         raise TrajplanError(f"{path}: damaged {what} metadata") from None
+    bad = [k for k, v in tensors.items() if not np.isfinite(np.asarray(v, dtype=float)).all()]
+    if bad:
+        more = " and more" if len(bad) > 1 else ""
+        raise TrajplanError(
+            f"{path}: {what} weights hold NaN or inf ({bad[0]}{more}): the training diverged; "
+            "retrain it"
+        )
     return meta, tensors
 
 

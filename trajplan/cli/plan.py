@@ -197,6 +197,30 @@ def eval_table(rows: list[tuple[str, EvalResult]]) -> Table:
     return table
 
 
+def _check_planning_given(run_dirs: list, planning: PlanOptions) -> None:
+    """Planning flags (--critic, --prior, --beam-width, ..., --set plan.*) mean nothing to a
+    policy run (BC, IQL): refused when no run given plans (they were silently ignored), as
+    --action-noise is on a TT run."""
+    from trajplan.cli.options import PLAN_FLAGS
+    from trajplan.runs import run_kind
+
+    given = [f"--{flag.replace('_', '-')}" for flag, field, _, _ in PLAN_FLAGS
+             if planning.fields.get(field) is not None]  # fmt: skip
+    given += [f"--set {s}" for s in planning.sets]
+    kinds = {run_kind(d) for d in run_dirs}
+    if given and kinds and "tt" not in kinds:
+        runs = ", ".join(str(d) for d in run_dirs)
+        kind = "/".join(sorted(kinds)).upper()
+        one = len(run_dirs) == 1
+        what = f"is {'an' if kind == 'IQL' else 'a'} {kind} run, which acts" if one else (
+            f"are {kind} runs, which act")  # fmt: skip
+        it = "it" if len(given) == 1 else "them"
+        raise TrajplanError(
+            f"{' '.join(given)}: planning settings, but {runs} {what} without planning: "
+            f"drop {it} (or evaluate a TT run)"
+        )
+
+
 @plan_options
 def eval_cmd(
     checkpoints: list[str] = typer.Argument(
@@ -278,6 +302,7 @@ def eval_cmd(
         err_console.print(f"[yellow]skipped (not run directories): {names}[/]", highlight=False)
     if not math.isfinite(action_noise):
         raise TrajplanError(f"--action-noise must be >= 0, got {action_noise}")
+    _check_planning_given(run_dirs, planning)
     try:
         done = evaluate_runs(
             run_dirs, env=env, episodes=episodes, seed=seed, episode_steps=episode_steps,
