@@ -177,3 +177,45 @@ def test_missing_hub_extra_is_a_clear_error(
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # import fails
     with pytest.raises(TrajplanError, match=r"pip install 'trajplan\[hub\]'"):
         push(evaluated_run, "you/tiny-hc")
+
+
+def test_corrupt_weights_never_pushed(tiny_run, halfcheetah_dataset, minari_root, tmp_path):
+    """Truncated TT weights (a traceback), NaN in a BC actor and inf in an IQL critic
+    (uploaded as they were): `hub push` loads the staged copy first and stops with one line
+    naming the run's file; a real child with the Hub offline, so nothing could leave
+    anyway; --stage leaves no folder."""
+    import os
+    import subprocess
+
+    from conftest import one_line_error
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    def poison(path: Path, value: float) -> None:
+        with safe_open(str(path), framework="numpy") as f:
+            meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+        tensors[next(k for k in sorted(tensors) if tensors[k].ndim == 2)].flat[0] = value
+        save_file(tensors, str(path), metadata=meta)
+
+    tt = tmp_path / "tt"
+    shutil.copytree(tiny_run, tt)
+    weights = (tt / "model.safetensors").read_bytes()
+    (tt / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    data = ("--dataset", halfcheetah_dataset, "--steps", "5", "--no-progress")
+    cli("bc", *data, "--out", tmp_path / "bc", "--hidden", "8")
+    cli("iql", *data, "--out", tmp_path / "iql", "--hidden", "8,8")
+    poison(tmp_path / "bc" / "policy.actor.safetensors", float("nan"))
+    poison(tmp_path / "iql" / "critic.safetensors", float("inf"))
+    env = dict(os.environ, MINARI_DATASETS_PATH=str(minari_root), HF_HUB_OFFLINE="1",
+               HF_TOKEN="hf_not_a_token", COLUMNS="200")  # fmt: skip
+    for run, file, words in (
+        ("tt", "model.safetensors", "corrupt or truncated"),
+        ("bc", "policy.actor.safetensors", "NaN or inf"),
+        ("iql", "critic.safetensors", "NaN or inf"),
+    ):
+        cmd = [sys.executable, "-m", "trajplan", "hub", "push", str(tmp_path / run), "you/x"]
+        res = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        one_line_error(res, "not pushed", str(tmp_path / run / file), words)
+        res = cli("hub", "push", tmp_path / run, "you/x", "--stage", tmp_path / "stage", code=2)
+        one_line_error(res, "not pushed", file)
+        assert not (tmp_path / "stage").exists()

@@ -249,6 +249,7 @@ def build_folder(
     try:
         for attempt in range(COPY_TRIES):  # a run in training may write a checkpoint meanwhile
             _copy(run, copies, out)
+            _verify(out, kind, run)  # each file is whole (renamed into place): load it
             torn = _torn_checkpoint(out) if kind == "tt" else None
             if torn is None:
                 break
@@ -263,12 +264,38 @@ def build_folder(
             config = _read_json(run / "config.json").get("config", {})
             (out / TRAIN_CONFIG).write_text(yaml.safe_dump(config, sort_keys=False))
         (out / CARD).write_text(model_card(out, repo_id, name=run.name))
-    except OSError as exc:  # disk full meanwhile: no half-staged folder
+    except (OSError, TrajplanError) as exc:  # disk full meanwhile, bad weights: no stage
         shutil.rmtree(out, ignore_errors=True)
         if not created:
             out.mkdir()  # as it was: empty
+        if isinstance(exc, TrajplanError):
+            raise
         raise TrajplanError(f"cannot write {out}: {exc.strerror or exc} (disk full?)") from None
     return out
+
+
+def _verify(folder: Path, kind: str, run: Path) -> None:
+    """The staged copy's weights load as the run's kind would, before anything is uploaded:
+    a truncated, foreign or NaN / inf file is one TrajplanError naming the run's file (a
+    TT run's was a traceback, a BC or IQL run's was uploaded as it was)."""
+    from trajplan.actors import load_actor
+    from trajplan.baselines.iql_run import load_critic
+    from trajplan.checkpoint import load_state_dict_file
+
+    def name(exc: TrajplanError) -> TrajplanError:
+        text = str(exc).replace(str(folder), str(run))
+        return TrajplanError(f"not pushed: {text}")
+
+    try:
+        if kind == "tt":
+            for file in TT_FILES[1:]:
+                load_state_dict_file(folder / file)
+        else:
+            load_actor(folder / BC_FILES[1])
+            if kind == "iql":
+                load_critic(folder / IQL_FILES[2])
+    except TrajplanError as exc:
+        raise name(exc) from None
 
 
 COPY_TRIES = 5
