@@ -214,14 +214,14 @@ def train(
     except Stopped as exc:  # Ctrl-C or SIGTERM, after the checkpoint: exit 128 + signal
         raise typer.Exit(128 + exc.signum) from None
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 reports
-        from trajplan.checkpoint import read_manifest
+        from trajplan.checkpoint import epochs_done, read_manifest
 
         for run_dir in run_dirs:
             _, doc = read_manifest(run_dir)
             loss = doc.get("last_loss")
             console.print(
                 f"[bold]{run_dir}[/]: {doc.get('status')} after {doc.get('step')} steps "
-                f"({doc.get('epoch')} epochs), loss {'-' if loss is None else f'{loss:.4f}'}, "
+                f"({epochs_done(doc)}), loss {'-' if loss is None else f'{loss:.4f}'}, "
                 f"{doc.get('n_params'):,} parameters",
                 highlight=False,
             )
