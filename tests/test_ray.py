@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -25,10 +29,16 @@ ray = pytest.importorskip("ray")
 
 
 @pytest.fixture(scope="module")
-def local_ray(minari_datasets):
+def local_ray(minari_datasets, tmp_path_factory):
     """A local Ray of 2 CPUs (after the test datasets: its workers inherit
-    MINARI_DATASETS_PATH); `--ray auto` then uses it."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    MINARI_DATASETS_PATH), started in a folder of its own as `ray start` would be (its tasks
+    run there); `--ray auto` then uses it."""
+    here = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("ray-start"))
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    finally:
+        os.chdir(here)
     yield
     ray.shutdown()
 
@@ -183,3 +193,45 @@ def test_an_unreachable_ray_address_is_one_line_at_once(tiny_run: Path, tmp_path
     with pytest.raises(TrajplanError, match="HOST:PORT"):
         check_reachable("nowhere")
     check_reachable("auto")  # Ray's to resolve
+
+
+def test_ray_seeds_from_another_folder(local_ray, halfcheetah_dataset, minari_root, tmp_path):
+    """`train --seeds --ray` from a folder that holds another trajplan (the clone's parent,
+    say), while a cluster started elsewhere runs on the machine (`ray start` left its
+    address): `--ray local` starts a new instance, not that cluster; `--ray ADDRESS` says
+    which cluster it joined; either way the tasks import the caller's trajplan and the
+    relative --out is the caller's folder, where the printed logs are."""
+    here = tmp_path / "work"
+    (here / "trajplan").mkdir(parents=True)
+    (here / "trajplan" / "__init__.py").write_text('raise ImportError("the wrong trajplan")\n')
+    gcs = ray.get_runtime_context().gcs_address
+    temp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's sockets go below
+    (temp / "ray").mkdir()
+    (temp / "ray" / "ray_current_cluster").write_text(gcs)  # what `ray start` leaves
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(MINARI_DATASETS_PATH=str(minari_root), OMP_NUM_THREADS="1", COLUMNS="300",
+               RAY_TMPDIR=str(temp))  # fmt: skip
+    jobs = lambda: len(ray._private.state.jobs())  # noqa: E731  (drivers that joined it)
+
+    def seeds(which: str, out: str, address: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-P", "-m", "trajplan", "train", "--config", "tiny", "--dataset",
+               halfcheetah_dataset, "--seeds", which, "--out", out, "--max-steps", "2",
+               "--no-progress", "--ray", address]  # fmt: skip
+        return subprocess.run(cmd, cwd=here, env=env, capture_output=True, text=True)
+
+    try:
+        before = jobs()
+        res = seeds("0", "runs/local", "local")
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "Ray: started a new local instance" in res.stderr and jobs() == before
+        res = seeds("0,1", "runs/joined", gcs)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert f"Ray: joined the cluster at {gcs} (1 node, 2 CPUs" in res.stderr, res.stderr
+    assert jobs() == before + 1
+    out = here / "runs" / "joined"
+    assert f"output in {out}/seed<S>.log" in res.stdout
+    for run in (here / "runs" / "local" / "seed0", out / "seed0", out / "seed1"):
+        assert read_manifest(run)[1]["step"] == 2
+    assert (out / "seed0.log").is_file() and (out / "seed1.log").is_file()

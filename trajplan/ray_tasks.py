@@ -5,9 +5,12 @@
     trajplan train --config cpu-recipe --dataset ID --seeds 0-7 --out runs/x --ray auto
 
 ADDRESS is ray.init's: "auto" joins the cluster this machine belongs to (started with `ray
-start`), ray://HOST:10001 a remote one; "local" starts a Ray of this machine's CPUs in this
-process. RAY_ADDRESS in the environment is the default of --ray. Outputs are written where
-the tasks run, so on a cluster --out must be on a filesystem every node shares.
+start`), ray://HOST:10001 a remote one; "local" starts a new Ray of this machine's CPUs in
+this process, even where a cluster runs (ray.init() alone would join it). One line on
+stderr names the instance started or the cluster joined. RAY_ADDRESS in the environment
+is the default of --ray. The caller resolves every path to an absolute one before it goes
+to a task (a task runs in the folder where its cluster was started); outputs are written
+where the tasks run, so on a cluster --out must be on a filesystem every node shares.
 
 Ctrl-C or SIGTERM cancels the tasks still running: Ray raises KeyboardInterrupt inside each
 (as Ctrl-C would), so an evaluation task returns the episodes it played and a training task
@@ -19,12 +22,14 @@ are lost).
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +38,7 @@ from trajplan.procs import STOP_SIGNALS, Children, exit_code
 
 CONNECT_TIMEOUT_S = 10.0  # ray.init itself retries an address where nothing listens for minutes
 RECANCEL_S = 10.0  # a cancelled task still running after this is cancelled again
+_ROOT = str(Path(__file__).resolve().parent.parent)  # the folder that holds this trajplan
 
 
 def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
@@ -63,13 +69,45 @@ def init_ray(address: str) -> Any:
     if not ray.is_initialized():
         check_reachable(address)
         try:
-            local = address == "local"
-            ray.init(address=None if local else address, include_dashboard=False,
-                     log_to_driver=False, configure_logging=False)  # fmt: skip
+            # "local" is a new instance: ray.init() without an address would join a
+            # cluster that `ray start` left on this machine (maybe another checkout's)
+            with _in_dir(_ROOT):  # Ray puts the caller's folder first on the tasks' path
+                ctx = ray.init(address=address, include_dashboard=False,
+                               log_to_driver=False, configure_logging=False)  # fmt: skip
         except (ConnectionError, RuntimeError, ValueError) as exc:
             line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise TrajplanError(f"cannot start or reach Ray at {address!r}: {line}") from None
+        print(_which_ray(ray, ctx, address), file=sys.stderr, flush=True)
     return ray
+
+
+@contextmanager
+def _in_dir(folder: str) -> Iterator[None]:
+    """The working directory is `folder` inside the block. ray.init puts the caller's
+    working directory first on every task's sys.path (and a local instance runs its tasks
+    there): from a folder that holds another trajplan (the clone's parent, say) each task
+    would import that one. In the folder that holds this trajplan, they import this one."""
+    before = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+def _which_ray(ray: Any, ctx: Any, address: str) -> str:
+    """One line: the Ray instance started or joined, and its size."""
+    res = ray.cluster_resources()
+    size = f"{res.get('CPU', 0):g} CPUs, {res.get('GPU', 0):g} GPUs"
+    if address == "local":
+        return f"Ray: started a new local instance ({size})"
+    info = getattr(ctx, "address_info", None) or {}
+    where = info.get("gcs_address") or address
+    session = Path(info["session_dir"]).name if info.get("session_dir") else None
+    nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+    return f"Ray: joined the cluster at {where} ({nodes} node{'s' * (nodes != 1)}, {size}" + (
+        f", {session})" if session else ")"
+    )
 
 
 def run_on_ray(

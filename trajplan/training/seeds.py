@@ -133,7 +133,7 @@ def train_seeds(
             log(f"seed {s} ({i + 1}/{len(seeds)}): {run_dir}")
             dirs.append(train_one(with_seed(cfg, s), run_dir, resume and run_dir.exists()))
         return dirs
-    out = Path(out)
+    out = Path(out).absolute()  # a Ray task runs in the folder where its cluster started
     config = atomic_write(out / CONFIG_FILE, lambda p: p.write_text(yaml.safe_dump(to_dict(cfg))))
     args = (out, config, resume, device)
     if ray is not None:
