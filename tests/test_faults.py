@@ -663,3 +663,36 @@ def test_critic_with_a_goal_conditioned_model(halfcheetah_dataset, iql_run, tmp_
     res = cli(*plan, "--critic", iql_run, "--out", tmp_path / "p.json", code=2)
     one_line_error(res, "--critic", "goal-conditioned model (goal dims 0,1)", "without --goal")
     assert not (tmp_path / "p.json").exists()
+
+
+def test_messages_name_the_cause(tiny_run, iql_run, minari_root, halfcheetah_dataset, tmp_path,
+                                 monkeypatch):  # fmt: skip
+    """Messages that misled: predict suggested --horizon 0 (which it refuses), a dataset
+    folder without metadata.json said "No data found", an IQL config of another format
+    named the TT format, and --set plan.horizon.x=3 was echoed as horizon.x=3."""
+    from conftest import random_rollouts
+
+    from trajplan.data.transitions import create_dataset
+
+    root = tmp_path / "minari"
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
+    short = "test/halfcheetah/onestep-v0"
+    create_dataset(short, random_rollouts("HalfCheetah-v5", 3, 1, 7), "HalfCheetah-v5",
+                   seeds=[7, 8, 9])  # fmt: skip
+    res = cli("predict", tiny_run, "--dataset", short, "--out", tmp_path / "p", code=2)
+    one_line_error(res, "has 1 step: nothing to predict", "longer episodes")
+    assert "--horizon 0" not in res.stderr and not (tmp_path / "p").exists()
+    bare = "test/halfcheetah/nometa-v0"
+    (root / bare / "data").mkdir(parents=True)
+    src = minari_root / halfcheetah_dataset / "data" / "main_data.hdf5"
+    shutil.copy(src, root / bare / "data")
+    res = cli(*train_args(bare, tmp_path / "run"), code=2)
+    one_line_error(res, "data has no metadata.json", "main_data.hdf5", "again")
+    other = tmp_path / "iql-next"
+    shutil.copytree(iql_run, other)
+    doc = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**doc, "format": "trajplan-iql/99"}))
+    res = cli("eval", other, "--episodes", "1", code=2)
+    one_line_error(res, "format 'trajplan-iql/99'", "IQL run", "another version")
+    res = cli("eval", tiny_run, "--set", "plan.horizon.x=3", "--episodes", "1", code=2)
+    one_line_error(res, "--set 'plan.horizon.x=3'", "'horizon' is a key, not a section")

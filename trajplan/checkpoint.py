@@ -211,7 +211,15 @@ def read_manifest(run_dir: str | Path) -> tuple[RunConfig, dict[str, Any]]:
         doc = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise TrajplanError(f"{path}: corrupt run config ({_first_line(exc)})") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT or "config" not in doc:
+    fmt = doc.get("format") if isinstance(doc, dict) else None
+    if isinstance(fmt, str) and fmt != FORMAT and fmt.startswith("trajplan-"):
+        kind = fmt.removeprefix("trajplan-").split("/")[0].upper()  # trajplan-iql/2 -> IQL
+        raise TrajplanError(
+            f"{path}: format {fmt!r} (a {kind} run?), which this trajplan does not read (it "
+            "reads trajplan-run/1, trajplan-bc/1, trajplan-iql/1): written by another "
+            "version of trajplan?"
+        )
+    if not isinstance(doc, dict) or fmt != FORMAT or "config" not in doc:
         raise TrajplanError(f"{path}: not a trajplan run config (expected format {FORMAT})")
     cfg = from_dict(RunConfig, doc["config"], where=f"{path}: config")
     m = cfg.model

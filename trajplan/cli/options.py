@@ -136,7 +136,16 @@ class PlanOptions:
         """A checked copy of a run's plan config with these options applied."""
         from trajplan.evaluation.evaluate import with_overrides
 
-        return with_overrides(cfg, self.sets, **self.fields)
+        try:
+            return with_overrides(cfg, self.sets, **self.fields)
+        except TrajplanError as exc:  # echo the --set as given: plan.horizon.x=3, not horizon.x=3
+            text = str(exc)
+            for item in self.sets:
+                rest = item.strip().partition(".")[2]
+                text = text.replace(f"override {rest!r}", f"--set {item.strip()!r}")
+            if text == str(exc):
+                raise
+            raise TrajplanError(text) from None
 
 
 def plan_options(command: Callable[..., None]) -> Callable[..., None]:

@@ -112,6 +112,14 @@ def open_dataset(dataset_id: str) -> Any:
     dataset_id = check_dataset_id(dataset_id)
     if not is_stored(dataset_id):
         raise _missing(dataset_id)
+    data = datasets_root() / dataset_id / "data"
+    if not (data / "metadata.json").is_file():  # minari says "No data found"
+        held = ", ".join(sorted(p.name for p in data.iterdir())[:5]) if data.is_dir() else ""
+        raise TrajplanError(
+            f"cannot open dataset {dataset_id!r}: {data} has no metadata.json"
+            f"{f' (it holds {held})' if held else ''}: an incomplete copy or a collection "
+            f"killed while writing; collect or install it again"
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

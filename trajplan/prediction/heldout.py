@@ -62,6 +62,13 @@ def pick_starts(ep: Episodes, horizon: int, n_starts: int, seed: int = 0) -> Sta
     if horizon < 1 or n_starts < 1:
         raise TrajplanError(f"--horizon and --starts must be at least 1, got {horizon}, {n_starts}")
     room = ep.lengths - horizon  # [E] start steps per episode (t = 0 .. len - 1 - H)
+    longest = int(ep.lengths.max())
+    if longest < 2:  # "--horizon 0 at most" named a value refused above
+        raise TrajplanError(
+            f"every held-out episode of {ep.dataset_id} has {longest} step: nothing to "
+            "predict from (a start and one step after it at least); give --dataset with "
+            "longer episodes"
+        )
     if room.max() < 1:
         raise TrajplanError(
             f"--horizon {horizon} is longer than every held-out episode of {ep.dataset_id} allows "
