@@ -56,7 +56,7 @@ def python_command(module: str, *args: str) -> list[str]:
     root = str(Path(__file__).resolve().parent.parent)
     boot = (
         "import runpy, sys\n"
-        "if not sys.flags.safe_path: del sys.path[0]\n"  # the working directory
+        "if not getattr(sys.flags, 'safe_path', False): del sys.path[0]\n"  # the cwd (3.11: -P)
         f"if {root!r} not in sys.path: sys.path.insert(0, {root!r})\n"
         f"runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"
     )
