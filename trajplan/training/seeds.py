@@ -76,6 +76,7 @@ def check_seed_dirs(out: str | Path, seeds: Sequence[int], resume: bool) -> None
 
 
 def with_seed(cfg: RunConfig, seed: int) -> RunConfig:
+    """cfg for one seed of the group (train.seed set)."""
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed))
 
 
@@ -83,12 +84,12 @@ def check_resumed_seeds(cfg: RunConfig, out: str | Path, seeds: Sequence[int]) -
     """Before any seed starts: every seed that goes on (its run has a config.json) must
     take `cfg` as a single `train --resume` would (`resume_config`: loop fields may change,
     nothing else), else one TrajplanError for the whole command."""
-    from trajplan.checkpoint import CONFIG_FILE
+    from trajplan.checkpoint import CONFIG_FILE as RUN_CONFIG  # config.json
     from trajplan.training.prepare import resume_config
 
     for s in seeds:
         run_dir = seed_dir(out, s)
-        if not (run_dir / CONFIG_FILE).is_file():
+        if not (run_dir / RUN_CONFIG).is_file():
             continue  # a new seed, or a dead end that starts over with cfg
         saved, _ = read_manifest(run_dir)
         try:
