@@ -1,10 +1,12 @@
 """`train --seeds --resume` follows the single run's rule, per seed (issue 30, item 6): a
 setting that changes the training (model, data, optimizer) is refused for the whole command
 before any seed starts; a loop setting (--max-steps, epochs, ...) reaches every seed alike,
-those that go on and those that start. In this process and as --jobs child processes."""
+those that go on and those that start. In this process, as --jobs child processes, and on
+Ray (refused before Ray is asked)."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -31,6 +33,12 @@ def test_seeds_resume_refuses_a_changed_model_and_applies_loop_fields(
     seeds(halfcheetah_dataset, out, "1", "--max-steps", "3")
     res = seeds(halfcheetah_dataset, out, "0-1", "--jobs", jobs, "--resume", "--max-steps", "5",
                 "--set", "model.n_embd=64", code=2)  # fmt: skip
+    one_line_error(res, "seed1", "model.n_embd")
+    with socket.socket() as free:  # on Ray too, refused before Ray is asked (nothing listens)
+        free.bind(("127.0.0.1", 0))
+        ray = f"127.0.0.1:{free.getsockname()[1]}"
+    res = seeds(halfcheetah_dataset, out, "0-1", "--ray", ray, "--resume", "--set",
+                "model.n_embd=64", code=2)  # fmt: skip
     one_line_error(res, "seed1", "model.n_embd")
     assert not (out / "seed0").exists()
     assert read_manifest(out / "seed1")[1]["step"] == 3
