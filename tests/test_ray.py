@@ -223,7 +223,8 @@ def test_ray_seeds_from_another_folder(local_ray, halfcheetah_dataset, minari_ro
         before = jobs()
         res = seeds("0", "runs/local", "local")
         assert res.returncode == 0, res.stdout + res.stderr
-        assert "Ray: started a new local instance" in res.stderr and jobs() == before
+        assert "Ray: started a new local instance at" in res.stderr and gcs not in res.stderr
+        assert jobs() == before  # the running cluster saw no driver
         res = seeds("0,1", "runs/joined", gcs)
     finally:
         shutil.rmtree(temp, ignore_errors=True)

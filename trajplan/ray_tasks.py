@@ -99,15 +99,14 @@ def _which_ray(ray: Any, ctx: Any, address: str) -> str:
     """One line: the Ray instance started or joined, and its size."""
     res = ray.cluster_resources()
     size = f"{res.get('CPU', 0):g} CPUs, {res.get('GPU', 0):g} GPUs"
-    if address == "local":
-        return f"Ray: started a new local instance ({size})"
     info = getattr(ctx, "address_info", None) or {}
     where = info.get("gcs_address") or address
+    if address == "local":
+        return f"Ray: started a new local instance at {where} ({size})"
     session = Path(info["session_dir"]).name if info.get("session_dir") else None
     nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
-    return f"Ray: joined the cluster at {where} ({nodes} node{'s' * (nodes != 1)}, {size}" + (
-        f", {session})" if session else ")"
-    )
+    extra = f", {session}" if session else ""
+    return f"Ray: joined the cluster at {where} ({nodes} node{'s' * (nodes != 1)}, {size}{extra})"
 
 
 def run_on_ray(
