@@ -23,9 +23,9 @@ from trajplan.evaluation.aggregate import (
     tables,
     to_json,
 )
-from trajplan.evaluation.evalfiles import plot_eval_scores
 from trajplan.evaluation.evaluate import EvalResult
 from trajplan.evaluation.plot import loss_curves, plot_curves, read_series, run_labels
+from trajplan.evaluation.selection import plot_eval_scores
 
 PNG, SVG = b"\x89PNG\r\n\x1a\n", b"<svg"
 

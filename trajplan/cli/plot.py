@@ -10,7 +10,7 @@ import typer
 from trajplan.cli.options import console, seed_option
 
 if TYPE_CHECKING:
-    from trajplan.evaluation.evalfiles import Selection
+    from trajplan.evaluation.selection import Selection
 
 
 def plot_cmd(
@@ -36,8 +36,8 @@ def plot_cmd(
       trajplan plot runs/tt-s0 runs/tt-s1 runs/bc-s0 --out curves.png
       trajplan plot --scores runs/tt/seed* runs/bc --out scores.svg
     """
-    from trajplan.evaluation.evalfiles import plot_eval_scores
     from trajplan.evaluation.plot import plot_curves
+    from trajplan.evaluation.selection import plot_eval_scores
 
     if scores:
         path, selection = plot_eval_scores(paths, out or "scores.png")

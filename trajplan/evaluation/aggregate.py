@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 
 from trajplan.errors import TrajplanError
-from trajplan.evaluation.evalfiles import Selection, select_evals
 from trajplan.evaluation.plot import run_labels
 from trajplan.evaluation.scores import stderr as mean_stderr
+from trajplan.evaluation.selection import Selection, select_evals
 
 
 @dataclass

@@ -106,10 +106,7 @@ def evaluate_runs(
         with sigterm_as_interrupt():
             for path, base, dest, plan_cfg in zip(runs, bases, dests, plans, strict=True):
                 seeds = range(seed, seed + episodes)
-                rec = None
-                if video is not None:  # video_episodes only mean something with a folder
-                    folder = Path(video) / base.name
-                    rec = VideoRecorder({i: folder / f"seed{seed + i}.mp4" for i in video_episodes})
+                rec = _recorder(video, base, seed, video_episodes)
                 record = weights_record(path, plan_cfg is not None)  # read before it plays
                 try:
                     if workers > 1 or ray:  # the same episodes over processes (GPUs, Ray)
@@ -139,6 +136,16 @@ def evaluate_runs(
             if dest.is_dir() and not any(dest.iterdir()):
                 dest.rmdir()
     return done
+
+
+def _recorder(
+    video: str | Path | None, base: Path, seed: int, episodes: Sequence[int]
+) -> VideoRecorder | None:
+    """The videos of a run's chosen episodes, DIR/RUN/seedS.mp4; None without a folder
+    (then the episodes chosen mean nothing)."""
+    if video is None:
+        return None
+    return VideoRecorder({i: Path(video) / base.name / f"seed{seed + i}.mp4" for i in episodes})
 
 
 def _check_room(
