@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from trajplan.cli.options import THREADS, console, parse_hidden, seed_option, set_threads
+from trajplan.cli.options import TRAIN_THREADS, console, parse_hidden, seed_option, set_threads
 
 
 def bc_cmd(
@@ -28,7 +28,7 @@ def bc_cmd(
     goal_relabel: str = typer.Option(
         "final", help="With --goal: final (the episode's last state) or future (a later one)."
     ),
-    threads: int = THREADS,
+    threads: int = TRAIN_THREADS,
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Train the behaviour-cloning baseline (an MLP policy, a minute or two on a CPU).

@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from trajplan.cli.options import THREADS, console, parse_hidden, seed_option, set_threads
+from trajplan.cli.options import TRAIN_THREADS, console, parse_hidden, seed_option, set_threads
 from trajplan.errors import TrajplanError
 
 
@@ -60,7 +60,7 @@ def iql_cmd(
         "run's).",
     ),
     device: str = typer.Option("cpu", help="Train on cpu, cuda, cuda:N or auto."),
-    threads: int = THREADS,
+    threads: int = TRAIN_THREADS,
     progress: bool = typer.Option(True, help="Show a progress bar (plain lines without a TTY)."),
 ) -> None:
     """Train IQL (Implicit Q-Learning): a policy to evaluate next to TT and BC, and a critic

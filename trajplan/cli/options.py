@@ -29,8 +29,13 @@ HELP = {"help_option_names": ["-h", "--help"]}  # inherited by every subcommand
 
 THREADS = typer.Option(
     None,
-    help="CPU intra-op threads (default: torch's). Planning runs many tiny ops: 1 is often "
-    "fastest, and much faster when other jobs keep the cores busy.",
+    help="CPU intra-op threads (default: torch's). Rolling a TT model out runs many tiny ops: "
+    "1 is often fastest, and much faster when other jobs keep the cores busy.",
+)
+TRAIN_THREADS = typer.Option(
+    None,
+    help="CPU intra-op threads for training (default: torch's). On cores busy with other "
+    "jobs, fewer can be faster.",
 )
 PLAN_THREADS = typer.Option(
     1,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from trajplan.cli.options import THREADS, console, parse_hidden, set_threads
+from trajplan.cli.options import THREADS, TRAIN_THREADS, console, parse_hidden, set_threads
 
 
 def predict_cmd(
@@ -70,7 +70,7 @@ def ensemble_cmd(
         "scores both on episodes neither trained on.",
     ),
     seed: int = typer.Option(0, help="Seed of init, bootstrap resamples and batches."),
-    threads: int = THREADS,
+    threads: int = TRAIN_THREADS,
     progress: bool = typer.Option(True, help="Show progress (plain lines without a TTY)."),
 ) -> None:
     """Train the baseline of `trajplan predict`: a PETS-style probabilistic ensemble of MLPs,

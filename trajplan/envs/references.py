@@ -22,7 +22,16 @@ from dataclasses import dataclass
 
 from trajplan.envs.registry import EnvInfo, resolve_env
 
-D4RL_SOURCE = "D4RL constants (approximate for v5 envs)"  # a dataset's fallback
+D4RL_SOURCE = "D4RL constants (approximate for v5 envs)"  # a MuJoCo dataset's fallback
+
+
+def d4rl_source(info: EnvInfo | None) -> str:
+    """The name of an env's D4RL constants, with the env version they only approximate
+    (D4RL measured them on its own envs): v5 for the MuJoCo tasks, v3 for PointMaze."""
+    version = (info.gym_id.rpartition("-")[2] if info is not None else "") or "v5"
+    return D4RL_SOURCE.replace("v5", version) if version.startswith("v") else D4RL_SOURCE
+
+
 METADATA_SOURCE = "dataset metadata"
 
 
@@ -66,11 +75,12 @@ def reference_scores(
         reason = unusable_reason(lo, hi)
         if reason is None and constants is not None and (lo, hi) == constants:
             # a locally collected dataset that stored the D4RL constants: say so
-            return lo, hi, f"{METADATA_SOURCE}: {D4RL_SOURCE}"
+            return lo, hi, f"{METADATA_SOURCE}: {d4rl_source(info)}"
         if reason is None:
             return lo, hi, METADATA_SOURCE
     if constants is not None:
-        return *constants, D4RL_SOURCE if reason is None else _set_aside(D4RL_SOURCE, reason)
+        source = d4rl_source(info)
+        return *constants, source if reason is None else _set_aside(source, reason)
     return None, None, None if reason is None else _set_aside("none", reason)
 
 

@@ -109,9 +109,11 @@ def evaluate_policy(
     recorder: VideoRecorder | None = None,
     seeds: Sequence[int] | None = None,
     plan: dict[str, Any] | None = None,
+    name: str | None = None,
 ) -> EvalResult:
     """Run a batched policy (a `Planner`, a `policies.BatchedActor`) for n_episodes episodes
-    in lockstep and summarize them; `plan` is recorded as the planning config (None: none)."""
+    in lockstep and summarize them; `plan` is recorded as the planning config (None: none);
+    `name` (the run's) heads the progress lines, so several runs' lines are told apart."""
     if seeds is not None:
         seeds, n_episodes = [int(s) for s in seeds], len(seeds)
     check_episode_args(n_episodes, episode_steps)
@@ -150,7 +152,8 @@ def evaluate_policy(
         )
 
     try:
-        with Progress(f"planning {info.name}", n_episodes * limit, enabled=progress) as bar:
+        what = f"planning {name} on {info.name}" if name else f"planning {info.name}"
+        with Progress(what, n_episodes * limit, enabled=progress) as bar:
             episodes = rollout(policy, env, seeds, refs, episode_steps, track, recorder, started)
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM under sigterm_as_interrupt
         for ep in started:
@@ -191,7 +194,7 @@ def run_episodes(
         result = evaluate_policy(
             policy, env_name, n_episodes=n_episodes, seed=seed, episode_steps=episode_steps,
             refs=run.references(env_name), progress=progress, on_step=on_step,
-            recorder=recorder, seeds=seeds, plan=run.settings(),
+            recorder=recorder, seeds=seeds, plan=run.settings(), name=run.run_dir.name,
         )  # fmt: skip
     except EvalInterrupted as stop:
         stop.result.checkpoint, stop.result.dataset_id = str(run.run_dir), run.dataset_id

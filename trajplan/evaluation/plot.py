@@ -216,7 +216,10 @@ def plot_curves(runs: Sequence[str | Path], out: str | Path, x: str = "step") ->
                 if (kind, field) in s:
                     xs, ys = s[(kind, field)]
                     name = label if len(panel.lines) == 1 else f"{label} ({legend})"
-                    ax.plot(xs, ys, style, color=colors[i % len(colors)], label=name, lw=1.4)
+                    # a lone point (one validation so far) draws no line: mark it
+                    mark = {"marker": "o", "ms": 4} if len(xs) == 1 else {}
+                    ax.plot(xs, ys, style, color=colors[i % len(colors)], label=name, lw=1.4,
+                            **mark)  # fmt: skip
         ax.set_title(panel.title)
         ax.set_xlabel("optimizer step" if x == "step" else "tokens seen")
         ax.set_ylabel(panel.ylabel)

@@ -131,7 +131,8 @@ def evaluate_run(
         results, stop = run_on_ray(_worker, tasks, ray, cpus=threads)
         parts = [r for r in results if r is not None]
     else:
-        parts, stop = _in_processes(tasks, len(seeds), progress)
+        base = Path(run_dir).parent if Path(run_dir).is_file() else Path(run_dir)
+        parts, stop = _in_processes(tasks, len(seeds), progress, base.name)
     if not parts:  # stopped before any worker had played a step
         raise Stopped(stop or signal.SIGINT)
     by_seed = {e.seed: e for p in parts for e in p.episodes}
@@ -148,12 +149,15 @@ def evaluate_run(
 
 
 def _in_processes(
-    tasks: list[tuple], n_episodes: int, progress: bool
+    tasks: list[tuple], n_episodes: int, progress: bool, name: str = ""
 ) -> tuple[list[EvalResult], int | None]:
     """Run the workers as child processes (`trajplan.procs`): (their results, the signal
-    that stopped them or None). A failed worker stops the others and is one error."""
+    that stopped them or None). A failed worker stops the others and is one error. `name`
+    (the run's) heads the progress and each episode's line."""
     steps, done, playing = 0, 0, set()
-    bar = Progress(f"planning on {len(tasks)} workers", n_episodes, enabled=progress)
+    run = f"{name}, " if name else ""
+    what = f"planning {name} on" if name else "planning on"
+    bar = Progress(f"{what} {len(tasks)} workers", n_episodes, enabled=progress)
 
     def on_event(child: Child, event: tuple[int, list[tuple[int, float]]]) -> None:
         nonlocal steps, done
@@ -164,7 +168,7 @@ def _in_processes(
         for seed, ret in finished:
             done += 1
             if bar.plain and progress:  # no terminal: a line per episode
-                print(f"episode seed {seed}: return {ret:.1f} ({done}/{n_episodes} done)",
+                print(f"episode seed {seed}: return {ret:.1f} ({run}{done}/{n_episodes} done)",
                       file=bar.console.file, flush=True)  # fmt: skip
         bar.update(completed=done, info=f"{steps:,} env steps, {len(playing)} playing")
 
