@@ -1,4 +1,5 @@
-"""Beam-search planner: sampling filters by hand, scores by hand, cached == full, batching."""
+"""Beam-search planner: sampling filters by hand, scores by hand, cached == full == the
+reference search (trajplan.planner.reference), batching."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_model
+from test_reference_search import reference_planner
 
 from trajplan.actors import Actor, load_actor, save_actor
 from trajplan.config import PlanConfig
@@ -213,22 +215,32 @@ CONFIGS = [
 ]
 
 
+def assert_same_plans(fast: list, ref: list) -> None:
+    """Two `play` outputs step for step: the same plan tokens and actions, the same values."""
+    for (tf, vf, af), (tr, vr, ar) in zip(fast, ref, strict=True):
+        assert (tf == tr).all()
+        assert vf == pytest.approx(vr, abs=1e-9)
+        assert (af == ar).all()
+
+
 @pytest.mark.parametrize("cfg", CONFIGS, ids=["slide", "topk-nocontext", "freq2-sampled-obs"])
-def test_cached_equals_full_random_model(cfg: PlanConfig) -> None:
+def test_cached_and_full_equal_the_reference_random_model(cfg: PlanConfig) -> None:
     model, disc = tiny_model(0, transitions=10, **RANDOM_MODEL).double(), random_discretizer()
     obs, rew = episode_data(8, 1)
     full = play(model, disc, dataclasses.replace(cfg, mode="full"), obs, rew, [3])
     cached = play(model, disc, cfg, obs, rew, [3])
-    for (tf, vf, af), (tc, vc, ac) in zip(full, cached, strict=True):
-        assert (tf == tc).all()
-        assert vf == pytest.approx(vc, abs=1e-9)
-        assert (af == ac).all()
+    with reference_planner():
+        ref = play(model, disc, cfg, obs, rew, [3])
+    assert_same_plans(full, ref)
+    assert_same_plans(cached, ref)
     # the search really explored: every new plan differs from the others
-    assert len({f[0].tobytes() for f in full}) == len(full) // cfg.plan_freq
+    assert len({f[0].tobytes() for f in ref}) == len(ref) // cfg.plan_freq
 
 
 @pytest.mark.parametrize("horizon", [2, 4])
-def test_grow_window_cached_equals_full_and_differs_from_slide(horizon: int) -> None:
+def test_grow_window_cached_and_full_equal_the_reference_and_differ_from_slide(
+    horizon: int,
+) -> None:
     """The "grow" window keeps the plan's start and slides only past the block (63 tokens)."""
     model, disc = tiny_model(6, transitions=4, **RANDOM_MODEL).double(), random_discretizer(6)
     cfg = PlanConfig(horizon=horizon, beam_width=4, n_expand=2, max_context_transitions=2,
@@ -236,38 +248,46 @@ def test_grow_window_cached_equals_full_and_differs_from_slide(horizon: int) -> 
     obs, rew = episode_data(5, 1, seed=7)
     full = play(model, disc, dataclasses.replace(cfg, mode="full"), obs, rew, [1])
     cached = play(model, disc, cfg, obs, rew, [1])
-    for (tf, vf, _), (tc, vc, _) in zip(full, cached, strict=True):
-        assert (tf == tc).all() and vf == pytest.approx(vc, abs=1e-9)
+    with reference_planner():
+        ref = play(model, disc, cfg, obs, rew, [1])
+    assert_same_plans(full, ref)
+    assert_same_plans(cached, ref)
     slide = play(model, disc, dataclasses.replace(cfg, window="slide"), obs, rew, [1])
     assert any((g[0] != s[0]).any() for g, s in zip(cached, slide, strict=True))
 
 
-def test_cached_equals_full_trained_model(trained) -> None:
+def test_cached_and_full_equal_the_reference_trained_model(trained) -> None:
     model, disc, pool = trained
     cfg = PlanConfig(horizon=4, beam_width=6, n_expand=2, max_context_transitions=3)
     obs, rew = episode_data(6, 1, seed=1, pool=pool)
     full = play(model, disc, dataclasses.replace(cfg, mode="full"), obs, rew, [0])
     cached = play(model, disc, cfg, obs, rew, [0])
-    for (tf, vf, af), (tc, vc, ac) in zip(full, cached, strict=True):
-        assert (tf == tc).all() and (af == ac).all()
-        assert vf == pytest.approx(vc, abs=1e-9)
+    with reference_planner():
+        ref = play(model, disc, cfg, obs, rew, [0])
+    assert_same_plans(full, ref)
+    assert_same_plans(cached, ref)
 
 
-def test_batched_episodes_equal_separate_ones() -> None:
+def test_batched_episodes_equal_separate_ones_and_the_reference() -> None:
+    """Batched, with an episode dropped, and alone: all the reference's plans (which plans
+    one episode at a time)."""
     model, disc = tiny_model(1, transitions=10, **RANDOM_MODEL).double(), random_discretizer(1)
     cfg = PlanConfig(horizon=3, beam_width=4, n_expand=2, max_context_transitions=3)
     obs, rew = episode_data(6, 3, seed=2)
     seeds = [10, 11, 12]
     together = play(model, disc, cfg, obs, rew, seeds, drop_at=(2, 1))  # episode 1 ends early
+    with reference_planner():
+        ref = play(model, disc, cfg, obs, rew, seeds, drop_at=(2, 1))
+    assert_same_plans(together, ref)
     for e, seed in enumerate(seeds):
         alone = play(model, disc, cfg, obs[:, e : e + 1], rew[:, e : e + 1], [seed])
         for t, (tok, val, act) in enumerate(alone):
             if e == 1 and t > 2:
                 break
             row = e if t <= 2 or e == 0 else e - 1  # rows after the drop
-            assert (together[t][0][row] == tok[0]).all()
-            assert (together[t][2][row] == act[0]).all()
-            assert together[t][1][row] == pytest.approx(val[0], abs=1e-9)
+            assert (ref[t][0][row] == tok[0]).all()
+            assert (ref[t][2][row] == act[0]).all()
+            assert ref[t][1][row] == pytest.approx(val[0], abs=1e-9)
     # different seeds explore differently
     assert not (together[0][0][0] == together[0][0][2]).all()
 
@@ -450,17 +470,19 @@ def test_prior_alone_acts_as_the_prior_quantized(prior_file: str) -> None:
 
 
 def test_prior_mixes_candidates_exactly_in_both_window_modes(prior_file: str) -> None:
-    """Half the rows from a noisy prior: cached == full, batched == alone, same seed same
-    plan; the prior changes the plans, and the planner counts its draws (m per row)."""
+    """Half the rows from a noisy prior: cached == full == the reference, batched == alone,
+    same seed same plan; the prior changes the plans, and the planner counts its draws (m
+    per row)."""
     model, disc = tiny_model(3, transitions=10, **RANDOM_MODEL).double(), random_discretizer(3)
     cfg = PlanConfig(horizon=3, beam_width=4, n_expand=2, max_context_transitions=3,
                      prior=prior_file, prior_share=0.5, prior_noise=0.3)  # fmt: skip
     obs, rew = episode_data(6, 2, seed=4)
     cached = play(model, disc, cfg, obs, rew, [5, 6])
     full = play(model, disc, dataclasses.replace(cfg, mode="full"), obs, rew, [5, 6])
-    for (tc, vc, ac), (tf, vf, af) in zip(cached, full, strict=True):
-        assert (tc == tf).all() and (ac == af).all()
-        assert vc == pytest.approx(vf, abs=1e-9)
+    with reference_planner():
+        ref = play(model, disc, cfg, obs, rew, [5, 6])
+    assert_same_plans(cached, ref)
+    assert_same_plans(full, ref)
     alone = play(model, disc, cfg, obs[:, 1:], rew[:, 1:], [6])
     assert all((c[2][1] == a[2][0]).all() for c, a in zip(cached, alone, strict=True))
     plain = play(model, disc, dataclasses.replace(cfg, prior=None), obs, rew, [5, 6])
@@ -528,9 +550,10 @@ def test_ranking_diagnostic_scores_a_candidate_as_the_planner_does(prior_file: s
 
 def test_search_from_a_given_first_action() -> None:
     """The FirstAction candidate source: every episode's plan starts with its given action
-    and the rest is searched; cached == full, and an episode planned in a batch equals it
-    alone."""
+    and the rest is searched; cached == full == the reference, and an episode planned in a
+    batch equals it alone."""
     from trajplan.planner import Uniforms, beam_search, plan_window
+    from trajplan.planner.reference import reference_beam_search
 
     model, disc = tiny_model(9, transitions=10, **RANDOM_MODEL).double(), random_discretizer(9)
     cfg = PlanConfig(horizon=3, beam_width=4, n_expand=2, max_context_transitions=3)
@@ -545,14 +568,23 @@ def test_search_from_a_given_first_action() -> None:
         cfg_m = dataclasses.replace(cfg, mode=mode)
         with torch.inference_mode():
             obs = torch.zeros(c.shape[0], OBS, dtype=torch.float64)  # unused by FirstAction
+            if mode == "reference":  # one source per episode: it begins once per episode
+                return [
+                    reference_beam_search(model, c[e : e + 1], cfg, mids, Uniforms([g], n_u, "cpu"),
+                                          source=FirstAction(f[e : e + 1]), obs=obs[:1])
+                    for e, g in enumerate(torch.Generator().manual_seed(s) for s in seeds)
+                ]  # fmt: skip
             window = plan_window(model, cfg_m)
             return beam_search(model, c, cfg_m, mids, u, window, source=FirstAction(f), obs=obs)
 
     res = plan(ctx, first, [0, 1, 2])
     assert torch.equal(res.tokens[:, 0, OBS : OBS + ACT], first) and res.from_source.all()
     full = plan(ctx, first, [0, 1, 2], mode="full")
-    assert torch.equal(res.tokens, full.tokens)
-    assert torch.allclose(res.value, full.value, atol=1e-9)
+    ref = plan(ctx, first, [0, 1, 2], mode="reference")
+    for e, r in enumerate(ref):
+        for x in (res, full):
+            assert torch.equal(x.tokens[e], r.tokens[0]) and bool(x.from_source[e])
+            assert torch.allclose(x.value[e], r.value[0], atol=1e-9)
     alone = plan(ctx[1:2], first[1:2], [1])
     assert torch.equal(alone.tokens[0], res.tokens[1])
     assert float(alone.value[0]) == pytest.approx(float(res.value[1]), abs=1e-9)
@@ -605,9 +637,9 @@ def test_critic_scores_by_hand() -> None:
 
 @pytest.mark.parametrize("form", ["q", "v"])
 def test_critic_search_is_exact_in_both_modes_and_batches(form: str) -> None:
-    """With a critic: cached == full, batched == alone, same seed same plan; the plans
-    differ from TT's value search, and the plan value is the critic's score of the best
-    beam's last planned state and action."""
+    """With a critic: cached == full == the reference, batched == alone, same seed same
+    plan; the plans differ from TT's value search, and the plan value is the critic's score
+    of the best beam's last planned state and action."""
     model = tiny_model(4, transitions=10, **RANDOM_MODEL).double()
     disc = random_discretizer(4)
     cfg = PlanConfig(horizon=3, beam_width=4, n_expand=2, max_context_transitions=3,
@@ -617,9 +649,10 @@ def test_critic_search_is_exact_in_both_modes_and_batches(form: str) -> None:
     cached = play(model, disc, cfg, obs, rew, [7, 8], scorer=scorer)
     full = play(model, disc, dataclasses.replace(cfg, mode="full"), obs, rew, [7, 8],
                 scorer=scorer)  # fmt: skip
-    for (tc, vc, ac), (tf, vf, af) in zip(cached, full, strict=True):
-        assert (tc == tf).all() and (ac == af).all()
-        assert vc == pytest.approx(vf, abs=1e-9)
+    with reference_planner():
+        ref = play(model, disc, cfg, obs, rew, [7, 8], scorer=scorer)
+    assert_same_plans(cached, ref)
+    assert_same_plans(full, ref)
     alone = play(model, disc, cfg, obs[:, 1:], rew[:, 1:], [8], scorer=scorer)
     assert all((c[2][1] == a[2][0]).all() for c, a in zip(cached, alone, strict=True))
     tt = play(model, disc, dataclasses.replace(cfg, critic=None), obs, rew, [7, 8])
