@@ -58,3 +58,76 @@ def test_weights_reach_the_action_tokens_of_the_windows(minari_datasets) -> None
     assert float(m_w[:, act][m_plain[:, act] > 0].min()) >= float(w.min()) - 1e-6
     assert float(m_w[:, act].max()) <= float(w.max()) + 1e-6
     assert w.mean() == pytest.approx(1.0, rel=1e-5)
+
+
+def test_advantage_weights_by_hand() -> None:
+    """exp(beta * adv) clipped at 100 (IQL's max weight), then normalised to mean 1."""
+    from trajplan.data.weighting import MAX_WEIGHT, advantage_weights
+
+    adv = np.array([0.0, 1.0, -1.0, 10.0])
+    raw = np.array([1.0, np.e, 1 / np.e, MAX_WEIGHT])  # e^10 > 100: clipped
+    np.testing.assert_allclose(advantage_weights(adv, 1.0), raw / raw.mean(), rtol=1e-6)
+    np.testing.assert_array_equal(advantage_weights(adv, 0.0), np.ones(4, np.float32))
+
+
+def test_critic_weighting_trains_with_the_critics_weights(minari_datasets, tmp_path) -> None:
+    """data.critic_weighting: a real IQL run's critic weights each step's action tokens by
+    exp(beta (Q - V)) (in the critic's training units); training records the critic's
+    absolute path (given relative to where it runs) and, by default, the IQL run's own
+    temperature as beta; the config rules are one line each."""
+    import os
+
+    from conftest import cli, one_line_error
+
+    from trajplan.baselines.iql import IQLConfig, train_iql
+    from trajplan.checkpoint import read_manifest
+    from trajplan.configs import load_config
+    from trajplan.data.transitions import load_episodes, prepare_episodes
+    from trajplan.data.weighting import advantage_weights, critic_advantages
+    from trajplan.errors import TrajplanError
+    from trajplan.runs import load_critic
+
+    iql = tmp_path / "iql"
+    train_iql(minari_datasets.hopper, iql, IQLConfig(steps=20, batch_size=32, hidden=[16, 16]),
+              progress=False)  # fmt: skip
+    critic = load_critic(iql, "hopper")
+    ep = load_episodes(minari_datasets.hopper)
+    cfg = DataConfig(seq_len=3, n_bins=10, critic_weighting=str(iql), critic_beta=2.0)
+    data = prepare_episodes(ep, cfg, critic=critic)
+    w = advantage_weights(critic_advantages(critic, ep.observations, ep.actions), 2.0)
+    assert w.std() > 0 and w.mean() == pytest.approx(1.0, rel=1e-5)
+    _, _, mask = data.windows.get_batch(torch.arange(len(data.windows)))
+    D = ep.obs_dim + ep.act_dim + 2
+    first_act = ep.obs_dim - 1  # target position of step 0's first action token
+    step = ep.starts[data.windows.episode_index] + data.windows.t_start.numpy()
+    np.testing.assert_allclose(mask[:, first_act].numpy(), w[step], rtol=1e-6)
+    assert (mask[:, D - 1 : D + ep.obs_dim - 1] == 1).all()  # step 1's observation: unweighted
+    with pytest.raises(TrajplanError, match="needs its critic"):
+        prepare_episodes(ep, cfg)
+    for bad, words in (
+        (dict(action_weighting=1.0), "replaces data.action_weighting"),
+        (dict(goal_dims="0,1"), "does not combine with a goal"),
+        (dict(critic_beta=-1.0), "critic_beta must be >= 0"),
+    ):
+        with pytest.raises(TrajplanError, match=words):
+            prepare_episodes(ep, DataConfig(critic_weighting=str(iql), **bad), critic=critic)
+    with pytest.raises(TrajplanError, match="temperature"):
+        prepare_episodes(ep, DataConfig(critic_weighting=str(iql)), critic=critic)
+
+    run = tmp_path / "tt"
+    args = ["train", "--config", "tiny", "--dataset", minari_datasets.hopper, "--threads", "1",
+            "--set", "data.action_weighting=2", "--critic", str(iql.relative_to(tmp_path)),
+            "--no-progress", "--max-steps", "6", "--out", str(run)]  # fmt: skip
+    here = os.getcwd()
+    os.chdir(tmp_path)  # a relative critic path, resolved where the command runs
+    try:
+        cli(*args)
+    finally:
+        os.chdir(here)
+    saved = read_manifest(run)[0]  # --critic replaced the return weighting
+    assert saved.data.critic_weighting == str(iql.resolve()) and saved.data.action_weighting == 0
+    assert saved.data.critic_beta == 3.0  # the IQL run's temperature (locomotion preset)
+    both = ["--set", f"data.critic_weighting={iql}", "--set", "data.action_weighting=2"]
+    one_line_error(cli(*args[:7], *both, "--out", str(tmp_path / "t2"), code=2),
+                   "critic_weighting")  # fmt: skip
+    assert load_config("tiny").data.critic_weighting is None

@@ -147,6 +147,13 @@ def train(
         help="With --goal: final (the episode's last state, default) or future (a later "
         "state of the same episode); sets data.goal_relabel.",
     ),
+    critic: str = typer.Option(
+        None,
+        help="An IQL run (trajplan iql): weight each action token's loss by its critic's "
+        "advantage weight exp(beta (Q - V)) instead of the return weighting, so the model "
+        "proposes what the critic rates well; beta is the IQL run's temperature unless "
+        "--set data.critic_beta=B. Sets data.critic_weighting and data.action_weighting=0.",
+    ),
 ) -> None:
     """Train a Trajectory Transformer on a Minari dataset; writes a run directory.
 
@@ -157,6 +164,7 @@ def train(
       trajplan train --resume --out runs/halfcheetah-medium-20250101-120000
       trajplan train --config cpu-recipe --dataset ID --seeds 0-2 --out runs/x
       trajplan train --config pointmaze-umaze --goal 0,1      (goal-conditioned)
+      trajplan train --config pointmaze-umaze --critic runs/pm-iql   (critic-shaped actions)
     Under torchrun (torchrun --nproc_per_node 2 -m trajplan train ...) it trains with DDP.
     The run directory holds the weights, the bins, config.json and metrics.jsonl (to plot).
     """
@@ -190,6 +198,10 @@ def train(
         cfg.data.goal_dims = goal
     if goal_relabel is not None:
         cfg.data.goal_relabel = goal_relabel
+    if critic is not None:
+        cfg.data.critic_weighting, cfg.data.action_weighting = critic, 0.0
+    if cfg.data.critic_weighting is not None:  # absolute: seeds, Ray tasks and resumes agree
+        cfg.data.critic_weighting = str(Path(cfg.data.critic_weighting).resolve())
 
     def train_one(cfg: RunConfig, run_dir: str | None, resume: bool) -> Path:
         return run_training(

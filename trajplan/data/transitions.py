@@ -25,7 +25,7 @@ from trajplan.data.goals import attach_goals, drop_env_goal, env_goal_dims
 from trajplan.data.install import create_dataset, download_dataset
 from trajplan.data.store import dataset_info, local_datasets
 from trajplan.data.tokens import ColumnCheck, Discretizer, check_columns
-from trajplan.data.weighting import action_weights
+from trajplan.data.weighting import Critic, action_weights, advantage_weights, critic_advantages
 from trajplan.errors import TrajplanError
 
 __all__ = [
@@ -263,20 +263,35 @@ def _fit_bins(ep: Episodes, transitions: np.ndarray, cfg: DataConfig) -> Discret
     return Discretizer.fit(transitions, cfg.n_bins, cfg.discretizer, cfg.exact_bins)
 
 
-def _windows(ep: Episodes, transitions: np.ndarray, disc: Discretizer, cfg: DataConfig):
+def _windows(
+    ep: Episodes,
+    transitions: np.ndarray,
+    disc: Discretizer,
+    cfg: DataConfig,
+    critic: Critic | None = None,
+):
     windows = WindowDataset.from_step_tokens(
         disc.discretize(transitions), ep.lengths, cfg.seq_len, cfg.max_path_length, disc.stop_token
     )
-    if cfg.action_weighting > 0:
+    acts = slice(ep.obs_dim, ep.obs_dim + ep.act_dim)
+    if critic is not None:  # data.critic_weighting: IQL's advantage weights
+        if cfg.critic_beta is None:
+            raise TrajplanError("data.critic_beta: give the IQL run's temperature")
+        adv = critic_advantages(critic, ep.observations, ep.actions)
+        windows.set_action_weights(advantage_weights(adv, cfg.critic_beta), acts)
+    elif cfg.action_weighting > 0:
         w = action_weights(transitions, cfg.action_weighting, cfg.discount)
-        windows.set_action_weights(w, slice(ep.obs_dim, ep.obs_dim + ep.act_dim))
+        windows.set_action_weights(w, acts)
     if cfg.goal_dims is not None:  # goal-conditioned: hindsight goals per window
         attach_goals(windows, ep, disc, cfg)
     return windows
 
 
 def prepare_episodes(
-    ep: Episodes, cfg: DataConfig, discretizer: Discretizer | None = None
+    ep: Episodes,
+    cfg: DataConfig,
+    discretizer: Discretizer | None = None,
+    critic: Critic | None = None,
 ) -> PreparedData:
     """Transitions, fitted discretizer and tokenized windows from in-memory episodes.
 
@@ -302,7 +317,9 @@ def prepare_episodes(
         train_ep, val_ep = split_episodes(ep, cfg.val_fraction)
         val_cfg = dataclasses.replace(cfg, action_weighting=0.0)
         val_windows = _windows(val_ep, make_transitions(val_ep, cfg), disc, val_cfg)
-    windows = _windows(train_ep, make_transitions(train_ep, cfg), disc, cfg)
+    if (critic is None) != (cfg.critic_weighting is None):
+        raise TrajplanError("data.critic_weighting needs its critic (and a critic needs the key)")
+    windows = _windows(train_ep, make_transitions(train_ep, cfg), disc, cfg, critic)
     if windows.n_windows == 0:
         raise TrajplanError(f"dataset {ep.dataset_id!r}: no training windows (all episodes 1 step)")
     return PreparedData(
