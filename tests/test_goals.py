@@ -1,6 +1,7 @@
-"""Goal-conditioned TT: the goal position changes predictions, cached == full and batched ==
-alone with it, hindsight relabelling on known episodes, goals of the wrong size, and a tiny
-model trained on constructed trajectories that reaches constructed goals."""
+"""Goal-conditioned TT: the goal position changes predictions, cached == full == the reference
+search and batched == alone with it, hindsight relabelling on known episodes, goals of the
+wrong size, and a tiny model trained on constructed trajectories that reaches constructed
+goals."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_model
+from test_reference_search import reference_planner
 
 from trajplan.config import DataConfig, PlanConfig, check_data_config
 from trajplan.data.episodes import Episodes
@@ -127,7 +129,9 @@ def play(
 
 
 @pytest.mark.parametrize("objective", ["return", "likelihood"])
-def test_planning_with_goal_cached_equals_full_and_batched_equals_alone(objective: str) -> None:
+def test_planning_with_goal_cached_and_full_equal_the_reference_and_batched_alone(
+    objective: str,
+) -> None:
     model, disc = goal_model(2), random_discretizer(2)
     cfg = PlanConfig(horizon=4, beam_width=3, n_expand=2, max_context_transitions=2)
     if objective == "likelihood":
@@ -140,8 +144,11 @@ def test_planning_with_goal_cached_equals_full_and_batched_equals_alone(objectiv
 
     cached = run(cfg, obs, goals, drop_at=2)
     full = run(dataclasses.replace(cfg, mode="full"), obs, goals, drop_at=2)
-    for (tc, ac), (tf, af) in zip(cached, full, strict=True):
-        assert torch.equal(tc, tf) and np.array_equal(ac, af)
+    with reference_planner():
+        ref = run(cfg, obs, goals, drop_at=2)
+    for (tc, ac), (tf, af), (tr, ar) in zip(cached, full, ref, strict=True):
+        assert torch.equal(tc, tr) and np.array_equal(ac, ar)
+        assert torch.equal(tf, tr) and np.array_equal(af, ar)
     for e in range(3):
         alone = play(Planner(model, disc, cfg, goal_dims=[0, 1]), goals[e : e + 1],
                      obs[:, e : e + 1], 5 if e != 1 else 3, first_seed=10 + e)  # fmt: skip

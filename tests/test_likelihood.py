@@ -1,7 +1,8 @@
 """Imitation by likelihood planning (plan.objective: likelihood): the search ranks plans by
 the model's log-likelihood of their action and observation tokens, never by rewards or
 values; hand-computed plans on a model whose distributions are set by hand, the score
-recomputed from a full forward pass, cached == full, batched == alone, clear errors."""
+recomputed from a full forward pass, cached == full == the reference search, batched ==
+alone, clear errors."""
 
 from __future__ import annotations
 
@@ -12,7 +13,17 @@ import numpy as np
 import pytest
 import torch
 from conftest import cli, one_line_error, tiny_model
-from test_plan import ACT, OBS, RANDOM_MODEL, D, episode_data, play, random_discretizer
+from test_plan import (
+    ACT,
+    OBS,
+    RANDOM_MODEL,
+    D,
+    assert_same_plans,
+    episode_data,
+    play,
+    random_discretizer,
+)
+from test_reference_search import reference_planner
 
 from trajplan.config import PlanConfig
 from trajplan.data.tokens import Discretizer
@@ -176,31 +187,35 @@ CONFIGS = [LIKELY, LIKELY_TOPK, LIKELY_FREQ2]
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=["slide", "topk-nocontext", "freq2-sampled-obs"])
-def test_likelihood_cached_equals_full(cfg: PlanConfig) -> None:
+def test_likelihood_cached_and_full_equal_the_reference(cfg: PlanConfig) -> None:
     model, disc = tiny_model(0, transitions=10, **RANDOM_MODEL).double(), random_discretizer()
     obs, rew = episode_data(8, 1)
     full = play(model, disc, dataclasses.replace(cfg, mode="full"), obs, rew, [3])
     cached = play(model, disc, cfg, obs, rew, [3])
-    for (tf, vf, af), (tc, vc, ac) in zip(full, cached, strict=True):
-        assert (tf == tc).all() and (af == ac).all()
-        assert vf == pytest.approx(vc, abs=1e-9)
+    with reference_planner():
+        ref = play(model, disc, cfg, obs, rew, [3])
+    assert_same_plans(full, ref)
+    assert_same_plans(cached, ref)
     assert all(np.isfinite(f[1]).all() and (f[1] < 0).all() for f in full)  # log-likelihoods
 
 
-def test_likelihood_batched_episodes_equal_separate_ones() -> None:
+def test_likelihood_batched_episodes_equal_separate_ones_and_the_reference() -> None:
     model, disc = tiny_model(1, transitions=10, **RANDOM_MODEL).double(), random_discretizer(1)
     obs, rew = episode_data(6, 3, seed=2)
     seeds = [10, 11, 12]
     together = play(model, disc, LIKELY, obs, rew, seeds, drop_at=(2, 1))  # episode 1 ends
+    with reference_planner():
+        ref = play(model, disc, LIKELY, obs, rew, seeds, drop_at=(2, 1))
+    assert_same_plans(together, ref)
     for e, seed in enumerate(seeds):
         alone = play(model, disc, LIKELY, obs[:, e : e + 1], rew[:, e : e + 1], [seed])
         for t, (tok, val, act) in enumerate(alone):
             if e == 1 and t > 2:
                 break
             row = e if t <= 2 or e == 0 else e - 1  # rows after the drop
-            assert (together[t][0][row] == tok[0]).all()
-            assert (together[t][2][row] == act[0]).all()
-            assert together[t][1][row] == pytest.approx(val[0], abs=1e-9)
+            assert (ref[t][0][row] == tok[0]).all()
+            assert (ref[t][2][row] == act[0]).all()
+            assert ref[t][1][row] == pytest.approx(val[0], abs=1e-9)
     same = play(model, disc, LIKELY, obs, rew, seeds, drop_at=(2, 1))
     assert all((s[2] == t[2]).all() for s, t in zip(same, together, strict=True))
 
