@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from conftest import cli, one_line_error, tiny_model
@@ -256,3 +258,55 @@ def test_planner_policy_and_run_dir_collect_reproducibly(one_thread, tmp_path):
     np.testing.assert_array_equal(p.observations, q.observations)
     other = ("--env", "halfcheetah", "--policy", str(run), "--dataset-id", "test/halfcheetah/q-v0")
     one_line_error(cli(*base, *other, code=2), "trained on hopper")
+
+
+def test_staging_of_a_killed_collect_is_removed(tmp_path: Path) -> None:
+    """kill -9 of `data collect` while it writes leaves its hidden staging folder; `data
+    list` never reports it, the next collection removes it (its writer's lock is gone), and
+    a staging folder in use by a live writer stays. Ctrl-C says that no dataset was written."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = tmp_path / "minari"
+    env = dict(os.environ, MINARI_DATASETS_PATH=str(root), OMP_NUM_THREADS="1")
+    args = ["data", "collect", "--env", "halfcheetah", "--policy", "random"]
+
+    def spawn(*extra: str) -> subprocess.Popen:
+        cmd = [sys.executable, "-m", "trajplan", *args, *extra]
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)  # fmt: skip
+
+    proc = spawn("--steps", "20000", "--dataset-id", "local/halfcheetah/killed-v0")
+    deadline = time.monotonic() + 300
+    while not any(p.is_file() for p in root.glob(".trajplan-tmp-*/**/*")):  # it writes now
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.005)
+    proc.kill()
+    proc.communicate()
+    stale = list(root.glob(".trajplan-tmp-*"))
+    assert stale  # what kill -9 leaves
+    listing = cli("data", "list", process=True, env={"MINARI_DATASETS_PATH": str(root)})
+    assert ".trajplan-tmp" not in listing.stdout + listing.stderr
+    holder = (  # a writer alive in its own staging folder
+        "import sys, time\nfrom trajplan.data.install import _staging_root\n"
+        "with _staging_root() as tmp:\n    print(tmp, flush=True)\n    time.sleep(300)\n"
+    )
+    live = subprocess.Popen([sys.executable, "-c", holder], env=env, stdout=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    in_use = Path(live.stdout.readline().strip())
+    try:
+        cli(*args, "--steps", "50", "--dataset-id", "local/halfcheetah/next-v0", process=True,
+            env={"MINARI_DATASETS_PATH": str(root)})  # fmt: skip
+        assert not any(p.exists() for p in stale) and in_use.is_dir()
+    finally:
+        live.kill()
+        live.communicate()
+    proc = spawn("--steps", "200000", "--dataset-id", "local/halfcheetah/stopped-v0")
+    assert "collect random" in proc.stdout.readline()  # it has begun
+    proc.send_signal(signal.SIGINT)  # Ctrl-C
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "stopped: no dataset written" in err, err
+    assert not (root / "local/halfcheetah/stopped-v0").exists()

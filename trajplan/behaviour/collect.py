@@ -11,6 +11,9 @@ load the id `A+B` (e.g. `.../medium-v0+.../expert-v0`) to get the union.
 
 from __future__ import annotations
 
+import contextlib
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import gymnasium as gym
@@ -24,7 +27,7 @@ from trajplan.envs.registry import EnvInfo, make_env, resolve_env
 from trajplan.errors import TrajplanError
 from trajplan.guards import check_disk, dataset_bytes
 from trajplan.progress import Progress
-from trajplan.runtime import check_writable, sigterm_as_interrupt
+from trajplan.runtime import Stopped, check_writable, sigterm_as_interrupt
 
 Episode = dict[str, np.ndarray]
 
@@ -160,7 +163,7 @@ def collect(
     _check_new(dataset_id, force)
     size = dataset_bytes(steps, obs_dim, act_dim)  # before the rollout, not after it
     check_disk(datasets_root(), 2 * size, size, f"dataset {dataset_id} ({steps:,} steps)")
-    with sigterm_as_interrupt():  # SIGTERM as Ctrl-C: the staged files are removed
+    with sigterm_as_interrupt(), _ctrl_c_as_stopped():  # the staged files are removed
         episodes, seeds = record_episodes(
             env_name, policy, steps, seed, max_episode_steps, progress
         )  # fmt: skip
@@ -176,6 +179,18 @@ def collect(
             force=force,
             env_kwargs=info.collect_kwargs,
         )
+
+
+@contextlib.contextmanager
+def _ctrl_c_as_stopped() -> Iterator[None]:
+    """Ctrl-C as SIGTERM is: `Stopped` (exit 130), which the CLI reports as "stopped: no
+    dataset written" (a bare KeyboardInterrupt said nothing about the dataset)."""
+    try:
+        yield
+    except Stopped:
+        raise
+    except KeyboardInterrupt:
+        raise Stopped(signal.SIGINT) from None
 
 
 def default_dataset_id(env_name: str, policy: str | Policy) -> str:

@@ -63,14 +63,46 @@ def _install(tmp_root: Path, dataset_id: str, force: bool) -> Path:
 @contextlib.contextmanager
 def _staging_root() -> Iterator[Path]:
     """A hidden temporary datasets root next to the real one (same filesystem: rename works)."""
+    import fcntl
+
     root = datasets_root()
     root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".trajplan-tmp-{uuid.uuid4().hex[:8]}"
+    remove_stale_staging(root)
+    tmp = root / f"{STAGING_PREFIX}{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
+    fd = os.open(tmp, os.O_RDONLY)
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # held while in use; the kernel drops it on kill -9
         yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        os.close(fd)
+
+
+STAGING_PREFIX = ".trajplan-tmp-"
+
+
+def remove_stale_staging(root: Path) -> list[Path]:
+    """Remove the staging folders of writes that were killed (kill -9, a crash: the lock
+    their process held is gone); one in use by another process stays. Returns those removed."""
+    import fcntl
+
+    removed = []
+    for tmp in sorted(root.glob(f"{STAGING_PREFIX}*")):
+        try:
+            fd = os.open(tmp, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # another process is writing there now
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+        finally:
+            os.close(fd)
+    return removed
 
 
 # -- creating -----------------------------------------------------------------------------------

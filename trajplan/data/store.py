@@ -84,9 +84,9 @@ def local_dataset_dirs() -> list[str]:
     root = datasets_root()
     if not root.is_dir():
         return []
-    return sorted(
-        str(p.parent.parent.relative_to(root)) for p in root.glob("**/data/metadata.json")
-    )
+    found = (p.parent.parent.relative_to(root) for p in root.glob("**/data/metadata.json"))
+    # hidden folders: a write's staging (.trajplan-tmp-*), never a dataset
+    return sorted(str(p) for p in found if not any(part.startswith(".") for part in p.parts))
 
 
 def _missing(dataset_id: str) -> TrajplanError:
