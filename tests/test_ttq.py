@@ -1,5 +1,6 @@
 """TT + Q through runs: `--critic IQL_RUN` makes an IQL run's critic score the beams of a
-TT run, recorded in eval.json; a critic for another env or other dims is refused in one line."""
+TT run, recorded in eval.json, and the episodes are the reference search's (batched or
+alone); a critic for another env or other dims is refused in one line."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import cli, one_line_error
+from test_reference_search import reference_planner
 
 from trajplan.baselines.iql import IQLConfig, train_iql
 from trajplan.errors import TrajplanError
@@ -41,7 +43,11 @@ def test_a_tt_run_plans_with_an_iql_critic(tiny_run: Path, critics, tmp_path: Pa
     with_q = run_episodes(run, seeds=[1, 2], episode_steps=4, progress=False)
     assert with_q.plan["critic"] == str(hc.resolve()) and with_q.plan["critic_form"] == "q"
     alone = run_episodes(run, seeds=[2], episode_steps=4, progress=False)
-    assert alone.episodes[0].ret == pytest.approx(with_q.episodes[1].ret, abs=1e-9)
+    with reference_planner():  # the paper's loop, one episode at a time, the same critic
+        ref = run_episodes(run, seeds=[1, 2], episode_steps=4, progress=False)
+    for e in range(2):
+        assert with_q.episodes[e].ret == pytest.approx(ref.episodes[e].ret, abs=1e-9)
+    assert alone.episodes[0].ret == pytest.approx(ref.episodes[1].ret, abs=1e-9)
     run.plan = dataclasses.replace(run.plan, critic=None)
     tt = run_episodes(run, seeds=[1, 2], episode_steps=4, progress=False)
     assert [e.ret for e in tt.episodes] != [e.ret for e in with_q.episodes]
