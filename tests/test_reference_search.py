@@ -115,16 +115,16 @@ CONFIGS = {
 @pytest.mark.parametrize("mode", ["cached", "full"])
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_cached_and_full_windows_equal_the_reference(name: str, mode: str) -> None:
-    """One episode, contexts of 0 to 4 transitions (no crop, cropped at the start, sliding
-    while planning)."""
+    """One episode, contexts of 0, 2 and 4 transitions (no crop at the start, or a cropped
+    start; the window slides while planning)."""
     model, mids = model_and_mids(0)
     cfg = dataclasses.replace(CONFIGS[name], mode=mode)
     plans = set()
-    for n_trans in range(5):
+    for n_trans in (0, 2, 4):
         fast, ref = search_both(model, contexts(1, n_trans, n_trans), cfg, mids, [n_trans])
         assert_same(fast, ref)
         plans.add(ref.tokens.numpy().tobytes())
-    assert len(plans) == 5  # the search explored: every context gave another plan
+    assert len(plans) == 3  # the search explored: every context gave another plan
 
 
 @pytest.mark.parametrize("mode", ["cached", "full"])
@@ -250,3 +250,17 @@ def test_goal_equals_the_reference(mode: str, objective: str) -> None:
     assert_same(fast, ref)
     other, _ = search_both(model, ctx, cfg, mids, [3, 4, 5], scorer=scorer, goal=(goal + 3) % N)
     assert not torch.equal(other.tokens, ref.tokens)
+
+
+@pytest.mark.xfail(reason="known: sampled value tokens (k_rew > 1) make exact score ties that "
+                   "each path breaks by its rounding (docs/method.md, Planner)")  # fmt: skip
+def test_sampled_reward_and_value_tokens_tie_break() -> None:
+    """Two rows with the same action and reward tokens and different sampled value tokens
+    score the same (the value token comes after both expectations); the cached window's
+    scores differ from the reference's in the last bit, so top-B orders them otherwise and
+    the plans part. With greedy reward and value tokens (k_rew 1, every shipped config),
+    rows whose tokens differ tie only where the model's logits tie exactly."""
+    model, mids = model_and_mids(0)
+    cfg = dataclasses.replace(CONFIGS["sampled-block"], k_rew=2)
+    fast, ref = search_both(model, contexts(1, 0, 0), cfg, mids, [0])
+    assert_same(fast, ref)
