@@ -95,25 +95,26 @@ def _plan(model, x, cfg, mids, u, source, obs, scorer, goal) -> tuple[torch.Tens
         lp = torch.log_softmax(logits.double(), -1).gather(1, tok[:, None])[:, 0]
         return torch.cat([x, tok[:, None]], 1), logp + lp
 
-    def decode(tok: torch.Tensor, first: int) -> torch.Tensor:  # tokens [R, k] -> values
-        cols = torch.arange(first, first + tok.shape[1], device=tok.device)
+    def decode(tok: torch.Tensor, dim: int) -> torch.Tensor:  # tokens [R, k] of dims dim..
+        cols = torch.arange(dim, dim + tok.shape[1], device=tok.device)
         return mids[tok.clamp_max(N - 1), cols]  # the stop token as the last bin
 
     def rows(idx: torch.Tensor) -> tuple[torch.Tensor, ...]:  # row i becomes old row idx[i]
         if source is not None:
             source.follow(idx)  # the source keeps its per-row states in step
-        return x[idx], rewards[idx], logp[idx], first[idx]
+        return x[idx], rewards[idx], logp[idx], from_source[idx]
 
     rewards = torch.zeros(1, H + 1, dtype=torch.float64, device=dev)  # r_0..r_t, V_t, 0..
     logp = torch.zeros(1, dtype=torch.float64, device=dev)  # planned a, o tokens' log p
-    first = torch.zeros(1, dtype=torch.bool, device=dev)  # action 0 from the source
+    from_source = torch.zeros(1, dtype=torch.bool, device=dev)  # action 0 is the source's
     if source is not None:
         source.begin(obs, n * B)
-    x, rewards, logp, first = rows(torch.zeros(B, dtype=torch.long, device=dev))  # B copies
+    x, rewards, logp, from_source = rows(torch.zeros(B, dtype=torch.long, device=dev))
     R = n * B
+    # uniforms per step: the source's, R per action token, R reward, R value, B per obs token
     for t in range(H):
         tile = torch.arange(R, device=dev) % B  # x.repeat(n, 1): whole copies, not interleaved
-        x, rewards, logp, first = rows(tile)  # x [R, T]
+        x, rewards, logp, from_source = rows(tile)  # x [R, T]
         proposed = source.propose(t, u) if source is not None else None  # [R], [R, a]
         for i in range(a):
             logits = next_logits(x)  # [R, N+1]
@@ -122,13 +123,13 @@ def _plan(model, x, cfg, mids, u, source, obs, scorer, goal) -> tuple[torch.Tens
                 tok = torch.where(proposed[0], proposed[1][:, i], tok)
             x, logp = append(x, logits, tok, logp)
         if t == 0 and proposed is not None:
-            first = proposed[0].clone()
+            from_source = proposed[0].clone()
         tok_r, p_r = sample_token(next_logits(x), u.take(R), cfg.k_rew)  # p_r [R, N+1]
         x = torch.cat([x, tok_r[:, None]], 1)
         tok_v, p_v = sample_token(next_logits(x), u.take(R), cfg.k_rew)
         x = torch.cat([x, tok_v[:, None]], 1)
         rewards[:, t] = p_r[:, :N].double() @ mids[:, D - 2]  # expectations, stop dropped
-        rewards[:, t + 1] = p_v[:, :N].double() @ mids[:, D - 1]
+        rewards[:, t + 1] = p_v[:, :N].double() @ mids[:, D - 1]  # V_t, r_t+1 next step
         s_t = a_t = None
         if scorer.needs_states:  # the row's last state (the real one at t = 0) and action
             s_t = obs.double().expand(R, o) if t == 0 else decode(x[:, -D : -D + o], 0)
@@ -137,7 +138,7 @@ def _plan(model, x, cfg, mids, u, source, obs, scorer, goal) -> tuple[torch.Tens
         if scorer.distinct:  # a row repeating an earlier one's plan ranks last
             values = values.masked_fill(repeated_rows(x[:, P:], 1), -torch.inf)
         values, best = values.topk(B)  # [B], best first
-        x, rewards, logp, first = rows(best)
+        x, rewards, logp, from_source = rows(best)
         for j in range(o if t < H - 1 else 0):
             logits = next_logits(x)
             tok, _ = sample_token(logits, u.take(B), cfg.k_obs, cfg.cdf_obs)
@@ -145,4 +146,4 @@ def _plan(model, x, cfg, mids, u, source, obs, scorer, goal) -> tuple[torch.Tens
                 source.observe(j, tok)
             x, logp = append(x, logits, tok, logp)
     tokens = x[:1, P - o :].view(1, H, D)  # the best row: from the current observation on
-    return tokens, values[:1], rewards[:1], first[:1]
+    return tokens, values[:1], rewards[:1], from_source[:1]
