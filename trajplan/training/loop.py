@@ -53,7 +53,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from trajplan.checkpoint import write_manifest
+from trajplan.checkpoint import GIVEN_FILE, write_manifest
 from trajplan.config import RunConfig, to_dict
 from trajplan.runtime import Stopped
 from trajplan.training.callbacks import Callback, check_loggers, default_callbacks
@@ -147,6 +147,7 @@ class Trainer(TrainingRun):
             self.run_dir.mkdir(parents=True, exist_ok=True)
             if self.saver.good_step is None:  # config.json from the start: resumable
                 write_manifest(self.run_dir, self.cfg, self.saver.info("starting", st))
+                (self.run_dir / GIVEN_FILE).unlink(missing_ok=True)  # config.json says more
             defaults = default_callbacks(
                 self.run_dir, st.step, self.total_steps, progress, loggers, to_dict(self.cfg)
             )
