@@ -696,3 +696,21 @@ def test_messages_name_the_cause(tiny_run, iql_run, minari_root, halfcheetah_dat
     one_line_error(res, "format 'trajplan-iql/99'", "IQL run", "another version")
     res = cli("eval", tiny_run, "--set", "plan.horizon.x=3", "--episodes", "1", code=2)
     one_line_error(res, "--set 'plan.horizon.x=3'", "'horizon' is a key, not a section")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_stopped_while_starting_resumes(sig, halfcheetah_dataset, minari_root, tmp_path) -> None:
+    """SIGTERM or Ctrl-C while a training loads its data (it holds its folder, no config.json
+    yet): `train --resume --out RUN` starts over with the config it was given, as the docs
+    promise (it said "train again" after SIGTERM and "not found" after Ctrl-C)."""
+    out = tmp_path / "run"
+    proc = spawn_training(halfcheetah_dataset, out, minari_root)
+    wait_for(proc, lambda: (out / ".lock").is_file(), timeout=120)
+    proc.send_signal(sig)
+    proc.communicate(timeout=120)
+    assert not (out / "config.json").exists(), "stopped too late: it had begun"
+    cli("train", "--resume", "--out", out, "--max-steps", "3", "--no-progress")
+    doc = status(out)
+    assert doc["status"] == "finished" and doc["step"] == 3
+    assert doc["config"]["dataset"] == halfcheetah_dataset
+    assert not (out / ".config-given.json").exists()

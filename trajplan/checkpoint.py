@@ -176,8 +176,27 @@ def write_manifest(run_dir: str | Path, cfg: RunConfig, manifest: dict[str, Any]
 # -- reading -------------------------------------------------------------------------------
 
 
+# The config a training was started with, written as it takes its run directory and
+# removed when config.json is there: what `--resume` starts over with after a stop while
+# loading the data (before config.json).
+GIVEN_FILE = ".config-given.json"
+
 # What a training leaves in its run directory before its first checkpoint.
-STARTUP_FILES = {CONFIG_FILE, METRICS_FILE, "tensorboard", ".lock"}
+STARTUP_FILES = {CONFIG_FILE, METRICS_FILE, "tensorboard", ".lock", GIVEN_FILE}
+
+
+def note_given_config(run_dir: str | Path, cfg: RunConfig) -> Path | None:
+    """Record the config a new training starts with in RUN/GIVEN_FILE (None: RUN already
+    holds config.json, which says more)."""
+    run_dir = Path(run_dir)
+    if (run_dir / CONFIG_FILE).is_file():
+        return None
+    path = run_dir / GIVEN_FILE
+    try:
+        atomic_write(path, lambda p: p.write_text(json.dumps({"config": to_dict(cfg)})))
+    except OSError as exc:
+        raise TrajplanError(f"cannot write run directory {run_dir}: {exc.strerror}") from None
+    return path
 
 
 def has_checkpoint(run_dir: str | Path) -> bool:
@@ -200,6 +219,13 @@ def read_manifest(run_dir: str | Path) -> tuple[RunConfig, dict[str, Any]]:
     path = run_dir / CONFIG_FILE
     if not run_dir.is_dir():
         raise TrajplanError(f"run directory not found: {run_dir}")
+    given = run_dir / GIVEN_FILE
+    if not path.is_file() and given.is_file() and is_dead_end(run_dir):
+        try:  # stopped while loading its data: --resume starts over with the config given
+            doc = json.loads(given.read_text())
+            return from_dict(RunConfig, doc["config"], where=str(given)), {"status": "starting"}
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+            pass  # damaged: as if it were not there
     if not path.is_file():
         hint = (
             ": a training stopped before it began; train into it again without --resume"

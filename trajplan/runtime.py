@@ -10,6 +10,7 @@ import random
 import signal
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -307,6 +308,35 @@ class Stopped(KeyboardInterrupt):
         except ValueError:
             name = f"signal {self.signum}"
         return f"stopped by {name} after saving what there was to save (exit {self.exit_code})"
+
+
+class StopFlag:
+    """Ctrl-C or SIGTERM (kill, docker stop, a scheduler's pre-emption) between steps:
+    finish the step, checkpoint, then stop. A second signal aborts at once, unless it comes
+    within DUPLICATE_S of the first: the same stop delivered twice (a scheduler signals every
+    process of a job, and a `--seeds` parent forwards it too)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    DUPLICATE_S = 1.0
+
+    def __init__(self, enabled: bool) -> None:
+        self.requested: int | None = None  # the signal number once one arrived
+        self.t_requested = 0.0
+        self.previous: dict[int, Any] = {}
+        if enabled and threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self.previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            if time.monotonic() - self.t_requested < self.DUPLICATE_S:
+                return
+            raise Stopped(signum)
+        self.requested, self.t_requested = signum, time.monotonic()
+
+    def close(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
 
 @contextmanager

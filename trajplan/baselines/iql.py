@@ -66,15 +66,14 @@ from trajplan.baselines.iql_state import (
 )
 from trajplan.baselines.policy_run import env_of, training_data
 from trajplan.config import from_dict
+from trajplan.data.episodes import data_fingerprint
 from trajplan.data.store import env_id_of, open_dataset, split_dataset_ids
 from trajplan.data.transitions import Episodes
 from trajplan.envs.registry import EnvInfo, resolve_env
 from trajplan.errors import TrajplanError
 from trajplan.guards import check_disk, check_memory, iql_bytes, iql_state_bytes, size_text
 from trajplan.progress import Progress
-from trajplan.runtime import Stopped, resolve_device, sigterm_as_interrupt
-from trajplan.training.prepare import data_fingerprint
-from trajplan.training.steps import StopFlag
+from trajplan.runtime import StopFlag, Stopped, resolve_device, sigterm_as_interrupt
 
 __all__ = [
     "IQL_FORMAT",

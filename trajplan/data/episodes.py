@@ -12,6 +12,7 @@ training windows is `trajplan.data.transitions`'s.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -221,3 +222,14 @@ def split_episodes(ep: Episodes, val_fraction: float, seed: int = 0) -> tuple[Ep
     val = np.zeros(n, dtype=bool)
     val[np.random.default_rng(seed).permutation(n)[:n_val]] = True
     return ep.subset(~val), ep.subset(val)
+
+
+def data_fingerprint(episodes: Episodes) -> str:
+    """sha256 over the loaded episodes (every array, with its dtype and shape): a changed
+    dataset (re-collected, other seed or size) gets another fingerprint."""
+    h = hashlib.sha256()
+    for name in ("observations", "actions", "rewards", "terminations", "truncations", "lengths"):
+        arr = np.ascontiguousarray(getattr(episodes, name))
+        h.update(f"{name}:{arr.dtype.str}:{arr.shape};".encode())
+        h.update(arr.data)
+    return "sha256:" + h.hexdigest()

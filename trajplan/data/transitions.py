@@ -20,11 +20,12 @@ import numpy as np
 import torch
 
 from trajplan.config import DataConfig, check_data_config
+from trajplan.data.bins_report import ColumnCheck, check_columns
 from trajplan.data.episodes import Episodes, load_episodes, split_episodes
 from trajplan.data.goals import attach_goals, drop_env_goal, env_goal_dims
 from trajplan.data.install import create_dataset, download_dataset
 from trajplan.data.store import dataset_info, local_datasets
-from trajplan.data.tokens import ColumnCheck, Discretizer, check_columns
+from trajplan.data.tokens import Discretizer
 from trajplan.data.weighting import Critic, action_weights, advantage_weights, critic_advantages
 from trajplan.errors import TrajplanError
 

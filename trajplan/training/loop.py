@@ -55,7 +55,7 @@ import torch.nn as nn
 
 from trajplan.checkpoint import GIVEN_FILE, write_manifest
 from trajplan.config import RunConfig, to_dict
-from trajplan.runtime import Stopped
+from trajplan.runtime import StopFlag, Stopped
 from trajplan.training.callbacks import Callback, check_loggers, default_callbacks
 from trajplan.training.live_eval import PeriodicEval
 from trajplan.training.prepare import init_distributed
@@ -63,7 +63,6 @@ from trajplan.training.session import TrainingRun
 from trajplan.training.steps import (
     KINDS,
     RunningLoss,
-    StopFlag,
     any_rank,
     mean_over_ranks,
     step_seed,

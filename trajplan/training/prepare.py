@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import hashlib
 import math
 import os
 import sys
@@ -19,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -34,7 +32,9 @@ from trajplan.checkpoint import (
 )
 from trajplan.config import RunConfig, parse_goal_dims, to_dict
 from trajplan.configs import dataset_level
-from trajplan.data.tokens import Discretizer, merge_warning
+from trajplan.data.bins_report import merge_warning
+from trajplan.data.episodes import data_fingerprint
+from trajplan.data.tokens import Discretizer
 from trajplan.data.transitions import load_episodes, prepare_episodes
 from trajplan.envs.registry import env_for_dataset, resolve_env, same_env
 from trajplan.errors import TrajplanError
@@ -183,17 +183,6 @@ def resume_config(saved: RunConfig, given: RunConfig, run_dir: Path) -> RunConfi
         saved.train, **{k: getattr(given.train, k) for k in LOOP_FIELDS}
     )
     return merged
-
-
-def data_fingerprint(episodes: Any) -> str:
-    """sha256 over the loaded episodes (every array, with its dtype and shape): a changed
-    dataset (re-collected, other seed or size) gets another fingerprint."""
-    h = hashlib.sha256()
-    for name in ("observations", "actions", "rewards", "terminations", "truncations", "lengths"):
-        arr = np.ascontiguousarray(getattr(episodes, name))
-        h.update(f"{name}:{arr.dtype.str}:{arr.shape};".encode())
-        h.update(arr.data)
-    return "sha256:" + h.hexdigest()
 
 
 def _check_same_data(

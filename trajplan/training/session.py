@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from trajplan.checkpoint import note_given_config
 from trajplan.config import RunConfig, check_run_config
 from trajplan.guards import check_disk, checkpoint_bytes
 from trajplan.model.gpt import TrajectoryGPT
@@ -101,7 +102,9 @@ class TrainingRun:
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model))  # caller's stays
         check_run_config(cfg)
         lock = open_run_dir(out_dir, resume, rk.main)
+        given = None
         try:
+            given = note_given_config(lock.dir, cfg) if lock is not None else None
             run = prepare_run(
                 cfg, out_dir, resume, dev, data, download, runs_root, rk, allow_data_change
             )
@@ -115,7 +118,9 @@ class TrainingRun:
                 )
                 trainer.saver.good_step = trainer.state.step
                 trainer.saver.best_kept = (trainer.state.best_loss, trainer.state.best_epoch)
-        except BaseException:
+        except BaseException as exc:
+            if given is not None and not isinstance(exc, KeyboardInterrupt):
+                given.unlink(missing_ok=True)  # refused: no trace; stopped: --resume goes on
             if lock is not None:
                 lock.release(remove_if_unused=True)
             raise

@@ -7,7 +7,6 @@
     RunningLoss, mean_over_ranks  the loss between two metrics lines, averaged over ranks
     any_rank                      one stop decision for all ranks (time limit)
     validation_loss               the held-out loss, no dropout
-    StopFlag                      Ctrl-C / SIGTERM between steps
 
 All are functions of their arguments (and the clock, for speed and time limits), so a run is
 a pure function of its config and a resumed run continues exactly.
@@ -16,8 +15,6 @@ a pure function of its config and a resumed run continues exactly.
 from __future__ import annotations
 
 import math
-import signal
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +24,6 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from trajplan.model.gpt import TrajectoryGPT
-from trajplan.runtime import Stopped
 
 KINDS = ("obs", "act", "rew", "val")  # token kinds of the per-kind losses in metrics
 
@@ -162,32 +158,3 @@ def any_rank(flag: bool, world: int, dev: torch.device) -> bool:
     t = torch.tensor(float(flag), device=dev)
     dist.all_reduce(t)
     return bool(t > 0)
-
-
-class StopFlag:
-    """Ctrl-C or SIGTERM (kill, docker stop, a scheduler's pre-emption) between steps:
-    finish the step, checkpoint, then stop. A second signal aborts at once, unless it comes
-    within DUPLICATE_S of the first: the same stop delivered twice (a scheduler signals every
-    process of a job, and a `--seeds` parent forwards it too)."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-    DUPLICATE_S = 1.0
-
-    def __init__(self, enabled: bool) -> None:
-        self.requested: int | None = None  # the signal number once one arrived
-        self.t_requested = 0.0
-        self.previous: dict[int, Any] = {}
-        if enabled and threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
-                self.previous[sig] = signal.signal(sig, self._handle)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            if time.monotonic() - self.t_requested < self.DUPLICATE_S:
-                return
-            raise Stopped(signum)
-        self.requested, self.t_requested = signum, time.monotonic()
-
-    def close(self) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
