@@ -110,7 +110,11 @@ class TrainConfig:
     eval_episode_steps: int | None = None
     eval_seed: int = 10_000
     compile: bool = False  # torch.compile the model (CUDA)
-    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    # bf16 autocast in training where the hardware has bf16: CUDA, and CPUs with AVX512_BF16
+    # or AMX (trajplan.training.loop.uses_bf16); fp32 elsewhere, and everywhere when false.
+    # Weights, optimizer and loss stay fp32. CPU: 1.4-1.8x the tokens/s of fp32 on the
+    # reference model (docs/benchmarks.md); runs started before 2026-12-07 trained fp32 there.
+    amp: bool = True
 
 
 @dataclass
