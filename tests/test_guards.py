@@ -345,3 +345,20 @@ def test_out_below_a_file_refused_before_the_work(tiny_run, halfcheetah_dataset,
     res = cli("predict", tiny_run, "--out", blocker / "p", code=2)
     one_line_error(res, "cannot create --out folder", "is a file, not a folder")
     assert blocker.read_text() == "keep me" and leftovers(tmp_path) == ["a-file"]
+
+
+def test_non_numeric_reference_in_a_run_config(tiny_run: Path, tmp_path: Path) -> None:
+    """A run's config.json edited to hold a ref_min that is not a number (a ValueError
+    traceback at eval): set aside with the reason like any unusable pair, the env's D4RL
+    constants normalize, the evaluation is saved."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    doc = json.loads((run / "config.json").read_text())
+    for bad in ("abc", [1]):
+        (run / "config.json").write_text(json.dumps({**doc, "ref_min": bad}))
+        out = tmp_path / f"ev-{type(bad).__name__}"
+        cli("eval", run, "--episodes", "1", "--episode-steps", "2", "--out", out, "--no-progress")
+        result = json.loads(next(out.glob("*/eval.json")).read_text())
+        ref = result["summary"]["reference"]
+        assert "D4RL constants" in ref and "not numbers" in ref
+        assert math.isfinite(result["episodes"][0]["score"])

@@ -111,7 +111,10 @@ def references_for(
     (also when the given pair cannot normalize: `unusable_reason`, stated in the source)."""
     reason = None
     if ref_min is not None and ref_max is not None:
-        reason = unusable_reason(float(ref_min), float(ref_max))
+        try:  # a run's config.json edited by hand may hold anything
+            reason = unusable_reason(float(ref_min), float(ref_max))
+        except (TypeError, ValueError):
+            reason = f"not numbers ({ref_min!r} .. {ref_max!r})"
         if reason is None:
             return References(float(ref_min), float(ref_max), source or METADATA_SOURCE)
     constants = _constants(resolve_env(env))
