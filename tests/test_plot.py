@@ -204,3 +204,27 @@ def test_cli_plot_and_aggregate(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "agg.json").read_text())["bootstrap"]["reps"] == 100
     bad = cli("plot", str(run), "--out", str(tmp_path / "curves.pdf"), code=2)
     assert ".png or .svg" in bad.stderr
+
+
+def test_groups_name_the_weighting_and_the_goal_their_runs_trained_with(tmp_path: Path) -> None:
+    """BC and wBC runs pooled as one "BC" group, and a goal-conditioned run's evals looked
+    like a plain one's: the run's config.json says what its policy is."""
+    runs = {  # run -> its config.json's "config" (as bc and train write them)
+        "bc": {"action_weighting": 0.0, "goal_dims": None},
+        "wbc": {"action_weighting": 2.0, "goal_dims": None},
+        "gcbc": {"action_weighting": 0.0, "goal_dims": "0,1"},
+        "gctt": {"data": {"goal_dims": "0,1"}},
+    }
+    for name, config in runs.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps({"config": config}))
+        policy = "tt" if name.endswith("tt") else "bc"
+        write_eval(tmp_path / name / "eval" / "eval.json", [10, 20], policy=policy)
+    groups = aggregate([str(tmp_path / name) for name in runs], reps=10)
+    ds = "local/halfcheetah/medium-v0"
+    assert [g.label for g in groups] == [
+        f"BC {ds}", f"wBC(2) {ds}", f"BC goal(0,1) {ds}", f"TT h5 goal(0,1) {ds}"
+    ]  # fmt: skip
+    svg = tmp_path / "scores.svg"
+    plot_eval_scores([str(tmp_path / name) for name in runs], svg)
+    assert "wbc: wBC(2)" in svg.read_text() and "gctt: TT h5 goal(0,1)" in svg.read_text()
