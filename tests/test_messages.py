@@ -69,16 +69,16 @@ def test_every_progress_line_names_its_run(tiny_run: Path, tmp_path: Path) -> No
     cli("bc", "--dataset", ds, "--out", bc, "--steps", "10", "--hidden", "8", "--no-progress")
     tt = shutil.copytree(tiny_run, tmp_path / "tt")
     small = ("--episodes", "2", "--episode-steps", "2", "--horizon", "2", "--beam-width", "2")
-    one = cli("eval", tt, bc, *small, process=True)
+    one = cli("eval", tt, bc, *small)
     lines = (one.stdout + one.stderr).splitlines()
     assert any(ln.startswith("planning tt on halfcheetah") for ln in lines), lines
     assert any(ln.startswith("planning bc on halfcheetah") for ln in lines), lines
-    two = cli("eval", tt, bc, *small, "--workers", "2", process=True)
+    two = cli("eval", tt, bc, *small, "--workers", "2")
     lines = (two.stdout + two.stderr).splitlines()
     episodes = [ln for ln in lines if ln.startswith("episode seed")]
     assert len(episodes) == 4 and all(", 1/2 done)" in ln or ", 2/2 done)" in ln for ln in episodes)
     assert sorted(ln.rsplit("(", 1)[1].split(",")[0] for ln in episodes) == ["bc", "bc", "tt", "tt"]
-    assert any(ln.startswith("planning tt on 2 workers") for ln in lines), lines
+    assert any(ln.startswith("planning on 2 workers (tt)") for ln in lines), lines
 
 
 @pytest.mark.parametrize("command", ["bc", "iql", "ensemble", "train"])

@@ -156,8 +156,8 @@ def _in_processes(
     (the run's) heads the progress and each episode's line."""
     steps, done, playing = 0, 0, set()
     run = f"{name}, " if name else ""
-    what = f"planning {name} on" if name else "planning on"
-    bar = Progress(f"{what} {len(tasks)} workers", n_episodes, enabled=progress)
+    what = f"planning on {len(tasks)} workers" + (f" ({name})" if name else "")
+    bar = Progress(what, n_episodes, enabled=progress)
 
     def on_event(child: Child, event: tuple[int, list[tuple[int, float]]]) -> None:
         nonlocal steps, done
