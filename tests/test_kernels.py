@@ -101,3 +101,57 @@ def test_blocked_attention_same_draws_on_any_thread_count() -> None:
     assert torch.equal(outs[0], outs[1])
     torch.manual_seed(8)
     assert not torch.equal(outs[0], blocked_attention(q, k, v, bias, 0.3, chunk=2))
+
+
+@pytest.mark.parametrize("t", [40, 130])  # below and above BF16_MIN_TOKENS (fp32 / bf16 inside)
+def test_blocked_attention_bf16_close_to_float64(t: int) -> None:
+    """bf16 inputs (what CPU autocast hands the kernel): bf16 output, finite gradients in
+    bf16, within bf16's rounding of the float64 result (8 significant bits: 2^-8 relative
+    per value, ~1e-2 after a softmax and two products)."""
+    g = torch.Generator().manual_seed(t)
+    n, hd = 6, 16
+    q, k, v = (torch.randn(n, t, hd, generator=g, dtype=torch.float64) for _ in range(3))
+    bias = causal_bias(attention_mask(t, 5), torch.float64)
+    keep = torch.rand(n, t, t, generator=g) >= 0.2
+    dout = torch.randn(n, t, hd, generator=g, dtype=torch.float64)
+    leaves = [x.to(torch.bfloat16).requires_grad_() for x in (q, k, v)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours = blocked_attention(*leaves, bias.to(torch.bfloat16), 0.2, keep)
+    ours.backward(dout.to(torch.bfloat16))
+    ref_leaves = [x.clone().requires_grad_() for x in (q, k, v)]
+    ref = explicit_attention(*ref_leaves, bias, keep.double(), 0.2)
+    ref.backward(dout)
+    assert ours.dtype == torch.bfloat16
+    torch.testing.assert_close(ours.double(), ref.detach(), atol=3e-2, rtol=2e-2)
+    for a, b in zip(leaves, ref_leaves, strict=True):
+        assert a.grad.dtype == torch.bfloat16 and torch.isfinite(a.grad).all()
+        torch.testing.assert_close(a.grad.double(), b.grad, atol=6e-2, rtol=3e-2)
+
+
+def test_blocked_attention_under_autocast_same_on_any_thread_count() -> None:
+    """Autocast is per thread: with it on, fp32 inputs gave a dtype error on one thread (the
+    calling thread's baddbmm cast to bf16) and fp32 on two. The kernel computes in its
+    inputs' dtype on every thread: fp32 in, the fp32 result out, with or without autocast."""
+    q, k, v = (torch.randn(12, 20, 8) for _ in range(3))
+    bias = causal_bias(attention_mask(20, 5), torch.float32)
+    torch.manual_seed(7)
+    plain = blocked_attention(q, k, v, bias, 0.3, chunk=2)
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            torch.manual_seed(7)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out = blocked_attention(q, k, v, bias, 0.3, chunk=2)
+            assert out.dtype == torch.float32 and torch.equal(out, plain)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_dropout_draws_the_same_mask_in_bf16() -> None:
+    x = torch.randn(64, 100)
+    torch.manual_seed(5)
+    a = dropout(x, 0.1, training=True)
+    torch.manual_seed(5)
+    b = dropout(x.to(torch.bfloat16), 0.1, training=True)
+    assert b.dtype == torch.bfloat16 and torch.equal(a == 0, b == 0)

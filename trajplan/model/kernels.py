@@ -22,6 +22,13 @@ barrier per small op waits for a descheduled thread each time (docs/benchmarks.m
 whole chunks per thread do not. Every chunk draws its dropout mask from its
 own generator, seeded from the torch RNG, so results do not depend on thread timing.
 
+Under CPU autocast (train.amp on a CPU with native bf16) q, k and v arrive in bf16: the
+kernel then keeps the probabilities and computes its products in bf16 for windows of
+BF16_MIN_TOKENS or more, in fp32 for shorter ones (their small bf16 products cost more per
+call than they save), and returns bf16 either way. Autocast itself is switched off inside
+the kernel: it is per thread, so it would apply to the chunks run on the calling thread and
+not to the workers'. Dropout keeps the input's dtype and draws the same mask in any dtype.
+
 Only the training forward/backward of the full window uses these (see model.py); the
 planner's cached decoding and every CUDA path keep `scaled_dot_product_attention`.
 """
@@ -36,6 +43,10 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 _LEVELS = 1 << 16
+# bf16 inputs (training under CPU autocast): windows this long or longer run the kernel in
+# bf16; shorter ones in fp32, where the small bf16 matrix products cost more per call than
+# they save (docs/benchmarks.md, "bf16 autocast on CPU").
+BF16_MIN_TOKENS = 128
 
 
 def keep_mask(
@@ -114,6 +125,13 @@ def _run_chunks(fn: Callable[[int, int, int], None], n: int, chunk: int) -> None
         f.result()
 
 
+def _no_autocast() -> torch.autocast:
+    """CPU autocast off: it is per thread, so under `torch.autocast("cpu")` the chunks that
+    run on the calling thread would cast (baddbmm to bf16) and those on the workers would
+    not; the kernel computes in its inputs' dtype everywhere instead."""
+    return torch.autocast("cpu", enabled=False)
+
+
 def _query_blocks(t: int, n_blocks: int) -> list[tuple[int, int]]:
     """Split query rows 0..t-1 into n_blocks ranges; block (a, b) needs keys 0..b-1 only."""
     edges = [round(i * t / n_blocks) for i in range(n_blocks + 1)]
@@ -159,7 +177,8 @@ class _BlockedAttention(torch.autograd.Function):
                     pr = pr * kp.view(torch.uint8).to(pr.dtype)
                 torch.bmm(pr, v[s:e, :b], out=out[s:e, a:b])
 
-        _run_chunks(chunk_forward, n, chunk)
+        with _no_autocast():  # the chunks run in q's dtype on every thread
+            _run_chunks(chunk_forward, n, chunk)
         if p:
             out.mul_(1.0 / (1.0 - p))
         ctx.save_for_backward(q, k, v, *probs, *keeps)
@@ -196,7 +215,8 @@ class _BlockedAttention(torch.autograd.Function):
                 torch.bmm(dsc, k[s:e, :b], out=dq[s:e, a:b])
                 dk[s:e, :b].add_(torch.bmm(dsc.transpose(1, 2), q[s:e, a:b]))
 
-        _run_chunks(chunk_backward, n, chunk)
+        with _no_autocast():
+            _run_chunks(chunk_backward, n, chunk)
         dq.mul_(scale)
         dk.mul_(scale)
         return dq, dk, dv, None, None, None, None, None
@@ -220,12 +240,18 @@ def blocked_attention(
     blocks. Dropout p applies to the probabilities; `keep` [N, T, T] bool fixes the mask
     (tests), else it is drawn from per-chunk generators seeded from the torch RNG. `chunk`
     heads are processed at a time, chunks spread over torch.get_num_threads() threads.
+    bf16 inputs (CPU autocast) are computed in bf16 from BF16_MIN_TOKENS tokens on, in fp32
+    below (the output is bf16 either way; see the module's doc).
     """
     if p and not 0.0 < p < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {p}")
-    return _BlockedAttention.apply(
+    dtype = q.dtype
+    if dtype == torch.bfloat16 and q.shape[1] < BF16_MIN_TOKENS:  # short windows: fp32
+        q, k, v, bias = q.float(), k.float(), v.float(), bias.float()
+    out = _BlockedAttention.apply(
         q.contiguous(), k.contiguous(), v.contiguous(), bias, float(p), keep, chunk, n_blocks
     )
+    return out.to(dtype)
 
 
 class Dropout(torch.nn.Module):
