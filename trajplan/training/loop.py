@@ -33,7 +33,9 @@ Batches are gathered by tensor indexing (`WindowDataset.get_batch`) from a permu
 from (seed, epoch); dropout is reseeded from (seed, rank, step) before every step. So a run
 is a pure function of its config, and a resumed run continues exactly (tests check it).
 
-On CUDA: bf16 autocast, TF32 matmuls, optional torch.compile. Under torchrun (WORLD_SIZE > 1)
+Precision (train.amp, `uses_bf16`): bf16 autocast on CUDA and on CPUs with native bf16
+(AVX512_BF16 or AMX), fp32 elsewhere; fp32 weights, optimizer and loss. On CUDA also TF32
+matmuls and optional torch.compile. Under torchrun (WORLD_SIZE > 1)
 every rank trains on a disjoint shard of each epoch's permutation (global batch = batch_size)
 with DistributedDataParallel (NCCL on GPU, gloo on CPU); only rank 0 writes files and shows
 progress.
@@ -121,6 +123,38 @@ def train(
     return trainer.run_dir
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware: AVX512_BF16 or AMX (x86). Elsewhere
+    (AVX2, AVX512 without BF16, ARM as torch reports it) bf16 is emulated and slower."""
+    get_caps = getattr(torch.cpu, "get_capabilities", None)  # torch >= 2.6
+    if get_caps is not None:
+        caps = get_caps()
+        return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+
+
+def uses_bf16(dev: torch.device, amp: bool) -> bool:
+    """train.amp's rule: bf16 autocast on CUDA and on CPUs with native bf16, fp32 elsewhere."""
+    if not amp:
+        return False
+    return dev.type == "cuda" or (dev.type == "cpu" and cpu_has_native_bf16())
+
+
+def training_autocast(dev: torch.device, amp: bool) -> Any:
+    """The forward's precision (see `uses_bf16`): bf16 autocast, or a no-op context.
+
+    The weights, their gradients, AdamW's state and the loss (cross-entropy on fp32 logits)
+    stay fp32 either way; under autocast the matrix products run in bf16 (on CPU also the
+    blocked attention of long windows, trajplan.model.kernels). Same seed, device and
+    setting give the same run; bf16 and fp32 runs differ from the first step (rounding), by
+    about as much as two fp32 seeds do (docs/benchmarks.md, "bf16 autocast on CPU").
+    """
+    if not uses_bf16(dev, amp):
+        return nullcontext()
+    return torch.autocast(dev.type, dtype=torch.bfloat16)
+
+
 class Trainer(TrainingRun):
     """One training run's session and loop (build with `setup`, trajplan.training.session)."""
 
@@ -175,8 +209,7 @@ class Trainer(TrainingRun):
         """The epochs and steps; returns the status: "interrupted" (a signal asked to stop),
         "time_limit" or "finished" (last epoch or max_steps)."""
         tc, rk, w, st = self.cfg.train, self.rk, self.windows, self.state
-        use_amp = self.dev.type == "cuda" and tc.amp
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else nullcontext()
+        autocast = training_autocast(self.dev, tc.amp)  # the loss stays fp32 (model.loss)
         running = RunningLoss(self.dev)  # between two "train" lines
         running.loss += st.log_loss_sum  # a resumed run goes on with the checkpoint's
         running.n = st.log_steps  # partial interval: its next line is the same line
