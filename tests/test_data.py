@@ -391,21 +391,30 @@ def test_cli_list_info_and_errors(halfcheetah_dataset, hopper_dataset) -> None:
     assert "hub" in out.stdout
 
 
-def test_data_info_shows_how_the_bins_keep_each_column(minari_datasets) -> None:
-    """`data info` fits the bins and lists every column's distinct values, tokens and
-    round-trip error: a sparse 0/1 reward (4 goals in ~600 steps) is flagged "merged" under
-    the reference's bins and kept exact (error 0) by the default."""
+SPARSE_ID = "test/hopper/sparse-v0"
+
+
+@pytest.fixture(scope="module")
+def sparse_hopper(minari_datasets) -> str:
+    """The Hopper fixture's episodes with a sparse 0/1 reward: 4 goals in ~600 steps."""
     from trajplan.data.transitions import create_dataset
 
     episodes = [dict(e) for e in minari_datasets.written[minari_datasets.hopper]]
     n = sum(len(e["rewards"]) for e in episodes)
     flat = np.zeros(n)
-    flat[:: n // 3] = 1.0  # 3 or 4 goals in ~600 steps
+    flat[:: n // 3] = 1.0
     at = 0
     for e in episodes:
         e["rewards"] = flat[at : at + len(e["rewards"])].copy()
         at += len(e["rewards"])
-    create_dataset("test/hopper/sparse-v0", episodes, "Hopper-v5", algorithm_name="test")
+    create_dataset(SPARSE_ID, episodes, "Hopper-v5", algorithm_name="test")
+    return SPARSE_ID
+
+
+def test_data_info_shows_how_the_bins_keep_each_column(sparse_hopper: str) -> None:
+    """`data info` fits the bins and lists every column's distinct values, tokens and
+    round-trip error: a sparse 0/1 reward (4 goals in ~600 steps) is flagged "merged" under
+    the reference's bins and kept exact (error 0) by the default."""
 
     def reward_row(*opts: str) -> list[str]:
         out = cli("data", "info", "test/hopper/sparse-v0", "--n-bins", "20", *opts).stdout
@@ -420,3 +429,28 @@ def test_data_info_shows_how_the_bins_keep_each_column(minari_datasets) -> None:
         cli("data", "info", "test/hopper/sparse-v0", "--exact-bins", "some", code=2),
         "exact_bins",
     )
+
+
+def test_diag_rewards_reads_a_runs_reward_predictions(sparse_hopper: str, tmp_path) -> None:
+    """scripts/diag_rewards.py on a real run: its JSON line names the run's bins and sets the
+    model's expected reward at the data's rewarded steps against elsewhere; the data's side
+    is exact (1.0 at the goals, 0.0 or the penalty elsewhere); a bad --windows is one line."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    run = tmp_path / "tt"
+    cli("train", "--config", "tiny", "--dataset", sparse_hopper, "--max-steps", "20",
+        "--threads", "1", "--no-progress", "--out", str(run))  # fmt: skip
+    script = Path(__file__).parents[1] / "scripts" / "diag_rewards.py"
+    proc = subprocess.run([sys.executable, str(script), "--run", str(run), "--windows", "500"],
+                          capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    row = json.loads(proc.stdout.splitlines()[-1])["runs"][0]
+    assert row["exact_bins"] == "discrete" and row["true_at_reward"] == 1.0
+    assert 1 <= row["rewarded_steps"] <= 4 and row["windows"] <= 500
+    assert -1.0 <= row["reward_corr"] <= 1.0
+    bad = subprocess.run([sys.executable, str(script), "--run", str(run), "--windows", "5"],
+                         capture_output=True, text=True)  # fmt: skip
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--windows" in bad.stderr
