@@ -304,6 +304,8 @@ def test_memory_guard_iql_ensemble_predict(tiny_run, minari_root, halfcheetah_da
         one_line_error(res, "hidden sizes [1000000, 1000000]", "GiB", "lower --hidden")
         res = cli(cmd, *data, *out, "--batch-size", "1000000000", code=2)
         one_line_error(res, "batch size 1,000,000,000", "lower --batch-size")
+    res = cli("ensemble", *data, "--out", tmp_path / "ensemble", "--members", "1000000000", code=2)
+    one_line_error(res, "an ensemble of 1000000000 members", "lower --members")
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
     other = held_out_root(minari_root, halfcheetah_dataset, tmp_path / "minari")
     pred = ("predict", tiny_run, "--dataset", other, "--horizon", "5", "--device", "cpu")

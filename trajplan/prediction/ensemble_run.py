@@ -24,7 +24,15 @@ import torch
 from trajplan.data.episodes import Episodes, load_episodes
 from trajplan.envs.registry import env_for_dataset, resolve_env
 from trajplan.errors import TrajplanError
-from trajplan.guards import check_disk, check_memory, check_out_dir, ensemble_bytes, mlp_params
+from trajplan.guards import (
+    MEMORY_SHARE,
+    available_memory,
+    check_disk,
+    check_memory,
+    check_out_dir,
+    ensemble_bytes,
+    mlp_params,
+)
 from trajplan.prediction.ensemble import EnsembleConfig, EnsembleNet, Normaliser, fit_ensemble
 from trajplan.prediction.heldout import SPLIT_SEED, split_held_out
 from trajplan.runtime import atomic_write, read_tagged_safetensors, write_json
@@ -112,6 +120,10 @@ def _check_room(out: Path, cfg: EnsembleConfig, train: Episodes) -> None:
     }
     parts["--batch-size"] -= parts["--hidden"]
     lower = max(parts, key=lambda k: parts[k])
+    have = available_memory("cpu")
+    one = ensemble_bytes(1, sizes, cfg.batch_size, n) + 8 * n * (2 * o + a + 1)
+    if cfg.members > 1 and have is not None and one <= MEMORY_SHARE * have:
+        lower = "--members"  # one member fits: their number is what does not
     what = (f"an ensemble of {cfg.members} members with hidden sizes {cfg.hidden} and batch "
             f"size {cfg.batch_size:,}")  # fmt: skip
     check_memory(need, "cpu", what, lower)
