@@ -248,7 +248,8 @@ def plot_scores(docs: Sequence[dict[str, Any]], labels: Sequence[str], out: str 
                    for d in docs})  # fmt: skip
     envs = sorted({str(d.get("gym_id") or d.get("env")) for d in docs})
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.5 * len(docs)))
+    width = 8 + 0.07 * max(0, max(len(lb) for lb in labels) - 30)  # room for long labels
+    fig, ax = plt.subplots(figsize=(width, 1.2 + 0.5 * len(docs)))
     ys = np.arange(len(docs))[::-1]
     ax.barh(ys, means, xerr=errs, color="tab:blue", alpha=0.8, capsize=4)
     ax.set_yticks(ys, labels)
