@@ -12,8 +12,8 @@ and samples; the documented configs, trained for 4 steps; one process where a co
 splits episodes over workers, which play the same episodes: tests/test_processes.py and
 test_runs.py run those), never by changing what it does; a Python block by TINY_PYTHON.
 Commands run in this process (`trajplan.cli.main`, the entry point's own code: no Python
-start each), each document in a folder of its own (and its own MINARI_DATASETS_PATH). The
-dataset the README uses but does not make (local/pointmaze/umaze-v0) is collected first.
+start each), each document in a folder of its own (and its own MINARI_DATASETS_PATH),
+with nothing made beforehand: a block uses what the blocks above it made.
 
 The shell is the little the blocks use: `\\` continuations, `#` comments, globs (sorted, as
 bash's), and `for VAR in A B C; do ... done`.
@@ -173,11 +173,7 @@ def test_the_tiny_rules_keep_what_a_command_does() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("doc", DOCS)
 def test_every_example_runs_as_written(doc: str, docs_folder: Path) -> None:
-    """Each document in a folder of its own, its blocks in order (a block uses what the
-    blocks above it made)."""
-    if doc == "README.md":  # used by the README, made by docs/usage.md's maze section
-        cli("data", "collect", "--env", "pointmaze-umaze", "--policy", "waypoint",
-            "--steps", "3000")  # fmt: skip
+    """Each document in a folder of its own, its blocks in order."""
     ran = 0
     for block in blocks(doc):
         if block.skip is None:
