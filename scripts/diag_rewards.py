@@ -9,7 +9,7 @@ its expected reward sum_i p_i * midpoint_i (the planner's reading, docs/method.m
 is set against the step's reward in the data (with the run's termination penalty). On a
 sparse-reward dataset the figures that matter are the correlation and the mean prediction at
 rewarded steps against elsewhere: with bins that give reward 0 and reward 1 one token
-(`data.exact_bins: off` and fewer than 1/N of the steps rewarded) the prediction is one
+(`data.exact_bins: reference` and fewer than 1/N of the steps rewarded) the prediction is one
 constant, the correlation near 0, and every step reads as half a goal.
 
 Prints a table, then one JSON line of the figures.

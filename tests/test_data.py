@@ -229,7 +229,7 @@ def test_exact_bins_on_real_data(hopper_dataset) -> None:
     """On continuous MuJoCo data the default exact bins ("discrete") are the reference's
     edges; "atoms" gives the terminations' -100 rewards bin 0 alone (nothing else in bins
     0-1), and without a penalty the reward column is the reference's again."""
-    ref = prepare(hopper_dataset, DataConfig(exact_bins="off")).discretizer
+    ref = prepare(hopper_dataset, DataConfig(exact_bins="reference")).discretizer
     np.testing.assert_array_equal(
         prepare(hopper_dataset, DataConfig()).discretizer.edges, ref.edges
     )
@@ -239,7 +239,9 @@ def test_exact_bins_on_real_data(hopper_dataset) -> None:
     term = np.asarray(ep.terminations, dtype=bool)
     assert (tok[term] == 0).all() and (tok[~term] >= 2).all()
     assert disc.midpoints()[0, r] == -100.0
-    no_penalty = [DataConfig(exact_bins=m, termination_penalty=None) for m in ("atoms", "off")]
+    no_penalty = [
+        DataConfig(exact_bins=m, termination_penalty=None) for m in ("atoms", "reference")
+    ]
     atoms, plain = (prepare(hopper_dataset, c).discretizer for c in no_penalty)
     np.testing.assert_array_equal(atoms.edges[:, r], plain.edges[:, r])
 
@@ -423,7 +425,7 @@ def test_data_info_shows_how_the_bins_keep_each_column(sparse_hopper: str) -> No
 
     # 0, 1 and the termination penalty -100 of the falls: three values, three exact tokens
     assert reward_row() == ["reward", "3", "3", "0", "0", ""]
-    off = reward_row("--exact-bins", "off")
+    off = reward_row("--exact-bins", "reference")
     assert off[1] == "3" and int(off[2]) < 3 and float(off[3]) > 0 and off[5] == "merged"
     one_line_error(
         cli("data", "info", "test/hopper/sparse-v0", "--exact-bins", "some", code=2),

@@ -27,7 +27,7 @@ def reference_tokens(x: np.ndarray, edges: np.ndarray, n_bins: int) -> np.ndarra
 
 def test_repeated_edges_hand_example() -> None:
     col = np.array([0, 0, 0, 0, 0, 0, 1, 2, 3, 4], dtype=np.float32)[:, None]
-    disc = Discretizer.fit(col, n_bins=5, exact="off")
+    disc = Discretizer.fit(col, n_bins=5, exact="reference")
     # ceil(10/5) = 2: every 2nd sorted value, then the max
     np.testing.assert_array_equal(disc.edges[:, 0], [0, 0, 0, 1, 3, 4])
     tok = disc.discretize(col)[:, 0]
@@ -48,7 +48,7 @@ def test_matches_reference_rule_on_discrete_data() -> None:
         ],
         axis=1,
     ).astype(np.float32)
-    disc = Discretizer.fit(data, n_bins=50, exact="off")
+    disc = Discretizer.fit(data, n_bins=50, exact="reference")
     assert disc.edges.shape == (51, 3)
     queries = np.concatenate([data[:500], rng.standard_normal((500, 3)).astype(np.float32) * 3])
     np.testing.assert_array_equal(
@@ -222,7 +222,7 @@ def test_own_bin_for_a_rare_minimum() -> None:
     rng = np.random.default_rng(0)
     data = rng.normal(size=(10_000, 2))
     data[::500, 1] = -100.0  # 0.2% of the rows: less than one bin's share (1%)
-    plain = Discretizer.fit(data, 100, exact="off")
+    plain = Discretizer.fit(data, 100, exact="reference")
     low = data[:, 1][data[:, 1] > -100].min()
     assert plain.discretize(np.array([[0.0, low]]))[0, 1] == 0  # shares the penalty's bin
     assert plain.midpoints()[0, 1] < -45  # so an ordinary low value decodes as ~-50
@@ -250,7 +250,7 @@ def test_sparse_reward_round_trips_exactly(kind: str, share: float) -> None:
     r = np.zeros(n, dtype=np.float32)
     r[rng.choice(n, int(share * n), replace=False)] = 1.0
     cols = np.stack([r, rng.normal(size=n).astype(np.float32)], 1)  # [n, 2]
-    ref = Discretizer.fit(cols, 100, kind, exact="off")
+    ref = Discretizer.fit(cols, 100, kind, exact="reference")
     if kind == "quantile" and share < 0.01:  # the fault: one token for both
         assert ref.discretize(np.array([[0.0, 0], [1.0, 0]]))[:, 0].tolist() == [99, 99]
     disc = Discretizer.fit(cols, 100, kind)
@@ -275,7 +275,7 @@ def test_three_valued_and_constant_columns() -> None:
     many = rng.integers(0, 60, n).astype(np.float64)  # 60 values > 101 // 2
     cols = np.stack([three, np.full(n, 7.0), many], 1)
     disc = Discretizer.fit(cols, 100)
-    ref = Discretizer.fit(cols, 100, exact="off")
+    ref = Discretizer.fit(cols, 100, exact="reference")
     vals = np.array([[-1.0, 7.0, 0.0], [0.25, 7.0, 0.0], [3.0, 7.0, 0.0]])
     tok = disc.discretize(vals)
     assert len(set(tok[:, 0].tolist())) == 3
@@ -293,7 +293,7 @@ def test_continuous_edges_are_the_reference_in_every_mode() -> None:
         [rng.normal(size=(12_000, 3)), rng.standard_cauchy((12_000, 2))], 1
     ).astype(np.float32)
     for kind in ("quantile", "uniform"):
-        ref = fit_edges(data, 100, kind, "off")
+        ref = fit_edges(data, 100, kind, "reference")
         for mode in ("discrete", "atoms"):
             np.testing.assert_array_equal(fit_edges(data, 100, kind, mode), ref)
 
@@ -308,7 +308,7 @@ def test_atoms_mass_in_the_middle_and_saturated_actions() -> None:
     mid[rng.random(n) < 0.15] = 0.0
     sat = np.clip(rng.normal(size=n), -3.0, 1.0)  # 16% of rows at 1.0
     cols = np.stack([mid, sat], 1)
-    ref = Discretizer.fit(cols, 100, exact="off")
+    ref = Discretizer.fit(cols, 100, exact="reference")
     assert ref.reconstruct(ref.discretize(np.zeros((1, 2))))[0, 0] != 0.0  # the fault
     disc = Discretizer.fit(cols, 100, exact="atoms")
     assert disc.reconstruct(disc.discretize(np.zeros((1, 2))))[0, 0] == 0.0
@@ -321,3 +321,15 @@ def test_atoms_mass_in_the_middle_and_saturated_actions() -> None:
 def test_exact_bins_mode_is_checked() -> None:
     with pytest.raises(TrajplanError, match="exact"):
         Discretizer.fit(np.zeros((5, 1)), 4, exact="sometimes")
+
+
+def test_exact_bins_modes_survive_a_set_override() -> None:
+    """Every mode, given as `--set data.exact_bins=MODE` (parsed as YAML), stays the string
+    it names: a mode called "off" would have read as the boolean False."""
+    from trajplan.config import EXACT_BINS, RunConfig
+    from trajplan.configs import apply_overrides
+
+    for mode in EXACT_BINS:
+        cfg = RunConfig()
+        apply_overrides(cfg, [f"data.exact_bins={mode}"])
+        assert cfg.data.exact_bins == mode

@@ -575,15 +575,15 @@ def test_tiny_model_learns_a_sparse_reward(tmp_path: Path, one_thread, capfd) ->
         starts=np.arange(n_ep) * length, lengths=np.full(n_ep, length), dataset_id="test/sparse",
     )  # fmt: skip
     expected = {}
-    for mode in ("off", "discrete"):
+    for mode in ("reference", "discrete"):
         cfg = tiny_cfg("test/sparse", epochs=4, batch_size=64)
         cfg.model.dropout, cfg.data.exact_bins, cfg.data.seq_len = 0.0, mode, 2
         data = prepare_episodes(ep, cfg.data)
         run = train(cfg, tmp_path / mode, data=data, progress=False, loggers=())
         warned = "merge or misdecode distinct values of reward" in capfd.readouterr().err
-        assert warned == (mode == "off")
+        assert warned == (mode == "reference")
         columns = read_manifest(run)[1]["columns"]
-        assert columns["reward"][:2] == ([2, 1] if mode == "off" else [2, 2])
+        assert columns["reward"][:2] == ([2, 1] if mode == "reference" else [2, 2])
         ckpt = load_checkpoint(run, device="cpu")
         D = data.transition_dim
         idx, _, _ = data.windows.get_batch(torch.arange(len(data.windows)))  # [n, L*D-1]
@@ -594,8 +594,8 @@ def test_tiny_model_learns_a_sparse_reward(tmp_path: Path, one_thread, capfd) ->
         w = data.windows  # the true reward of each window's first step
         goal = ep.rewards[ep.starts[w.episode_index] + w.t_start.numpy()] > 0
         expected[mode] = (expected[mode][goal].mean(), expected[mode][~goal].mean())
-    assert abs(expected["off"][0] - expected["off"][1]) < 0.01  # one token: no signal,
-    assert expected["off"][1] == pytest.approx(0.5, abs=0.02)  # every step half a goal
+    assert abs(expected["reference"][0] - expected["reference"][1]) < 0.01  # one token: no signal,
+    assert expected["reference"][1] == pytest.approx(0.5, abs=0.02)  # every step half a goal
     at_goal, elsewhere = expected["discrete"]  # the goal's state bin holds 40% goals
     assert at_goal > 0.2 and elsewhere < 0.05
 

@@ -40,7 +40,7 @@ class DataConfig:
     critic_weighting: str | None = None
     critic_beta: float | None = None
     val_fraction: float = 0.0  # share of episodes held out for a validation loss
-    # Not the reference ("off" is): values the bins would merge or misdecode get a bin of
+    # Not the reference ("reference" is): values the bins would merge or misdecode get a bin of
     # their own that decodes exactly (trajplan.data.tokens). "discrete": columns with at most
     # (N+1)//2 distinct values (sparse rewards: 0 and 1 apart); "atoms": also values holding
     # a mass in other columns (a rare termination penalty).
@@ -208,7 +208,7 @@ def _upgrade(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     2026-12-07) means their bins were the reference's, or the penalty's own bin."""
     if cls is DataConfig and "penalty_bin" in data and "exact_bins" not in data:
         data = dict(data)
-        data["exact_bins"] = "atoms" if data.pop("penalty_bin") else "off"
+        data["exact_bins"] = "atoms" if data.pop("penalty_bin") else "reference"
     return data
 
 
@@ -263,7 +263,7 @@ PLAN_MODES = ("cached", "full")
 PLAN_WINDOWS = ("slide", "grow")
 CRITIC_FORMS = ("q", "v")  # plan.critic_form (trajplan.planner.scorers)
 PLAN_OBJECTIVES = ("return", "likelihood")  # plan.objective (trajplan.planner.scorers)
-EXACT_BINS = ("off", "discrete", "atoms")  # data.exact_bins (trajplan.data.tokens)
+EXACT_BINS = ("reference", "discrete", "atoms")  # data.exact_bins (trajplan.data.tokens)
 GOAL_RELABELS = ("final", "future")  # data.goal_relabel (trajplan.data.goals)
 
 

@@ -22,7 +22,7 @@ edges do not round-trip every value concerned exactly, the column is laid out an
   continuous float32 values stay far below) gets a point bin and the rest
   of the column the kind's bins over what is left; a rare penalty at the minimum then gets
   bin 0 alone, decoded exactly, as a special case of the rule;
-- "off": the reference's edges, always.
+- "reference": the reference's edges, always.
 A column whose values already round-trip (a continuous column, a constant one, a mass at the
 maximum) keeps the reference's edges, so parity on continuous data is exact.
 
@@ -93,7 +93,7 @@ def fit_edges(
     check_exact_mode(exact)
     fit = _quantile_edges if kind == "quantile" else _uniform_edges
     edges = fit(data, n_bins)
-    if exact != "off":
+    if exact != "reference":
         for j in range(data.shape[1]):
             edges[:, j] = _exact_column(data[:, j], edges[:, j], n_bins, fit, exact)
     return edges
