@@ -388,12 +388,14 @@ def test_bench_learning_prints_a_table_and_the_json_figures(
                 "tt_stderr", "tt_prior_normalized", "tt_prior_action_share",
                 "wbc_noisy_normalized", "tt_prior_minus_wbc_noisy", "iql_normalized",
                 "iql_stderr", "ttq_normalized", "ttq_stderr", "ttq_minus_tt",
-                "iql_train_min", "ttq_h1_normalized", "iql_noisy_normalized",
-                "ttq_h1_minus_iql_noisy"):  # fmt: skip
+                "iql_train_min", "critic_h1_normalized", "iql_noisy_normalized",
+                "critic_h1_minus_iql_noisy", "ttq_own_normalized",
+                "ttq_own_minus_iql"):  # fmt: skip
         assert isinstance(figures[key], float), key
-    assert figures["ttq_h1_minus_iql_noisy"] == pytest.approx(
-        figures["ttq_h1_normalized"] - figures["iql_noisy_normalized"], abs=0.011
+    assert figures["critic_h1_minus_iql_noisy"] == pytest.approx(
+        figures["critic_h1_normalized"] - figures["iql_noisy_normalized"], abs=0.011
     )
+    assert not [k for k in figures if k.endswith(("_iqm", "_ci_low", "_mean"))]  # not seeded
     assert figures["tt_prior_minus_wbc_noisy"] == pytest.approx(
         figures["tt_prior_normalized"] - figures["wbc_noisy_normalized"], abs=0.011
     )
@@ -431,20 +433,28 @@ def test_bench_learning_prints_a_table_and_the_json_figures(
     evals = (tmp_path / "b" / "tt" / "eval").glob("*-prior-*/eval.json")
     (with_prior,) = [p for p in evals if "critic" not in p.parent.name]  # TT + Q has one too
     assert json.loads(with_prior.read_text())["plan"]["prior"] == str(tmp_path / "b" / "wbc")
-    critic_evals = (tmp_path / "b" / "tt" / "eval").glob("*-criticq-*/eval.json")
-    alone, with_q = sorted(critic_evals, key=lambda p: "-h1-" not in p.parent.name)
-    assert "-h1-" in alone.parent.name and "-h1-" not in with_q.parent.name
+    critic_evals = list((tmp_path / "b" / "tt" / "eval").glob("*-criticq-*/eval.json"))
+    (alone,) = [p for p in critic_evals if "-h1-" in p.parent.name]
+    with_q, own = sorted(  # IQL's candidates (its actor as prior), then the model's own
+        (p for p in critic_evals if "-h1-" not in p.parent.name),
+        key=lambda p: "-prior-" not in p.parent.name,
+    )
     h1 = json.loads(alone.read_text())
     assert h1["plan"]["horizon"] == 1 and h1["plan"]["critic"] == str(
         (tmp_path / "b" / "iql").resolve()
     )
-    assert h1["summary"]["score_mean"] == pytest.approx(figures["ttq_h1_normalized"], abs=0.006)
+    assert h1["summary"]["score_mean"] == pytest.approx(figures["critic_h1_normalized"], abs=0.006)
     ttq = json.loads(with_q.read_text())
     assert ttq["plan"]["critic"] == str((tmp_path / "b" / "iql").resolve())
     assert ttq["plan"]["critic_form"] == "q"  # its candidates: the IQL actor, as its prior
     assert ttq["plan"]["prior"] == str((tmp_path / "b" / "iql").resolve())
     assert ttq["summary"]["score_mean"] == pytest.approx(figures["ttq_normalized"], abs=0.006)
-    assert len(list((tmp_path / "b" / "tt" / "eval").glob("*/eval.json"))) == 4
+    own_doc = json.loads(own.read_text())  # TT + Q over the model's own candidates: no prior
+    assert own_doc["plan"]["critic"] == ttq["plan"]["critic"] and not own_doc["plan"]["prior"]
+    assert own_doc["summary"]["score_mean"] == pytest.approx(
+        figures["ttq_own_normalized"], abs=0.006
+    )
+    assert len(list((tmp_path / "b" / "tt" / "eval").glob("*/eval.json"))) == 5
 
 
 @pytest.mark.slow
@@ -471,7 +481,8 @@ def test_bench_learning_on_a_goal_maze_reports_success(
     r = subprocess.run([*cmd, "--iql-run", str(iql)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     figures = json.loads(r.stdout.strip().splitlines()[-1])
-    rows = ("bc", "wbc", "iql", "tt", "ttq", "tt_prior", "wbc_noisy", "ttq_h1", "iql_noisy")
+    rows = ("bc", "wbc", "iql", "tt", "ttq", "ttq_own", "tt_prior", "wbc_noisy", "critic_h1",
+            "iql_noisy")  # fmt: skip
     for key in rows:
         assert isinstance(figures[f"{key}_success"], float), key
         assert 0.0 <= figures[f"{key}_success"] <= 1.0
@@ -481,7 +492,7 @@ def test_bench_learning_on_a_goal_maze_reports_success(
     assert figures["iql_run"] == str(iql) and figures["iql_steps"] == 20
     assert figures["critic_form"] == "v" and not (tmp_path / "m" / "iql").exists()
     assert "success" in r.stdout and "TT + Q (IQL's V)" in r.stdout
-    (with_v,) = (tmp_path / "m" / "tt" / "eval").glob("*-criticv-*/eval.json")
+    (with_v,) = (tmp_path / "m" / "tt" / "eval").glob("*-prior-criticv-*/eval.json")
     (alone,) = (tmp_path / "m" / "tt" / "eval").glob("*-h1-*-criticq-*/eval.json")
     assert json.loads(alone.read_text())["plan"]["critic_form"] == "q"  # V(s) would tie all
     doc = json.loads(with_v.read_text())
@@ -491,6 +502,104 @@ def test_bench_learning_on_a_goal_maze_reports_success(
     bad = subprocess.run([*cmd, "--iql-run", str(tmp_path), "--out", str(tmp_path / "bad")],
                          capture_output=True, text=True)  # fmt: skip
     assert bad.returncode == 2 and "is not an IQL run" in bad.stdout
+    assert not (tmp_path / "bad").exists()
+
+
+def bench_row(run_kind: str, doc: dict) -> str:
+    """Which bench_learning row an eval.json of a seed's run is, from its plan."""
+    plan = doc["plan"]
+    if run_kind in ("bc", "wbc", "iql"):
+        return run_kind + ("_noisy" if plan.get("action_noise") else "")
+    if run_kind == "ttc":
+        return "ttc_q_own" if plan.get("critic") else "ttc"
+    if plan.get("horizon") == 1:
+        return "critic_h1"
+    if plan.get("critic"):
+        return "ttq" if plan.get("prior") else "ttq_own"
+    return "tt_prior" if plan.get("prior") else "tt"
+
+
+@pytest.mark.slow
+def test_bench_learning_over_seeds_pairs_each_seeds_runs_and_aggregates_them(
+    minari_root: Path, hopper_dataset: str, tmp_path: Path
+) -> None:
+    """--seeds 0-1: every learned row trained once per seed with that seed, the rows that
+    combine runs pair the same seed's runs, and the IQM, its CI and the paired differences
+    are aggregate.py's over the eval files written."""
+    from trajplan.evaluation.aggregate import bootstrap_ci, iqm
+
+    out = tmp_path / "s"
+    cmd = [sys.executable, str(ROOT / "scripts" / "bench_learning.py"), "--dataset",
+           hopper_dataset, "--config", "tiny", "--set", "train.epochs=1", "--episodes", "2",
+           "--episode-steps", "3", "--bc-steps", "10", "--iql-steps", "10", "--workers", "1",
+           "--threads", "1", "--seeds", "0-1", "--tt-critic", "--out", str(out)]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    figures = json.loads(r.stdout.strip().splitlines()[-1])
+    rows = ("bc", "wbc", "iql", "tt", "ttq", "ttq_own", "critic_h1", "iql_noisy", "tt_prior",
+            "wbc_noisy", "ttc", "ttc_q_own")  # fmt: skip
+    for key in rows:
+        for part in ("normalized", "iqm", "ci_low", "ci_high"):
+            assert isinstance(figures[f"{key}_{part}"], float), f"{key}_{part}"
+        assert figures[f"{key}_ci_low"] <= figures[f"{key}_iqm"] <= figures[f"{key}_ci_high"]
+    pairs = [("ttq_own", "iql"), ("ttq_own", "wbc"), ("ttq_own", "critic_h1"), ("tt", "wbc"),
+             ("tt_prior", "wbc_noisy"), ("critic_h1", "iql_noisy"), ("ttc", "tt")]  # fmt: skip
+    for a, b in pairs:
+        for part in ("mean", "ci_low", "ci_high"):
+            assert isinstance(figures[f"{a}_minus_{b}_{part}"], float), (a, b, part)
+        assert figures[f"{a}_minus_{b}_seeds_above"] + figures[f"{a}_minus_{b}_seeds_below"] <= 2
+    assert figures["training_seeds"] == [0, 1]
+    assert "95% bootstrap CI over seeds and episodes" in r.stdout
+    assert "paired differences" in r.stdout
+
+    scores: dict[str, list[list[float]]] = {}
+    for seed in (0, 1):
+        runs = {k: out / f"seed{seed}" / k for k in ("bc", "wbc", "iql", "tt", "ttc")}
+        for kind, run in runs.items():  # each trained with its seed
+            assert str(run) in figures[f"{kind}_runs"]
+            config = json.loads((run / "config.json").read_text())["config"]
+            assert (config["train"]["seed"] if kind in ("tt", "ttc") else config["seed"]) == seed
+        ttc_data = json.loads((runs["ttc"] / "config.json").read_text())["config"]["data"]
+        iql_path = str(runs["iql"].resolve())
+        assert ttc_data["critic_weighting"] == iql_path and ttc_data["action_weighting"] == 0
+        seen = []
+        for kind, run in runs.items():
+            for path in sorted((run / "eval").glob("*/eval.json")):
+                doc = json.loads(path.read_text())
+                row = bench_row(kind, doc)
+                seen.append(row)
+                plan = doc["plan"]  # combined rows pair this seed's runs
+                if plan.get("critic"):
+                    assert plan["critic"] == iql_path, (row, plan)
+                if plan.get("prior"):
+                    other = "wbc" if row == "tt_prior" else "iql"
+                    assert plan["prior"] == str(runs[other].resolve()), (row, plan)
+                assert [e["seed"] for e in doc["episodes"]] == [0, 1]
+                scores.setdefault(row, []).append([e["score"] for e in doc["episodes"]])
+        assert sorted(seen) == sorted(rows)  # one eval per row and seed
+    for key in rows:  # aggregate.py's figures over the two seeds' eval files
+        arrays = [np.asarray(s) for s in scores[key]]
+        ci = bootstrap_ci(arrays)["iqm"]
+        assert figures[f"{key}_normalized"] == pytest.approx(
+            np.mean([a.mean() for a in arrays]), abs=0.006
+        )
+        assert figures[f"{key}_iqm"] == pytest.approx(iqm(np.concatenate(arrays)), abs=0.006)
+        assert (figures[f"{key}_ci_low"], figures[f"{key}_ci_high"]) == pytest.approx(ci, abs=0.006)
+    for a, b in pairs:  # paired by seed and episode
+        diffs = [np.asarray(x) - np.asarray(y) for x, y in zip(scores[a], scores[b], strict=True)]
+        per_seed = np.array([d.mean() for d in diffs])
+        name = f"{a}_minus_{b}"
+        assert figures[f"{name}_mean"] == pytest.approx(per_seed.mean(), abs=0.006)
+        ci = bootstrap_ci(diffs)["mean"]
+        assert (figures[f"{name}_ci_low"], figures[f"{name}_ci_high"]) == pytest.approx(
+            ci, abs=0.006
+        )
+        assert figures[f"{name}_seeds_above"] == int((per_seed > 0).sum())
+    # a reused run must name its seed: one run for every seed would pair nothing
+    bad = subprocess.run([*cmd[:-2], "--tt-run", str(out / "seed0" / "tt"), "--out",
+                          str(tmp_path / "bad")], capture_output=True, text=True)  # fmt: skip
+    assert bad.returncode == 2 and "{seed}" in bad.stdout
     assert not (tmp_path / "bad").exists()
 
 
