@@ -45,7 +45,7 @@ TINY_SIZES = (
 # per command: the steps it takes, and flags added when the command does not give them
 TINY_FLAGS = {
     ("data", "collect"): {"--steps": "3000"},  # a few episodes: 5% held out is one
-    ("train",): {"--max-steps": "4"},
+    ("train",): {"--max-steps": "4", "--set": "plan.beam_width=4"},  # a smaller search
     ("bc",): {"--steps": "20", "--hidden": "8"},
     ("iql",): {"--steps": "20", "--hidden": "16", "--batch-size": "32"},
     ("ensemble",): {"--steps": "5", "--hidden": "16", "--members": "2"},
