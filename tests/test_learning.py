@@ -505,6 +505,54 @@ def test_bench_learning_on_a_goal_maze_reports_success(
     assert not (tmp_path / "bad").exists()
 
 
+def test_bench_learning_seed_statistics_by_hand() -> None:
+    """The seeded figures at known numbers: a row's mean over seeds, IQM and CI are
+    aggregate.py's; a paired difference pairs episodes by seed and counts the seeds on each
+    side; a reused run names its seed with {seed} when seeded, and only then."""
+    import argparse
+    import importlib.util
+
+    from trajplan.evaluation.aggregate import bootstrap_ci, iqm
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_learning", ROOT / "scripts" / "bench_learning.py"
+    )
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    a = [[10.0, 20.0, 30.0], [40.0, 50.0, 90.0]]
+    st = bench.seeded_stats(a)
+    assert st["mean"] == pytest.approx((20.0 + 60.0) / 2)
+    assert st["iqm"] == pytest.approx(iqm(np.array([10, 20, 30, 40, 50, 90.0])))
+    assert st["iqm"] == pytest.approx((20 + 30 + 40 + 50) / 4)
+    ci = bootstrap_ci([np.asarray(x) for x in a])["iqm"]
+    assert (st["ci_low"], st["ci_high"]) == pytest.approx(ci)
+
+    def ev(scores: list[float]) -> dict:
+        return {"scores": scores, "episode_seeds": [0, 1, 2], "eval_json": "x"}
+
+    b = [[9.0, 20.0, 25.0], [45.0, 50.0, 95.0]]  # seed 0: a above by 2, seed 1: below by 10/3
+    d = bench.paired_stats([ev(x) for x in a], [ev(x) for x in b])
+    assert d["mean"] == pytest.approx((2.0 - 10.0 / 3) / 2)
+    assert (d["seeds_above"], d["seeds_below"]) == (1, 1)
+    diffs = [np.asarray(x) - np.asarray(y) for x, y in zip(a, b, strict=True)]
+    assert (d["ci_low"], d["ci_high"]) == pytest.approx(bootstrap_ci(diffs)["mean"])
+    other = {**ev(b[0]), "episode_seeds": [3, 4, 5]}
+    with pytest.raises(TrajplanError, match="other episodes"):
+        bench.paired_stats([ev(a[0])], [other])
+
+    assert bench.given_run("runs/x/seed{seed}/tt", 2) == Path("runs/x/seed2/tt")
+    assert bench.given_run("runs/tt", None) == Path("runs/tt") and bench.given_run(None, 1) is None
+    runs = dict(tt_run=None, bc_run=None, wbc_run=None, iql_run=None)
+    bench.check_given_runs(argparse.Namespace(**runs, seeds="0-2"))
+    bench.check_given_runs(argparse.Namespace(**{**runs, "iql_run": "r/s{seed}"}, seeds="0-2"))
+    with pytest.raises(TrajplanError, match="--iql-run r/iql: with --seeds"):
+        bench.check_given_runs(argparse.Namespace(**{**runs, "iql_run": "r/iql"}, seeds="0-2"))
+    with pytest.raises(TrajplanError, match="needs --seeds"):
+        bench.check_given_runs(argparse.Namespace(**{**runs, "tt_run": "r/s{seed}"}, seeds=None))
+
+
 def bench_row(run_kind: str, doc: dict) -> str:
     """Which bench_learning row an eval.json of a seed's run is, from its plan."""
     plan = doc["plan"]
