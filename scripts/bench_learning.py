@@ -325,6 +325,12 @@ def main(argv: list[str] | None = None) -> int:
         tt_base = load_config(args.config)
         tt_base.dataset = args.dataset
         apply_overrides(tt_base, args.set)
+        if args.tt_critic:  # before any training: a config --critic cannot take fails now
+            from trajplan.config import check_data_config
+
+            check_data_config(
+                dataclasses.replace(tt_base.data, critic_weighting="IQL", action_weighting=0.0)
+            )
         seeds = list(range(args.seed, args.seed + args.episodes))
         workers = args.workers or default_workers()
         eval_kw = dict(seeds=seeds, episode_steps=args.episode_steps, workers=workers)
