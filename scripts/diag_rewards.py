@@ -4,7 +4,7 @@
     python scripts/diag_rewards.py --run runs/pm-medium-tt --windows 50000 --seed 1
 
 For up to `--windows` of the run's training windows (drawn with `--seed`), the model reads
-each window's first observation and action, as in training, and predicts the reward token;
+each window as in training and predicts every step's reward token from what comes before it;
 its expected reward sum_i p_i * midpoint_i (the planner's reading, docs/method.md, Planner)
 is set against the step's reward in the data (with the run's termination penalty). On a
 sparse-reward dataset the figures that matter are the correlation and the mean prediction at
@@ -40,15 +40,21 @@ def reward_predictions(run: str, windows: int, seed: int, batch: int = 1024) -> 
     w = data.windows
     o, a = data.obs_dim, data.act_dim
     pick = np.random.default_rng(seed).permutation(w.n_windows)[:windows]
-    pred = np.empty(len(pick))
+    L, D = w.seq_len, data.transition_dim
+    at = np.arange(L) * D + o + a - 1  # [L] the positions that predict each step's reward
+    pred = np.empty((len(pick), L))
     with torch.no_grad():
         for i in range(0, len(pick), batch):
-            idx, _, _ = w.get_batch(torch.as_tensor(pick[i : i + batch]))  # [b, L*D-1]
-            goal = w.goal_batch(torch.as_tensor(pick[i : i + batch]))
-            logits, _ = ckpt.model(idx[:, : o + a], goal=goal)  # [b, o+a, N+1]
-            probs = torch.softmax(logits[:, o + a - 1, :-1].double(), -1)  # the reward token
+            rows = torch.as_tensor(pick[i : i + batch])
+            idx, _, _ = w.get_batch(rows)  # [b, L*D-1]
+            logits, _ = ckpt.model(idx, goal=w.goal_batch(rows))  # [b, L*D-1, N+1]
+            probs = torch.softmax(logits[:, at, :-1].double(), -1)  # [b, L, N]
             pred[i : i + batch] = ckpt.discretizer.expectation(probs, o + a).numpy()
-    step = ep.starts[w.episode_index[pick]] + w.t_start.numpy()[pick]  # [windows] data rows
+    ep_of = w.episode_index[pick]
+    t = w.t_start.numpy()[pick][:, None] + np.arange(L)  # [windows, L] time in the episode
+    inside = t < ep.lengths[ep_of][:, None]  # steps of the episode, not its stop padding
+    step = (ep.starts[ep_of][:, None] + t)[inside]  # data rows
+    pred = pred[inside]
     true = data.transitions[step, o + a].astype(np.float64)
     rewarded = true > np.median(true) if len(np.unique(true)) > 2 else true == true.max()
     corr = float(np.corrcoef(pred, true)[0, 1]) if pred.std() > 0 and true.std() > 0 else 0.0
@@ -56,6 +62,7 @@ def reward_predictions(run: str, windows: int, seed: int, batch: int = 1024) -> 
         "run": run,
         "exact_bins": cfg.data.exact_bins,
         "windows": len(pick),
+        "steps": int(len(true)),
         "rewarded_steps": int(rewarded.sum()),
         "reward_corr": round(corr, 4),
         "pred_at_reward": round(float(pred[rewarded].mean()), 4),
@@ -80,14 +87,15 @@ def main(argv: list[str] | None = None) -> int:
     except TrajplanError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    table = Table(title="teacher-forced reward predictions (first step of each window)")
-    for head in ("run", "exact_bins", "corr", "E[r] at reward", "E[r] elsewhere", "reward steps"):
+    table = Table(title="teacher-forced reward predictions (every step of each window)")
+    heads = ("run", "exact_bins", "corr", "E\\[r] at reward", "E\\[r] elsewhere", "reward steps")
+    for head in heads:
         table.add_column(head)
     for r in rows:
         table.add_row(r["run"], r["exact_bins"], f"{r['reward_corr']:.3f}",
                       f"{r['pred_at_reward']:.3f} (data {r['true_at_reward']:.3g})",
                       f"{r['pred_elsewhere']:.3f} (data {r['true_elsewhere']:.3g})",
-                      f"{r['rewarded_steps']} of {r['windows']}")  # fmt: skip
+                      f"{r['rewarded_steps']} of {r['steps']}")  # fmt: skip
     Console(width=160).print(table)
     print(json.dumps({"runs": rows}))
     return 0
