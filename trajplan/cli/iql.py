@@ -109,8 +109,8 @@ def iql_cmd(
     try:
         path = train_iql(dataset, out, cfg, progress, env=env, device=device, resume=resume,
                          saving=saving)  # fmt: skip
-    except Stopped as exc:  # Ctrl-C or SIGTERM, after saving the state: exit 128 + signal
-        raise typer.Exit(128 + exc.signum) from None
+    except Stopped as exc:  # Ctrl-C or SIGTERM, after saving the state: 130 or 143
+        raise typer.Exit(exc.exit_code) from None
     console.print(f"wrote IQL run [bold]{path}[/]", soft_wrap=True)
 
 

@@ -318,9 +318,9 @@ def eval_cmd(
     except EvalInterrupted as stop:  # Ctrl-C / SIGTERM: what was played is saved
         if stop.path is not None:
             err_console.print(f"[yellow]interrupted: partial results -> {stop.path}[/]")
-        raise typer.Exit(128 + stop.signum) from None
+        raise typer.Exit(stop.exit_code) from None
     except Stopped as stop:  # SIGTERM while loading or saving: nothing partial to keep
-        raise typer.Exit(128 + stop.signum) from None
+        raise typer.Exit(stop.exit_code) from None
     rows = [(e.name, e.result) for e in done]
     paths = [e.path for e in done]
     videos = [v for e in done for v in e.videos]

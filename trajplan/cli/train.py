@@ -223,8 +223,8 @@ def train(
                 cfg, out, seed_list, train_one, resume=resume, jobs=jobs, device=device,
                 log=lambda line: console.print(line, highlight=False), ray=ray,
             )  # fmt: skip
-    except Stopped as exc:  # Ctrl-C or SIGTERM, after the checkpoint: exit 128 + signal
-        raise typer.Exit(128 + exc.signum) from None
+    except Stopped as exc:  # Ctrl-C or SIGTERM, after the checkpoint: 130 or 143
+        raise typer.Exit(exc.exit_code) from None
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 reports
         from trajplan.checkpoint import epochs_done, read_manifest
 
