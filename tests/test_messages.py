@@ -1,7 +1,8 @@
 """What the commands and the package say, checked on real runs: a run stopped inside its
 first epoch says how much of it it trained, the curves plot draws every curve its legend
-names, each episode's progress line names its run, a training command's help speaks of
-training, and installing the package warns about nothing in its metadata."""
+names, each episode's progress line names its run, predict prints its error up to its
+horizon, a training command's help speaks of training, and installing the package warns
+about nothing in its metadata."""
 
 from __future__ import annotations
 
@@ -79,6 +80,20 @@ def test_every_progress_line_names_its_run(tiny_run: Path, tmp_path: Path) -> No
     assert len(episodes) == 4 and all(", 1/2 done)" in ln or ", 2/2 done)" in ln for ln in episodes)
     assert sorted(ln.rsplit("(", 1)[1].split(",")[0] for ln in episodes) == ["bc", "bc", "tt", "tt"]
     assert any(ln.startswith("planning on 2 workers (tt)") for ln in lines), lines
+
+
+def test_predict_prints_the_error_up_to_its_horizon(short_run, tmp_path: Path) -> None:
+    """`predict` printed the error at step 10 only (and nothing below a horizon of 10): it
+    prints steps 1, 10, 50, 100 and the last, those its horizon reaches, for each model."""
+    import json
+
+    run, _ = short_run
+    out = tmp_path / "pred"
+    shown = cli("predict", run, "--horizon", "3", "--starts", "2", "--samples", "2",
+                "--out", out, "--no-progress", "--threads", "1").stdout  # fmt: skip
+    mse = json.loads((out / "predict.json").read_text())["models"]["tt"]["mse_all"]
+    lines = [ln for ln in shown.splitlines() if ln.startswith("step ")]
+    assert lines == [f"step 1: tt mse {mse[0]:.4g}", f"step 3: tt mse {mse[2]:.4g}"], shown
 
 
 @pytest.mark.parametrize("command", ["bc", "iql", "ensemble", "train"])

@@ -46,13 +46,22 @@ def predict_cmd(
     settings = PredictSettings(horizon, starts, samples, seed, dataset, weights, device)
     report = predict(run, settings, ensemble, progress)
     paths = write_report(report, out)
-    s = report["summary"]
-    for h in (10, 50, 100):
-        row = [f"{m}_mse_at_{h}" for m in ("tt", "ensemble")]
-        shown = ", ".join(f"{k} {s[k]:.4g}" for k in row if k in s)
-        if shown:
-            console.print(f"step {h}: {shown}")
+    for line in error_lines(report):
+        console.print(line, highlight=False)
     console.print(f"wrote {', '.join(str(p) for p in paths)}")
+
+
+def error_lines(report: dict) -> list[str]:
+    """The open-loop error of each model at steps 1, 10, 50, 100 and the last one (--horizon),
+    those the rollouts reach: "step 10: tt mse 0.123, ensemble mse 0.456"."""
+    models = {k: v for k, v in report["models"].items() if k != "simulator"}
+    last = max((len(v["mse_all"]) for v in models.values()), default=0)
+    lines = []
+    for h in sorted({*(s for s in (1, 10, 50, 100) if s <= last), last} - {0}):
+        shown = [f"{name} mse {v['mse_all'][h - 1]:.4g}" for name, v in models.items()
+                 if h <= len(v["mse_all"])]  # fmt: skip
+        lines.append(f"step {h}: {', '.join(shown)}")
+    return lines
 
 
 def ensemble_cmd(
