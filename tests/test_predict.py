@@ -163,7 +163,8 @@ def test_predict_cli_writes_the_report(
     out = tmp_path / "pred"
     res = cli("predict", tt_run, "--ensemble", ens, "--horizon", "12", "--starts", "4",
               "--samples", "2", "--out", out, "--no-progress", "--threads", "1")  # fmt: skip
-    assert "step 10: tt_mse_at_10" in res.stdout
+    steps = [ln.split(":")[0] for ln in res.stdout.splitlines() if ln.startswith("step ")]
+    assert steps == ["step 1", "step 10", "step 12"] and "ensemble mse" in res.stdout
     report = json.loads((out / "predict.json").read_text())
     assert set(report["models"]) == {"simulator", "tt", "ensemble"}
     assert report["models"]["simulator"]["mse_all"] == [0.0] * 12
