@@ -405,3 +405,9 @@ def test_the_snapshots_of_one_run_count_as_that_run(iql_run: Path, tmp_path: Pat
     alone = cli("aggregate", *[next(out.glob(f"{s.name}-*")) for s in snaps], "--json", agg)
     (group,) = json.loads(agg.read_text())["groups"]
     assert group["n_runs"] == 1 and snaps[-1].name in group["runs"][0]["path"], alone.stdout
+    # the curve: each snapshot in a group of its own (docs/usage.md)
+    labelled = [f"{s.name}={next(out.glob(f'{s.name}-*'))}" for s in snaps]
+    cli("aggregate", *labelled, "--json", agg)
+    curve = json.loads(agg.read_text())["groups"]
+    assert [g["label"] for g in curve] == [s.name for s in snaps]
+    assert all(g["n_runs"] == 1 for g in curve)
