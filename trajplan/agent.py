@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from trajplan.envs.registry import obs_view, resolve_env
-from trajplan.runtime import PLAN_THREADS, resolve_device, torch_threads
+from trajplan.runtime import resolve_device
+from trajplan.threads import PLAN_THREADS, torch_threads
 
 
 class Agent:

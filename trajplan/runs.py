@@ -39,7 +39,7 @@ from trajplan.errors import TrajplanError
 from trajplan.planner import Planner, check_plan_config
 from trajplan.planner.goals import GoalPlanner, env_goal_size
 from trajplan.planner.scorers import Critic, CriticScorer
-from trajplan.runtime import PLAN_THREADS
+from trajplan.threads import PLAN_THREADS
 
 
 class BatchedPolicy(Protocol):

@@ -226,7 +226,8 @@ def train(
     except Stopped as exc:  # Ctrl-C or SIGTERM, after the checkpoint: 130 or 143
         raise typer.Exit(exc.exit_code) from None
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 reports
-        from trajplan.checkpoint import epochs_done, read_manifest
+        from trajplan.checkpoint import read_manifest
+        from trajplan.training.saving import epochs_done
 
         for run_dir in run_dirs:
             _, doc = read_manifest(run_dir)

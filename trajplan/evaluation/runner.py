@@ -28,13 +28,8 @@ from trajplan.evaluation.workers import evaluate_run
 from trajplan.guards import check_eval_room
 from trajplan.ray_tasks import check_reachable
 from trajplan.runs import check_noise, load_run, run_kind
-from trajplan.runtime import (
-    PLAN_THREADS,
-    check_writable,
-    sigterm_as_interrupt,
-    torch_threads,
-    unique_dir,
-)
+from trajplan.runtime import check_writable, sigterm_as_interrupt, unique_dir
+from trajplan.threads import PLAN_THREADS, torch_threads
 
 
 class EvalNotSaved(TrajplanError):

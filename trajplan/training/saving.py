@@ -218,3 +218,18 @@ class Saver:
         self.good_step = state.step
         self.best_kept = (state.best_loss, state.best_epoch)
         self.t_saved = time.perf_counter()
+
+
+def epochs_done(manifest: dict[str, Any]) -> str:
+    """A run's progress in epochs from its config.json, e.g. "2 epochs", "0.38 of an epoch
+    of 4,000 steps" (a run stopped by --max-steps before its first epoch ended: "0 epochs"
+    read as if nothing was trained), "2.5 epochs"."""
+    step, per = manifest.get("step"), manifest.get("steps_per_epoch")
+    if not isinstance(step, int) or not isinstance(per, int) or per <= 0:
+        return f"{manifest.get('epoch')} epochs"
+    done = step / per
+    if step % per == 0:
+        return f"{step // per} epoch{'s' * (step != per)}"
+    if done < 1:
+        return f"{done:.2g} of an epoch of {per:,} steps"
+    return f"{done:.3g} epochs of {per:,} steps"
