@@ -195,6 +195,22 @@ def test_an_unreachable_ray_address_is_one_line_at_once(tiny_run: Path, tmp_path
     check_reachable("auto")  # Ray's to resolve
 
 
+def test_a_listener_that_is_not_ray_is_one_line() -> None:
+    """An address where some other service listens (it accepts, never answers as gRPC):
+    ray.init would retry it for minutes with Ray's log lines; trajplan asks it for HTTP/2's
+    SETTINGS first and says what is wrong in one line."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        accepted: list[socket.socket] = []
+        threading.Thread(target=lambda: accepted.append(server.accept()[0]), daemon=True).start()
+        t0 = time.monotonic()
+        with pytest.raises(TrajplanError, match="does not answer as a Ray head node"):
+            check_reachable(f"127.0.0.1:{server.getsockname()[1]}", timeout=2.0)
+        assert time.monotonic() - t0 < 10 and len(accepted) == 1
+        accepted[0].close()
+
+
 def test_ray_seeds_from_another_folder(local_ray, halfcheetah_dataset, minari_root, tmp_path):
     """`train --seeds --ray` from a folder that holds another trajplan (the clone's parent,
     say), while a cluster started elsewhere runs on the machine (`ray start` left its

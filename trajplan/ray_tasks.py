@@ -52,12 +52,36 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
             f"--ray takes auto, local, HOST:PORT or ray://HOST:PORT, got {address!r}"
         )
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+        conn = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
     except OSError as exc:
         raise TrajplanError(
             f"cannot reach Ray at {address!r} ({exc.strerror or exc}): is its head node up "
             "(`ray start --head`) and RAY_ADDRESS / --ray right?"
         ) from None
+    with conn:  # something listens: it must answer as Ray's GCS does (gRPC, HTTP/2)
+        if not _speaks_http2(conn, timeout):
+            raise TrajplanError(
+                f"{address!r} accepts connections but does not answer as a Ray head node "
+                "(its GCS port, 6379 by default, speaks gRPC): is RAY_ADDRESS / --ray right?"
+            )
+
+
+def _speaks_http2(conn: socket.socket, timeout: float) -> bool:
+    """Whether the peer answers HTTP/2's client preface with a frame (a gRPC server sends its
+    SETTINGS first); a service of another kind answers otherwise or not at all, where
+    ray.init would retry it for minutes, printing Ray's own log lines."""
+    conn.settimeout(timeout)
+    try:
+        conn.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))
+        head = b""
+        while len(head) < 9:  # a frame header: length (3), type (1), flags (1), stream (4)
+            chunk = conn.recv(9 - len(head))
+            if not chunk:
+                return False
+            head += chunk
+    except OSError:
+        return False
+    return head[3] == 4  # SETTINGS
 
 
 def init_ray(address: str) -> Any:
