@@ -80,6 +80,30 @@ class Predictions(NamedTuple):
     from_prior: np.ndarray | None  # bool: the plan's first action was the prior's (plan.prior)
 
 
+def check_critic(
+    scorer: Scorer | None, goal_dims: Sequence[int] | None, obs_dim: int, act_dim: int
+) -> None:
+    """TT + Q needs a model that plans the critic's observations, without a goal of its
+    own: a goal-conditioned model failed at its first plan, naming tensor shapes."""
+    critic = getattr(scorer, "critic", None)
+    if critic is None:
+        return
+    if goal_dims:
+        dims = ",".join(map(str, goal_dims))
+        raise TrajplanError(
+            f"--critic (plan.critic) with a goal-conditioned model (goal dims {dims}): its "
+            f"plans head for its own goal, which the critic ({critic.obs_dim}-dim "
+            "observations, the env's reward) does not see; plan without --critic, or "
+            "give the critic to a TT run trained without --goal"
+        )
+    if critic.obs_dim != obs_dim or critic.act_dim != act_dim:
+        raise TrajplanError(
+            f"--critic (plan.critic): the critic scores {critic.obs_dim}-dim observations "
+            f"and {critic.act_dim}-dim actions, the model plans {obs_dim} and "
+            f"{act_dim}: give it an IQL run trained on the model's data"
+        )
+
+
 class Planner:
     """TT beam-search planner for E episodes in lockstep.
 
@@ -130,34 +154,13 @@ class Planner:
             raise TrajplanError(
                 f"the model takes a goal of {model.goal_dim} dims, got goal dims {self.goal_dims}"
             )
-        self._check_critic()
+        check_critic(self.scorer, self.goal_dims, self.obs_dim, self.act_dim)
         extra = source.draws_per_step if source is not None else 0
         self.n_uniforms = uniforms_per_plan(cfg, self.obs_dim, self.act_dim, extra)
         self._pool: dict[int, list[KVCache]] = {}  # key/value buffers reused by every plan
         self.plan_seconds = 0.0
         self.n_plans = 0
         self.reset(1)
-
-    def _check_critic(self) -> None:
-        """TT + Q needs a model that plans the critic's observations, without a goal of its
-        own: a goal-conditioned model failed at its first plan, naming tensor shapes."""
-        critic = getattr(self.scorer, "critic", None)
-        if critic is None:
-            return
-        if self.goal_dims:
-            dims = ",".join(map(str, self.goal_dims))
-            raise TrajplanError(
-                f"--critic (plan.critic) with a goal-conditioned model (goal dims {dims}): its "
-                f"plans head for its own goal, which the critic ({critic.obs_dim}-dim "
-                "observations, the env's reward) does not see; plan without --critic, or "
-                "give the critic to a TT run trained without --goal"
-            )
-        if critic.obs_dim != self.obs_dim or critic.act_dim != self.act_dim:
-            raise TrajplanError(
-                f"--critic (plan.critic): the critic scores {critic.obs_dim}-dim observations "
-                f"and {critic.act_dim}-dim actions, the model plans {self.obs_dim} and "
-                f"{self.act_dim}: give it an IQL run trained on the model's data"
-            )
 
     def reset(self, n_envs: int, seeds: Sequence[int] | None = None) -> None:
         """Start n_envs episodes; episode e samples from a generator seeded with seeds[e]."""

@@ -311,16 +311,23 @@ def prepare_run(
             run_dir = Path(box[0])
     else:
         run_dir = Path(out_dir)
-    manifest = {
-        "env": env_name,
-        "env_id": episodes.env_id,
+    manifest = _data_manifest(env_name, dataset_id, data, fingerprint)
+    return PreparedRun(cfg, run_dir, data, manifest, state)
+
+
+def _data_manifest(env: str | None, dataset_id: str, data: Any, fingerprint: str) -> dict:
+    """What config.json records of the run's env and data."""
+    ep = data.episodes
+    return {
+        "env": env,
+        "env_id": ep.env_id,
         "dataset_id": dataset_id,
-        "ref_min": episodes.ref_min,
-        "ref_max": episodes.ref_max,
-        "ref_source": episodes.ref_source,
-        "n_windows": w.n_windows,
-        "n_transitions": int(episodes.n_steps),
-        "n_episodes": int(episodes.n_episodes),
+        "ref_min": ep.ref_min,
+        "ref_max": ep.ref_max,
+        "ref_source": ep.ref_source,
+        "n_windows": data.windows.n_windows,
+        "n_transitions": int(ep.n_steps),
+        "n_episodes": int(ep.n_episodes),
         "data_fingerprint": fingerprint,
         "columns": {  # how the bins keep each column: distinct values, tokens, errors
             c.name: [c.distinct, c.tokens, round(c.max_error, 6), round(c.mean_error, 6)]
@@ -328,7 +335,6 @@ def prepare_run(
         },
         "created": now_iso(),
     }
-    return PreparedRun(cfg, run_dir, data, manifest, state)
 
 
 def _weighting_critic(cfg: RunConfig, env_id: str | None) -> Any:
