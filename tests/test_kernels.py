@@ -103,13 +103,13 @@ def test_blocked_attention_same_draws_on_any_thread_count() -> None:
     assert not torch.equal(outs[0], blocked_attention(q, k, v, bias, 0.3, chunk=2))
 
 
-@pytest.mark.parametrize("t", [40, 130])  # below and above BF16_MIN_TOKENS (fp32 / bf16 inside)
+@pytest.mark.parametrize("t", [40, 130])  # 312 / 29 heads per chunk: one chunk / several
 def test_blocked_attention_bf16_close_to_float64(t: int) -> None:
     """bf16 inputs (what CPU autocast hands the kernel): bf16 output, finite gradients in
     bf16, within bf16's rounding of the float64 result (8 significant bits: 2^-8 relative
     per value, ~1e-2 after a softmax and two products)."""
     g = torch.Generator().manual_seed(t)
-    n, hd = 6, 16
+    n, hd = 60, 16
     q, k, v = (torch.randn(n, t, hd, generator=g, dtype=torch.float64) for _ in range(3))
     bias = causal_bias(attention_mask(t, 5), torch.float64)
     keep = torch.rand(n, t, t, generator=g) >= 0.2

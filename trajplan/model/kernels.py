@@ -23,11 +23,10 @@ whole chunks per thread do not. Every chunk draws its dropout mask from its
 own generator, seeded from the torch RNG, so results do not depend on thread timing.
 
 Under CPU autocast (train.amp on a CPU with native bf16) q, k and v arrive in bf16: the
-kernel then keeps the probabilities and computes its products in bf16 for windows of
-BF16_MIN_TOKENS or more, in fp32 for shorter ones (their small bf16 products cost more per
-call than they save), and returns bf16 either way. Autocast itself is switched off inside
-the kernel: it is per thread, so it would apply to the chunks run on the calling thread and
-not to the workers'. Dropout keeps the input's dtype and draws the same mask in any dtype.
+kernel keeps the probabilities and computes its products in bf16 (the products accumulate
+in fp32 inside oneDNN). Autocast itself is switched off inside the kernel: it is per thread,
+so it would apply to the chunks run on the calling thread and not to the workers'. Dropout
+keeps the input's dtype and draws the same mask in any dtype.
 
 Only the training forward/backward of the full window uses these (see model.py); the
 planner's cached decoding and every CUDA path keep `scaled_dot_product_attention`.
@@ -43,10 +42,12 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 _LEVELS = 1 << 16
-# bf16 inputs (training under CPU autocast): windows this long or longer run the kernel in
-# bf16; shorter ones in fp32, where the small bf16 matrix products cost more per call than
-# they save (docs/benchmarks.md, "bf16 autocast on CPU").
-BF16_MIN_TOKENS = 128
+# Scores per chunk of heads ([chunk, T, T] elements): 8 heads at the reference's 249 tokens.
+# Shorter windows take more heads per chunk (all 256 of a batch of 64 at the CPU recipe's
+# PointMaze windows of 31 tokens): 8 heads of a short window are too little work per op,
+# and Python's per-op and per-chunk overhead made the kernel slower than the explicit
+# formula there (docs/benchmarks.md, "bf16 autocast on CPU").
+CHUNK_SCORES = 8 * 250 * 250
 
 
 def keep_mask(
@@ -229,7 +230,7 @@ def blocked_attention(
     bias: torch.Tensor,
     p: float = 0.0,
     keep: torch.Tensor | None = None,
-    chunk: int = 8,
+    chunk: int | None = None,
     n_blocks: int = 3,
 ) -> torch.Tensor:
     """Attention for training on CPU: q, k, v [N, T, hd] (N = batch * heads) -> [N, T, hd].
@@ -239,19 +240,16 @@ def blocked_attention(
     blocks and block (a, b) only looks at keys 0..b-1, which skips ~1/3 of the work at 3
     blocks. Dropout p applies to the probabilities; `keep` [N, T, T] bool fixes the mask
     (tests), else it is drawn from per-chunk generators seeded from the torch RNG. `chunk`
-    heads are processed at a time, chunks spread over torch.get_num_threads() threads.
-    bf16 inputs (CPU autocast) are computed in bf16 from BF16_MIN_TOKENS tokens on, in fp32
-    below (the output is bf16 either way; see the module's doc).
+    heads are processed at a time (default: CHUNK_SCORES / T^2, at least 8), chunks spread
+    over torch.get_num_threads() threads. Computes in the inputs' dtype (bf16 under autocast).
     """
     if p and not 0.0 < p < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {p}")
-    dtype = q.dtype
-    if dtype == torch.bfloat16 and q.shape[1] < BF16_MIN_TOKENS:  # short windows: fp32
-        q, k, v, bias = q.float(), k.float(), v.float(), bias.float()
-    out = _BlockedAttention.apply(
+    if chunk is None:
+        chunk = max(8, CHUNK_SCORES // q.shape[1] ** 2)
+    return _BlockedAttention.apply(
         q.contiguous(), k.contiguous(), v.contiguous(), bias, float(p), keep, chunk, n_blocks
     )
-    return out.to(dtype)
 
 
 class Dropout(torch.nn.Module):
