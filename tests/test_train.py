@@ -603,12 +603,14 @@ def test_tiny_model_learns_a_sparse_reward(tmp_path: Path, one_thread, capfd) ->
 # -- precision: train.amp -----------------------------------------------------------------------
 
 
-def test_amp_rule_and_round_trip(monkeypatch) -> None:
+def test_amp_rule_and_round_trip(monkeypatch, tmp_path: Path) -> None:
     """bf16 autocast on CUDA and on CPUs with native bf16, fp32 elsewhere or with amp off;
-    the setting survives the config's dict / JSON round trip and rejects non-booleans."""
+    the setting survives --set and a config written as JSON (config.json) and read back,
+    and rejects non-booleans."""
+    import dataclasses
     from contextlib import nullcontext
 
-    from trajplan.config import from_dict, to_dict
+    from trajplan.configs import apply_overrides
     from trajplan.training import loop
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
@@ -622,11 +624,13 @@ def test_amp_rule_and_round_trip(monkeypatch) -> None:
     assert TrainConfig().amp is True
     cfg = load_config(TINY)
     for amp in (False, True):
-        cfg.train.amp = amp
-        back = from_dict(RunConfig, json.loads(json.dumps(to_dict(cfg))))
+        apply_overrides(cfg, [f"train.amp={str(amp).lower()}"])
+        path = tmp_path / f"amp-{amp}.yaml"  # JSON is YAML: what config.json holds
+        path.write_text(json.dumps(dataclasses.asdict(cfg)))
+        back = load_config(path)
         assert back == cfg and back.train.amp is amp
-    with pytest.raises(TrajplanError, match="train.amp"):
-        from_dict(RunConfig, {"train": {"amp": "bf16"}})
+    with pytest.raises(TrajplanError, match="amp"):
+        apply_overrides(cfg, ["train.amp=bf16"])
 
 
 @pytest.mark.parametrize("transitions", [4, 20])  # 27 / 139 tokens: fp32 / bf16 attention
