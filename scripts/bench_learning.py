@@ -4,7 +4,6 @@ on one dataset, evaluate all on the same episode seeds, and compare with the dat
     python scripts/bench_learning.py --dataset local/halfcheetah/mixed-v0
     python scripts/bench_learning.py --dataset mujoco/hopper/medium-v0 --config cpu-small
     python scripts/bench_learning.py --dataset ID --tt-run RUN --bc-run RUN   # reuse runs
-    python scripts/bench_learning.py --dataset ID --iql-run RUN --critic-form v
     python scripts/bench_learning.py --dataset ID --no-prior   # skip TT with the wBC prior
     python scripts/bench_learning.py --dataset local/pointmaze/medium-v0 --config pointmaze-medium
     python scripts/bench_learning.py --dataset ID --seeds 0-2 --tt-critic   # over seeds
@@ -12,11 +11,11 @@ on one dataset, evaluate all on the same episode seeds, and compare with the dat
 Ten policies on the same seeds: BC (plain), wBC (return-weighted BC, `trajplan bc
 --action-weighting 2`), IQL (`trajplan iql` with the env's preset, `--iql-steps` updates),
 TT (the recipe's own search), TT + Q (`ttq`: the TT run planning with the IQL run as its
-`plan.critic`: the critic's Q, or V with `--critic-form v`, scores the beams instead of the
+`plan.critic`: the critic's Q scores the beams instead of the
 model's value; its candidates are the IQL actor's, `--prior` too, unless `--ttq-candidates
 model`), TT + Q over the model's own candidates (`ttq_own`: `trajplan eval TT --critic IQL`
-without --prior), the critic alone (`critic_h1`: TT + Q over IQL's candidates at horizon 1 in
-the q form: Q of each candidate itself) and IQL with the prior's noise (the same candidates
+without --prior), the critic alone (`critic_h1`: TT + Q over IQL's candidates at horizon 1,
+the Q of each candidate itself) and IQL with the prior's noise (the same candidates
 picked at random), so `critic_h1_minus_iql_noisy` is what the critic's pick adds; TT with
 the wBC run as its `plan.prior` (the search's candidates are wBC's actions plus a little
 noise, scored by the model; docs/method.md), and wBC with that same noise on every action:
@@ -100,10 +99,9 @@ def evaluate_and_save(
     action_noise: float = 0.0,
     critic: Path | None = None,
     horizon: int | None = None,
-    critic_form: str | None = None,
 ) -> dict:
     """Evaluate a run (a TT run with `prior`: that BC run as its plan.prior; with `critic`:
-    that IQL run as its plan.critic, in `critic_form` or args.critic_form; with `horizon`, planning
+    that IQL run as its plan.critic; with `horizon`, planning
     that many steps; a policy run with `action_noise`), write RUN/eval/<what>/eval.json +
     eval.png, return the summary with each episode's score and seed and the eval.json's path."""
     from trajplan.checkpoint import read_manifest
@@ -118,7 +116,6 @@ def evaluate_and_save(
             read_manifest(run)[0].plan,
             prior=None if prior is None else str(prior),
             critic=None if critic is None else str(critic),
-            critic_form=None if critic is None else (critic_form or args.critic_form),
             horizon=horizon,
         )
     result = evaluate_run(
@@ -126,7 +123,8 @@ def evaluate_and_save(
     )
     plan = None
     if result.plan.get("horizon") is not None:
-        from trajplan.config import PlanConfig, from_dict
+        from trajplan.config import PlanConfig
+        from trajplan.configs.convert import from_dict
 
         plan = from_dict(PlanConfig, result.plan, "plan")
     name = eval_name(args.episodes, args.seed, plan, args.episode_steps, action_noise)
@@ -262,13 +260,6 @@ def main(argv: list[str] | None = None) -> int:
         "--iql-run", default=None, help="use this IQL run (baseline and critic)" + reuse
     )
     ap.add_argument("--wbc-beta", type=float, default=2.0, help="wBC's return weighting")
-    ap.add_argument(
-        "--critic-form",
-        choices=("q", "v"),
-        default="q",
-        help="TT + Q scores a beam by the critic's Q of its last planned state and action (q) "
-        "or V of that state (v)",
-    )
     ap.add_argument(
         "--ttq-candidates",
         choices=("iql", "model"),
@@ -416,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
             # does the critic's pick beat a random pick of the same candidates? Q(s, a) of
             # each of IQL's candidates (V(s) would tie them all), and IQL with that noise
             keep(evals, "critic_h1", evaluate_and_save(
-                tt_run, eval_kw, args, critic=iql_run, prior=iql_run, horizon=1, critic_form="q"
+                tt_run, eval_kw, args, critic=iql_run, prior=iql_run, horizon=1
             ))  # fmt: skip
             keep(evals, "iql_noisy", evaluate_and_save(iql_run, eval_kw, args, action_noise=noise))
             if args.prior:
@@ -436,14 +427,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     seeded = args.seeds is not None
-    form = args.critic_form.upper()
     own_is_ttq = args.ttq_candidates == "model"
     labels = {  # short: the table stays readable at 80 columns (notes below it)
         "bc": "BC",
         "wbc": "wBC",
         "iql": "IQL",
         "tt": "TT",
-        "ttq": f"TT + Q (IQL's {form})",
+        "ttq": "TT + Q (IQL's Q)",
         "ttq_own": "TT + Q, own candidates" + (" (= TT + Q)" if own_is_ttq else ""),
         "critic_h1": "critic alone (h1)",
         "iql_noisy": "IQL + the prior's noise",
@@ -624,7 +614,6 @@ def main(argv: list[str] | None = None) -> int:
         ttq_own_minus_iql=minus(row_mean("ttq_own"), iql),
         ttq_eval_min=round(float(np.mean(eval_min["ttq"])), 1),
         ttq_ms_per_step=round(float(np.mean([e["ms_per_step"] for e in evals["ttq"]])), 3),
-        critic_form=args.critic_form,
         ttq_candidates=args.ttq_candidates,
         # what the critic's pick adds over a random pick of the same candidates
         critic_h1_minus_iql_noisy=minus(row_mean("critic_h1"), row_mean("iql_noisy")),

@@ -21,7 +21,7 @@ twice:
   `--critic IQL_RUN` (an IQL run, `trajplan iql`) the score is TT + Q's instead: the
   planner's with the run's critic as its scorer (`plan.critic`, trajplan.planner.scorers):
   the model's expected rewards up to the plan's last state, then the critic's Q of that
-  state and action (`--critic-form v`: V of the state), the first state the real one; so
+  state and action, the first state the real one; so
   at horizon 1, Q(s, candidate) itself;
 - by the simulator: the env is set to the state, takes the candidate, then follows the
   prior for `--steps` steps (or until it terminates): sum_t gamma^t r_t. (With the search's
@@ -233,12 +233,6 @@ def main(argv: list[str] | None = None) -> int:
         help="an IQL run: score as TT + Q, with its critic as the planner's scorer",
     )
     ap.add_argument(
-        "--critic-form",
-        choices=("q", "v"),
-        default="q",
-        help="with --critic: Q of the last planned state and action (q), or V of the state (v)",
-    )
-    ap.add_argument(
         "--horizon",
         type=int,
         default=None,
@@ -287,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         scorer = None  # the model's own value
         if args.critic:  # TT + Q: the IQL run's critic scores, as plan.critic does
             critic = load_critic(args.critic, ckpt.env)
-            scorer = CriticScorer(critic, cfg.discount, args.critic_form)
+            scorer = CriticScorer(critic, cfg.discount)
     except TrajplanError as exc:
         err.print(f"[red]error:[/] {exc}", highlight=False)
         return 2
@@ -357,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     scored = "TT + Q" if args.critic else "model"
     title = f"{ckpt.dataset_id}: {len(pick)} states, {args.candidates} candidates"
     if args.critic:
-        title += f", TT + Q (critic {args.critic_form.upper()})"
+        title += ", TT + Q (critic Q)"
     table = Table(title=title)
     for col in ("", "mean", "stderr", "states"):
         table.add_column(col, justify="left" if not col else "right")
@@ -394,7 +388,6 @@ def main(argv: list[str] | None = None) -> int:
         "lookahead": args.lookahead,
         "scorer": "critic" if args.critic else "value",
         "critic": str(Path(args.critic)) if args.critic else None,
-        "critic_form": args.critic_form if args.critic else None,
         "noise": noise,
         "horizon": cfg.horizon,
         "run": str(Path(args.run)),

@@ -370,11 +370,10 @@ def test_diag_ranking_end_to_end(run_dir: Path, hopper_dataset: str, tmp_path: P
     iql = train_iql(hopper_dataset, tmp_path / "iql", progress=False,
                     cfg=IQLConfig(steps=30, batch_size=32, hidden=[16], log_every=30))  # fmt: skip
     run_horizon = figures["horizon"]
-    for extra in ((), ("--critic-form", "v", "--lookahead", "search"), ("--horizon", "1")):
+    for extra in ((), ("--lookahead", "search"), ("--horizon", "1")):
         ttq, stdout = figures_of("--critic", str(iql), *extra)
         assert "rank correlation (TT + Q vs true)" in stdout and "TT + Q (critic" in stdout
         assert ttq["scorer"] == "critic" and ttq["critic"] == str(iql)
-        assert ttq["critic_form"] == ("v" if "v" in extra else "q")
         assert ttq["horizon"] == (1 if "--horizon" in extra else run_horizon)
         assert {k: ttq[k] for k in same} == {k: figures[k] for k in same}  # the same truth
         assert 0 <= ttq["ranked_states"] <= ttq["states"]

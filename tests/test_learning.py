@@ -403,7 +403,7 @@ def test_bench_learning_prints_a_table_and_the_json_figures(
         figures["ttq_normalized"] - figures["tt_normalized"], abs=0.011
     )
     assert figures["comparable"] is False  # capped episodes are labelled
-    assert figures["iql_steps"] == 20 and figures["critic_form"] == "q"
+    assert figures["iql_steps"] == 20
     assert figures["iql_run"] == str(tmp_path / "b" / "iql")
     assert not [k for k in figures if k.endswith("_success")]  # HalfCheetah has no goal
     assert "TT, wBC as prior" in r.stdout and "the prior's noise" in r.stdout
@@ -446,7 +446,6 @@ def test_bench_learning_prints_a_table_and_the_json_figures(
     assert h1["summary"]["score_mean"] == pytest.approx(figures["critic_h1_normalized"], abs=0.006)
     ttq = json.loads(with_q.read_text())
     assert ttq["plan"]["critic"] == str((tmp_path / "b" / "iql").resolve())
-    assert ttq["plan"]["critic_form"] == "q"  # its candidates: the IQL actor, as its prior
     assert ttq["plan"]["prior"] == str((tmp_path / "b" / "iql").resolve())
     assert ttq["summary"]["score_mean"] == pytest.approx(figures["ttq_normalized"], abs=0.006)
     own_doc = json.loads(own.read_text())  # TT + Q over the model's own candidates: no prior
@@ -476,7 +475,7 @@ def test_bench_learning_on_a_goal_maze_reports_success(
                     cfg=IQLConfig(steps=20, batch_size=32, hidden=[16], log_every=20))  # fmt: skip
     cmd = [sys.executable, str(ROOT / "scripts" / "bench_learning.py"), "--dataset", dataset,
            "--config", "tiny", "--set", "train.epochs=1", "--episodes", "2", "--episode-steps",
-           "3", "--bc-steps", "20", "--workers", "1", "--threads", "1", "--critic-form", "v",
+           "3", "--bc-steps", "20", "--workers", "1", "--threads", "1",
            "--out", str(tmp_path / "m")]  # fmt: skip
     r = subprocess.run([*cmd, "--iql-run", str(iql)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -490,13 +489,13 @@ def test_bench_learning_on_a_goal_maze_reports_success(
     assert figures["dataset_normalized"] is None and figures["tt_minus_dataset"] is None
     assert "goal segments" in figures["dataset_note"]
     assert figures["iql_run"] == str(iql) and figures["iql_steps"] == 20
-    assert figures["critic_form"] == "v" and not (tmp_path / "m" / "iql").exists()
-    assert "success" in r.stdout and "TT + Q (IQL's V)" in r.stdout
-    (with_v,) = (tmp_path / "m" / "tt" / "eval").glob("*-prior-criticv-*/eval.json")
+    assert not (tmp_path / "m" / "iql").exists()
+    assert "success" in r.stdout and "TT + Q (IQL's Q)" in r.stdout
+    (with_q,) = (tmp_path / "m" / "tt" / "eval").glob("*-prior-criticq-*/eval.json")
     (alone,) = (tmp_path / "m" / "tt" / "eval").glob("*-h1-*-criticq-*/eval.json")
-    assert json.loads(alone.read_text())["plan"]["critic_form"] == "q"  # V(s) would tie all
-    doc = json.loads(with_v.read_text())
-    assert doc["plan"]["critic"] == str(iql.resolve()) and doc["plan"]["critic_form"] == "v"
+    assert json.loads(alone.read_text())["plan"]["horizon"] == 1
+    doc = json.loads(with_q.read_text())
+    assert doc["plan"]["critic"] == str(iql.resolve())
     assert doc["summary"]["success_rate"] == figures["ttq_success"]
     assert len(list((iql / "eval").glob("*/eval.json"))) == 2  # next to its run, +- noise
     bad = subprocess.run([*cmd, "--iql-run", str(tmp_path), "--out", str(tmp_path / "bad")],

@@ -628,23 +628,20 @@ def test_critic_scores_by_hand() -> None:
     rewards = torch.tensor([[1.0, 2.0, 4.0, 99.0], [0.0, 1.0, 8.0, 99.0]], dtype=torch.float64)
     obs = torch.tensor([[1.0], [2.0]], dtype=torch.float64)
     act = torch.tensor([[0.5], [-1.0]], dtype=torch.float64)
-    q = CriticScorer(Known(), 0.5, "q").score(rewards, 2, obs, act)
+    q = CriticScorer(Known(), 0.5).score(rewards, 2, obs, act)
     assert q.tolist() == pytest.approx([1 + 0.5 * 2 + 0.25 * 2.0, 0 + 0.5 + 0.25 * 0.0])
-    v = CriticScorer(Known(), 0.5, "v").score(rewards, 2, obs, act)
-    assert v.tolist() == pytest.approx([2 + 0.25 * 3.0, 0.5 + 0.25 * 6.0])
-    assert CriticScorer(Known(), 0.9, "q").score(rewards, 0, obs, act).tolist() == [2.0, 0.0]
+    assert CriticScorer(Known(), 0.9).score(rewards, 0, obs, act).tolist() == [2.0, 0.0]
 
 
-@pytest.mark.parametrize("form", ["q", "v"])
-def test_critic_search_is_exact_in_both_modes_and_batches(form: str) -> None:
+def test_critic_search_is_exact_in_both_modes_and_batches() -> None:
     """With a critic: cached == full == the reference, batched == alone, same seed same
     plan; the plans differ from TT's value search, and the plan value is the critic's score
     of the best beam's last planned state and action."""
     model = tiny_model(4, transitions=10, **RANDOM_MODEL).double()
     disc = random_discretizer(4)
     cfg = PlanConfig(horizon=3, beam_width=4, n_expand=2, max_context_transitions=3,
-                     critic="(a loaded critic)", critic_form=form)  # fmt: skip
-    scorer = CriticScorer(SmallCritic(1), cfg.discount, form)
+                     critic="(a loaded critic)")  # fmt: skip
+    scorer = CriticScorer(SmallCritic(1), cfg.discount)
     obs, rew = episode_data(5, 2, seed=6)
     cached = play(model, disc, cfg, obs, rew, [7, 8], scorer=scorer)
     full = play(model, disc, dataclasses.replace(cfg, mode="full"), obs, rew, [7, 8],
@@ -670,7 +667,7 @@ def test_critic_search_is_exact_in_both_modes_and_batches(form: str) -> None:
     disc_r = float(sum(cfg.discount**i * float(x) for i, x in enumerate(r)))
     s_t, a_t = s_t.float()[None], a_t.float()[None]
     with torch.no_grad():
-        tail = scorer.critic.q(s_t, a_t) if form == "q" else scorer.critic.v(s_t)
+        tail = scorer.critic.q(s_t, a_t)
     expected = disc_r + cfg.discount ** (cfg.horizon - 1) * float(tail[0])
     assert float(plan.value[0]) == pytest.approx(expected, rel=1e-5)  # a float32 critic
 
@@ -679,5 +676,3 @@ def test_a_critic_config_without_its_critic_is_a_clear_error() -> None:
     model, disc = tiny_model(0, transitions=4, **RANDOM_MODEL).double(), random_discretizer(0)
     with pytest.raises(TrajplanError, match="plan.critic: the critic is loaded with its run"):
         Planner(model, disc, PlanConfig(horizon=2, beam_width=2, critic="x"))
-    with pytest.raises(TrajplanError, match="critic_form must be one of q, v"):
-        Planner(model, disc, PlanConfig(horizon=2, beam_width=2, critic_form="z"))

@@ -333,3 +333,18 @@ def test_exact_bins_modes_survive_a_set_override() -> None:
         cfg = RunConfig()
         apply_overrides(cfg, [f"data.exact_bins={mode}"])
         assert cfg.data.exact_bins == mode
+
+
+def test_configs_of_older_runs_still_read() -> None:
+    """Runs written before 2026-12-07 record data.penalty_bin (their bins: the reference's,
+    or the penalty's own) and plan.critic_form; they read as exact_bins reference / atoms and
+    the critic's Q, and the removed V form is refused in one line."""
+    from trajplan.config import DataConfig, PlanConfig
+    from trajplan.configs.convert import from_dict
+
+    assert from_dict(DataConfig, {"penalty_bin": False}).exact_bins == "reference"
+    assert from_dict(DataConfig, {"penalty_bin": True}).exact_bins == "atoms"
+    assert from_dict(DataConfig, {}).exact_bins == "discrete"  # a new config: the default
+    assert from_dict(PlanConfig, {"critic_form": "q", "horizon": 3}).horizon == 3
+    with pytest.raises(TrajplanError, match="critic_form v was removed"):
+        from_dict(PlanConfig, {"critic_form": "v"})

@@ -35,7 +35,8 @@ import numpy as np
 import torch
 
 from trajplan import __version__
-from trajplan.config import RunConfig, from_dict, to_dict
+from trajplan.config import RunConfig
+from trajplan.configs.convert import from_dict, to_dict
 from trajplan.data.tokens import Discretizer
 from trajplan.envs.registry import same_env
 from trajplan.errors import TrajplanError

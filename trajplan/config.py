@@ -1,5 +1,6 @@
-"""Configs as dataclasses with strict key and type checks (`from_dict`, `to_dict`); the YAML
-files and their loading by name or path are `trajplan.configs`'.
+"""Configs as dataclasses; the dicts they are read from and written to, with strict key and
+type checks, are `trajplan.configs.convert`'s, the YAML files and their loading by name or
+path `trajplan.configs`'.
 
 A config has up to four sections (`data`, `model`, `train`, `plan`) plus `env` and
 `dataset` at the top level. Defaults are the reference values (docs/method.md); every unknown
@@ -10,12 +11,8 @@ given model or dataset is checked where they are known (planner, runprep).
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import types
-import typing
 from dataclasses import dataclass, field
-from typing import Any
 
 from trajplan.errors import TrajplanError
 
@@ -40,10 +37,9 @@ class DataConfig:
     critic_weighting: str | None = None
     critic_beta: float | None = None
     val_fraction: float = 0.0  # share of episodes held out for a validation loss
-    # Not the reference ("reference" is): values the bins would merge or misdecode get a bin of
-    # their own that decodes exactly (trajplan.data.tokens). "discrete": columns with at most
-    # (N+1)//2 distinct values (sparse rewards: 0 and 1 apart); "atoms": also values holding
-    # a mass in other columns (a rare termination penalty).
+    # Not the reference ("reference" is): bins of their own, decoded exactly, for the values of
+    # few-valued columns ("discrete": a sparse reward's 0 and 1) and, with "atoms", for values
+    # holding a mass in any column (a rare termination penalty); trajplan.data.tokens.
     exact_bins: str = "discrete"
     # Not the reference (none = off): goal-conditioned training (trajplan.data.goals). The
     # observation dims that form the goal, e.g. "0,1" (a maze's x, y), each window's goal
@@ -141,10 +137,8 @@ class PlanConfig:
     prior_noise: float = 0.1
     # Not the reference (none = off): TT + Q. An IQL run (`trajplan iql`) whose critic scores
     # the beams instead of TT's value token: the model's predicted rewards up to the last
-    # planned state, then the critic's Q of that state and action ("q") or V of the state
-    # ("v") (trajplan.planner.scorers; docs/method.md, TT + Q).
+    # planned state, then the critic's Q of that state and action (trajplan.planner.scorers).
     critic: str | None = None
-    critic_form: str = "q"
     # What the beams are ranked by: "return" (TT's predicted rewards and value, or the
     # critic's) or "likelihood" (not the reference's offline-RL search: imitation, the
     # model's log-likelihood of the plan's action and observation tokens, no reward or
@@ -166,88 +160,6 @@ class RunConfig:
     plan: PlanConfig = field(default_factory=PlanConfig)
 
 
-def _check_type(where: str, value: Any, tp: Any) -> Any:
-    """Coerce YAML scalars to the annotated type, or raise a clear error."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _check_type(where, value, inner[0])
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)) or len(value) != len(args):
-            raise TrajplanError(f"{where}: expected a list of {len(args)} numbers, got {value!r}")
-        return tuple(_check_type(where, v, a) for v, a in zip(value, args, strict=True))
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise TrajplanError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TrajplanError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads "3e-4" as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TrajplanError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise TrajplanError(f"{where}: expected a string, got {value!r}")
-        return value
-    return value
-
-
-def _upgrade(cls: type, data: dict[str, Any]) -> dict[str, Any]:
-    """Read keys that older runs wrote: `data.penalty_bin` (before `data.exact_bins`,
-    2026-12-07) means their bins were the reference's, or the penalty's own bin."""
-    if cls is DataConfig and "penalty_bin" in data and "exact_bins" not in data:
-        data = dict(data)
-        data["exact_bins"] = "atoms" if data.pop("penalty_bin") else "reference"
-    return data
-
-
-def from_dict(cls: type, data: dict[str, Any], where: str = "config") -> Any:
-    """Build dataclass `cls` from a dict, rejecting unknown keys and wrong types."""
-    if not isinstance(data, dict):
-        raise TrajplanError(f"{where}: expected a mapping, got {type(data).__name__}")
-    data = _upgrade(cls, data)
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        if key not in fields:
-            known = ", ".join(fields)
-            raise TrajplanError(f"{where}: unknown key {key!r} (known: {known})")
-        tp = hints[key]
-        if dataclasses.is_dataclass(tp):
-            kwargs[key] = from_dict(tp, value or {}, f"{where}.{key}")
-        else:
-            kwargs[key] = _check_type(f"{where}.{key}", value, tp)
-    return cls(**kwargs)
-
-
-def to_dict(cfg: Any) -> dict[str, Any]:
-    """Plain dict (JSON/YAML-ready) of a dataclass config."""
-    out = dataclasses.asdict(cfg)
-
-    def fix(x: Any) -> Any:
-        if isinstance(x, dict):
-            return {k: fix(v) for k, v in x.items()}
-        if isinstance(x, tuple):
-            return list(x)
-        return x
-
-    return fix(out)
-
-
-# -- value rules of every section (one home; `from_dict` checks keys and types) -------
-
 SEED_LIMIT = 2**32  # seeds are 0 <= seed < 2^32: what numpy, torch and gymnasium all take
 
 
@@ -261,7 +173,6 @@ def check_seed(value: int, name: str) -> int:
 
 PLAN_MODES = ("cached", "full")
 PLAN_WINDOWS = ("slide", "grow")
-CRITIC_FORMS = ("q", "v")  # plan.critic_form (trajplan.planner.scorers)
 PLAN_OBJECTIVES = ("return", "likelihood")  # plan.objective (trajplan.planner.scorers)
 EXACT_BINS = ("reference", "discrete", "atoms")  # data.exact_bins (trajplan.data.tokens)
 GOAL_RELABELS = ("final", "future")  # data.goal_relabel (trajplan.data.goals)
@@ -403,10 +314,6 @@ def check_plan_config(cfg: PlanConfig) -> None:
         raise TrajplanError(
             "plan.objective likelihood ranks plans by the model's likelihood alone: it takes "
             "no plan.critic (drop the critic, or use objective return)"
-        )
-    if cfg.critic_form not in CRITIC_FORMS:
-        raise TrajplanError(
-            f"plan.critic_form must be one of {', '.join(CRITIC_FORMS)}, got {cfg.critic_form!r}"
         )
     for name in ("cdf_obs", "cdf_act"):
         p = getattr(cfg, name)

@@ -32,7 +32,8 @@ from trajplan.agent import Agent
 from trajplan.baselines.bc import BCRun, is_bc_run, load_bc
 from trajplan.baselines.iql import IQLRun, is_iql_run, load_iql
 from trajplan.checkpoint import Checkpoint, load_checkpoint
-from trajplan.config import PlanConfig, parse_goal_dims, to_dict
+from trajplan.config import PlanConfig, parse_goal_dims
+from trajplan.configs.convert import to_dict
 from trajplan.envs.references import References, references_for
 from trajplan.envs.registry import check_fits
 from trajplan.errors import TrajplanError
@@ -127,7 +128,7 @@ class TTRun:
         scorer = None
         if self.plan.critic:  # TT + Q: the critic scores the beams
             critic = load_critic(self.plan.critic, env, device)
-            scorer = CriticScorer(critic, self.plan.discount, self.plan.critic_form)
+            scorer = CriticScorer(critic, self.plan.discount)
         disc = self.checkpoint.discretizer
         dims = self.checkpoint.config.data.goal_dims
         goal_dims = parse_goal_dims(dims) if model.goal_dim and dims else None

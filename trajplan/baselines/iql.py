@@ -65,7 +65,7 @@ from trajplan.baselines.iql_state import (
     write_run,
 )
 from trajplan.baselines.policy_run import env_of, training_data
-from trajplan.config import from_dict
+from trajplan.configs.convert import from_dict
 from trajplan.data.episodes import data_fingerprint
 from trajplan.data.store import env_id_of, open_dataset, split_dataset_ids
 from trajplan.data.transitions import Episodes

@@ -108,8 +108,8 @@ PLAN_FLAGS: tuple[tuple[str, str, type, str], ...] = (
         "critic",
         str,
         "TT + Q: an IQL run (trajplan iql) whose critic scores the beams instead of TT's "
-        "value (plan.critic_form: q = Q of the last planned state and action, v = V of the "
-        "state). Not the reference (none).",
+        "value: the model's rewards up to the last planned state, then Q of that state and "
+        "action. Not the reference (none).",
     ),
     (
         "objective",

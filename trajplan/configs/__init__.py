@@ -11,7 +11,8 @@ from typing import Any
 
 import yaml
 
-from trajplan.config import RunConfig, from_dict
+from trajplan.config import RunConfig
+from trajplan.configs.convert import from_dict
 from trajplan.envs.registry import resolve_env
 from trajplan.errors import TrajplanError
 

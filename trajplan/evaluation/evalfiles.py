@@ -129,7 +129,7 @@ def eval_name(
     if plan is not None:
         name += f"-h{plan.horizon}-b{plan.beam_width}"
         name += "-prior" if plan.prior else ""
-        name += f"-critic{plan.critic_form}" if plan.critic else ""
+        name += "-criticq" if plan.critic else ""
         name += "-likelihood" if plan.objective == "likelihood" else ""
     if action_noise:
         name += f"-noise{action_noise:g}"

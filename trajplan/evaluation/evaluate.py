@@ -24,8 +24,9 @@ from typing import Any
 import torch
 
 from trajplan.checkpoint import find_latest_run
-from trajplan.config import PlanConfig, to_dict
+from trajplan.config import PlanConfig
 from trajplan.configs import apply_overrides
+from trajplan.configs.convert import to_dict
 from trajplan.data.tokens import Discretizer
 from trajplan.envs.references import References, references_for
 from trajplan.envs.registry import make_env, resolve_env

@@ -120,7 +120,7 @@ def policy_name(doc: dict[str, Any], run_doc: dict[str, Any] | None = None) -> s
     if kind == "tt":
         name = "TT"
         if plan.get("critic"):
-            name += f" + {str(plan.get('critic_form') or 'q').upper()}({short(plan['critic'])})"
+            name += f" + Q({short(plan['critic'])})"
         parts = [name] + ([f"h{plan['horizon']}"] if plan.get("horizon") is not None else [])
         if plan.get("prior"):
             parts.append(f"prior({short(plan['prior'])})")

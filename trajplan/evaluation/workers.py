@@ -28,7 +28,8 @@ from typing import Any
 
 import torch
 
-from trajplan.config import PlanConfig, from_dict, to_dict
+from trajplan.config import PlanConfig
+from trajplan.configs.convert import from_dict, to_dict
 from trajplan.envs.rollout import StepInfo
 from trajplan.errors import TrajplanError
 from trajplan.evaluation.evalfiles import EvalResult

@@ -25,7 +25,6 @@ from typing import Protocol
 
 import torch
 
-from trajplan.config import CRITIC_FORMS
 from trajplan.planner.sampling import beam_scores
 
 
@@ -82,10 +81,8 @@ class CriticScorer:
 
     needs_states, needs_logp, distinct = True, False, False
 
-    def __init__(self, critic: Critic, discount: float, form: str = "q") -> None:
-        if form not in CRITIC_FORMS:
-            raise ValueError(f"critic form {form!r} is not one of {CRITIC_FORMS}")
-        self.critic, self.discount, self.form = critic, discount, form
+    def __init__(self, critic: Critic, discount: float) -> None:
+        self.critic, self.discount = critic, discount
 
     @torch.no_grad()
     def score(
@@ -99,10 +96,7 @@ class CriticScorer:
         assert obs is not None and act is not None, "the critic scores states and actions"
         disc = self.discount ** torch.arange(t, device=rewards.device, dtype=torch.float64)
         before = rewards[:, :t] @ disc  # [R]: sum_{i<t} gamma^i r_i
-        if self.form == "q":
-            tail = self.critic.q(obs.float(), act.float())
-        else:
-            tail = self.critic.v(obs.float())
+        tail = self.critic.q(obs.float(), act.float())  # [R]: Q(s_t, a_t)
         return before + self.discount**t * tail.to(torch.float64)  # [R]
 
 

@@ -56,7 +56,8 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from trajplan.checkpoint import GIVEN_FILE, write_manifest
-from trajplan.config import RunConfig, to_dict
+from trajplan.config import RunConfig
+from trajplan.configs.convert import to_dict
 from trajplan.runtime import StopFlag, Stopped
 from trajplan.training.callbacks import Callback, check_loggers, default_callbacks
 from trajplan.training.live_eval import PeriodicEval

@@ -30,8 +30,9 @@ from trajplan.checkpoint import (
     now_iso,
     read_manifest,
 )
-from trajplan.config import RunConfig, parse_goal_dims, to_dict
+from trajplan.config import RunConfig, parse_goal_dims
 from trajplan.configs import dataset_level
+from trajplan.configs.convert import to_dict
 from trajplan.data.bins_report import merge_warning
 from trajplan.data.episodes import data_fingerprint
 from trajplan.data.tokens import Discretizer

@@ -31,7 +31,8 @@ from pathlib import Path
 import yaml
 
 from trajplan.checkpoint import is_dead_end, read_manifest
-from trajplan.config import RunConfig, to_dict
+from trajplan.config import RunConfig
+from trajplan.configs.convert import to_dict
 from trajplan.errors import TrajplanError
 from trajplan.procs import STOP_SIGNALS, Children, python_command
 from trajplan.ray_tasks import check_reachable, run_command, run_on_ray
