@@ -102,8 +102,10 @@ def test_critic_weighting_trains_with_the_critics_weights(minari_datasets, tmp_p
     step = ep.starts[data.windows.episode_index] + data.windows.t_start.numpy()
     np.testing.assert_allclose(mask[:, first_act].numpy(), w[step], rtol=1e-6)
     assert (mask[:, D - 1 : D + ep.obs_dim - 1] == 1).all()  # step 1's observation: unweighted
-    with pytest.raises(TrajplanError, match="needs its critic"):
-        prepare_episodes(ep, cfg)
+    _, _, unweighted = prepare_episodes(ep, cfg).windows.get_batch(torch.arange(4))
+    assert (unweighted <= 1).all()  # re-read without its critic (analysis): unweighted
+    with pytest.raises(TrajplanError, match="only with data.critic_weighting"):
+        prepare_episodes(ep, DataConfig(seq_len=3, n_bins=10), critic=critic)
     for bad, words in (
         (dict(action_weighting=1.0), "replaces data.action_weighting"),
         (dict(goal_dims="0,1"), "does not combine with a goal"),

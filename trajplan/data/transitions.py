@@ -300,7 +300,9 @@ def prepare_episodes(
     with `val_fraction` > 0 whole episodes are held out of the training windows into
     `val_windows` (unweighted). With `goal_dims` (goal-conditioned), a goal env's own goal
     dims are dropped from the observations first and every window gets a hindsight goal
-    (trajplan.data.goals).
+    (trajplan.data.goals). `critic`: the IQL critic of `data.critic_weighting`, whose
+    advantage weights the action tokens (training passes it; without it, e.g. re-reading
+    a run's data for analysis, the windows are unweighted).
     """
     check_data_config(cfg)
     ep.validate()
@@ -318,8 +320,8 @@ def prepare_episodes(
         train_ep, val_ep = split_episodes(ep, cfg.val_fraction)
         val_cfg = dataclasses.replace(cfg, action_weighting=0.0)
         val_windows = _windows(val_ep, make_transitions(val_ep, cfg), disc, val_cfg)
-    if (critic is None) != (cfg.critic_weighting is None):
-        raise TrajplanError("data.critic_weighting needs its critic (and a critic needs the key)")
+    if critic is not None and cfg.critic_weighting is None:
+        raise TrajplanError("a critic weights the action tokens only with data.critic_weighting")
     windows = _windows(train_ep, make_transitions(train_ep, cfg), disc, cfg, critic)
     if windows.n_windows == 0:
         raise TrajplanError(f"dataset {ep.dataset_id!r}: no training windows (all episodes 1 step)")
