@@ -215,7 +215,7 @@ def test_eval_workers_report_each_episode(tiny_run, tmp_path) -> None:
     two = cli(*args, "--workers", "2", "--out", str(tmp_path / "two"), process=True)
     lines = [ln for ln in two.stdout.splitlines() if ln.startswith("episode seed")]
     assert sorted(ln.split(":")[0] for ln in lines) == [f"episode seed {s}" for s in range(3)]
-    assert lines[-1].endswith("(3/3 done)")
+    assert lines[-1].endswith(", 3/3 done)")  # "(RUN, k/n done)"
     cli(*args, "--out", str(tmp_path / "one"))
     returns = []
     for folder in ("one", "two"):
