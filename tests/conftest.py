@@ -259,3 +259,26 @@ def tiny_model(seed: int = 0, *, noise: float = 0.0, **kw: Any) -> TrajectoryGPT
             for p in model.parameters():
                 p.add_(torch.randn_like(p) * noise)
     return model
+
+
+class SmallCritic:
+    """An untrained critic for planner tests: Q and V as small MLPs on raw observations and
+    actions of the given sizes (what `trajplan.planner.scorers.CriticScorer` reads)."""
+
+    def __init__(self, seed: int, obs_dim: int, act_dim: int) -> None:
+        import torch
+
+        torch.manual_seed(seed)
+        self.obs_dim, self.act_dim = obs_dim, act_dim
+        self.qnet = torch.nn.Sequential(torch.nn.Linear(obs_dim + act_dim, 16), torch.nn.Tanh(),
+                                        torch.nn.Linear(16, 1))  # fmt: skip
+        self.vnet = torch.nn.Sequential(torch.nn.Linear(obs_dim, 16), torch.nn.Tanh(),
+                                        torch.nn.Linear(16, 1))  # fmt: skip
+
+    def q(self, obs: Any, act: Any) -> Any:
+        import torch
+
+        return 10 * self.qnet(torch.cat([obs, act], dim=1))[:, 0]
+
+    def v(self, obs: Any) -> Any:
+        return 10 * self.vnet(obs)[:, 0]

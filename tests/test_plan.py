@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_model
+from conftest import SmallCritic, tiny_model
 from test_reference_search import reference_planner
 
 from trajplan.actors import Actor, load_actor, save_actor
@@ -593,25 +593,6 @@ def test_search_from_a_given_first_action() -> None:
 # -- TT + Q: a critic scores the beams ------------------------------------------------------
 
 
-class SmallCritic(torch.nn.Module):
-    """A real (untrained) critic: Q and V as small MLPs on raw observations and actions."""
-
-    def __init__(self, seed: int = 0) -> None:
-        super().__init__()
-        torch.manual_seed(seed)
-        self.obs_dim, self.act_dim = OBS, ACT
-        self.qnet = torch.nn.Sequential(torch.nn.Linear(OBS + ACT, 16), torch.nn.Tanh(),
-                                        torch.nn.Linear(16, 1))  # fmt: skip
-        self.vnet = torch.nn.Sequential(torch.nn.Linear(OBS, 16), torch.nn.Tanh(),
-                                        torch.nn.Linear(16, 1))  # fmt: skip
-
-    def q(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
-        return 10 * self.qnet(torch.cat([obs, act], dim=1))[:, 0]
-
-    def v(self, obs: torch.Tensor) -> torch.Tensor:
-        return 10 * self.vnet(obs)[:, 0]
-
-
 def test_critic_scores_by_hand() -> None:
     """ "q": sum_{i<t} gamma^i r_i + gamma^t Q(s_t, a_t); "v": the same with V(s_t); the
     model's value token (column t+1) and its reward at t are not used."""
@@ -641,7 +622,7 @@ def test_critic_search_is_exact_in_both_modes_and_batches() -> None:
     disc = random_discretizer(4)
     cfg = PlanConfig(horizon=3, beam_width=4, n_expand=2, max_context_transitions=3,
                      critic="(a loaded critic)")  # fmt: skip
-    scorer = CriticScorer(SmallCritic(1), cfg.discount)
+    scorer = CriticScorer(SmallCritic(1, OBS, ACT), cfg.discount)
     obs, rew = episode_data(5, 2, seed=6)
     cached = play(model, disc, cfg, obs, rew, [7, 8], scorer=scorer)
     full = play(model, disc, dataclasses.replace(cfg, mode="full"), obs, rew, [7, 8],

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_model
+from conftest import SmallCritic, tiny_model
 
 from trajplan.actors import Actor
 from trajplan.config import PlanConfig
@@ -190,32 +190,13 @@ def test_a_given_first_action_equals_the_reference() -> None:
     assert torch.equal(fast.tokens[:, 0, OBS : OBS + ACT], first)
 
 
-class SmallCritic(torch.nn.Module):
-    """An untrained critic: Q and V as small MLPs on raw observations and actions."""
-
-    def __init__(self, seed: int = 0) -> None:
-        super().__init__()
-        torch.manual_seed(seed)
-        self.obs_dim, self.act_dim = OBS, ACT
-        self.qnet = torch.nn.Sequential(torch.nn.Linear(OBS + ACT, 16), torch.nn.Tanh(),
-                                        torch.nn.Linear(16, 1))  # fmt: skip
-        self.vnet = torch.nn.Sequential(torch.nn.Linear(OBS, 16), torch.nn.Tanh(),
-                                        torch.nn.Linear(16, 1))  # fmt: skip
-
-    def q(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
-        return 10 * self.qnet(torch.cat([obs, act], dim=1))[:, 0]
-
-    def v(self, obs: torch.Tensor) -> torch.Tensor:
-        return 10 * self.vnet(obs)[:, 0]
-
-
 @pytest.mark.parametrize("mode", ["cached", "full"])
 def test_critic_scorer_equals_the_reference(mode: str) -> None:
     """TT + Q: the reference decodes each row's last state and action from its own tokens
     (the real observation at t = 0)."""
     model, mids = model_and_mids(4)
     cfg = dataclasses.replace(CONFIGS["slide"], mode=mode)
-    scorer = CriticScorer(SmallCritic(1), cfg.discount)
+    scorer = CriticScorer(SmallCritic(1, OBS, ACT), cfg.discount)
     obs = torch.as_tensor(np.random.default_rng(4).normal(size=(2, OBS)))
     fast, ref = search_both(model, contexts(2, 3, seed=4), cfg, mids, [7, 8], obs=obs,
                             scorer=scorer)  # fmt: skip
