@@ -282,3 +282,18 @@ class SmallCritic:
 
     def v(self, obs: Any) -> Any:
         return 10 * self.vnet(obs)[:, 0]
+
+
+def random_actor(obs_dim: int, act_dim: int, seed: int = 0) -> Any:
+    """A random tanh MLP actor (16 hidden units, actions in [-1, 1]): a prior for tests."""
+    from trajplan.actors import Actor
+
+    rng = np.random.default_rng(seed)
+    return Actor(
+        weights=[rng.normal(size=(16, obs_dim)).astype(np.float32),
+                 rng.normal(size=(act_dim, 16)).astype(np.float32)],
+        biases=[np.zeros(16, np.float32), np.zeros(act_dim, np.float32)],
+        activation="tanh",
+        action_low=-np.ones(act_dim, np.float32),
+        action_high=np.ones(act_dim, np.float32),
+    )  # fmt: skip

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import SmallCritic, tiny_model
+from conftest import SmallCritic, random_actor, tiny_model
 from test_reference_search import reference_planner
 
 from trajplan.actors import Actor, load_actor, save_actor
@@ -434,15 +434,7 @@ def test_forward_shared_equals_full_forward_with_copied_prefix() -> None:
 @pytest.fixture(scope="module")
 def prior_file(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A random tanh MLP actor with Hopper's dimensions, saved as a real actor file."""
-    rng = np.random.default_rng(0)
-    actor = Actor(
-        weights=[rng.normal(size=(16, OBS)).astype(np.float32),
-                 rng.normal(size=(ACT, 16)).astype(np.float32)],
-        biases=[np.zeros(16, np.float32), np.zeros(ACT, np.float32)],
-        activation="tanh",
-        action_low=-np.ones(ACT, np.float32),
-        action_high=np.ones(ACT, np.float32),
-    )  # fmt: skip
+    actor = random_actor(OBS, ACT)
     return str(save_actor(actor, tmp_path_factory.mktemp("prior") / "p.actor.safetensors"))
 
 

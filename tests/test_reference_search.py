@@ -15,9 +15,8 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import torch
-from conftest import SmallCritic, tiny_model
+from conftest import SmallCritic, random_actor, tiny_model
 
-from trajplan.actors import Actor
 from trajplan.config import PlanConfig
 from trajplan.data.tokens import Discretizer
 from trajplan.planner import Uniforms, beam_search, plan_window, uniforms_per_plan
@@ -138,15 +137,7 @@ def test_batched_episodes_equal_the_reference_one_at_a_time(mode: str) -> None:
 
 def prior_source(share: float, noise: float, mids: torch.Tensor, cfg: PlanConfig):
     """A factory of prior candidate sources: a random tanh MLP actor."""
-    rng = np.random.default_rng(0)
-    actor = Actor(
-        weights=[rng.normal(size=(16, OBS)).astype(np.float32),
-                 rng.normal(size=(ACT, 16)).astype(np.float32)],
-        biases=[np.zeros(16, np.float32), np.zeros(ACT, np.float32)],
-        activation="tanh",
-        action_low=-np.ones(ACT, np.float32),
-        action_high=np.ones(ACT, np.float32),
-    )  # fmt: skip
+    actor = random_actor(OBS, ACT)
     m = prior_rows(share, cfg.n_expand * cfg.beam_width)
     proposals = PriorProposals(actor, discretizer(2), OBS, ACT, noise)
     return lambda: PriorCandidates(proposals, m, mids)
