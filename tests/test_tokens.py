@@ -216,9 +216,10 @@ def test_bad_arguments() -> None:
         Discretizer.fit(np.zeros((5, 1)), 0)
 
 
-def test_own_bin_for_a_rare_minimum() -> None:
+def test_a_rare_minimum_keeps_the_reference_bins() -> None:
     """A rare outlier at the minimum (the termination penalty) shares quantile bin 0 with the
-    lowest ordinary values and decodes as about half of it; "atoms" gives it bin 0 alone."""
+    lowest ordinary values and decodes as about half of it, in the reference and in the
+    default exact bins alike (a column of many values is not few-valued)."""
     rng = np.random.default_rng(0)
     data = rng.normal(size=(10_000, 2))
     data[::500, 1] = -100.0  # 0.2% of the rows: less than one bin's share (1%)
@@ -227,16 +228,6 @@ def test_own_bin_for_a_rare_minimum() -> None:
     assert plain.discretize(np.array([[0.0, low]]))[0, 1] == 0  # shares the penalty's bin
     assert plain.midpoints()[0, 1] < -45  # so an ordinary low value decodes as ~-50
     assert Discretizer.fit(data, 100) == plain  # "discrete": not a few-valued column
-    own = Discretizer.fit(data, 100, exact="atoms")
-    np.testing.assert_array_equal(own.edges[:, 0], plain.edges[:, 0])  # other columns kept
-    assert own.edges.shape == plain.edges.shape
-    tok = own.discretize(data)[:, 1]
-    assert set(tok[data[:, 1] == -100.0]) == {0} and tok[data[:, 1] > -100].min() == 2
-    assert own.midpoints()[0, 1] == -100.0
-    assert own.reconstruct(own.discretize(np.array([[0.0, low]])))[0, 1] > -4  # not ~-50
-    counts = np.bincount(tok, minlength=100)[2:]  # the rest: the reference's quantile rule
-    m = int((data[:, 1] > -100).sum())
-    assert (counts[:-1] == -(-m // 98)).all() and counts.sum() == m  # ceil(m / 98) per bin
 
 
 @pytest.mark.parametrize("kind", ["quantile", "uniform"])
@@ -294,28 +285,7 @@ def test_continuous_edges_are_the_reference_in_every_mode() -> None:
     ).astype(np.float32)
     for kind in ("quantile", "uniform"):
         ref = fit_edges(data, 100, kind, "reference")
-        for mode in ("discrete", "atoms"):
-            np.testing.assert_array_equal(fit_edges(data, 100, kind, mode), ref)
-
-
-def test_atoms_mass_in_the_middle_and_saturated_actions() -> None:
-    """ "atoms": a mass at 0 inside a continuous column (15% of rows) decodes as 0.0 exactly,
-    ordinary values still get quantile bins; a mass at the maximum that already round-trips
-    (a saturated action) leaves the column as the reference made it."""
-    rng = np.random.default_rng(4)
-    n = 20_000
-    mid = rng.normal(size=n)
-    mid[rng.random(n) < 0.15] = 0.0
-    sat = np.clip(rng.normal(size=n), -3.0, 1.0)  # 16% of rows at 1.0
-    cols = np.stack([mid, sat], 1)
-    ref = Discretizer.fit(cols, 100, exact="reference")
-    assert ref.reconstruct(ref.discretize(np.zeros((1, 2))))[0, 0] != 0.0  # the fault
-    disc = Discretizer.fit(cols, 100, exact="atoms")
-    assert disc.reconstruct(disc.discretize(np.zeros((1, 2))))[0, 0] == 0.0
-    assert disc.reconstruct(disc.discretize(np.ones((1, 2))))[0, 1] == 1.0
-    np.testing.assert_array_equal(disc.edges[:, 1], ref.edges[:, 1])
-    tok = disc.discretize(cols)[:, 0]
-    assert len(np.unique(tok)) >= 90  # the rest still spread over quantile bins
+        np.testing.assert_array_equal(fit_edges(data, 100, kind, "discrete"), ref)
 
 
 def test_exact_bins_mode_is_checked() -> None:
@@ -337,13 +307,16 @@ def test_exact_bins_modes_survive_a_set_override() -> None:
 
 def test_configs_of_older_runs_still_read() -> None:
     """Runs written before 2026-12-07 record data.penalty_bin (their bins: the reference's,
-    or the penalty's own) and plan.critic_form; they read as exact_bins reference / atoms and
-    the critic's Q, and the removed V form is refused in one line."""
+    or the penalty's own) and plan.critic_form; they read as exact_bins reference and the
+    critic's Q, and the removed options (the penalty's own bin, the V form) are refused in one
+    line."""
     from trajplan.config import DataConfig, PlanConfig
     from trajplan.configs.convert import from_dict
 
     assert from_dict(DataConfig, {"penalty_bin": False}).exact_bins == "reference"
-    assert from_dict(DataConfig, {"penalty_bin": True}).exact_bins == "atoms"
+    for removed in ({"penalty_bin": True}, {"exact_bins": "atoms"}):
+        with pytest.raises(TrajplanError, match="atoms .* was removed"):
+            from_dict(DataConfig, removed)
     assert from_dict(DataConfig, {}).exact_bins == "discrete"  # a new config: the default
     assert from_dict(PlanConfig, {"critic_form": "q", "horizon": 3}).horizon == 3
     with pytest.raises(TrajplanError, match="critic_form v was removed"):

@@ -38,8 +38,7 @@ class DataConfig:
     critic_beta: float | None = None
     val_fraction: float = 0.0  # share of episodes held out for a validation loss
     # Not the reference ("reference" is): bins of their own, decoded exactly, for the values of
-    # few-valued columns ("discrete": a sparse reward's 0 and 1) and, with "atoms", for values
-    # holding a mass in any column (a rare termination penalty); trajplan.data.tokens.
+    # few-valued columns ("discrete": a sparse reward's 0 and 1); trajplan.data.tokens.
     exact_bins: str = "discrete"
     # Not the reference (none = off): goal-conditioned training (trajplan.data.goals). The
     # observation dims that form the goal, e.g. "0,1" (a maze's x, y), each window's goal
@@ -174,7 +173,7 @@ def check_seed(value: int, name: str) -> int:
 PLAN_MODES = ("cached", "full")
 PLAN_WINDOWS = ("slide", "grow")
 PLAN_OBJECTIVES = ("return", "likelihood")  # plan.objective (trajplan.planner.scorers)
-EXACT_BINS = ("reference", "discrete", "atoms")  # data.exact_bins (trajplan.data.tokens)
+EXACT_BINS = ("reference", "discrete")  # data.exact_bins (trajplan.data.tokens)
 GOAL_RELABELS = ("final", "future")  # data.goal_relabel (trajplan.data.goals)
 
 

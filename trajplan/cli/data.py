@@ -65,7 +65,8 @@ def data_info(
     ),
     exact_bins: str = typer.Option(
         "discrete",
-        help="data.exact_bins for --bins: reference (the published rule), discrete or atoms.",
+        help="data.exact_bins for --bins: reference (the published rule) or discrete (a bin "
+        "of its own for each value of a few-valued column).",
     ),
     n_bins: int = typer.Option(100, help="data.n_bins for --bins.", min=1),
 ) -> None:

@@ -52,11 +52,17 @@ def _check_type(where: str, value: Any, tp: Any) -> Any:
 
 
 def _upgrade(cls: type, data: dict[str, Any]) -> dict[str, Any]:
-    """Read keys that older runs wrote (before 2026-12-07): `data.penalty_bin` means their
-    bins were the reference's, or the penalty's own bin; `plan.critic_form` q is the rule."""
+    """Read keys that older runs wrote (before 2026-12-07): `data.penalty_bin` false means
+    the reference's bins; `plan.critic_form` q is the rule. The removed options (the penalty's
+    own bin, later `exact_bins: atoms`; the V form) are refused in one line."""
     if cls is DataConfig and "penalty_bin" in data and "exact_bins" not in data:
         data = dict(data)
         data["exact_bins"] = "atoms" if data.pop("penalty_bin") else "reference"
+    if cls is DataConfig and data.get("exact_bins") == "atoms":  # removed 2026-12-07
+        raise TrajplanError(
+            "data.exact_bins atoms (was data.penalty_bin) was removed (no score gain measured, "
+            "docs/results.md): use discrete or reference"
+        )
     if cls is PlanConfig and "critic_form" in data:  # removed 2026-12-07: only "q" is left
         if data["critic_form"] not in ("q", None):
             raise TrajplanError("plan.critic_form v was removed (it scored below q): use q")

@@ -68,6 +68,6 @@ def merge_warning(checks: list[ColumnCheck], mode: str) -> str | None:
     hint = (
         "data.exact_bins=discrete gives each value a token of its own"
         if mode == "reference"
-        else "data.exact_bins=atoms or more bins (data.n_bins) may keep them apart"
+        else "more bins (data.n_bins) may keep them apart"
     )
     return f"warning: the bins merge or misdecode distinct values of {', '.join(bad)}: {hint}"

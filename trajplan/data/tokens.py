@@ -17,12 +17,9 @@ exactly (`midpoints`); an empty gap bin follows it up to the next edge. Where th
 edges do not round-trip every value concerned exactly, the column is laid out anew:
 - "discrete" (the default): a column with at most (N+1)//2 distinct values gets a point bin
   for every value (sparse rewards, success flags, few-valued observations);
-- "atoms": also, in a column with more values, each value holding a mass (at least
-  n/(10N) rows, 0.1% for N = 100: a termination penalty, clipped actions; chance repeats of
-  continuous float32 values stay far below) gets a point bin and the rest
-  of the column the kind's bins over what is left; a rare penalty at the minimum then gets
-  bin 0 alone, decoded exactly, as a special case of the rule;
 - "reference": the reference's edges, always.
+(A third mode, point bins for any value holding a mass such as a termination penalty, was
+measured without a score gain and removed: docs/results.md, Tried and dropped.)
 A column whose values already round-trip (a continuous column, a constant one, a mass at the
 maximum) keeps the reference's edges, so parity on continuous data is exact.
 
@@ -95,35 +92,23 @@ def fit_edges(
     edges = fit(data, n_bins)
     if exact != "reference":
         for j in range(data.shape[1]):
-            edges[:, j] = _exact_column(data[:, j], edges[:, j], n_bins, fit, exact)
+            edges[:, j] = _exact_column(data[:, j], edges[:, j], n_bins)
     return edges
 
 
-def _exact_column(x: np.ndarray, ref: np.ndarray, n_bins: int, fit, mode: str) -> np.ndarray:
-    """One column's edges [n_edges] with point bins for the values `mode` keeps exact (x [n]).
+def _exact_column(x: np.ndarray, ref: np.ndarray, n_bins: int) -> np.ndarray:
+    """One column's edges [n_edges] with a point bin for each of its few values (x [n]).
 
-    `ref` are the kind's edges; they are kept when every such value already round-trips, or
-    when the new layout would need more edges than the other columns have (small data).
+    `ref` are the kind's edges; they are kept when every value already round-trips, or when
+    the new layout would need more edges than the other columns have (small data).
     """
-    values, counts = np.unique(np.asarray(x, dtype=np.float64), return_counts=True)
+    values = np.unique(np.asarray(x, dtype=np.float64))
     n_edges = ref.shape[0]
-    if len(values) <= (n_bins + 1) // 2:  # few values: every one exact
-        atoms, rest = values, np.empty(0)
-    elif mode == "atoms":  # values that hold a mass; the kind's bins for the rest
-        mass = counts >= max(2, -(-len(x) // (10 * n_bins)))  # 0.1% of rows for N = 100
-        largest = np.argsort(-counts[mass], kind="stable")[: (n_edges - 1) // 4]
-        atoms = values[mass][np.sort(largest)]  # at most a quarter of the bins
-        rest = x[~np.isin(x, atoms)].astype(np.float64)
-    else:
-        return ref
-    if len(atoms) == 0 or _round_trips(ref, atoms, n_bins):
-        return ref
-    point = np.nextafter(atoms, np.inf)
-    budget = n_edges - 1 - 2 * len(atoms)  # bins left for the rest
-    if budget < (1 if len(rest) else 0):
+    if len(values) > (n_bins + 1) // 2 or _round_trips(ref, values, n_bins):
+        return ref  # many values (continuous), or the kind's edges already decode them
+    if n_edges - 1 < 2 * len(values):
         return ref  # does not fit (small data): the kind's edges
-    rest_edges = fit(rest[:, None], budget)[:, 0] if len(rest) else np.empty(0)
-    out = np.sort(np.concatenate([atoms, point, rest_edges]))
+    out = np.sort(np.concatenate([values, np.nextafter(values, np.inf)]))  # point, gap, ...
     return np.concatenate([out, np.repeat(out[-1:], n_edges - len(out))])
 
 
