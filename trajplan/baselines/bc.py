@@ -10,10 +10,10 @@ writes a run directory that `trajplan eval` evaluates like a TT run:
     RUN/metrics.jsonl             {"kind": "bc", "step", "loss", "val_loss"} lines
 
 `train_bc` runs three steps: `_prepare` (held-out episodes, normalised observations,
-actions squashed into [-1, 1], return weights), `_fit` (the Adam loop and its metrics lines)
-and `_write_run` (export and files). The observation normalisation is folded into the first
-layer, so the saved policy is an ordinary `trajplan.actors.Actor`. The same seed gives the
-same weights (CPU, same thread count).
+actions squashed into [-1, 1], return weights), `_fit` (the Adam updates, looped and logged
+by `trajplan.minibatch`) and `_write_run` (export and files). The observation normalisation
+is folded into the first layer, so the saved policy is an ordinary `trajplan.actors.Actor`.
+The same seed gives the same weights (CPU, same thread count).
 
 Goal-conditioned BC (`goal_dims`, the baseline of goal-conditioned TT): in a goal env (a
 maze) each step's own goal dims are replaced by its hindsight goal, relabelled by the rule
@@ -42,8 +42,8 @@ from trajplan.data.weighting import action_weights
 from trajplan.envs.registry import EnvInfo
 from trajplan.errors import TrajplanError
 from trajplan.guards import bc_bytes, check_disk, check_memory, check_out_dir
-from trajplan.progress import Progress
-from trajplan.runtime import atomic_write, json_text, write_json
+from trajplan.minibatch import Counters, Lines, run_steps
+from trajplan.runtime import atomic_write, write_json
 
 BC_FORMAT = "trajplan-bc/1"
 CONFIG_FILE = "config.json"
@@ -143,7 +143,7 @@ def train_bc(
     _check_room(out, cfg, episodes, len(low))
     data = _prepare(episodes, low, high, cfg)
     t0 = time.perf_counter()
-    fit = _fit(data, cfg, f"bc {dataset_id}", progress, t0)
+    fit = _fit(data, cfg, f"bc {dataset_id}", progress)
     created = not out.exists()
     try:
         _write_run(out, fit, data, cfg, info, episodes, dataset_id, t0)
@@ -217,43 +217,42 @@ class _Fit:
     val_loss: float | None
 
 
-def _fit(d: _Prepared, cfg: BCConfig, label: str, progress: bool, t0: float) -> _Fit:
-    """Adam on the weighted squared error of tanh(net(x)), a metrics line every log_every
-    steps; seeded by cfg.seed (weights and batches). A non-finite loss is a TrajplanError."""
+def _fit(d: _Prepared, cfg: BCConfig, label: str, progress: bool) -> _Fit:
+    """Adam on the weighted squared error of tanh(net(x)) in `trajplan.minibatch.run_steps`,
+    a metrics line every log_every steps; seeded by cfg.seed (weights and batches). A
+    non-finite loss is a TrajplanError."""
     x, y, w = d.x, d.y, d.w
     torch.manual_seed(cfg.seed)
     net = _mlp([x.shape[1], *cfg.hidden, y.shape[1]])
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
-    lines: list[str] = []
-    loss_sum, last_loss, val_loss = 0.0, float("nan"), None
-    with Progress(label, cfg.steps, enabled=progress) as bar:
-        for step in range(1, cfg.steps + 1):
-            idx = torch.randint(0, x.shape[0], (cfg.batch_size,), generator=gen)  # [batch]
-            err = ((torch.tanh(net(x[idx])) - y[idx]) ** 2).mean(1)  # [batch]
-            loss = (w[idx] * err).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += float(loss.detach())
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                n = step % cfg.log_every or cfg.log_every
-                last_loss, loss_sum = loss_sum / n, 0.0
-                row: dict[str, Any] = {"kind": "bc", "step": step, "loss": last_loss}
-                if d.val is not None:
-                    with torch.no_grad():
-                        vx, vy = d.val
-                        val_loss = float(((torch.tanh(net(vx)) - vy) ** 2).mean())
-                    row["val_loss"] = val_loss
-                row["wall_s"] = round(time.perf_counter() - t0, 3)
-                lines.append(json_text(row) + "\n")
-                bar.update(info=f"loss {last_loss:.4f}")
-                if not progress and step % (cfg.log_every * 10) == 0:
-                    print(f"bc step {step}/{cfg.steps} loss {last_loss:.4f}", flush=True)
-            bar.update(completed=step)
-    if not np.isfinite(last_loss):
-        raise TrajplanError(f"BC training diverged (loss {last_loss}): lower --lr")
-    return _Fit(net, lines, last_loss, val_loss)
+
+    def update() -> torch.Tensor:
+        idx = torch.randint(0, x.shape[0], (cfg.batch_size,), generator=gen)  # [batch]
+        err = ((torch.tanh(net(x[idx])) - y[idx]) ** 2).mean(1)  # [batch]
+        loss = (w[idx] * err).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss.detach()[None]  # [1]
+
+    def val_loss() -> dict[str, Any]:  # in every metrics line, with held-out episodes
+        if d.val is None:
+            return {}
+        vx, vy = d.val
+        with torch.no_grad():
+            return {"val_loss": float(((torch.tanh(net(vx)) - vy) ** 2).mean())}
+
+    lines = Lines("bc", ("loss",), cfg.log_every, lambda row: f"loss {row['loss']:.4f}", _diverged)
+    c = run_steps(update, Counters.new(1), cfg.steps, lines, label, progress, extra=val_loss)
+    last = c.last()
+    return _Fit(net, c.lines, last["loss"], last.get("val_loss"))
+
+
+def _diverged(row: dict[str, Any]) -> TrajplanError:
+    return TrajplanError(
+        f"BC training diverged at step {row['step']} (loss {row['loss']}): lower --lr"
+    )
 
 
 def _write_run(

@@ -40,8 +40,6 @@ Data: `trajplan.baselines.iql_data`. Saving, resuming, snapshots and the run's f
 
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,12 +52,10 @@ from trajplan.baselines.iql_nets import STATS, Batch, Hyper, IQLLearner, IQLNets
 from trajplan.baselines.iql_run import IQL_FORMAT, Critic, IQLRun, is_iql_run, load_critic, load_iql
 from trajplan.baselines.iql_state import (
     Checkpoints,
-    Counters,
     Saving,
     capture,
     check_resume,
     check_same_data,
-    last_stats,
     open_run_dir,
     restore,
     write_run,
@@ -72,7 +68,7 @@ from trajplan.data.transitions import Episodes
 from trajplan.envs.registry import EnvInfo, resolve_env
 from trajplan.errors import TrajplanError
 from trajplan.guards import check_disk, check_memory, iql_bytes, iql_state_bytes, size_text
-from trajplan.progress import Progress
+from trajplan.minibatch import Counters, Lines, run_steps
 from trajplan.runtime import StopFlag, Stopped, resolve_device, sigterm_as_interrupt
 
 __all__ = [
@@ -279,7 +275,7 @@ def _fit(
     device: torch.device,
 ) -> tuple[IQLNets, Counters]:
     """Updates on uniform batches of the usable rows up to cfg.steps (from the saved state's
-    step when resuming), a metrics line every log_every; seeded by cfg.seed (init and
+    step when resuming) in `trajplan.minibatch.run_steps`; seeded by cfg.seed (init and
     batches). A non-finite loss is a TrajplanError; Ctrl-C / SIGTERM finish the update,
     save the state and raise Stopped."""
     cfg, d = job.cfg, job.data
@@ -290,59 +286,55 @@ def _fit(
     learner = IQLLearner(nets, hp)
     gen = torch.Generator().manual_seed(cfg.seed)
     if saved is None:
-        zero = torch.zeros(len(STATS), dtype=torch.float64, device=device)
-        c = Counters(0, zero, [], 0.0)
+        c = Counters.new(len(STATS), device)
     else:
         c = restore(saved, learner, gen, device, job.out)
     obs, act, rew, mask, nxt = (t.to(device) for t in (d.obs, d.act, d.rew, d.mask, d.nxt))
-    t0, wall0 = time.perf_counter(), c.wall_s
+
+    def update() -> torch.Tensor:
+        pick = d.rows[torch.randint(0, d.rows.shape[0], (cfg.batch_size,), generator=gen)]
+        i = pick.to(device)  # [B]
+        return learner.update(Batch(obs[i], act[i], rew[i], mask[i], obs[nxt[i]]))  # [S]
 
     def state(status: str) -> dict[str, Any]:
-        c.wall_s = wall0 + time.perf_counter() - t0
         return capture(status, c, learner, gen, job.manifest, d)
 
+    def after_step(c: Counters) -> None:
+        """Snapshots, then the state: on a stop request (and stop), or when due."""
+        if checkpoints.snapshot_due(c.step):
+            write_run(checkpoints.snapshot_dir(c.step), nets, c.lines, d, _doc(job, "snapshot", c))
+        if stop.requested:
+            checkpoints.save(state("interrupted"))
+            _stopped(c.step, job.out)
+            raise Stopped(stop.requested)
+        if c.step < cfg.steps and checkpoints.due(c.step):
+            checkpoints.save(state("running"))
+
+    def actor_lr() -> dict[str, Any]:  # in every metrics line
+        return {"actor_lr": learner.actor_lr}
+
     label = f"iql {job.dataset_id}" + (f" (resumed at {c.step})" if c.step else "")
+    lines = Lines("iql", STATS, cfg.log_every, _shown, _diverged)
     stop = StopFlag(True)  # Ctrl-C / SIGTERM: finish the update, save, stop
     try:
         if saved is None:
             checkpoints.save(state("running"))  # resumable from the start
-        with Progress(label, cfg.steps, enabled=progress) as bar:
-            bar.update(completed=c.step)
-            while c.step < cfg.steps:
-                c.step += 1
-                pick = d.rows[torch.randint(0, d.rows.shape[0], (cfg.batch_size,), generator=gen)]
-                i = pick.to(device)  # [B]
-                c.acc += learner.update(Batch(obs[i], act[i], rew[i], mask[i], obs[nxt[i]]))
-                if c.step % cfg.log_every == 0 or c.step == cfg.steps:
-                    _log(c, learner, cfg, wall0 + time.perf_counter() - t0, bar, progress)
-                bar.update(completed=c.step)
-                if checkpoints.snapshot_due(c.step):
-                    c.wall_s = wall0 + time.perf_counter() - t0
-                    doc = _doc(job, "snapshot", c)
-                    write_run(checkpoints.snapshot_dir(c.step), nets, c.lines, d, doc)
-                if stop.requested:
-                    checkpoints.save(state("interrupted"))
-                    _stopped(c.step, job.out)
-                    raise Stopped(stop.requested)
-                if c.step < cfg.steps and checkpoints.due(c.step):
-                    checkpoints.save(state("running"))
+        run_steps(update, c, cfg.steps, lines, label, progress, extra=actor_lr, hook=after_step)
     finally:
         stop.close()
-    c.wall_s = wall0 + time.perf_counter() - t0
     return nets, c
 
 
-def _log(c: Counters, learner: IQLLearner, cfg: IQLConfig, wall_s: float, bar: Progress,
-         progress: bool) -> None:  # fmt: skip
-    """The metrics line of the updates since the last one (means), shown on the bar."""
-    row = _metrics_row(c.acc / (c.step % cfg.log_every or cfg.log_every), c.step, wall_s)
-    c.acc.zero_()
-    row["actor_lr"] = learner.actor_lr
-    c.lines.append(json.dumps(row) + "\n")
-    text = f"q {row['q_mean']:.3g} v {row['v_mean']:.3g} adv {row['adv_mean']:+.3g}"
-    bar.update(info=text)
-    if not progress and c.step % (cfg.log_every * 10) == 0:
-        print(f"iql step {c.step}/{cfg.steps} {text}", flush=True)
+def _shown(row: dict[str, Any]) -> str:
+    """A metrics line on the progress bar."""
+    return f"q {row['q_mean']:.3g} v {row['v_mean']:.3g} adv {row['adv_mean']:+.3g}"
+
+
+def _diverged(row: dict[str, Any]) -> TrajplanError:
+    return TrajplanError(
+        f"IQL training diverged at step {row['step']} (q_loss {row['q_loss']}, v_loss "
+        f"{row['v_loss']}): lower the learning rate or the temperature"
+    )
 
 
 def _stopped(step: int, out: Path) -> None:
@@ -353,19 +345,6 @@ def _stopped(step: int, out: Path) -> None:
         f"{out} --resume[/]",
         highlight=False,
     )
-
-
-def _metrics_row(means: torch.Tensor, step: int, wall_s: float) -> dict[str, Any]:
-    """One metrics.jsonl line from the window's mean stats; a diverged loss is an error."""
-    stats = dict(zip(STATS, means.tolist(), strict=True))
-    row: dict[str, Any] = {"kind": "iql", "step": step, **stats}
-    if not all(np.isfinite(row[k]) for k in ("q_loss", "v_loss", "actor_loss")):
-        raise TrajplanError(
-            f"IQL training diverged at step {step} (q_loss {row['q_loss']}, v_loss "
-            f"{row['v_loss']}): lower the learning rate or the temperature"
-        )
-    row["wall_s"] = round(wall_s, 3)
-    return row
 
 
 def _doc(job: _Job, status: str, c: Counters) -> dict[str, Any]:
@@ -386,7 +365,7 @@ def _doc(job: _Job, status: str, c: Counters) -> dict[str, Any]:
         "n_transitions": int(d.rows.shape[0]),
         "reward_scale": d.reward_scale,
         "data_fingerprint": job.manifest["data_fingerprint"],
-        "last": last_stats(c.lines, STATS),
+        "last": {k: v for k, v in c.last().items() if k in STATS},
         "wall_s": round(c.wall_s, 3),
         "updates_per_s": round(c.step / max(c.wall_s, 1e-9), 1),
         "config": asdict(job.cfg),

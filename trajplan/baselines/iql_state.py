@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
-import json
 import shutil
 import time
 from dataclasses import dataclass
@@ -50,6 +49,7 @@ from trajplan.baselines.iql_run import (
     save_critic,
 )
 from trajplan.errors import TrajplanError
+from trajplan.minibatch import Counters
 from trajplan.runtime import DirLock, remove_orphaned_tmp, staged_writes, write_json
 
 STATE_FILE = "state.pt"
@@ -170,16 +170,6 @@ def check_same_data(saved: dict[str, Any], out: Path, fingerprint: str, d: Trans
 
 
 # -- the state ---------------------------------------------------------------------------------
-
-
-@dataclass
-class Counters:
-    """The loop's counters besides the nets: saved and restored with them."""
-
-    step: int  # updates done
-    acc: torch.Tensor  # [len(STATS)] float64 sums since the last metrics line
-    lines: list[str]  # metrics.jsonl lines so far
-    wall_s: float  # training time of the earlier sessions
 
 
 def capture(status: str, p: Counters, learner: IQLLearner, gen: torch.Generator,
@@ -304,11 +294,3 @@ def write_run(out: Path, nets: IQLNets, lines: list[str], d: Transitions,
     with staged_writes() as stage:
         stage(out / METRICS_FILE, lambda p: p.write_text("".join(lines)))
     write_json(out / CONFIG_FILE, doc)
-
-
-def last_stats(lines: list[str], stats: tuple[str, ...]) -> dict[str, Any]:
-    """The last metrics line's stats (config.json's "last"); {} before the first line."""
-    if not lines:
-        return {}
-    last = json.loads(lines[-1])
-    return {k: last[k] for k in stats}

@@ -16,8 +16,6 @@ so one batched matmul runs the whole ensemble.
 
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,8 +26,8 @@ from torch import nn
 
 from trajplan.data.episodes import Episodes
 from trajplan.errors import TrajplanError
+from trajplan.minibatch import Counters, Lines, run_steps
 from trajplan.prediction.heldout import one_step_pairs
-from trajplan.progress import Progress
 
 
 @dataclass
@@ -155,7 +153,8 @@ def fit_ensemble(
     label: str = "ensemble",
 ) -> Fitted:
     """Train on the one-step pairs of `train` (each member on its own bootstrap resample),
-    logging the loss and the one-step error on `val` every log_every steps. Seeded by cfg.seed."""
+    logging the loss and the one-step error on `val` every log_every steps
+    (`trajplan.minibatch.run_steps`). Seeded by cfg.seed."""
     cfg.check()
     x_raw, y_raw = pairs_xy(train)
     norm = Normaliser.fit(x_raw, y_raw)
@@ -167,28 +166,33 @@ def fit_ensemble(
     gen = torch.Generator().manual_seed(cfg.seed)
     n, N = x.shape[0], cfg.members
     boot = torch.randint(0, n, (N, n), generator=gen)  # [N, n] each member's resample
-    lines: list[str] = []
-    loss_sum, last, val_mse, t0 = 0.0, float("nan"), None, time.perf_counter()
-    with Progress(label, cfg.steps, enabled=progress) as bar:
-        for step in range(1, cfg.steps + 1):
-            pos = torch.randint(0, n, (N, cfg.batch_size), generator=gen)
-            idx = boot.gather(1, pos)  # [N, B]
-            mean, logvar = net(x[idx])  # [N, B, out]
-            nll = ((mean - y[idx]) ** 2 * torch.exp(-logvar) + logvar).mean()
-            loss = nll + 0.01 * (net.max_logvar.sum() - net.min_logvar.sum())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += float(nll.detach())
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                last, loss_sum = loss_sum / (step % cfg.log_every or cfg.log_every), 0.0
-                row: dict[str, Any] = {"kind": "ensemble", "step": step, "loss": last}
-                if val is not None:
-                    val_mse = row["val_mse"] = one_step_mse(net, norm, val)
-                row["wall_s"] = round(time.perf_counter() - t0, 3)
-                lines.append(json.dumps(row) + "\n")
-                bar.update(info=f"nll {last:.3f}")
-            bar.update(completed=step)
-    if not np.isfinite(last):
-        raise TrajplanError(f"ensemble training diverged (loss {last}): lower --lr")
-    return Fitted(net.eval(), norm, lines, last, val_mse)
+
+    def update() -> torch.Tensor:
+        pos = torch.randint(0, n, (N, cfg.batch_size), generator=gen)
+        idx = boot.gather(1, pos)  # [N, B]
+        mean, logvar = net(x[idx])  # [N, B, out]
+        nll = ((mean - y[idx]) ** 2 * torch.exp(-logvar) + logvar).mean()
+        loss = nll + 0.01 * (net.max_logvar.sum() - net.min_logvar.sum())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return nll.detach()[None]  # [1]: the bounds' penalty is not logged
+
+    def val_mse() -> dict[str, Any]:  # in every metrics line, with held-out episodes
+        return {} if val is None else {"val_mse": one_step_mse(net, norm, val)}
+
+    lines = Lines("ensemble", ("loss",), cfg.log_every, _shown, _diverged)
+    c = run_steps(update, Counters.new(1), cfg.steps, lines, label, progress, extra=val_mse)
+    last = c.last()
+    return Fitted(net.eval(), norm, c.lines, last["loss"], last.get("val_mse"))
+
+
+def _shown(row: dict[str, Any]) -> str:
+    """A metrics line on the progress bar."""
+    return f"nll {row['loss']:.3f}"
+
+
+def _diverged(row: dict[str, Any]) -> TrajplanError:
+    return TrajplanError(
+        f"ensemble training diverged at step {row['step']} (loss {row['loss']}): lower --lr"
+    )
