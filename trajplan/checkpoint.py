@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from trajplan import __version__
+from trajplan import __version__, lifecycle
 from trajplan.config import RunConfig
 from trajplan.configs.convert import from_dict, to_dict
 from trajplan.data.tokens import Discretizer
@@ -49,7 +49,7 @@ LAST_FILE = "model.safetensors"
 BEST_FILE = "best.safetensors"
 BEST_EVAL_FILE = "best_eval.safetensors"
 DISCRETIZER_FILE = "discretizer.safetensors"
-STATE_FILE = "state.pt"
+STATE_FILE = lifecycle.STATE_FILE  # "state.pt"
 METRICS_FILE = "metrics.jsonl"
 WEIGHT_FILES = {"last": LAST_FILE, "best": BEST_FILE, "best-eval": BEST_EVAL_FILE}
 
@@ -207,11 +207,9 @@ def has_checkpoint(run_dir: str | Path) -> bool:
 
 def is_dead_end(run_dir: str | Path) -> bool:
     """A run directory that a training left before its first checkpoint (killed or crashed
-    while starting): it holds nothing to lose, so a new training may start over in it."""
-    p = Path(run_dir)
-    if not p.is_dir() or has_checkpoint(p):
-        return False
-    return all(c.name in STARTUP_FILES or c.name.endswith(".tmp") for c in p.iterdir())
+    while starting): it holds nothing to lose, so a new training may start over in it
+    (`trajplan.lifecycle.is_dead_end` with TT's start-up files)."""
+    return lifecycle.is_dead_end(run_dir, STARTUP_FILES)
 
 
 def read_manifest(run_dir: str | Path) -> tuple[RunConfig, dict[str, Any]]:
@@ -352,18 +350,7 @@ def load_checkpoint(
 
 def load_train_state(run_dir: str | Path) -> dict[str, Any]:
     """RUN/state.pt for resuming; damage or absence -> TrajplanError."""
-    path = Path(run_dir) / STATE_FILE
-    if not path.is_file():
-        raise TrajplanError(f"cannot resume {run_dir}: no {STATE_FILE} (was it deleted?)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated zip, pickle error, ...
-        raise TrajplanError(
-            f"{path}: corrupt or truncated resume state ({_first_line(exc)})"
-        ) from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise TrajplanError(f"{path}: not a trajplan resume state")
-    return state
+    return lifecycle.load_state(Path(run_dir), FORMAT, "TT", "was it deleted?")
 
 
 def find_latest_run(env: str, runs_root: str | Path = "runs") -> Path:

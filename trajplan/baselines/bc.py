@@ -9,11 +9,12 @@ writes a run directory that `trajplan eval` evaluates like a TT run:
     RUN/policy.actor.safetensors  the policy as an exported actor (numpy only to run it)
     RUN/metrics.jsonl             {"kind": "bc", "step", "loss", "val_loss"} lines
 
-`train_bc` runs three steps: `_prepare` (held-out episodes, normalised observations,
-actions squashed into [-1, 1], return weights), `_fit` (the Adam updates, looped and logged
-by `trajplan.minibatch`) and `_write_run` (export and files). The observation normalisation
-is folded into the first layer, so the saved policy is an ordinary `trajplan.actors.Actor`.
-The same seed gives the same weights (CPU, same thread count).
+`train_bc` locks its new run directory (`trajplan.lifecycle`) and runs three steps:
+`_prepare` (held-out episodes, normalised observations, actions squashed into [-1, 1],
+return weights), `_fit` (the Adam updates, looped and logged by `trajplan.minibatch`) and
+`_write_run` (export and files). The observation normalisation is folded into the first
+layer, so the saved policy is an ordinary `trajplan.actors.Actor`. The same seed gives the
+same weights (CPU, same thread count).
 
 Goal-conditioned BC (`goal_dims`, the baseline of goal-conditioned TT): in a goal env (a
 maze) each step's own goal dims are replaced by its hindsight goal, relabelled by the rule
@@ -42,6 +43,7 @@ from trajplan.data.weighting import action_weights
 from trajplan.envs.registry import EnvInfo
 from trajplan.errors import TrajplanError
 from trajplan.guards import bc_bytes, check_disk, check_memory, check_out_dir
+from trajplan.lifecycle import open_run_dir
 from trajplan.minibatch import Counters, Lines, run_steps
 from trajplan.runtime import atomic_write, write_json
 
@@ -130,30 +132,29 @@ def train_bc(
     progress: bool = True,
     episodes: Episodes | None = None,
 ) -> Path:
-    """Train the BC baseline on a dataset and write its run directory (must not exist)."""
+    """Train the BC baseline on a dataset and write its run directory (new, empty or a dead
+    end: `trajplan.lifecycle`, locked while it trains)."""
     cfg = cfg or BCConfig()
     cfg.check()
     out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise TrajplanError(f"run directory {out} already exists: choose another --out")
     check_out_dir(out)
-    episodes, info, low, high = training_data(dataset_id, env, episodes)
-    if cfg.goal_dims is not None:  # goal-conditioned: the goal dims hold hindsight goals
-        episodes = with_hindsight_goals(episodes, cfg.goal_dims, cfg.goal_relabel)
-    _check_room(out, cfg, episodes, len(low))
-    data = _prepare(episodes, low, high, cfg)
-    t0 = time.perf_counter()
-    fit = _fit(data, cfg, f"bc {dataset_id}", progress)
-    created = not out.exists()
+    lock = open_run_dir(out)  # new, empty or a dead end (trajplan.lifecycle)
     try:
-        _write_run(out, fit, data, cfg, info, episodes, dataset_id, t0)
-    except BaseException:  # disk full, a signal: no half-written run directory
-        if out.is_dir():
+        episodes, info, low, high = training_data(dataset_id, env, episodes)
+        if cfg.goal_dims is not None:  # goal-conditioned: the goal dims hold hindsight goals
+            episodes = with_hindsight_goals(episodes, cfg.goal_dims, cfg.goal_relabel)
+        _check_room(out, cfg, episodes, len(low))
+        data = _prepare(episodes, low, high, cfg)
+        t0 = time.perf_counter()
+        fit = _fit(data, cfg, f"bc {dataset_id}", progress)
+        try:
+            _write_run(out, fit, data, cfg, info, episodes, dataset_id, t0)
+        except BaseException:  # disk full, a signal: no half-written run directory
             for name in (POLICY_FILE, METRICS_FILE, CONFIG_FILE):
                 (out / name).unlink(missing_ok=True)
-            if created and not any(out.iterdir()):
-                out.rmdir()
-        raise
+            raise
+    finally:
+        lock.release(remove_if_unused=True)
     return out
 
 

@@ -20,7 +20,11 @@ of the run directory (`trajplan.baselines.iql.train_iql` drives them).
     RUN/config.json        written last, when finished: what makes RUN a run
 
 A resumed run continues to the same weights, bit for bit, as one never stopped (same
-device, same thread count); it refuses other settings or a changed dataset in one line.
+device, same thread count); it refuses other settings or a changed dataset in one line. The
+rules of the run directory (lock, dead end, reading state.pt, saving by steps or the clock)
+are every training's (`trajplan.lifecycle`); the loop and its counters are
+`trajplan.minibatch`'s. What is IQL's own: the state's contents (`capture`, `restore`),
+what a resume must match, snapshots and the run's files.
 """
 
 from __future__ import annotations
@@ -28,7 +32,6 @@ from __future__ import annotations
 import copy
 import datetime as _dt
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from trajplan import lifecycle
 from trajplan.actors import POLICY_FILE, Actor, save_actor
 from trajplan.baselines.bc import export_actor
 from trajplan.baselines.iql_data import Transitions
@@ -49,10 +53,10 @@ from trajplan.baselines.iql_run import (
     save_critic,
 )
 from trajplan.errors import TrajplanError
+from trajplan.lifecycle import STATE_FILE, SaveClock
 from trajplan.minibatch import Counters
-from trajplan.runtime import DirLock, remove_orphaned_tmp, staged_writes, write_json
+from trajplan.runtime import DirLock, staged_writes, write_json
 
-STATE_FILE = "state.pt"
 STATE_FORMAT = "trajplan-iql-state/1"
 SNAPSHOTS = "snapshots"
 
@@ -78,26 +82,13 @@ class Saving:
 # -- the run directory -------------------------------------------------------------------------
 
 
-def _dead_end(out: Path) -> bool:
-    """RUN holds nothing to keep: a process stopped before its first state (lock,
-    temporary files, snapshots at most)."""
-    return all(
-        p.name in (DirLock.NAME, SNAPSHOTS) or (p.name.startswith(".") and p.suffix == ".tmp")
-        for p in out.iterdir()
-    )
-
-
 def open_run_dir(out: Path, resume: bool) -> tuple[DirLock, dict[str, Any] | None]:
-    """Lock RUN; return (lock, its saved state) to resume, (lock, None) for a new run (RUN
-    new, empty, or a dead end). Anything else is one TrajplanError."""
-    if not resume and out.exists() and (not out.is_dir() or not _dead_end(out)):
-        hint = " or continue it with --resume" if (out / STATE_FILE).is_file() else ""
-        raise TrajplanError(f"run directory {out} already exists: choose another --out{hint}")
-    if resume and not out.is_dir():
-        raise TrajplanError(f"cannot resume {out}: no such run directory")
-    lock = DirLock(out, "run directory")
+    """Lock RUN (`trajplan.lifecycle`: new, empty or a dead end, or one to resume); return
+    (lock, its saved state) to resume, (lock, None) for a new run. Anything else is one
+    TrajplanError."""
+    resumable = (out / STATE_FILE).is_file()
+    lock = lifecycle.open_run_dir(out, resume, (SNAPSHOTS,), resumable)
     try:
-        remove_orphaned_tmp(out)
         if not resume:
             shutil.rmtree(out / SNAPSHOTS, ignore_errors=True)  # a dead end's, if any
             return lock, None
@@ -109,20 +100,10 @@ def open_run_dir(out: Path, resume: bool) -> tuple[DirLock, dict[str, Any] | Non
 
 def load_state(out: Path) -> dict[str, Any]:
     """RUN/state.pt; absent, damaged or foreign: one TrajplanError."""
-    path = out / STATE_FILE
-    if not path.is_file():
-        raise TrajplanError(
-            f"cannot resume {out}: no {STATE_FILE} (not an IQL run, or stopped before its "
-            "first checkpoint: start it again without --resume)"
-        )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a truncated zip, a pickle error, ...
-        text = " ".join(str(exc).split())[:160]
-        raise TrajplanError(f"{path}: corrupt or truncated IQL resume state ({text})") from None
-    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-        raise TrajplanError(f"{path}: not a trajplan IQL resume state")
-    return state
+    absent = (
+        "not an IQL run, or stopped before its first checkpoint: start it again without --resume"
+    )
+    return lifecycle.load_state(out, STATE_FORMAT, "IQL", absent)
 
 
 def saved_manifest(out: str | Path) -> dict[str, Any] | None:
@@ -131,8 +112,7 @@ def saved_manifest(out: str | Path) -> dict[str, Any] | None:
     out = Path(out)
     if is_iql_run(out):
         return None
-    if not out.is_dir():
-        raise TrajplanError(f"cannot resume {out}: no such run directory")
+    lifecycle.check_out(out, resume=True)
     return dict(load_state(out)["manifest"])
 
 
@@ -240,12 +220,10 @@ class Checkpoints:
 
     def __init__(self, out: Path, saving: Saving) -> None:
         self.out, self.saving = out, saving
-        self.t_saved = time.perf_counter()
+        self.clock = SaveClock(saving.every, saving.every_min)
 
     def due(self, step: int) -> bool:
-        minutes = self.saving.every_min
-        late = minutes is not None and time.perf_counter() - self.t_saved >= 60 * minutes
-        return step % self.saving.every == 0 or late
+        return self.clock.due(step)
 
     def snapshot_due(self, step: int) -> bool:
         k = self.saving.snapshot_every
@@ -259,7 +237,7 @@ class Checkpoints:
         with staged_writes() as stage:
             stage(self.out / STATE_FILE, lambda p: torch.save(state, p))
             stage(self.out / METRICS_FILE, lambda p: p.write_text(lines))
-        self.t_saved = time.perf_counter()
+        self.clock.saved()
 
     def finish(self) -> None:
         """The run is written: its resume state is no longer needed."""

@@ -33,6 +33,7 @@ from trajplan.guards import (
     ensemble_bytes,
     mlp_params,
 )
+from trajplan.lifecycle import open_run_dir
 from trajplan.prediction.ensemble import EnsembleConfig, EnsembleNet, Normaliser, fit_ensemble
 from trajplan.prediction.heldout import SPLIT_SEED, split_held_out
 from trajplan.runtime import atomic_write, read_tagged_safetensors, write_json
@@ -77,33 +78,32 @@ def train_ensemble(
     env: str | None = None,
     progress: bool = True,
 ) -> Path:
-    """Train the ensemble on a dataset's training episodes; write its run directory (which
-    must not exist or be empty). config.json is written last."""
+    """Train the ensemble on a dataset's training episodes; write its run directory (new,
+    empty or a dead end: `trajplan.lifecycle`, locked while it trains). config.json is
+    written last."""
     cfg = cfg or EnsembleConfig()
     cfg.check()
     out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise TrajplanError(f"run directory {out} already exists: choose another --out")
     check_out_dir(out)
-    episodes = load_episodes(dataset_id)
-    info = resolve_env(env) if env else env_for_dataset(dataset_id)
-    env_name = info.name if info is not None else (episodes.env_id or "")
-    train, val = episodes, None
-    if cfg.val_fraction > 0:
-        train, val = split_held_out(episodes, cfg.val_fraction)
-    _check_room(out, cfg, train)
-    t0 = time.perf_counter()
-    fit = fit_ensemble(train, val, cfg, progress, f"ensemble {dataset_id}")
-    created = not out.exists()
+    lock = open_run_dir(out)  # new, empty or a dead end (trajplan.lifecycle)
     try:
-        _write_run(out, fit, cfg, dataset_id, env_name, episodes, train, val, t0)
-    except BaseException:  # disk full, a signal: no half-written run directory
-        if out.is_dir():
+        episodes = load_episodes(dataset_id)
+        info = resolve_env(env) if env else env_for_dataset(dataset_id)
+        env_name = info.name if info is not None else (episodes.env_id or "")
+        train, val = episodes, None
+        if cfg.val_fraction > 0:
+            train, val = split_held_out(episodes, cfg.val_fraction)
+        _check_room(out, cfg, train)
+        t0 = time.perf_counter()
+        fit = fit_ensemble(train, val, cfg, progress, f"ensemble {dataset_id}")
+        try:
+            _write_run(out, fit, cfg, dataset_id, env_name, episodes, train, val, t0)
+        except BaseException:  # disk full, a signal: no half-written run directory
             for name in (WEIGHTS_FILE, METRICS_FILE, CONFIG_FILE):
                 (out / name).unlink(missing_ok=True)
-            if created and not any(out.iterdir()):
-                out.rmdir()
-        raise
+            raise
+    finally:
+        lock.release(remove_if_unused=True)
     return out
 
 

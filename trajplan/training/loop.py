@@ -189,7 +189,7 @@ class Trainer(TrainingRun):
                 defaults.append(PeriodicEval(self))
             self.callbacks = [*defaults, *callbacks]
         stop = StopFlag(rk.world == 1)
-        self.saver.t_saved = time.perf_counter()
+        self.saver.clock.saved()  # the clock counts from the loop's start
         try:
             status = self._loop(net, stop)
             if self.saver.last != (st.step, status):  # max_steps, time limit or a signal
@@ -261,7 +261,7 @@ class Trainer(TrainingRun):
                         return "interrupted"
                     done = st.epoch >= self.n_epochs or st.step >= self.total_steps
                     return "finished" if done else "time_limit"
-                if self.saver.due_by_clock() and st.batch < self.steps_per_epoch:
+                if self.saver.clock.by_clock() and st.batch < self.steps_per_epoch:
                     st.epoch_loss_sum = float(ep_loss)  # a mid-epoch checkpoint, by the clock
                     self.saver.save("running", st)
             if st.batch < self.steps_per_epoch:  # max_steps inside the epoch

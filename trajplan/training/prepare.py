@@ -2,7 +2,8 @@
 
 init_distributed   torchrun's rank and world (NCCL on GPU, gloo on CPU)
 resolve_dataset    env and dataset from the config
-open_run_dir       --out checked for a new run or a resume, and locked (rank 0)
+open_run_dir       --out checked for a new run or a resume, and locked (rank 0):
+                   the rules of `trajplan.lifecycle`
 prepare_run        config vs data vs an old run (resume), data loaded and tokenized,
                    model dims filled in, memory checked, the manifest of config.json
 """
@@ -21,9 +22,11 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from trajplan import lifecycle
 from trajplan.checkpoint import (
     CONFIG_FILE,
     DISCRETIZER_FILE,
+    STARTUP_FILES,
     has_checkpoint,
     is_dead_end,
     load_train_state,
@@ -218,21 +221,18 @@ def default_run_dir(env: str | None, dataset: str, runs_root: str | Path = "runs
 
 
 def open_run_dir(out_dir: str | Path | None, resume: bool, main: bool) -> DirLock | None:
-    """Check --out for a new run (absent, empty or a dead end) or a resume; rank 0 locks it
-    (runtime.DirLock) so that a second training into it fails at once. None: no --out yet
-    (a default directory, locked once named) or not rank 0."""
+    """Check --out for a new run (absent, empty or a dead end) or a resume, by every
+    training's rules (`trajplan.lifecycle`); rank 0 locks it so that a second training into
+    it fails at once. None: no --out yet (a default directory, locked once named) or not
+    rank 0."""
     if resume and out_dir is None:
         raise TrajplanError("--resume needs the run directory (--out DIR)")
-    if out_dir is not None and not resume:
-        p = Path(out_dir)
-        if p.exists() and not p.is_dir():
-            raise TrajplanError(f"--out {p} is a file, not a directory")
-        if p.is_dir() and any(p.iterdir()) and not is_dead_end(p):
-            raise TrajplanError(
-                f"run directory {p} already exists: pass --resume to continue it, "
-                "or choose another --out"
-            )
-    return DirLock(out_dir, "run directory") if out_dir is not None and main else None
+    if out_dir is None:
+        return None
+    if not main:
+        lifecycle.check_out(Path(out_dir), resume, STARTUP_FILES, resumable=True)
+        return None
+    return lifecycle.open_run_dir(Path(out_dir), resume, STARTUP_FILES, resumable=True)
 
 
 @dataclass

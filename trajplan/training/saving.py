@@ -3,8 +3,9 @@
     TrainState  the progress counters, saved in state.pt next to the weights, the optimizer
                 and the RNG state
     Saver       when and what the loop saves: every `train.save_every` epochs, every
-                `train.save_every_min` minutes (mid-epoch: a kill -9 loses less), and when the
-                loop ends; only rank 0 writes, every rank refuses weights that are not finite
+                `train.save_every_min` minutes (mid-epoch: a kill -9 loses less; the rule is
+                every training's, `trajplan.lifecycle.SaveClock`), and when the loop ends;
+                only rank 0 writes, every rank refuses weights that are not finite
     restore     model, optimizer, counters and RNG back from a state.pt (resume): a resumed
                 run continues bit-identically
 
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +34,7 @@ from trajplan.checkpoint import (
 from trajplan.config import RunConfig
 from trajplan.data.tokens import Discretizer
 from trajplan.errors import TrajplanError
+from trajplan.lifecycle import SaveClock
 from trajplan.model.gpt import TrajectoryGPT
 
 
@@ -134,14 +135,9 @@ class Saver:
         self.main = main  # rank 0: the only one that writes
         self.last: tuple[int, str] | None = None  # (step, status) of the last checkpoint
         self.good_step: int | None = None  # step of the newest checkpoint on disk
-        self.t_saved = time.perf_counter()
+        self.clock = SaveClock(cfg.train.save_every, cfg.train.save_every_min)
         self.running: Any = None  # the loop's RunningLoss (its partial log interval is saved)
         self.best_kept: tuple[float, int] = (math.inf, -1)  # best.safetensors' epoch loss
-
-    def due_by_clock(self) -> bool:
-        """train.save_every_min has passed since the last checkpoint (a kill -9 loses less)."""
-        minutes = self.cfg.train.save_every_min
-        return minutes is not None and time.perf_counter() - self.t_saved >= 60 * minutes
 
     def after_epoch(self, state: TrainState, is_best: bool, last: bool) -> None:
         """At an epoch's end: the final checkpoint after the last epoch, else one every
@@ -150,7 +146,7 @@ class Saver:
         checkpoints never becomes config.json's best_epoch without best.safetensors."""
         if last:
             self.save("finished", state, is_best)
-        elif state.epoch % self.cfg.train.save_every == 0 or self.due_by_clock():
+        elif self.clock.due(state.epoch):
             self.save("running", state, is_best)
         elif is_best:  # its weights are not saved: the kept best stays the best
             state.best_loss, state.best_epoch = self.best_kept
@@ -217,7 +213,7 @@ class Saver:
         self.last = (state.step, status)
         self.good_step = state.step
         self.best_kept = (state.best_loss, state.best_epoch)
-        self.t_saved = time.perf_counter()
+        self.clock.saved()
 
 
 def epochs_done(manifest: dict[str, Any]) -> str:

@@ -23,7 +23,7 @@ from trajplan.checkpoint import note_given_config
 from trajplan.config import RunConfig, check_run_config
 from trajplan.guards import check_disk, checkpoint_bytes
 from trajplan.model.gpt import TrajectoryGPT
-from trajplan.runtime import DirLock, remove_orphaned_tmp, seed_everything
+from trajplan.runtime import DirLock, seed_everything
 from trajplan.training.callbacks import Callback
 from trajplan.training.optim import LRSchedule, make_optimizer, n_epochs_for
 from trajplan.training.prepare import DistInfo, open_run_dir, prepare_run
@@ -125,10 +125,8 @@ class TrainingRun:
                 lock.release(remove_if_unused=True)
             raise
         if lock is None and rk.main:  # a default run directory: new, named by the time
-            lock = DirLock(trainer.run_dir, "run directory")
+            lock = open_run_dir(trainer.run_dir, False, rk.main)
         trainer.lock = lock
-        if lock is not None:
-            remove_orphaned_tmp(trainer.run_dir)  # left by a process killed mid-write
         return trainer
 
     def close(self) -> None:
