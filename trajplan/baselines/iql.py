@@ -34,8 +34,10 @@ Presets by domain (`iql_preset`, from the env's name):
               no ranking; the locomotion rescaling is for dense returns, not for counts of
               steps at the goal.
 
-Data: `trajplan.baselines.iql_data`. Saving, resuming, snapshots and the run's files:
-`trajplan.baselines.iql_state`. The same seed gives the same weights (CPU, same thread count).
+Data: `trajplan.baselines.iql_data`. The loop and its metrics lines: `trajplan.minibatch`
+(BC's and the ensemble's too). Saving, resuming, snapshots and the run's files:
+`trajplan.baselines.iql_state`, on the run-directory rules every training shares
+(`trajplan.lifecycle`). The same seed gives the same weights (CPU, same thread count).
 """
 
 from __future__ import annotations
