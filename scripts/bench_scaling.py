@@ -111,7 +111,10 @@ def parse_budgets(text: str) -> list[float]:
         raise bad from None
     if not values or not all(math.isfinite(v) and v > 0 for v in values):
         raise bad
-    return sorted(set(values))
+    budgets = sorted(set(values))
+    if len({label(b) for b in budgets}) < len(budgets):  # one folder per budget: e<label>
+        raise TrajplanError(f"--epochs {text!r}: budgets closer than 6 digits tell apart")
+    return budgets
 
 
 def label(budget: float) -> str:
@@ -275,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     from trajplan.errors import TrajplanError
     from trajplan.evaluation.workers import default_workers
     from trajplan.runs import load_critic
-    from trajplan.runtime import Stopped, atomic_write, check_writable
+    from trajplan.runtime import Stopped, atomic_write, check_writable, resolve_device
     from trajplan.training.loop import train
     from trajplan.training.prepare import resolve_dataset
     from trajplan.training.seeds import parse_seeds, seed_dir
@@ -296,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
             raise TrajplanError(f"--threads must be at least 1, got {args.threads}")
         if args.workers is not None and args.workers < 1:
             raise TrajplanError(f"--workers must be at least 1, got {args.workers}")
+        resolve_device(args.device)  # cuda where there is none: one line now
         info = dataset_env(args.dataset)  # an unknown dataset: one line
         base = load_config(args.config)
         base.dataset = args.dataset

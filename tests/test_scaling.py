@@ -144,6 +144,7 @@ def test_bench_scaling_refuses_bad_input_in_one_line(
         (["--epochs", "1e-6"], "give at least"),  # under one step of the tiny dataset
         (["--critic", str(tmp_path)], "is not an IQL run"),
         (["--critic", str(iql_runs["hopper"])], "trained on"),  # a Hopper critic
+        (["--device", "tpu"], "unknown device"),
     ):
         code, stdout, err = run_main(bench, capsys, *base, *extra)
         assert code == 2, (extra, stdout, err)
