@@ -23,9 +23,9 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from trajplan.checkpoint import load_checkpoint
 from trajplan.evaluation.evaluate import evaluate
 from trajplan.planner import windows
+from trajplan.runs.checkpoint import load_checkpoint
 
 
 def main(argv: list[str] | None = None) -> None:

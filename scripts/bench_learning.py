@@ -104,10 +104,10 @@ def evaluate_and_save(
     that IQL run as its plan.critic; with `horizon`, planning
     that many steps; a policy run with `action_noise`), write RUN/eval/<what>/eval.json +
     eval.png, return the summary with each episode's score and seed and the eval.json's path."""
-    from trajplan.checkpoint import read_manifest
     from trajplan.evaluation.evalfiles import eval_name, save_eval
     from trajplan.evaluation.evaluate import with_overrides
     from trajplan.evaluation.workers import evaluate_run
+    from trajplan.runs.checkpoint import read_manifest
     from trajplan.runtime import unique_dir
 
     plan_cfg = None
@@ -290,11 +290,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from trajplan.baselines.bc import BCConfig, train_bc
     from trajplan.baselines.iql import dataset_env, iql_preset, train_iql
-    from trajplan.checkpoint import read_manifest
     from trajplan.configs import apply_overrides, load_config
     from trajplan.errors import TrajplanError
     from trajplan.evaluation.workers import default_workers
     from trajplan.runs import load_critic
+    from trajplan.runs.checkpoint import read_manifest
     from trajplan.training.loop import train
     from trajplan.training.seeds import parse_seeds, seed_dir, with_seed
 

@@ -77,7 +77,6 @@ def run_demo(argv: list[str] | None = None) -> int:
 
     from trajplan.baselines.bc import BCConfig, train_bc
     from trajplan.behaviour.collect import collect
-    from trajplan.checkpoint import read_manifest
     from trajplan.configs import load_config
     from trajplan.data.transitions import load_episodes
     from trajplan.envs.references import references_for
@@ -86,6 +85,7 @@ def run_demo(argv: list[str] | None = None) -> int:
     from trajplan.evaluation.evaluate import with_overrides
     from trajplan.evaluation.scores import stderr
     from trajplan.evaluation.workers import default_workers, evaluate_run
+    from trajplan.runs.checkpoint import read_manifest
     from trajplan.training.loop import train
 
     console = Console()

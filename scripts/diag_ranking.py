@@ -246,13 +246,13 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from trajplan.checkpoint import load_checkpoint
     from trajplan.envs.registry import make_env, obs_view, resolve_env
     from trajplan.errors import TrajplanError
     from trajplan.planner.planner import VALUE_PLACEHOLDER
     from trajplan.planner.prior import load_prior
     from trajplan.planner.scorers import CriticScorer
     from trajplan.runs import load_critic
+    from trajplan.runs.checkpoint import load_checkpoint
 
     console, err = Console(), Console(stderr=True)
     torch.set_num_threads(1)

@@ -26,9 +26,9 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from trajplan.checkpoint import load_checkpoint
 from trajplan.data.transitions import load_episodes, prepare_episodes
 from trajplan.errors import TrajplanError
+from trajplan.runs.checkpoint import load_checkpoint
 
 
 def reward_predictions(run: str, windows: int, seed: int, batch: int = 1024) -> dict:

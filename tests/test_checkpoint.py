@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from trajplan.checkpoint import (
+from trajplan.data.tokens import Discretizer
+from trajplan.errors import TrajplanError
+from trajplan.runs.checkpoint import (
     find_latest_run,
     load_checkpoint,
     read_manifest,
     rng_state,
     set_rng_state,
 )
-from trajplan.data.tokens import Discretizer
-from trajplan.errors import TrajplanError
 
 
 @pytest.fixture

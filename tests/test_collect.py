@@ -230,11 +230,11 @@ def test_from_replay_round_trips_episodes(tmp_path):
 
 def test_planner_policy_and_run_dir_collect_reproducibly(one_thread, tmp_path):
     """An untrained tiny TT model plans; a run directory of it is a --policy too."""
-    from trajplan.checkpoint import save_checkpoint
     from trajplan.config import PlanConfig, RunConfig
     from trajplan.data.tokens import Discretizer
     from trajplan.data.transitions import load_episodes
     from trajplan.runs import load_run
+    from trajplan.runs.checkpoint import save_checkpoint
 
     o, a, n_bins = 11, 3, 10
     model = tiny_model(obs_dim=o, act_dim=a, vocab_size=n_bins, transitions=4, n_layer=1)

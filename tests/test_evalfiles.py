@@ -287,8 +287,8 @@ def test_a_policy_run_plays_the_same_episodes_on_any_number_of_workers(
     the demo on a machine with another core count, play the same BC episodes."""
     import numpy as np
 
-    from trajplan.baselines.bc import load_bc
     from trajplan.evaluation.workers import evaluate_run
+    from trajplan.runs.policy import load_bc
 
     cli("bc", "--dataset", hopper_dataset, "--out", tmp_path / "bc", "--steps", "50",
         "--seed", "0", "--no-progress")  # fmt: skip

@@ -63,8 +63,8 @@ def hopper() -> tuple[TrajectoryGPT, Discretizer]:
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, hopper) -> Path:
-    """A finished run directory (trajplan.checkpoint format) holding the Hopper model."""
-    from trajplan.checkpoint import save_checkpoint
+    """A finished run directory (trajplan.runs.checkpoint format) holding the Hopper model."""
+    from trajplan.runs.checkpoint import save_checkpoint
 
     model, disc = hopper
     root = tmp_path_factory.mktemp("runs")
@@ -324,11 +324,11 @@ def test_diag_ranking_end_to_end(run_dir: Path, hopper_dataset: str, tmp_path: P
 
     from trajplan.actors import builtin_actor
     from trajplan.baselines.iql import IQLConfig, train_iql
-    from trajplan.checkpoint import load_checkpoint
     from trajplan.envs.registry import make_env, obs_view, resolve_env
     from trajplan.planner.prior import load_prior
     from trajplan.planner.scorers import CriticScorer
     from trajplan.runs import load_critic
+    from trajplan.runs.checkpoint import load_checkpoint
 
     script = str(Path(__file__).parents[1] / "scripts" / "diag_ranking.py")
     actor = str(builtin_actor("hopper", "medium"))

@@ -21,7 +21,7 @@ import pytest
 import torch
 from conftest import cli, one_line_error
 
-from trajplan.checkpoint import read_manifest
+from trajplan.runs.checkpoint import read_manifest
 
 TINY = "tiny"  # a shipped config, by name
 

@@ -32,8 +32,8 @@ def evaluated_run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
 
 def test_staged_folder_is_a_run_with_a_model_card(evaluated_run: Path, tmp_path: Path) -> None:
-    from trajplan.checkpoint import load_checkpoint, read_manifest
     from trajplan.configs import load_config
+    from trajplan.runs.checkpoint import load_checkpoint, read_manifest
 
     folder = build_folder(evaluated_run, tmp_path / "up", "you/tiny-hc")
     names = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
@@ -72,7 +72,8 @@ def load_eval_score(run: Path) -> str:
 
 
 def test_bc_run_card(halfcheetah_dataset: str, tmp_path: Path) -> None:
-    from trajplan.baselines.bc import BCConfig, load_bc, train_bc
+    from trajplan.baselines.bc import BCConfig, train_bc
+    from trajplan.runs.policy import load_bc
 
     run = train_bc(halfcheetah_dataset, tmp_path / "bc", BCConfig(hidden=[16], steps=20,
                    log_every=10), progress=False)  # fmt: skip

@@ -12,8 +12,9 @@ import pytest
 import torch
 from conftest import cli, one_line_error
 
-from trajplan.baselines.iql import IQLConfig, iql_domain, iql_preset, load_iql, train_iql
+from trajplan.baselines.iql import IQLConfig, iql_domain, iql_preset, train_iql
 from trajplan.errors import TrajplanError
+from trajplan.runs.iql import load_iql
 
 BANDIT_ID = "test/pendulum/bandit-v0"
 BANDIT_ACTIONS = np.array([-1.5, -0.5, 0.5, 1.5])  # Pendulum's box is [-2, 2]
@@ -79,9 +80,9 @@ def test_run_kind_tells_iql_runs_from_bc_and_tt_runs(tmp_path) -> None:
     it which runs plan (tt) and which act (bc, iql)."""
     import json
 
-    from trajplan.baselines.bc import BC_FORMAT
-    from trajplan.baselines.iql import IQL_FORMAT
     from trajplan.runs import run_kind
+    from trajplan.runs.iql import IQL_FORMAT
+    from trajplan.runs.policy import BC_FORMAT
 
     for name, fmt, kind in (("i", IQL_FORMAT, "iql"), ("b", BC_FORMAT, "bc"), ("t", "x", "tt")):
         (tmp_path / name).mkdir()
@@ -205,9 +206,9 @@ def trained(minari_datasets, tmp_path_factory, one_thread) -> tuple[Path, Any, A
 
 
 def test_run_round_trip_actor_and_critic_are_the_trained_nets(trained, minari_datasets) -> None:
-    from trajplan.baselines.iql_run import Critic, IQLRun
     from trajplan.data.transitions import load_episodes
     from trajplan.runs import load_run
+    from trajplan.runs.iql import Critic, IQLRun
 
     out, nets, d = trained
     doc = json.loads((out / "config.json").read_text())
@@ -262,7 +263,7 @@ def test_same_seed_same_weights(trained, minari_datasets, tmp_path: Path, one_th
 def test_a_run_without_config_is_not_finished_and_errors_are_one_line(
     trained, tmp_path: Path, minari_root: Path
 ) -> None:
-    from trajplan.baselines.iql import is_iql_run
+    from trajplan.runs.iql import is_iql_run
 
     out = trained[0]
     assert is_iql_run(out) and not is_iql_run(out.parent)

@@ -20,8 +20,9 @@ import pytest
 import torch
 from conftest import cli, one_line_error
 
-from trajplan.baselines.iql import IQLConfig, Saving, load_iql, train_iql
+from trajplan.baselines.iql import IQLConfig, Saving, train_iql
 from trajplan.errors import TrajplanError
+from trajplan.runs.iql import load_iql
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

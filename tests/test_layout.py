@@ -101,9 +101,14 @@ def test_package_graph_known_answer() -> None:
 
 def test_the_packages_import_one_way() -> None:
     """Also between rooms (trajplan/training, trajplan/baselines, ...): training -> evaluation
-    -> runs -> baselines -> training was such a loop, each module edge fine on its own."""
+    -> runs -> baselines -> training was such a loop, each module edge fine on its own. Run
+    formats live in trajplan/runs, which the rooms that write or read runs import, never the
+    other way; baselines and the ensemble train with training's minibatch loop."""
     rooms = package_graph(import_graph())
-    assert "model" in rooms["planner"] and "training" not in rooms["baselines"]
+    assert "model" in rooms["planner"]
+    assert not rooms["runs"] & {"baselines", "training", "evaluation", "prediction", "hub"}
+    assert "runs" in rooms["baselines"] and "training" in rooms["baselines"]
+    assert "baselines" not in rooms["training"]
     assert find_cycle(rooms) is None, " -> ".join(find_cycle(rooms) or [])
 
 

@@ -36,8 +36,9 @@ def bc_run(minari_datasets, tmp_path_factory, one_thread) -> Path:
 
 
 def test_bc_trains_saves_loads_and_matches_its_torch_net(bc_run: Path, minari_datasets) -> None:
-    from trajplan.baselines.bc import BCConfig, is_bc_run, load_bc, train_bc
+    from trajplan.baselines.bc import BCConfig, train_bc
     from trajplan.data.transitions import load_episodes
+    from trajplan.runs.policy import is_bc_run, load_bc
 
     doc = json.loads((bc_run / "config.json").read_text())
     assert doc["format"] == "trajplan-bc/1" and doc["env"] == "halfcheetah"
@@ -64,8 +65,9 @@ def test_bc_trains_saves_loads_and_matches_its_torch_net(bc_run: Path, minari_da
 def test_return_weighted_bc_leans_to_the_better_episodes(tmp_path: Path, one_thread) -> None:
     """Two behaviours on the same states: good episodes act +0.5 (reward 1 per step), poor
     ones -0.5 (reward 0). Plain BC learns their mean, 0; weighted BC (beta 2) leans to +0.5."""
-    from trajplan.baselines.bc import BCConfig, load_bc, train_bc
+    from trajplan.baselines.bc import BCConfig, train_bc
     from trajplan.data.episodes import Episodes
+    from trajplan.runs.policy import load_bc
 
     rng = np.random.default_rng(0)
     n_ep, length = 20, 50
@@ -104,9 +106,9 @@ def test_bc_export_folds_normalisation_exactly() -> None:
 
 
 def test_bc_run_evaluates_like_a_tt_run_on_the_same_seeds(bc_run: Path, tmp_path: Path) -> None:
-    from trajplan.baselines.bc import load_bc
     from trajplan.envs.registry import make_env
     from trajplan.evaluation.evaluate import run_episodes
+    from trajplan.runs.policy import load_bc
 
     result = run_episodes(load_bc(bc_run), seeds=[3, 4], episode_steps=20, progress=False)
     assert [e.seed for e in result.episodes] == [3, 4]

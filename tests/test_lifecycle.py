@@ -1,4 +1,4 @@
-"""The run directory's lifecycle (trajplan.lifecycle), one set of rules for TT, IQL, BC and
+"""The run directory's lifecycle (trajplan.runs.lifecycle), one set of rules for TT, IQL, BC and
 the ensemble: a dead end is reopened by a new run, an existing run is refused in the same
 words by TT and IQL, a resume state that is absent, damaged or foreign is one line, BC and
 the ensemble lock their directory, and a save is due by steps or by the clock."""
@@ -15,11 +15,11 @@ from trajplan.baselines.bc import BCConfig, train_bc
 from trajplan.baselines.iql import IQLConfig, train_iql
 from trajplan.baselines.iql_state import load_state
 from trajplan.baselines.iql_state import open_run_dir as open_iql_dir
-from trajplan.checkpoint import STARTUP_FILES, is_dead_end, load_train_state
 from trajplan.errors import TrajplanError
-from trajplan.lifecycle import SaveClock, open_run_dir
-from trajplan.prediction.ensemble import EnsembleConfig
-from trajplan.prediction.ensemble_run import train_ensemble
+from trajplan.prediction.ensemble import train_ensemble
+from trajplan.runs.checkpoint import STARTUP_FILES, is_dead_end, load_train_state
+from trajplan.runs.ensemble import EnsembleConfig
+from trajplan.runs.lifecycle import SaveClock, open_run_dir
 from trajplan.training.prepare import open_run_dir as open_tt_dir
 
 pytestmark = pytest.mark.usefixtures("one_thread")

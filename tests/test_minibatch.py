@@ -1,4 +1,4 @@
-"""The one minibatch loop (trajplan.minibatch) that BC, IQL and the ensemble train with: a
+"""The one minibatch loop (trajplan.training.minibatch) that BC, IQL and the ensemble train with: a
 metrics line every `every` steps and at the last one, holding the means of the real update's
 stats since the line before; counters that carry a stopped loop on to the same lines; one
 line of error for a stat that is not finite; the hook after every step."""
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from trajplan.errors import TrajplanError
-from trajplan.minibatch import Counters, Lines, run_steps
+from trajplan.training.minibatch import Counters, Lines, run_steps
 
 
 class Regression:

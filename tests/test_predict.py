@@ -13,10 +13,10 @@ import pytest
 from conftest import cli, one_line_error
 
 from trajplan.data.episodes import load_episodes
-from trajplan.prediction.ensemble import EnsembleConfig, fit_ensemble, one_step_mse
-from trajplan.prediction.ensemble_run import load_ensemble, train_ensemble
+from trajplan.prediction.ensemble import fit_ensemble, one_step_mse, train_ensemble
 from trajplan.prediction.heldout import pick_starts, split_held_out
 from trajplan.prediction.rollout import SIGMA_MIN, TruthReplay, dim_groups, rollout, score
+from trajplan.runs.ensemble import EnsembleConfig, load_ensemble
 
 pytestmark = pytest.mark.usefixtures("minari_root")
 
@@ -135,8 +135,8 @@ def test_ensemble_run_round_trip_and_seeded_rollouts(
 def test_tt_rollout_is_seeded_shaped_and_blind_to_the_future(
     tt_run: Path, halfcheetah_dataset: str
 ) -> None:
-    from trajplan.checkpoint import load_checkpoint
     from trajplan.prediction.tt import TTPredictor
+    from trajplan.runs.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(tt_run, device="cpu")
     model = TTPredictor(ckpt.model, ckpt.discretizer, ckpt.model.pos_emb.device)

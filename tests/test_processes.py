@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from conftest import cli
 
-from trajplan.checkpoint import read_manifest
 from trajplan.procs import Children, exit_code
+from trajplan.runs.checkpoint import read_manifest
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

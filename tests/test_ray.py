@@ -21,9 +21,9 @@ import pytest
 from conftest import cli, one_line_error
 
 from trajplan import ray_tasks
-from trajplan.checkpoint import read_manifest
 from trajplan.errors import TrajplanError
 from trajplan.ray_tasks import check_reachable, run_on_ray
+from trajplan.runs.checkpoint import read_manifest
 
 ray = pytest.importorskip("ray")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import cli, one_line_error
 
-from trajplan.checkpoint import read_manifest
+from trajplan.runs.checkpoint import read_manifest
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -14,11 +14,11 @@ import pytest
 import torch
 from conftest import cli, one_line_error, tiny_model
 
-from trajplan.checkpoint import load_checkpoint, read_manifest
 from trajplan.config import RunConfig, TrainConfig
 from trajplan.configs import config_for, config_names, load_config
 from trajplan.errors import TrajplanError
 from trajplan.model.gpt import TrajectoryGPT
+from trajplan.runs.checkpoint import load_checkpoint, read_manifest
 from trajplan.training.loop import Trainer, train
 from trajplan.training.optim import LRSchedule, decay_parameter_names, n_epochs_for
 from trajplan.training.prepare import DistInfo

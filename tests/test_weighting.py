@@ -80,12 +80,12 @@ def test_critic_weighting_trains_with_the_critics_weights(minari_datasets, tmp_p
     from conftest import cli, one_line_error
 
     from trajplan.baselines.iql import IQLConfig, train_iql
-    from trajplan.checkpoint import read_manifest
     from trajplan.configs import load_config
     from trajplan.data.transitions import load_episodes, prepare_episodes
     from trajplan.data.weighting import advantage_weights, critic_advantages
     from trajplan.errors import TrajplanError
     from trajplan.runs import load_critic
+    from trajplan.runs.checkpoint import read_manifest
 
     iql = tmp_path / "iql"
     train_iql(minari_datasets.hopper, iql, IQLConfig(steps=20, batch_size=32, hidden=[16, 16]),

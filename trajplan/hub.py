@@ -28,11 +28,11 @@ from typing import Any
 import yaml
 
 from trajplan import runs
-from trajplan.checkpoint import read_manifest
 from trajplan.errors import TrajplanError
 from trajplan.evaluation.evalfiles import eval_path, latest_eval
 from trajplan.evaluation.model_card import TRAIN_CONFIG, model_card, read_json
 from trajplan.guards import check_disk
+from trajplan.runs.checkpoint import read_manifest
 
 TT_FILES = ("config.json", "model.safetensors", "best.safetensors", "discretizer.safetensors")
 BC_FILES = ("config.json", "policy.actor.safetensors")
@@ -109,8 +109,8 @@ def _verify(folder: Path, kind: str, run: Path) -> None:
     a truncated, foreign or NaN / inf file is one TrajplanError naming the run's file (a
     TT run's was a traceback, a BC or IQL run's was uploaded as it was)."""
     from trajplan.actors import load_actor
-    from trajplan.baselines.iql_run import load_critic
-    from trajplan.checkpoint import load_state_dict_file
+    from trajplan.runs.checkpoint import load_state_dict_file
+    from trajplan.runs.iql import load_critic
 
     def name(exc: TrajplanError) -> TrajplanError:
         text = str(exc).replace(str(folder), str(run))

@@ -9,9 +9,9 @@ writes a run directory that `trajplan eval` evaluates like a TT run:
     RUN/policy.actor.safetensors  the policy as an exported actor (numpy only to run it)
     RUN/metrics.jsonl             {"kind": "bc", "step", "loss", "val_loss"} lines
 
-`train_bc` locks its new run directory (`trajplan.lifecycle`) and runs three steps:
+`train_bc` locks its new run directory (`trajplan.runs.lifecycle`) and runs three steps:
 `_prepare` (held-out episodes, normalised observations, actions squashed into [-1, 1],
-return weights), `_fit` (the Adam updates, looped and logged by `trajplan.minibatch`) and
+return weights), `_fit` (the Adam updates, looped and logged by `trajplan.training.minibatch`) and
 `_write_run` (export and files). The observation normalisation is folded into the first
 layer, so the saved policy is an ordinary `trajplan.actors.Actor`. The same seed gives the
 same weights (CPU, same thread count).
@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from trajplan.actors import POLICY_FILE, Actor, save_actor
-from trajplan.baselines.policy_run import PolicyRun, has_format, read_run, training_data
+from trajplan.baselines.training_data import training_data
 from trajplan.config import DataConfig, check_data_config
 from trajplan.data.goals import with_hindsight_goals
 from trajplan.data.transitions import Episodes, make_transitions, split_episodes
@@ -43,11 +43,11 @@ from trajplan.data.weighting import action_weights
 from trajplan.envs.registry import EnvInfo
 from trajplan.errors import TrajplanError
 from trajplan.guards import bc_bytes, check_disk, check_memory, check_out_dir
-from trajplan.lifecycle import open_run_dir
-from trajplan.minibatch import Counters, Lines, run_steps
+from trajplan.runs.lifecycle import open_run_dir
+from trajplan.runs.policy import BC_FORMAT
 from trajplan.runtime import atomic_write, write_json
+from trajplan.training.minibatch import Counters, Lines, run_steps
 
-BC_FORMAT = "trajplan-bc/1"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 
@@ -87,22 +87,6 @@ class BCConfig:
         check_data_config(DataConfig(goal_dims=self.goal_dims, goal_relabel=self.goal_relabel))
 
 
-class BCRun(PolicyRun):
-    """A loaded BC run directory: a `trajplan.runs.Run` whose policy acts (no search)."""
-
-    kind = "bc"
-
-
-def is_bc_run(path: str | Path) -> bool:
-    """True when path is a run directory written by `train_bc`."""
-    return has_format(path, BC_FORMAT)
-
-
-def load_bc(run_dir: str | Path) -> BCRun:
-    """Read a BC run directory; a missing or damaged file is a one-line TrajplanError."""
-    return read_run(BCRun, run_dir, BC_FORMAT)
-
-
 def _mlp(sizes: list[int]) -> nn.Sequential:
     layers: list[nn.Module] = []
     for i in range(len(sizes) - 1):
@@ -133,12 +117,12 @@ def train_bc(
     episodes: Episodes | None = None,
 ) -> Path:
     """Train the BC baseline on a dataset and write its run directory (new, empty or a dead
-    end: `trajplan.lifecycle`, locked while it trains)."""
+    end: `trajplan.runs.lifecycle`, locked while it trains)."""
     cfg = cfg or BCConfig()
     cfg.check()
     out = Path(out_dir)
     check_out_dir(out)
-    lock = open_run_dir(out)  # new, empty or a dead end (trajplan.lifecycle)
+    lock = open_run_dir(out)  # new, empty or a dead end (trajplan.runs.lifecycle)
     try:
         episodes, info, low, high = training_data(dataset_id, env, episodes)
         if cfg.goal_dims is not None:  # goal-conditioned: the goal dims hold hindsight goals
@@ -219,9 +203,9 @@ class _Fit:
 
 
 def _fit(d: _Prepared, cfg: BCConfig, label: str, progress: bool) -> _Fit:
-    """Adam on the weighted squared error of tanh(net(x)) in `trajplan.minibatch.run_steps`,
-    a metrics line every log_every steps; seeded by cfg.seed (weights and batches). A
-    non-finite loss is a TrajplanError."""
+    """Adam on the weighted squared error of tanh(net(x)) in
+    `trajplan.training.minibatch.run_steps`, a metrics line every log_every steps; seeded by
+    cfg.seed (weights and batches). A non-finite loss is a TrajplanError."""
     x, y, w = d.x, d.y, d.w
     torch.manual_seed(cfg.seed)
     net = _mlp([x.shape[1], *cfg.hidden, y.shape[1]])

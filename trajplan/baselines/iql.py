@@ -9,9 +9,10 @@ which this stack (Gymnasium 1.x, MuJoCo 3, Minari) cannot take.
     iql_preset(env)  the settings of the env's domain (below)
     train_iql        a Minari dataset through the loader BC and TT use
                      (`trajplan.data.transitions.load_episodes`) -> a run directory
-                     (`trajplan.baselines.iql_run`: the mean actor, the critic, metrics);
+                     (`trajplan.runs.iql`: the mean actor, the critic, metrics);
                      it saves its state as it goes and `resume=True` continues it exactly
-    load_iql         the run (`IQLRun`, a `trajplan.runs.Run`), its critic (`Critic`)
+    load_iql         (`trajplan.runs.iql`) the run (`IQLRun`, a `trajplan.runs.Run`), its
+                     critic (`Critic`)
 
 The algorithm (`trajplan.baselines.iql_nets`): V by expectile regression of min target Q - V;
 twin Q by TD to r + gamma (1 - terminated) V(s'), targets Polyak-averaged (0.005); the actor
@@ -34,10 +35,10 @@ Presets by domain (`iql_preset`, from the env's name):
               no ranking; the locomotion rescaling is for dense returns, not for counts of
               steps at the goal.
 
-Data: `trajplan.baselines.iql_data`. The loop and its metrics lines: `trajplan.minibatch`
+Data: `trajplan.baselines.iql_data`. The loop and its metrics lines: `trajplan.training.minibatch`
 (BC's and the ensemble's too). Saving, resuming, snapshots and the run's files:
 `trajplan.baselines.iql_state`, on the run-directory rules every training shares
-(`trajplan.lifecycle`). The same seed gives the same weights (CPU, same thread count).
+(`trajplan.runs.lifecycle`). The same seed gives the same weights (CPU, same thread count).
 """
 
 from __future__ import annotations
@@ -51,7 +52,6 @@ import torch
 
 from trajplan.baselines.iql_data import Transitions, prepare
 from trajplan.baselines.iql_nets import STATS, Batch, Hyper, IQLLearner, IQLNets
-from trajplan.baselines.iql_run import IQL_FORMAT, Critic, IQLRun, is_iql_run, load_critic, load_iql
 from trajplan.baselines.iql_state import (
     Checkpoints,
     Saving,
@@ -62,7 +62,7 @@ from trajplan.baselines.iql_state import (
     restore,
     write_run,
 )
-from trajplan.baselines.policy_run import env_of, training_data
+from trajplan.baselines.training_data import env_of, training_data
 from trajplan.configs.convert import from_dict
 from trajplan.data.episodes import data_fingerprint
 from trajplan.data.store import env_id_of, open_dataset, split_dataset_ids
@@ -70,21 +70,16 @@ from trajplan.data.transitions import Episodes
 from trajplan.envs.registry import EnvInfo, resolve_env
 from trajplan.errors import TrajplanError
 from trajplan.guards import check_disk, check_memory, iql_bytes, iql_state_bytes, size_text
-from trajplan.minibatch import Counters, Lines, run_steps
+from trajplan.runs.iql import IQL_FORMAT, is_iql_run
 from trajplan.runtime import StopFlag, Stopped, resolve_device, sigterm_as_interrupt
+from trajplan.training.minibatch import Counters, Lines, run_steps
 
 __all__ = [
-    "IQL_FORMAT",
-    "Critic",
     "IQLConfig",
-    "IQLRun",
     "Saving",
     "dataset_env",
     "iql_domain",
     "iql_preset",
-    "is_iql_run",
-    "load_critic",
-    "load_iql",
     "train_iql",
 ]
 
@@ -277,7 +272,7 @@ def _fit(
     device: torch.device,
 ) -> tuple[IQLNets, Counters]:
     """Updates on uniform batches of the usable rows up to cfg.steps (from the saved state's
-    step when resuming) in `trajplan.minibatch.run_steps`; seeded by cfg.seed (init and
+    step when resuming) in `trajplan.training.minibatch.run_steps`; seeded by cfg.seed (init and
     batches). A non-finite loss is a TrajplanError; Ctrl-C / SIGTERM finish the update,
     save the state and raise Stopped."""
     cfg, d = job.cfg, job.data

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from trajplan.runs.iql import mlp
+
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0  # the actor's log std is clipped to this range
 # What `IQLLearner.update` returns, in order (one float each, batch means unless named).
 STATS = (
@@ -37,19 +39,6 @@ STATS = (
     "weight_mean",  # advantage weights exp(beta * adv), clipped
     "weight_clipped",  # share of the batch at the clip
 )
-
-
-def mlp(sizes: list[int]) -> nn.Sequential:
-    """Linear layers of `sizes` with ReLU between them, orthogonal init (gain sqrt 2)."""
-    layers: list[nn.Module] = []
-    for i in range(len(sizes) - 1):
-        linear = nn.Linear(sizes[i], sizes[i + 1])
-        nn.init.orthogonal_(linear.weight, gain=math.sqrt(2.0))
-        nn.init.zeros_(linear.bias)
-        layers.append(linear)
-        if i < len(sizes) - 2:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
 
 
 def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:

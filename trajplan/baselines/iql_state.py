@@ -22,8 +22,8 @@ of the run directory (`trajplan.baselines.iql.train_iql` drives them).
 A resumed run continues to the same weights, bit for bit, as one never stopped (same
 device, same thread count); it refuses other settings or a changed dataset in one line. The
 rules of the run directory (lock, dead end, reading state.pt, saving by steps or the clock)
-are every training's (`trajplan.lifecycle`); the loop and its counters are
-`trajplan.minibatch`'s. What is IQL's own: the state's contents (`capture`, `restore`),
+are every training's (`trajplan.runs.lifecycle`); the loop and its counters are
+`trajplan.training.minibatch`'s. What is IQL's own: the state's contents (`capture`, `restore`),
 what a resume must match, snapshots and the run's files.
 """
 
@@ -39,12 +39,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from trajplan import lifecycle
 from trajplan.actors import POLICY_FILE, Actor, save_actor
 from trajplan.baselines.bc import export_actor
 from trajplan.baselines.iql_data import Transitions
 from trajplan.baselines.iql_nets import IQLLearner, IQLNets
-from trajplan.baselines.iql_run import (
+from trajplan.errors import TrajplanError
+from trajplan.runs import lifecycle
+from trajplan.runs.iql import (
     CONFIG_FILE,
     CRITIC_FILE,
     METRICS_FILE,
@@ -52,10 +53,9 @@ from trajplan.baselines.iql_run import (
     is_iql_run,
     save_critic,
 )
-from trajplan.errors import TrajplanError
-from trajplan.lifecycle import STATE_FILE, SaveClock
-from trajplan.minibatch import Counters
+from trajplan.runs.lifecycle import STATE_FILE, SaveClock
 from trajplan.runtime import DirLock, staged_writes, write_json
+from trajplan.training.minibatch import Counters
 
 STATE_FORMAT = "trajplan-iql-state/1"
 SNAPSHOTS = "snapshots"
@@ -83,7 +83,7 @@ class Saving:
 
 
 def open_run_dir(out: Path, resume: bool) -> tuple[DirLock, dict[str, Any] | None]:
-    """Lock RUN (`trajplan.lifecycle`: new, empty or a dead end, or one to resume); return
+    """Lock RUN (`trajplan.runs.lifecycle`: new, empty or a dead end, or one to resume); return
     (lock, its saved state) to resume, (lock, None) for a new run. Anything else is one
     TrajplanError."""
     resumable = (out / STATE_FILE).is_file()

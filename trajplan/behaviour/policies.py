@@ -26,7 +26,7 @@ from trajplan.envs.references import references_for
 from trajplan.envs.registry import check_fits
 from trajplan.envs.rollout import EpisodeResult, rollout
 from trajplan.errors import TrajplanError
-from trajplan.runs import load_run
+from trajplan.runs.load import load_run
 
 
 @runtime_checkable

@@ -85,7 +85,7 @@ def plan(
     )
     from trajplan.evaluation.evaluate import resolve_run, run_episodes
     from trajplan.guards import check_disk, check_planning, eval_bytes
-    from trajplan.runs import load_run
+    from trajplan.runs.load import load_run
     from trajplan.runtime import check_out_file
 
     set_threads(threads)
@@ -202,7 +202,7 @@ def _check_planning_given(run_dirs: list, planning: PlanOptions) -> None:
     policy run (BC, IQL): refused when no run given plans (they were silently ignored), as
     --action-noise is on a TT run."""
     from trajplan.cli.options import PLAN_FLAGS
-    from trajplan.runs import run_kind
+    from trajplan.runs.load import run_kind
 
     given = [f"--{flag.replace('_', '-')}" for flag, field, _, _ in PLAN_FLAGS
              if planning.fields.get(field) is not None]  # fmt: skip

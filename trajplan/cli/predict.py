@@ -89,8 +89,8 @@ def ensemble_cmd(
     --steps 3000 for a first look. Then:
     trajplan predict RUN_TT --ensemble OUT --out DIR
     """
-    from trajplan.prediction.ensemble import EnsembleConfig
-    from trajplan.prediction.ensemble_run import train_ensemble
+    from trajplan.prediction.ensemble import train_ensemble
+    from trajplan.runs.ensemble import EnsembleConfig
 
     set_threads(threads)
     sizes = parse_hidden(hidden)

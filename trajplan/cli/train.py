@@ -30,8 +30,8 @@ def train_config(
     resume_with (a `--seeds` child that goes on): the seeds' config file, the settings
     asked for; the run checks them against its own (`resume_config`) as an in-process seed.
     """
-    from trajplan.checkpoint import read_manifest
     from trajplan.configs import apply_overrides, config_for, load_config
+    from trajplan.runs.checkpoint import read_manifest
 
     if resume and resume_with is not None:
         cfg = load_config(resume_with)
@@ -226,7 +226,7 @@ def train(
     except Stopped as exc:  # Ctrl-C or SIGTERM, after the checkpoint: 130 or 143
         raise typer.Exit(exc.exit_code) from None
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 reports
-        from trajplan.checkpoint import read_manifest
+        from trajplan.runs.checkpoint import read_manifest
         from trajplan.training.saving import epochs_done
 
         for run_dir in run_dirs:

@@ -211,6 +211,9 @@ def load_episodes(dataset_id: str, download: bool = False, obs_keep: int | None 
     ).validate()
 
 
+SPLIT_SEED = 0  # the seed of TT's validation split (trajplan.data.transitions.prepare_episodes)
+
+
 def split_episodes(ep: Episodes, val_fraction: float, seed: int = 0) -> tuple[Episodes, Episodes]:
     """Hold out round(val_fraction * n) whole episodes (at least one, chosen by `seed`)."""
     n = ep.n_episodes

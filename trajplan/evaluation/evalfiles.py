@@ -13,13 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from trajplan.checkpoint import now_iso
 from trajplan.config import PlanConfig
 from trajplan.envs.references import References
 from trajplan.envs.rollout import EpisodeResult
 from trajplan.errors import TrajplanError
 from trajplan.evaluation.plot import plot_eval
 from trajplan.evaluation.scores import plan_diagnostics, stderr
+from trajplan.runs.checkpoint import now_iso
 from trajplan.runtime import write_json
 
 

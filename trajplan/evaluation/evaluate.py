@@ -23,7 +23,6 @@ from typing import Any
 
 import torch
 
-from trajplan.checkpoint import find_latest_run
 from trajplan.config import PlanConfig
 from trajplan.configs import apply_overrides
 from trajplan.configs.convert import to_dict
@@ -38,7 +37,8 @@ from trajplan.model.gpt import TrajectoryGPT
 from trajplan.planner import Planner, check_plan_config
 from trajplan.planner.prior import load_prior
 from trajplan.progress import Progress
-from trajplan.runs import Run, run_kind
+from trajplan.runs.checkpoint import find_latest_run
+from trajplan.runs.load import Run, run_kind
 from trajplan.runtime import Stopped, resolve_device
 
 

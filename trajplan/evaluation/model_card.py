@@ -12,7 +12,7 @@ import yaml
 
 from trajplan import __version__
 from trajplan.data.store import dataset_info
-from trajplan.runs import run_kind
+from trajplan.runs.load import run_kind
 
 TRAIN_CONFIG = "train-config.yaml"  # the staged config a run is retrained from
 KIND_NAMES = {"tt": "Trajectory Transformer", "bc": "Behaviour-cloning baseline",

@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from trajplan.checkpoint import WEIGHT_FILES, read_manifest, weights_path
 from trajplan.config import PlanConfig
 from trajplan.envs.video import VideoRecorder, check_rendering, prepare_rendering
 from trajplan.errors import TrajplanError
@@ -27,7 +26,8 @@ from trajplan.evaluation.evaluate import (
 from trajplan.evaluation.workers import evaluate_run
 from trajplan.guards import check_eval_room
 from trajplan.ray_tasks import check_reachable
-from trajplan.runs import check_noise, load_run, run_kind
+from trajplan.runs.checkpoint import WEIGHT_FILES, read_manifest, weights_path
+from trajplan.runs.load import check_noise, load_run, run_kind
 from trajplan.runtime import check_writable, sigterm_as_interrupt, unique_dir
 from trajplan.threads import PLAN_THREADS, torch_threads
 

@@ -37,7 +37,7 @@ from trajplan.evaluation.evaluate import EvalInterrupted, run_episodes
 from trajplan.procs import Child, Children, report
 from trajplan.progress import Progress
 from trajplan.ray_tasks import run_on_ray
-from trajplan.runs import load_run
+from trajplan.runs.load import load_run
 from trajplan.runtime import Stopped
 
 

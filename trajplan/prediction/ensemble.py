@@ -1,5 +1,6 @@
 """The baseline of long-horizon prediction: a PETS-style probabilistic ensemble (Chua et al.
-2018), one step at a time (docs/method.md, Long-horizon prediction).
+2018), one step at a time (docs/method.md, Long-horizon prediction), trained into a run
+directory (its format, networks and loading: `trajplan.runs.ensemble`).
 
 N members, each an MLP (SiLU) from the normalised (s, a) to the mean and log-variance of the
 normalised (s' - s, r). The log-variance is bounded softly between two learned limits (PETS),
@@ -7,108 +8,51 @@ and every member trains with the Gaussian negative log-likelihood on batches of 
 bootstrap resample of the training steps. All members live in stacked weights [N, in, out],
 so one batched matmul runs the whole ensemble.
 
-    EnsembleConfig   sizes and schedule
-    EnsembleNet      the stacked members: forward(x [N, B, in]) -> mean, log-variance
-    Normaliser       input and target standardisation (training steps' mean and std)
     fit_ensemble     train on the one-step pairs of some episodes; metrics lines
     one_step_mse     the ensemble mean's one-step error on held-out pairs (units of data std)
+    train_ensemble   train on a dataset and write a run directory
+
+The training episodes are the dataset's minus the held-out ones of TT's split (the same
+`data.val_fraction` and split seed), so a TT run and an ensemble of the same fraction are
+scored on episodes neither has seen.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from trajplan.data.episodes import Episodes
+from trajplan.data.episodes import Episodes, load_episodes
+from trajplan.envs.registry import env_for_dataset, resolve_env
 from trajplan.errors import TrajplanError
-from trajplan.minibatch import Counters, Lines, run_steps
-from trajplan.prediction.heldout import one_step_pairs
-
-
-@dataclass
-class EnsembleConfig:
-    """A PETS-style ensemble: members, hidden sizes, Adam schedule, the held-out split."""
-
-    members: int = 5
-    hidden: list[int] = field(default_factory=lambda: [200, 200, 200])
-    lr: float = 1e-3
-    weight_decay: float = 1e-5
-    batch_size: int = 256
-    steps: int = 10_000
-    val_fraction: float = 0.05  # episodes held out as TT's data.val_fraction (split seed 0)
-    seed: int = 0
-    log_every: int = 500
-
-    def check(self) -> None:
-        for name in ("members", "batch_size", "steps", "log_every"):
-            if getattr(self, name) < 1:
-                raise TrajplanError(
-                    f"ensemble {name} must be at least 1, got {getattr(self, name)}"
-                )
-        if not self.hidden or min(self.hidden) < 1:
-            raise TrajplanError(f"ensemble hidden sizes must be positive, got {self.hidden}")
-        if not (np.isfinite(self.lr) and self.lr > 0) or self.weight_decay < 0:
-            raise TrajplanError(f"ensemble lr must be > 0 and weight_decay >= 0, got {self.lr}")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise TrajplanError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-
-
-class EnsembleNet(nn.Module):
-    """N MLPs in stacked weights; outputs mean and bounded log-variance of `out_dim` values."""
-
-    def __init__(self, members: int, in_dim: int, hidden: list[int], out_dim: int) -> None:
-        super().__init__()
-        sizes = [in_dim, *hidden, 2 * out_dim]
-        self.weights = nn.ParameterList(
-            nn.Parameter(torch.randn(members, i, o) / np.sqrt(i))
-            for i, o in zip(sizes, sizes[1:], strict=False)
-        )
-        self.biases = nn.ParameterList(nn.Parameter(torch.zeros(members, 1, o)) for o in sizes[1:])
-        self.max_logvar = nn.Parameter(torch.full((out_dim,), 0.5))
-        self.min_logvar = nn.Parameter(torch.full((out_dim,), -10.0))
-        self.members, self.out_dim = members, out_dim
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x [N, B, in] -> mean [N, B, out], log-variance [N, B, out] (soft-bounded)."""
-        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
-            x = torch.baddbmm(b, x, w)
-            if i < len(self.weights) - 1:
-                x = F.silu(x)
-        mean, logvar = x.split(self.out_dim, dim=-1)
-        logvar = self.max_logvar - F.softplus(self.max_logvar - logvar)
-        logvar = self.min_logvar + F.softplus(logvar - self.min_logvar)
-        return mean, logvar
-
-
-@dataclass
-class Normaliser:
-    """Standardisation of inputs (s, a) and targets (s' - s, r); float32 arrays."""
-
-    in_mean: np.ndarray  # [o + a]
-    in_std: np.ndarray
-    out_mean: np.ndarray  # [o + 1]
-    out_std: np.ndarray
-
-    @classmethod
-    def fit(cls, x: np.ndarray, y: np.ndarray) -> Normaliser:
-        def stats(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            v = v.astype(np.float64)
-            return v.mean(0).astype(np.float32), (v.std(0) + 1e-6).astype(np.float32)
-
-        return cls(*stats(x), *stats(y))
-
-    def inputs(self, s: np.ndarray, a: np.ndarray) -> torch.Tensor:
-        x = np.concatenate([s, a], axis=-1)
-        return torch.as_tensor((x - self.in_mean) / self.in_std, dtype=torch.float32)
-
-    def targets(self, s: np.ndarray, s_next: np.ndarray, r: np.ndarray) -> torch.Tensor:
-        y = np.concatenate([s_next - s, r[:, None]], axis=-1)
-        return torch.as_tensor((y - self.out_mean) / self.out_std, dtype=torch.float32)
+from trajplan.guards import (
+    MEMORY_SHARE,
+    available_memory,
+    check_disk,
+    check_memory,
+    check_out_dir,
+    ensemble_bytes,
+    mlp_params,
+)
+from trajplan.prediction.heldout import SPLIT_SEED, one_step_pairs, split_held_out
+from trajplan.runs.ensemble import (
+    CONFIG_FILE,
+    ENSEMBLE_FORMAT,
+    METRICS_FILE,
+    WEIGHTS_FILE,
+    EnsembleConfig,
+    EnsembleNet,
+    Normaliser,
+    save_weights,
+)
+from trajplan.runs.lifecycle import open_run_dir
+from trajplan.runtime import atomic_write, write_json
+from trajplan.training.minibatch import Counters, Lines, run_steps
 
 
 def pairs_xy(ep: Episodes) -> tuple[np.ndarray, np.ndarray]:
@@ -154,7 +98,7 @@ def fit_ensemble(
 ) -> Fitted:
     """Train on the one-step pairs of `train` (each member on its own bootstrap resample),
     logging the loss and the one-step error on `val` every log_every steps
-    (`trajplan.minibatch.run_steps`). Seeded by cfg.seed."""
+    (`trajplan.training.minibatch.run_steps`). Seeded by cfg.seed."""
     cfg.check()
     x_raw, y_raw = pairs_xy(train)
     norm = Normaliser.fit(x_raw, y_raw)
@@ -195,4 +139,102 @@ def _shown(row: dict[str, Any]) -> str:
 def _diverged(row: dict[str, Any]) -> TrajplanError:
     return TrajplanError(
         f"ensemble training diverged at step {row['step']} (loss {row['loss']}): lower --lr"
+    )
+
+
+def train_ensemble(
+    dataset_id: str,
+    out_dir: str | Path,
+    cfg: EnsembleConfig | None = None,
+    env: str | None = None,
+    progress: bool = True,
+) -> Path:
+    """Train the ensemble on a dataset's training episodes; write its run directory (new,
+    empty or a dead end: `trajplan.runs.lifecycle`, locked while it trains). config.json is
+    written last."""
+    cfg = cfg or EnsembleConfig()
+    cfg.check()
+    out = Path(out_dir)
+    check_out_dir(out)
+    lock = open_run_dir(out)  # new, empty or a dead end (trajplan.runs.lifecycle)
+    try:
+        episodes = load_episodes(dataset_id)
+        info = resolve_env(env) if env else env_for_dataset(dataset_id)
+        env_name = info.name if info is not None else (episodes.env_id or "")
+        train, val = episodes, None
+        if cfg.val_fraction > 0:
+            train, val = split_held_out(episodes, cfg.val_fraction)
+        _check_room(out, cfg, train)
+        t0 = time.perf_counter()
+        fit = fit_ensemble(train, val, cfg, progress, f"ensemble {dataset_id}")
+        try:
+            _write_run(out, fit, cfg, dataset_id, env_name, episodes, train, val, t0)
+        except BaseException:  # disk full, a signal: no half-written run directory
+            for name in (WEIGHTS_FILE, METRICS_FILE, CONFIG_FILE):
+                (out / name).unlink(missing_ok=True)
+            raise
+    finally:
+        lock.release(remove_if_unused=True)
+    return out
+
+
+def _check_room(out: Path, cfg: EnsembleConfig, train: Episodes) -> None:
+    """Refuse, before fitting, members, widths or batches that cannot fit in memory and
+    weights that cannot fit on disk (trajplan.guards)."""
+    o, a = train.obs_dim, train.act_dim
+    sizes = [o + a, *cfg.hidden, 2 * (o + 1)]
+    n = int(train.n_steps)
+    need = ensemble_bytes(cfg.members, sizes, cfg.batch_size, n) + 8 * n * (2 * o + a + 1)
+    parts = {
+        "--hidden": ensemble_bytes(cfg.members, sizes, 0, 0),
+        "--batch-size": ensemble_bytes(cfg.members, sizes, cfg.batch_size, 0),
+    }
+    parts["--batch-size"] -= parts["--hidden"]
+    lower = max(parts, key=lambda k: parts[k])
+    have = available_memory("cpu")
+    one = ensemble_bytes(1, sizes, cfg.batch_size, n) + 8 * n * (2 * o + a + 1)
+    if cfg.members > 1 and have is not None and one <= MEMORY_SHARE * have:
+        lower = "--members"  # one member fits: their number is what does not
+    what = (f"an ensemble of {cfg.members} members with hidden sizes {cfg.hidden} and batch "
+            f"size {cfg.batch_size:,}")  # fmt: skip
+    check_memory(need, "cpu", what, lower)
+    weights = 4 * cfg.members * mlp_params(sizes) + 2**12
+    check_disk(out, weights + 2**20, weights, "the ensemble run")
+
+
+def _write_run(
+    out: Path,
+    fit: Any,
+    cfg: EnsembleConfig,
+    dataset_id: str,
+    env_name: str,
+    episodes: Episodes,
+    train: Episodes,
+    val: Episodes | None,
+    t0: float,
+) -> None:
+    """The run's weights, metrics.jsonl, then config.json (last)."""
+    out.mkdir(parents=True, exist_ok=True)
+    save_weights(out / WEIGHTS_FILE, fit.net, fit.norm)
+    atomic_write(out / METRICS_FILE, lambda p: p.write_text("".join(fit.lines)))
+    write_json(
+        out / CONFIG_FILE,
+        {
+            "format": ENSEMBLE_FORMAT,
+            "kind": "ensemble",
+            "status": "finished",
+            "env": env_name,
+            "env_id": episodes.env_id,
+            "dataset_id": dataset_id,
+            "val_fraction": cfg.val_fraction,
+            "split_seed": SPLIT_SEED,
+            "obs_dim": episodes.obs_dim,
+            "act_dim": episodes.act_dim,
+            "n_train_episodes": train.n_episodes,
+            "n_val_episodes": val.n_episodes if val is not None else 0,
+            "last_loss": fit.last_loss,
+            "val_mse": fit.val_mse,
+            "wall_s": round(time.perf_counter() - t0, 3),
+            "config": asdict(cfg),
+        },
     )

@@ -16,10 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from trajplan.data.episodes import Episodes, split_episodes
+from trajplan.data.episodes import SPLIT_SEED, Episodes, split_episodes
 from trajplan.errors import TrajplanError
-
-SPLIT_SEED = 0  # the seed of TT's validation split (trajplan.data.transitions.prepare_episodes)
 
 
 @dataclass

@@ -15,16 +15,16 @@ from typing import Any
 
 import numpy as np
 
-from trajplan.checkpoint import load_checkpoint
 from trajplan.data.episodes import Episodes, load_episodes
 from trajplan.errors import TrajplanError
 from trajplan.guards import check_disk, check_memory, predict_bytes
 from trajplan.guards import check_out_dir as check_out_folder
-from trajplan.prediction.ensemble_run import EnsembleRun, is_ensemble_run, load_ensemble
 from trajplan.prediction.heldout import SPLIT_SEED, pick_starts, split_held_out
 from trajplan.prediction.rollout import SIGMA_MIN, TruthReplay, dim_groups, rollout, score
 from trajplan.prediction.tt import TTPredictor
-from trajplan.runs import run_kind
+from trajplan.runs.checkpoint import load_checkpoint
+from trajplan.runs.ensemble import EnsembleRun, is_ensemble_run, load_ensemble
+from trajplan.runs.load import run_kind
 from trajplan.runtime import atomic_write, check_writable, resolve_device, write_json
 
 REPORT_FILE = "predict.json"

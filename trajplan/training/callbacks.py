@@ -25,10 +25,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from trajplan.checkpoint import METRICS_FILE
 from trajplan.errors import TrajplanError
 from trajplan.evaluation.plot import read_rows
 from trajplan.progress import Progress
+from trajplan.runs.checkpoint import METRICS_FILE
 from trajplan.runtime import atomic_write, json_text
 
 

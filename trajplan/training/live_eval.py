@@ -31,11 +31,11 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from trajplan.checkpoint import BEST_EVAL_FILE, METRICS_FILE, save_weights
 from trajplan.config import RunConfig
 from trajplan.envs.references import references_for
 from trajplan.evaluation.evaluate import EvalInterrupted, evaluate
 from trajplan.evaluation.plot import read_rows
+from trajplan.runs.checkpoint import BEST_EVAL_FILE, METRICS_FILE, save_weights
 from trajplan.runtime import signals_interrupt
 from trajplan.training.callbacks import Callback
 

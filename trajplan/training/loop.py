@@ -55,9 +55,9 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from trajplan.checkpoint import GIVEN_FILE, write_manifest
 from trajplan.config import RunConfig
 from trajplan.configs.convert import to_dict
+from trajplan.runs.checkpoint import GIVEN_FILE, write_manifest
 from trajplan.runtime import StopFlag, Stopped
 from trajplan.training.callbacks import Callback, check_loggers, default_callbacks
 from trajplan.training.live_eval import PeriodicEval
@@ -87,7 +87,7 @@ def train(
     allow_data_change: bool = False,
     loggers: Sequence[str] = ("jsonl",),
 ) -> Path:
-    """Train a TT model as configured; returns the run directory (see trajplan.checkpoint).
+    """Train a TT model as configured; returns the run directory (see trajplan.runs.checkpoint).
 
     out_dir: the run directory (default runs/<env>-<level>-<time>); it must not exist
     unless resume=True, which continues from its last checkpoint with the run's own config

@@ -3,7 +3,7 @@
 init_distributed   torchrun's rank and world (NCCL on GPU, gloo on CPU)
 resolve_dataset    env and dataset from the config
 open_run_dir       --out checked for a new run or a resume, and locked (rank 0):
-                   the rules of `trajplan.lifecycle`
+                   the rules of `trajplan.runs.lifecycle`
 prepare_run        config vs data vs an old run (resume), data loaded and tokenized,
                    model dims filled in, memory checked, the manifest of config.json
 """
@@ -22,17 +22,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from trajplan import lifecycle
-from trajplan.checkpoint import (
-    CONFIG_FILE,
-    DISCRETIZER_FILE,
-    STARTUP_FILES,
-    has_checkpoint,
-    is_dead_end,
-    load_train_state,
-    now_iso,
-    read_manifest,
-)
 from trajplan.config import RunConfig, parse_goal_dims
 from trajplan.configs import dataset_level
 from trajplan.configs.convert import to_dict
@@ -43,6 +32,17 @@ from trajplan.data.transitions import load_episodes, prepare_episodes
 from trajplan.envs.registry import env_for_dataset, resolve_env, same_env
 from trajplan.errors import TrajplanError
 from trajplan.guards import available_memory
+from trajplan.runs import lifecycle
+from trajplan.runs.checkpoint import (
+    CONFIG_FILE,
+    DISCRETIZER_FILE,
+    STARTUP_FILES,
+    has_checkpoint,
+    is_dead_end,
+    load_train_state,
+    now_iso,
+    read_manifest,
+)
 from trajplan.runtime import DirLock, resolve_device
 
 # Fields that may change when a run is resumed (they steer the loop, not the result).
@@ -222,7 +222,7 @@ def default_run_dir(env: str | None, dataset: str, runs_root: str | Path = "runs
 
 def open_run_dir(out_dir: str | Path | None, resume: bool, main: bool) -> DirLock | None:
     """Check --out for a new run (absent, empty or a dead end) or a resume, by every
-    training's rules (`trajplan.lifecycle`); rank 0 locks it so that a second training into
+    training's rules (`trajplan.runs.lifecycle`); rank 0 locks it so that a second training into
     it fails at once. None: no --out yet (a default directory, locked once named) or not
     rank 0."""
     if resume and out_dir is None:
@@ -343,7 +343,7 @@ def _weighting_critic(cfg: RunConfig, env_id: str | None) -> Any:
     `data.critic_beta` set to the IQL run's temperature in cfg), or None."""
     if cfg.data.critic_weighting is None:
         return None
-    from trajplan.runs import load_critic, load_run  # run formats: read where runs are read
+    from trajplan.runs.load import load_critic, load_run  # run formats: read where runs are read
 
     path = Path(cfg.data.critic_weighting).resolve()
     cfg.data.critic_weighting = str(path)

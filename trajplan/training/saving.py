@@ -4,12 +4,12 @@
                 and the RNG state
     Saver       when and what the loop saves: every `train.save_every` epochs, every
                 `train.save_every_min` minutes (mid-epoch: a kill -9 loses less; the rule is
-                every training's, `trajplan.lifecycle.SaveClock`), and when the loop ends;
+                every training's, `trajplan.runs.lifecycle.SaveClock`), and when the loop ends;
                 only rank 0 writes, every rank refuses weights that are not finite
     restore     model, optimizer, counters and RNG back from a state.pt (resume): a resumed
                 run continues bit-identically
 
-The files themselves (layout, atomic writes, config.json) are `trajplan.checkpoint`'s.
+The files themselves (layout, atomic writes, config.json) are `trajplan.runs.checkpoint`'s.
 """
 
 from __future__ import annotations
@@ -23,7 +23,11 @@ from typing import Any
 
 import torch
 
-from trajplan.checkpoint import (
+from trajplan.config import RunConfig
+from trajplan.data.tokens import Discretizer
+from trajplan.errors import TrajplanError
+from trajplan.model.gpt import TrajectoryGPT
+from trajplan.runs.checkpoint import (
     BEST_FILE,
     FORMAT,
     now_iso,
@@ -31,11 +35,7 @@ from trajplan.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from trajplan.config import RunConfig
-from trajplan.data.tokens import Discretizer
-from trajplan.errors import TrajplanError
-from trajplan.lifecycle import SaveClock
-from trajplan.model.gpt import TrajectoryGPT
+from trajplan.runs.lifecycle import SaveClock
 
 
 @dataclass

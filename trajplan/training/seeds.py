@@ -30,12 +30,12 @@ from pathlib import Path
 
 import yaml
 
-from trajplan.checkpoint import is_dead_end, read_manifest
 from trajplan.config import RunConfig
 from trajplan.configs.convert import to_dict
 from trajplan.errors import TrajplanError
 from trajplan.procs import STOP_SIGNALS, Children, python_command
 from trajplan.ray_tasks import check_reachable, run_command, run_on_ray
+from trajplan.runs.checkpoint import is_dead_end, read_manifest
 from trajplan.runtime import Stopped, atomic_write
 
 CONFIG_FILE = "seeds-config.yaml"
@@ -85,7 +85,7 @@ def check_resumed_seeds(cfg: RunConfig, out: str | Path, seeds: Sequence[int]) -
     """Before any seed starts: every seed that goes on (its run has a config.json) must
     take `cfg` as a single `train --resume` would (`resume_config`: loop fields may change,
     nothing else), else one TrajplanError for the whole command."""
-    from trajplan.checkpoint import CONFIG_FILE as RUN_CONFIG  # config.json
+    from trajplan.runs.checkpoint import CONFIG_FILE as RUN_CONFIG  # config.json
     from trajplan.training.prepare import resume_config
 
     for s in seeds:

@@ -19,10 +19,10 @@ from typing import Any, TypeVar
 
 import torch
 
-from trajplan.checkpoint import note_given_config
 from trajplan.config import RunConfig, check_run_config
 from trajplan.guards import check_disk, checkpoint_bytes
 from trajplan.model.gpt import TrajectoryGPT
+from trajplan.runs.checkpoint import note_given_config
 from trajplan.runtime import DirLock, seed_everything
 from trajplan.training.callbacks import Callback
 from trajplan.training.optim import LRSchedule, make_optimizer, n_epochs_for

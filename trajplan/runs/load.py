@@ -5,7 +5,7 @@
     Run              what evaluation, workers and the CLI need of any run: its env, its
                      reference scores, and a batched policy for E episodes in lockstep
     Agent            one episode at a time, the single-step API of SB3 or d3rlpy
-                     (`trajplan.agent`):
+                     (`trajplan.runs.agent`):
 
     run = load_run("runs/tt")
     agent = run.agent(seed=0)                  # agent.reset(seed) starts each episode;
@@ -14,8 +14,8 @@
     agent.observe(obs, action, reward)         # the planner's context
 
 A run kind is one class with these members; `run_kind` tells the kinds apart by the
-format in their config.json (`trajplan.checkpoint.FORMAT`, `trajplan.baselines.bc.BC_FORMAT`,
-`trajplan.baselines.iql_run.IQL_FORMAT`). TT + Q: a TT run whose `plan.critic` names an
+format in their config.json (`trajplan.runs.checkpoint.FORMAT`,
+`trajplan.runs.policy.BC_FORMAT`, `trajplan.runs.iql.IQL_FORMAT`). TT + Q: a TT run whose `plan.critic` names an
 IQL run plans with that run's critic as its scorer (`load_critic`).
 """
 
@@ -28,10 +28,10 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from trajplan.agent import Agent
-from trajplan.baselines.bc import BCRun, is_bc_run, load_bc
-from trajplan.baselines.iql import IQLRun, is_iql_run, load_iql
-from trajplan.checkpoint import Checkpoint, load_checkpoint
+from trajplan.runs.agent import Agent
+from trajplan.runs.policy import BCRun, is_bc_run, load_bc
+from trajplan.runs.iql import IQLRun, is_iql_run, load_iql
+from trajplan.runs.checkpoint import Checkpoint, load_checkpoint
 from trajplan.config import PlanConfig, parse_goal_dims
 from trajplan.configs.convert import to_dict
 from trajplan.envs.references import References, references_for

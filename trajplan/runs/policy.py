@@ -1,12 +1,10 @@
-"""What BC and IQL runs share: a run whose exported actor acts alone (no search), and the
-checks that pick a dataset's env and action box before either trains.
+"""Policy runs, whose exported actor acts alone (no search): what BC and IQL runs share, and
+BC's run format (IQL's: `trajplan.runs.iql`; BC's training: `trajplan.baselines.bc`).
 
     PolicyRun     a loaded run directory as a `trajplan.runs.Run` (kind "bc" or "iql")
     has_format    whether a directory holds a run of a format (its config.json says so)
     read_run      a policy run directory, loaded as its class
-    env_of        the env to act in: --env, the dataset's recorded env, its id's env name
-    action_box    the env's action bounds
-    training_data episodes (read unless given), their env and action box, checked to fit
+    BCRun         a loaded BC run (format trajplan-bc/1); is_bc_run, load_bc
 """
 
 from __future__ import annotations
@@ -19,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from trajplan.actors import POLICY_FILE, Actor, BatchedActor, load_actor
-from trajplan.agent import Agent
+from trajplan.runs.agent import Agent
 from trajplan.data.episodes import Episodes, load_episodes
 from trajplan.envs.references import References, references_for
 from trajplan.envs.registry import EnvInfo, check_fits, env_for_dataset, make_env, resolve_env
@@ -97,42 +95,20 @@ def read_run(cls: type[PolicyRun], run_dir: str | Path, fmt: str) -> Any:
     )
 
 
-def env_of(env: str | None, env_id: str | None, dataset_id: str) -> EnvInfo:
-    """The env to act in: --env, else the dataset's recorded env, else its id's env name."""
-    for name in (env, env_id):
-        if name:
-            try:
-                return resolve_env(name)
-            except TrajplanError:
-                if name is env:
-                    raise
-    info = env_for_dataset(dataset_id)
-    if info is None:
-        raise TrajplanError(f"cannot tell the env of dataset {dataset_id!r}: pass --env")
-    return info
+BC_FORMAT = "trajplan-bc/1"
 
 
-def action_box(env_name: str) -> tuple[np.ndarray, np.ndarray]:
-    """The env's action bounds, low and high ([a] each, float64)."""
-    probe = make_env(env_name)
-    try:
-        space = probe.action_space
-        return np.asarray(space.low, np.float64), np.asarray(space.high, np.float64)
-    finally:
-        probe.close()
+class BCRun(PolicyRun):
+    """A loaded BC run directory: a `trajplan.runs.Run` whose policy acts (no search)."""
+
+    kind = "bc"
 
 
-def training_data(
-    dataset_id: str, env: str | None, episodes: Episodes | None = None
-) -> tuple[Episodes, EnvInfo, np.ndarray, np.ndarray]:
-    """(episodes, env, action low, action high) for training on a dataset; the dataset's
-    actions must fit the env's box."""
-    episodes = episodes or load_episodes(dataset_id)
-    info = env_of(env, episodes.env_id, dataset_id)
-    low, high = action_box(info.name)
-    if episodes.act_dim != low.shape[0]:
-        raise TrajplanError(
-            f"dataset {dataset_id!r} has {episodes.act_dim} action dims, {info.gym_id} has "
-            f"{low.shape[0]}: pick a dataset for this env"
-        )
-    return episodes, info, low, high
+def is_bc_run(path: str | Path) -> bool:
+    """True when path is a run directory written by `trajplan.baselines.bc.train_bc`."""
+    return has_format(path, BC_FORMAT)
+
+
+def load_bc(run_dir: str | Path) -> BCRun:
+    """Read a BC run directory; a missing or damaged file is a one-line TrajplanError."""
+    return read_run(BCRun, run_dir, BC_FORMAT)

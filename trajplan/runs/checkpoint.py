@@ -34,7 +34,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from trajplan import __version__, lifecycle
+import trajplan.runs.lifecycle as lifecycle
+from trajplan import __version__
 from trajplan.config import RunConfig
 from trajplan.configs.convert import from_dict, to_dict
 from trajplan.data.tokens import Discretizer
@@ -208,7 +209,7 @@ def has_checkpoint(run_dir: str | Path) -> bool:
 def is_dead_end(run_dir: str | Path) -> bool:
     """A run directory that a training left before its first checkpoint (killed or crashed
     while starting): it holds nothing to lose, so a new training may start over in it
-    (`trajplan.lifecycle.is_dead_end` with TT's start-up files)."""
+    (`trajplan.runs.lifecycle.is_dead_end` with TT's start-up files)."""
     return lifecycle.is_dead_end(run_dir, STARTUP_FILES)
 
 

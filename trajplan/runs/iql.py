@@ -27,14 +27,14 @@ per step) stays in them.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from trajplan.baselines.iql_nets import mlp
-from trajplan.baselines.policy_run import PolicyRun, has_format, read_run
+from trajplan.runs.policy import PolicyRun, has_format, read_run
 from trajplan.errors import TrajplanError
 from trajplan.runtime import atomic_write, read_tagged_safetensors
 
@@ -43,6 +43,20 @@ CRITIC_FORMAT = "trajplan-critic/1"
 CONFIG_FILE = "config.json"
 CRITIC_FILE = "critic.safetensors"
 METRICS_FILE = "metrics.jsonl"
+
+
+def mlp(sizes: list[int]) -> nn.Sequential:
+    """Linear layers of `sizes` with ReLU between them, orthogonal init (gain sqrt 2): the
+    layout of a critic file's nets (and of IQL's, `trajplan.baselines.iql_nets`)."""
+    layers: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        linear = nn.Linear(sizes[i], sizes[i + 1])
+        nn.init.orthogonal_(linear.weight, gain=math.sqrt(2.0))
+        nn.init.zeros_(linear.bias)
+        layers.append(linear)
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
 
 
 class Critic(nn.Module):
