@@ -34,8 +34,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from trajplan.runs.policy import PolicyRun, has_format, read_run
 from trajplan.errors import TrajplanError
+from trajplan.runs.policy import PolicyRun, has_format, read_run
 from trajplan.runtime import atomic_write, read_tagged_safetensors
 
 IQL_FORMAT = "trajplan-iql/1"

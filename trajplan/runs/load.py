@@ -15,8 +15,8 @@
 
 A run kind is one class with these members; `run_kind` tells the kinds apart by the
 format in their config.json (`trajplan.runs.checkpoint.FORMAT`,
-`trajplan.runs.policy.BC_FORMAT`, `trajplan.runs.iql.IQL_FORMAT`). TT + Q: a TT run whose `plan.critic` names an
-IQL run plans with that run's critic as its scorer (`load_critic`).
+`trajplan.runs.policy.BC_FORMAT`, `trajplan.runs.iql.IQL_FORMAT`). TT + Q: a TT run whose
+`plan.critic` names an IQL run plans with that run's critic as its scorer (`load_critic`).
 """
 
 from __future__ import annotations
@@ -28,10 +28,6 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from trajplan.runs.agent import Agent
-from trajplan.runs.policy import BCRun, is_bc_run, load_bc
-from trajplan.runs.iql import IQLRun, is_iql_run, load_iql
-from trajplan.runs.checkpoint import Checkpoint, load_checkpoint
 from trajplan.config import PlanConfig, parse_goal_dims
 from trajplan.configs.convert import to_dict
 from trajplan.envs.references import References, references_for
@@ -40,6 +36,10 @@ from trajplan.errors import TrajplanError
 from trajplan.planner import Planner, check_plan_config
 from trajplan.planner.goals import GoalPlanner, env_goal_size
 from trajplan.planner.scorers import Critic, CriticScorer
+from trajplan.runs.agent import Agent
+from trajplan.runs.checkpoint import Checkpoint, load_checkpoint
+from trajplan.runs.iql import IQLRun, is_iql_run, load_iql
+from trajplan.runs.policy import BCRun, is_bc_run, load_bc
 from trajplan.threads import PLAN_THREADS
 
 

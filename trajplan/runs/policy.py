@@ -14,14 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from trajplan.actors import POLICY_FILE, Actor, BatchedActor, load_actor
-from trajplan.runs.agent import Agent
-from trajplan.data.episodes import Episodes, load_episodes
 from trajplan.envs.references import References, references_for
-from trajplan.envs.registry import EnvInfo, check_fits, env_for_dataset, make_env, resolve_env
+from trajplan.envs.registry import check_fits
 from trajplan.errors import TrajplanError
+from trajplan.runs.agent import Agent
 
 
 @dataclass
