@@ -11,7 +11,7 @@ import pytest
 from conftest import cli
 
 from trajplan.errors import TrajplanError
-from trajplan.hub import build_folder, pull, push
+from trajplan.hub.share import build_folder, pull, push
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -96,7 +96,7 @@ def test_bc_run_card(halfcheetah_dataset: str, tmp_path: Path) -> None:
 def test_push_and_pull_through_the_cli(
     evaluated_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import trajplan.hub as hub
+    import trajplan.hub.share as hub
 
     remote = tmp_path / "remote"  # stands in for the Hub repository
 
@@ -136,7 +136,7 @@ def test_iql_run_push_and_pull(
     and scores as TT + Q's critic, the same critic as the original."""
     import torch
 
-    import trajplan.hub as hub
+    import trajplan.hub.share as hub
     from trajplan.baselines.iql import IQLConfig, Saving, train_iql
     from trajplan.runs import load_critic
 

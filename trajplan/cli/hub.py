@@ -1,4 +1,4 @@
-"""`trajplan hub push / pull` (trajplan.hub)."""
+"""`trajplan hub push / pull` (trajplan.hub.share)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def hub_push(
 
     Example: trajplan hub push runs/halfcheetah-medium-... you/halfcheetah-tt
     """
-    from trajplan.hub import build_folder, push
+    from trajplan.hub.share import build_folder, push
 
     if stage:
         folder = build_folder(run, stage, repo_id, eval_json)
@@ -43,7 +43,7 @@ def hub_pull(
 
     Example: trajplan hub pull you/halfcheetah-tt --out runs/hc-tt && trajplan eval runs/hc-tt
     """
-    from trajplan.hub import pull
+    from trajplan.hub.share import pull
 
     path = pull(repo_id, out, revision=revision, token=token)
     console.print(f"pulled {repo_id} into {path}: trajplan eval {path}", highlight=False)

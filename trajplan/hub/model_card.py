@@ -1,4 +1,4 @@
-"""The model card of a shared run (README.md of a hub folder, `trajplan.hub`): env, dataset,
+"""The model card of a shared run (README.md of a hub folder, `trajplan.hub.share`): env, dataset,
 scores with the source of their reference scores, training summary, config, and the
 commands to use and to reproduce the run. Everything here reads files; nothing uploads."""
 

@@ -4,7 +4,7 @@
 and best, the discretizer, metrics; BC: config.json, the policy, metrics; IQL: those and
 the critic, which TT + Q's `--critic` takes), its evaluation
 (RUN/eval/eval.json and eval.png) when there is one, `train-config.yaml` to retrain it, and
-README.md, the model card (`trajplan.evaluation.model_card`: env, dataset, scores and the
+README.md, the model card (`trajplan.hub.model_card`: env, dataset, scores and the
 source of their reference scores, training summary, config, the commands to use and to
 reproduce the run). The resume
 state (state.pt, optimizer included) and TensorBoard logs stay home. A run still training
@@ -27,12 +27,12 @@ from typing import Any
 
 import yaml
 
-from trajplan import runs
 from trajplan.errors import TrajplanError
 from trajplan.evaluation.evalfiles import eval_path, latest_eval
-from trajplan.evaluation.model_card import TRAIN_CONFIG, model_card, read_json
 from trajplan.guards import check_disk
+from trajplan.hub.model_card import TRAIN_CONFIG, model_card, read_json
 from trajplan.runs.checkpoint import read_manifest
+from trajplan.runs.load import run_kind as format_kind
 
 TT_FILES = ("config.json", "model.safetensors", "best.safetensors", "discretizer.safetensors")
 BC_FILES = ("config.json", "policy.actor.safetensors")
@@ -45,7 +45,7 @@ CARD = "README.md"
 def run_kind(run_dir: str | Path) -> str:
     """'tt', 'bc' or 'iql' for a run directory the hub shares; anything else is a
     TrajplanError."""
-    kind = runs.run_kind(run_dir)
+    kind = format_kind(run_dir)  # by the format in config.json
     if kind == "tt":
         read_manifest(run_dir)  # raises a clear error for anything that is not a TT run
     elif kind not in KIND_FILES:
