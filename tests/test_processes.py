@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import cli
 
-from trajplan.procs import Children, exit_code
+from trajplan.parallel.procs import Children, exit_code
 from trajplan.runs.checkpoint import read_manifest
 
 pytestmark = pytest.mark.usefixtures("one_thread")

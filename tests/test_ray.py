@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 from conftest import cli, one_line_error
 
-from trajplan import ray_tasks
 from trajplan.errors import TrajplanError
-from trajplan.ray_tasks import check_reachable, run_on_ray
+from trajplan.parallel import ray_backend
+from trajplan.parallel.ray_backend import check_reachable, run_on_ray
 from trajplan.runs.checkpoint import read_manifest
 
 ray = pytest.importorskip("ray")
@@ -98,7 +98,7 @@ def test_a_task_that_misses_the_cancel_gets_it_again(local_ray, monkeypatch) -> 
     """A task can miss the first cancel (here it swallows the KeyboardInterrupt, as one still
     starting up can lose it): the cancel is sent again until the task ends, and its result
     comes back with the signal."""
-    monkeypatch.setattr(ray_tasks, "RECANCEL_S", 1.0)
+    monkeypatch.setattr(ray_backend, "RECANCEL_S", 1.0)
 
     def stubborn(k: int) -> tuple[int, int]:
         missed = 0

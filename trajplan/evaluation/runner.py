@@ -25,7 +25,7 @@ from trajplan.evaluation.evaluate import (
 )
 from trajplan.evaluation.workers import evaluate_run
 from trajplan.guards import check_eval_room
-from trajplan.ray_tasks import check_reachable
+from trajplan.parallel.ray_backend import check_reachable
 from trajplan.runs.checkpoint import WEIGHT_FILES, read_manifest, weights_path
 from trajplan.runs.load import check_noise, load_run, run_kind
 from trajplan.runtime import check_writable, sigterm_as_interrupt, unique_dir
@@ -75,7 +75,7 @@ def evaluate_runs(
 
     plan: a TT run's settings from its own (e.g. the CLI's overrides); workers > 1 splits
     the episodes over processes (`trajplan.evaluation.workers`), ray=ADDRESS over Ray
-    tasks (`trajplan.ray_tasks`); out: parent of the new
+    tasks (`trajplan.parallel.ray_backend`); out: parent of the new
     folders (default RUN/eval); video: DIR/RUN/seedS.mp4 of `video_episodes` (indices;
     ignored without `video`); threads: torch's CPU threads per process (1, the CLI's
     default: planning's tiny ops run fastest on one; None: torch's own setting).

@@ -2,10 +2,10 @@
 
 On a CPU one process's cost per episode does not fall with batching, so the lever is the
 other cores. `evaluate_run(..., workers=k)` deals the episode seeds round-robin to k child
-processes (`trajplan.procs`; one intra-op thread each by default), every worker loads the
+processes (`trajplan.parallel.procs`; one intra-op thread each by default), every worker loads the
 run and plays its episodes with `trajplan.evaluation.evaluate.run_episodes`, and the episodes
 come back in seed order; with `ray=ADDRESS` the k batches run as Ray tasks instead
-(`trajplan.ray_tasks`), on one machine or a cluster.
+(`trajplan.parallel.ray_backend`), on one machine or a cluster.
 On a CUDA device with several GPUs, worker k plans on GPU k mod n_gpus (`worker_devices`);
 otherwise workers plan on the CPU.
 Because every episode samples from its own seeded generator (the planner's batched == alone
@@ -34,9 +34,9 @@ from trajplan.envs.rollout import StepInfo
 from trajplan.errors import TrajplanError
 from trajplan.evaluation.evalfiles import EvalResult
 from trajplan.evaluation.evaluate import EvalInterrupted, run_episodes
-from trajplan.procs import Child, Children, report
+from trajplan.parallel.procs import Child, Children, report
+from trajplan.parallel.ray_backend import run_on_ray
 from trajplan.progress import Progress
-from trajplan.ray_tasks import run_on_ray
 from trajplan.runs.load import load_run
 from trajplan.runtime import Stopped
 
@@ -107,7 +107,7 @@ def evaluate_run(
     """Evaluate a TT or BC run directory on `seeds`; with workers > 1, over that many
     processes of `threads` threads each, one GPU each where there are several (the same
     episodes as one process). action_noise: for a BC run (`evaluate.run_episodes`).
-    ray: a Ray address (`trajplan.ray_tasks`): the same `workers` batches as Ray tasks.
+    ray: a Ray address (`trajplan.parallel.ray_backend`): the same `workers` batches as Ray tasks.
     A signal stops every worker; the episodes played are raised in `EvalInterrupted`."""
     seeds = [int(s) for s in seeds]
     if len(set(seeds)) != len(seeds) or not seeds:
@@ -152,7 +152,7 @@ def evaluate_run(
 def _in_processes(
     tasks: list[tuple], n_episodes: int, progress: bool, name: str = ""
 ) -> tuple[list[EvalResult], int | None]:
-    """Run the workers as child processes (`trajplan.procs`): (their results, the signal
+    """Run the workers as child processes (`trajplan.parallel.procs`): (their results, the signal
     that stopped them or None). A failed worker stops the others and is one error. `name`
     (the run's) heads the progress and each episode's line."""
     steps, done, playing = 0, 0, set()

@@ -15,7 +15,7 @@ loop settings (--max-steps, epochs, ...: LOOP_FIELDS) may differ from a seed's r
 they reach every seed alike; any other difference refuses the command before a seed starts.
 Under torchrun, the seeds run one after another, each with DDP.
 
-The children run through `trajplan.procs.Children`: Ctrl-C or SIGTERM reaches each child
+The children run through `trajplan.parallel.procs.Children`: Ctrl-C or SIGTERM reaches each child
 once, every running seed checkpoints (status interrupted, resumable with --resume), no new
 seed starts, and the parent prints one line per seed (its status and step) and exits 130
 or 143; a parent killed with kill -9 takes its children with it (they checkpoint too).
@@ -33,8 +33,8 @@ import yaml
 from trajplan.config import RunConfig
 from trajplan.configs.convert import to_dict
 from trajplan.errors import TrajplanError
-from trajplan.procs import STOP_SIGNALS, Children, python_command
-from trajplan.ray_tasks import check_reachable, run_command, run_on_ray
+from trajplan.parallel.procs import STOP_SIGNALS, Children, python_command
+from trajplan.parallel.ray_backend import check_reachable, run_command, run_on_ray
 from trajplan.runs.checkpoint import is_dead_end, read_manifest
 from trajplan.runtime import Stopped, atomic_write
 
@@ -117,8 +117,9 @@ def train_seeds(
     """Train cfg once per seed; returns the run directories in seed order.
 
     train_one(cfg, run_dir, resume) trains one run in this process (jobs == 1); jobs > 1
-    runs child processes instead, ray=ADDRESS one Ray task per seed (`trajplan.ray_tasks`;
-    Ray decides how many run at once). See the module docstring.
+    runs child processes instead, ray=ADDRESS one Ray task per seed
+    (`trajplan.parallel.ray_backend`; Ray decides how many run at once). See the module
+    docstring.
     """
     if jobs < 1:
         raise TrajplanError(f"--jobs must be at least 1, got {jobs}")

@@ -10,7 +10,7 @@ through `Children`:
   waits while the children save (a training checkpoints, an evaluation returns the episodes
   it played). A second signal to the parent kills the children (SIGKILL) at once.
 - A parent that dies, even by kill -9, takes its children with it: every child starts
-  through `python -m trajplan.procs` (`python_command`: this trajplan, whatever the
+  through `python -m trajplan.parallel.procs` (`python_command`: this trajplan, whatever the
   working directory holds), which asks the kernel for a SIGTERM when the parent
   dies (Linux: prctl(PR_SET_PDEATHSIG); elsewhere a thread polls the parent's pid), so
   the child saves and exits as if it had been sent SIGTERM; a command child then execs its
@@ -53,7 +53,7 @@ def python_command(module: str, *args: str) -> list[str]:
     trajplan there (working from the clone's parent, say) would be imported instead. The
     child drops that entry and, unless it is on its path already, puts the folder that
     holds this trajplan first."""
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[2])
     boot = (
         "import runpy, sys\n"
         "if not getattr(sys.flags, 'safe_path', False): del sys.path[0]\n"  # the cwd (3.11: -P)
@@ -183,7 +183,7 @@ class Children:
 
     def _start(self, mode: list[str], **kw: Any) -> subprocess.Popen:
         env = {**(kw.pop("env", None) or os.environ), PARENT_ENV: str(os.getpid())}
-        cmd = python_command("trajplan.procs", *mode)
+        cmd = python_command("trajplan.parallel.procs", *mode)
         return subprocess.Popen(cmd, start_new_session=True, env=env, **kw)
 
     def command(
@@ -288,7 +288,7 @@ def _run_call(fd: int) -> int:
 
 
 def main(argv: list[str]) -> int:
-    """`python -m trajplan.procs exec PROGRAM ARGS...` or `... call FD` (see Children)."""
+    """`python -m trajplan.parallel.procs exec PROGRAM ARGS...` or `... call FD` (see Children)."""
     try:
         # a parent's thread may block signals (Ray's task threads block SIGINT), and a
         # child inherits the mask, also across exec: it must hear SIGINT and SIGTERM
@@ -303,7 +303,7 @@ def main(argv: list[str]) -> int:
         return EXIT_ERROR
 
 
-if __name__ == "__main__":  # run as trajplan.procs, not __main__: report() reads its pipe
-    from trajplan.procs import main as run
+if __name__ == "__main__":  # run as trajplan.parallel.procs, not __main__: report() reads its pipe
+    from trajplan.parallel.procs import main as run
 
     sys.exit(run(sys.argv[1:]))

@@ -1,4 +1,4 @@
-"""Ray, an optional backend for the calls `trajplan.procs` runs: one Ray task per call.
+"""Ray, an optional backend for the calls `trajplan.parallel.procs` runs: one Ray task per call.
 
     pip install 'trajplan[ray]'
     trajplan eval RUN --episodes 100 --workers 20 --ray auto    # 20 batches on a cluster
@@ -34,11 +34,11 @@ from pathlib import Path
 from typing import Any
 
 from trajplan.errors import TrajplanError
-from trajplan.procs import STOP_SIGNALS, Children, exit_code
+from trajplan.parallel.procs import STOP_SIGNALS, Children, exit_code
 
 CONNECT_TIMEOUT_S = 10.0  # ray.init itself retries an address where nothing listens for minutes
 RECANCEL_S = 10.0  # a cancelled task still running after this is cancelled again
-_ROOT = str(Path(__file__).resolve().parent.parent)  # the folder that holds this trajplan
+_ROOT = str(Path(__file__).resolve().parents[2])  # the folder that holds this trajplan
 
 
 def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
@@ -210,8 +210,9 @@ def _cause(exc: BaseException) -> str:
 
 
 def run_command(cmd: Sequence[str], log: str, env: dict[str, str] | None = None) -> int:
-    """In a Ray task: run `cmd` as a child (`trajplan.procs`), its output into `log`; returns
-    its exit code. Cancelled (KeyboardInterrupt), it stops the child, which saves, and waits."""
+    """In a Ray task: run `cmd` as a child (`trajplan.parallel.procs`), its output into `log`;
+    returns its exit code. Cancelled (KeyboardInterrupt), it stops the child, which saves, and
+    waits."""
     Path(log).parent.mkdir(parents=True, exist_ok=True)
     with Children() as kids:
         child = kids.command(Path(log).stem, cmd, log=Path(log), env=env)
