@@ -28,12 +28,12 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from trajplan.actors import load_actor, save_actor
 from trajplan.behaviour.collect import collect, episode_returns, from_replay
 from trajplan.behaviour.policies import ActorPolicy
 from trajplan.data.transitions import load_episodes
 from trajplan.envs.references import normalized_score
 from trajplan.envs.registry import resolve_env
+from trajplan.model.actor import load_actor, save_actor
 
 console = Console(width=max(Console().width, 110))  # dataset ids are long
 ASSETS = Path(__file__).resolve().parents[1] / "trajplan" / "assets"

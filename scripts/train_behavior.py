@@ -35,10 +35,10 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from trajplan.actors import Actor, actor_from_sb3, save_actor
 from trajplan.behaviour.policies import ActorPolicy, play_policy
 from trajplan.envs.registry import make_env, resolve_env
 from trajplan.evaluation.scores import stderr
+from trajplan.model.actor import Actor, actor_from_sb3, save_actor
 
 console = Console()
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from conftest import cli, one_line_error, tiny_model
 
-from trajplan.actors import Actor, save_actor
 from trajplan.behaviour.collect import collect, from_replay, record_episodes
 from trajplan.behaviour.policies import RandomPolicy
 from trajplan.envs.registry import make_env
 from trajplan.errors import TrajplanError
+from trajplan.model.actor import Actor, save_actor
 
 
 @pytest.fixture(autouse=True)

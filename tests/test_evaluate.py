@@ -245,7 +245,7 @@ def test_cli_plan_set_reaches_the_planner(run_dir: Path, tmp_path: Path) -> None
 def test_cli_eval_with_a_prior_policy(run_dir: Path, tmp_path: Path) -> None:
     """--prior: the bundled Hopper actor proposes the candidates; eval.json says which prior
     and how many executed actions were its, and the folder name says a prior was used."""
-    from trajplan.actors import builtin_actor
+    from trajplan.model.actor import builtin_actor
 
     actor = builtin_actor("hopper", "medium")
     cli("eval", str(run_dir), "--episodes", "2", "--episode-steps", "5", "--threads", "1",
@@ -322,9 +322,9 @@ def test_diag_ranking_end_to_end(run_dir: Path, hopper_dataset: str, tmp_path: P
 
     import torch
 
-    from trajplan.actors import builtin_actor
     from trajplan.baselines.iql import IQLConfig, train_iql
     from trajplan.envs.registry import make_env, obs_view, resolve_env
+    from trajplan.model.actor import builtin_actor
     from trajplan.planner.prior import load_prior
     from trajplan.planner.scorers import CriticScorer
     from trajplan.runs import load_critic

@@ -292,8 +292,8 @@ def maze_episodes(n: int = 40) -> Episodes:
 
 
 def test_goal_conditioned_bc_learns_from_hindsight_goals(tmp_path) -> None:
-    from trajplan.actors import POLICY_FILE, load_actor
     from trajplan.baselines.bc import BCConfig, train_bc
+    from trajplan.model.actor import POLICY_FILE, load_actor
 
     ep = maze_episodes()
     relabelled = with_hindsight_goals(ep, "0,1", "final")

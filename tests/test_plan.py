@@ -12,10 +12,10 @@ import torch
 from conftest import SmallCritic, random_actor, tiny_model
 from test_reference_search import reference_planner
 
-from trajplan.actors import Actor, load_actor, save_actor
 from trajplan.config import PlanConfig
 from trajplan.data.tokens import Discretizer
 from trajplan.errors import TrajplanError
+from trajplan.model.actor import Actor, load_actor, save_actor
 from trajplan.model.decoding import forward_cached, forward_shared, new_cache
 from trajplan.model.gpt import TrajectoryGPT
 from trajplan.planner import (

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trajplan.actors import Actor, actor_from_sb3, builtin_actor, load_actor, save_actor
 from trajplan.behaviour.policies import ActorPolicy, RandomPolicy, make_policy
 from trajplan.envs.registry import make_env
 from trajplan.errors import TrajplanError
+from trajplan.model.actor import Actor, actor_from_sb3, builtin_actor, load_actor, save_actor
 
 
 def tiny_actor(obs_dim: int, act_dim: int, seed: int = 0, env_id: str | None = None) -> Actor:
@@ -133,7 +133,7 @@ def test_batched_actor_noise_is_seeded_per_episode_and_clipped():
     """noise 0: the actor's own actions; noise > 0: the actor's action plus noise * half
     range * N(0, 1) from the episode's own seed (batched == alone, the same seed the same
     draws), clipped to the bounds; negative noise is a clear error."""
-    from trajplan.actors import BatchedActor
+    from trajplan.model.actor import BatchedActor
 
     actor = tiny_actor(5, 3)
     obs = np.random.default_rng(1).normal(size=(2, 5))  # [E, o]

@@ -13,7 +13,7 @@ writes a run directory that `trajplan eval` evaluates like a TT run:
 `_prepare` (held-out episodes, normalised observations, actions squashed into [-1, 1],
 return weights), `_fit` (the Adam updates, looped and logged by `trajplan.training.minibatch`) and
 `_write_run` (export and files). The observation normalisation is folded into the first
-layer, so the saved policy is an ordinary `trajplan.actors.Actor`. The same seed gives the
+layer, so the saved policy is an ordinary `trajplan.model.actor.Actor`. The same seed gives the
 same weights (CPU, same thread count).
 
 Goal-conditioned BC (`goal_dims`, the baseline of goal-conditioned TT): in a goal env (a
@@ -34,7 +34,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from trajplan.actors import POLICY_FILE, Actor, save_actor
 from trajplan.baselines.training_data import training_data
 from trajplan.config import DataConfig, check_data_config
 from trajplan.data.goals import with_hindsight_goals
@@ -43,6 +42,7 @@ from trajplan.data.weighting import action_weights
 from trajplan.envs.registry import EnvInfo
 from trajplan.errors import TrajplanError
 from trajplan.guards import bc_bytes, check_disk, check_memory, check_out_dir
+from trajplan.model.actor import POLICY_FILE, Actor, save_actor
 from trajplan.runs.lifecycle import open_run_dir
 from trajplan.runs.policy import BC_FORMAT
 from trajplan.runtime import atomic_write, write_json

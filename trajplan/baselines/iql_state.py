@@ -39,11 +39,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from trajplan.actors import POLICY_FILE, Actor, save_actor
 from trajplan.baselines.bc import export_actor
 from trajplan.baselines.iql_data import Transitions
 from trajplan.baselines.iql_nets import IQLLearner, IQLNets
 from trajplan.errors import TrajplanError
+from trajplan.model.actor import POLICY_FILE, Actor, save_actor
 from trajplan.runs import lifecycle
 from trajplan.runs.iql import (
     CONFIG_FILE,

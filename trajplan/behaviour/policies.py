@@ -3,7 +3,7 @@ quality, a trained run (`trajplan.runs.load_run(...).agent()`: TT plans, BC acts
 waypoint controller (`trajplan.behaviour.waypoint`).
 
 Exported actors themselves (the MLP, its file format, the built-in ones) live in
-`trajplan.actors`.
+`trajplan.model.actor`.
 
 Every policy follows the `Policy` protocol: `reset(seed)` at the start of an episode and
 `act(obs)` for one observation. `make_policy` turns a command-line string into one.
@@ -20,12 +20,12 @@ from typing import Any, Protocol, runtime_checkable
 import gymnasium as gym
 import numpy as np
 
-from trajplan.actors import LEVELS, Actor, builtin_actor, load_actor
 from trajplan.behaviour.waypoint import WaypointPolicy
 from trajplan.envs.references import references_for
 from trajplan.envs.registry import check_fits
 from trajplan.envs.rollout import EpisodeResult, rollout
 from trajplan.errors import TrajplanError
+from trajplan.model.actor import LEVELS, Actor, builtin_actor, load_actor
 from trajplan.runs.load import load_run
 
 

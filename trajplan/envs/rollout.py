@@ -1,7 +1,7 @@
 """One loop that plays a batch of episodes in lockstep with a batched policy.
 
 The policy is a `trajplan.planner.Planner` or anything with its batched interface
-(`trajplan.actors.BatchedActor`): `reset(n, seeds)`, `act(obs) -> actions`,
+(`trajplan.model.actor.BatchedActor`): `reset(n, seeds)`, `act(obs) -> actions`,
 `observe(obs, actions, rewards)`, `drop(keep)`, and optionally `predictions()` (what a
 planner expected of the step it acted on). Episode i is reset with seeds[i]; a finished
 episode leaves the batch. A `VideoRecorder` rides on the loop and films the episodes it names.

@@ -108,7 +108,7 @@ def _verify(folder: Path, kind: str, run: Path) -> None:
     """The staged copy's weights load as the run's kind would, before anything is uploaded:
     a truncated, foreign or NaN / inf file is one TrajplanError naming the run's file (a
     TT run's was a traceback, a BC or IQL run's was uploaded as it was)."""
-    from trajplan.actors import load_actor
+    from trajplan.model.actor import load_actor
     from trajplan.runs.checkpoint import load_state_dict_file
     from trajplan.runs.iql import load_critic
 

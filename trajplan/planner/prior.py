@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trajplan.actors import POLICY_FILE, Actor, load_actor
 from trajplan.data.tokens import Discretizer
 from trajplan.errors import TrajplanError
+from trajplan.model.actor import POLICY_FILE, Actor, load_actor
 from trajplan.planner.sampling import Uniforms
 from trajplan.planner.states import BeamObservations
 

@@ -1,7 +1,7 @@
 """A trained IQL run: its policy acts like a BC run's, and its critic scores states and actions.
 
     RUN/config.json               format trajplan-iql/1: env, dataset, reference scores, config
-    RUN/policy.actor.safetensors  the actor's mean as an exported actor (trajplan.actors)
+    RUN/policy.actor.safetensors  the actor's mean as an exported actor (trajplan.model.actor)
     RUN/critic.safetensors        q1, q2 (the Polyak-averaged target twin Q, which V and the
                                   actor learn from) and v, with the observation normalisation
                                   and the action box (format trajplan-critic/1)

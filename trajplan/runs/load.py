@@ -45,7 +45,7 @@ from trajplan.threads import PLAN_THREADS
 
 class BatchedPolicy(Protocol):
     """E episodes in lockstep (`trajplan.envs.rollout.rollout` drives it): a `Planner` or
-    an `trajplan.actors.BatchedActor`."""
+    an `trajplan.model.actor.BatchedActor`."""
 
     def reset(self, n_envs: int, seeds: Any = None) -> None: ...
     def act(self, obs: np.ndarray) -> np.ndarray: ...

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trajplan.actors import POLICY_FILE, Actor, BatchedActor, load_actor
 from trajplan.envs.references import References, references_for
 from trajplan.envs.registry import check_fits
 from trajplan.errors import TrajplanError
+from trajplan.model.actor import POLICY_FILE, Actor, BatchedActor, load_actor
 from trajplan.runs.agent import Agent
 
 
