@@ -129,14 +129,14 @@ def test_memory_guard_names_the_option(tiny_run: Path, halfcheetah_dataset, tmp_
 
 
 def test_plan_estimate_bounds_the_real_peak(tiny_run: Path, tmp_path: Path) -> None:
-    """guards.plan_bytes against the peak memory (ru_maxrss) of a real planning child: above
+    """planner.memory.plan_bytes against the peak memory (ru_maxrss) of a real planning child: above
     it (a guard that refuses only what cannot fit), and within 20x of it (not absurdly so)."""
     script = (
         "import dataclasses, json, resource, sys, torch\n"
         "torch.set_num_threads(1)\n"
         "from trajplan.runs import load_run\n"
         "from trajplan.evaluation.evaluate import run_episodes\n"
-        "from trajplan.guards import plan_bytes\n"
+        "from trajplan.planner.memory import plan_bytes\n"
         "run = load_run(sys.argv[1], 'cpu')\n"
         "run.plan = dataclasses.replace(run.plan, beam_width=6000, n_expand=2)\n"
         "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024\n"

@@ -26,6 +26,7 @@ the env's observation.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ from trajplan.data.transitions import Episodes, make_transitions, split_episodes
 from trajplan.data.weighting import action_weights
 from trajplan.envs.registry import EnvInfo
 from trajplan.errors import TrajplanError
-from trajplan.guards import bc_bytes, check_disk, check_memory, check_out_dir
+from trajplan.guards import check_disk, check_memory, check_out_dir
 from trajplan.model.actor import POLICY_FILE, Actor, save_actor
 from trajplan.runs.lifecycle import open_run_dir
 from trajplan.runs.policy import BC_FORMAT
@@ -291,3 +292,12 @@ def _write_run(
             "config": asdict(cfg),
         },
     )
+
+
+def bc_bytes(sizes: Sequence[int], batch: int, n_samples: int = 0) -> int:
+    """Peak memory of fitting a BC MLP of layer sizes [obs, *hidden, act] with Adam: weights,
+    gradients and two moments (float32), a batch's activations and their gradients, and the
+    training set itself (n_samples rows of obs + act + weight)."""
+    params = sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
+    acts = batch * sum(sizes)
+    return 4 * (4 * params + 3 * acts + n_samples * (sizes[0] + sizes[-1] + 1))

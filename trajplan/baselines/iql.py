@@ -51,7 +51,15 @@ import numpy as np
 import torch
 
 from trajplan.baselines.iql_data import Transitions, prepare
-from trajplan.baselines.iql_nets import STATS, Batch, Hyper, IQLLearner, IQLNets
+from trajplan.baselines.iql_nets import (
+    STATS,
+    Batch,
+    Hyper,
+    IQLLearner,
+    IQLNets,
+    iql_bytes,
+    iql_state_bytes,
+)
 from trajplan.baselines.iql_state import (
     Checkpoints,
     Saving,
@@ -69,7 +77,7 @@ from trajplan.data.store import env_id_of, open_dataset, split_dataset_ids
 from trajplan.data.transitions import Episodes
 from trajplan.envs.registry import EnvInfo, resolve_env
 from trajplan.errors import TrajplanError
-from trajplan.guards import check_disk, check_memory, iql_bytes, iql_state_bytes, size_text
+from trajplan.guards import check_disk, check_memory, size_text
 from trajplan.runs.iql import IQL_FORMAT, is_iql_run
 from trajplan.runtime import StopFlag, Stopped, resolve_device, sigterm_as_interrupt
 from trajplan.training.minibatch import Counters, Lines, run_steps

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from trajplan.guards import mlp_params
 from trajplan.runs.iql import mlp
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0  # the actor's log std is clipped to this range
@@ -177,3 +179,21 @@ def _step(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
+
+
+def iql_bytes(obs_dim: int, act_dim: int, hidden: Sequence[int], batch: int) -> int:
+    """Peak memory of IQL's updates (float32): twin Q and their targets, V and the actor
+    with gradients and two Adam moments, and a batch of transitions (obs, act, reward, mask,
+    next obs) through the six MLPs forward and backward."""
+    q = mlp_params([obs_dim + act_dim, *hidden, 1])
+    v, actor = mlp_params([obs_dim, *hidden, 1]), mlp_params([obs_dim, *hidden, act_dim])
+    weights = 2 * q * 5 + (v + actor) * 4  # q: weights, target, grad, 2 moments
+    acts = batch * (6 * sum(hidden) + 2 * obs_dim + act_dim + 3)
+    return 4 * (weights + 3 * acts) + 8 * batch  # the batch's int64 indices
+
+
+def iql_state_bytes(obs_dim: int, act_dim: int, hidden: Sequence[int]) -> int:
+    """state.pt of an IQL run (weights, targets and Adam moments), plus the run's files."""
+    q = mlp_params([obs_dim + act_dim, *hidden, 1])
+    v, actor = mlp_params([obs_dim, *hidden, 1]), mlp_params([obs_dim, *hidden, act_dim])
+    return 4 * (2 * q * 4 + (v + actor) * 3) + 2**20

@@ -25,7 +25,7 @@ from trajplan.data.store import check_dataset_id, datasets_root
 from trajplan.envs.mazes import with_current_goal
 from trajplan.envs.registry import EnvInfo, make_env, resolve_env
 from trajplan.errors import TrajplanError
-from trajplan.guards import check_disk, dataset_bytes
+from trajplan.guards import check_disk
 from trajplan.progress import Progress
 from trajplan.runtime import Stopped, check_writable, sigterm_as_interrupt
 
@@ -358,3 +358,9 @@ def _check_new(dataset_id: str, force: bool) -> None:
     if not force and (datasets_root() / check_dataset_id(dataset_id)).exists():
         raise TrajplanError(f"dataset {dataset_id!r} already exists: pass --force to replace it")
     check_writable(datasets_root(), "datasets folder (MINARI_DATASETS_PATH)")
+
+
+def dataset_bytes(steps: int, obs_dim: int, act_dim: int) -> int:
+    """A Minari dataset of `steps` steps: observations (one more per episode), actions,
+    rewards and flags, at most 8 bytes a number, plus HDF5 and metadata overhead."""
+    return steps * (2 * obs_dim + act_dim + 3) * 8 + 2**16

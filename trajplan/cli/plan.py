@@ -84,7 +84,9 @@ def plan(
         prepare_rendering,
     )
     from trajplan.evaluation.evaluate import resolve_run, run_episodes
-    from trajplan.guards import check_disk, check_planning, eval_bytes
+    from trajplan.evaluation.runner import eval_bytes
+    from trajplan.guards import check_disk
+    from trajplan.planner.memory import check_planning
     from trajplan.runs.load import load_run
     from trajplan.runtime import check_out_file
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from trajplan.config import PlanConfig
+from trajplan.config import ModelConfig, PlanConfig
 from trajplan.envs.video import VideoRecorder, check_rendering, prepare_rendering
 from trajplan.errors import TrajplanError
 from trajplan.evaluation.evalfiles import EvalResult, eval_name, save_eval
@@ -24,8 +24,9 @@ from trajplan.evaluation.evaluate import (
     run_episodes,
 )
 from trajplan.evaluation.workers import evaluate_run
-from trajplan.guards import check_eval_room
+from trajplan.guards import check_disk
 from trajplan.parallel.ray_backend import check_reachable
+from trajplan.planner.memory import check_planning
 from trajplan.runs.checkpoint import WEIGHT_FILES, read_manifest, weights_path
 from trajplan.runs.load import check_noise, load_run, run_kind
 from trajplan.runtime import check_writable, sigterm_as_interrupt, unique_dir
@@ -237,3 +238,27 @@ def _check_options(
     if video is not None:
         prepare_rendering()
         check_writable(video, "video folder")  # before planning, not after
+
+
+def check_eval_room(
+    folders: Sequence[Path],
+    models: Sequence[ModelConfig | None],
+    plans: Sequence[PlanConfig | None],
+    episodes: int,
+    episode_steps: int | None,
+    device: str = "cpu",
+    workers: int = 1,
+) -> None:
+    """Before an evaluation plays: memory for each run's episodes (`check_planning`) and
+    disk for its eval.json in its folder (full-length episodes: 1000 steps)."""
+    for folder, model, plan in zip(folders, models, plans, strict=True):
+        check_planning(model, plan, episodes, device, workers)
+        size = eval_bytes(episodes, episode_steps or 1000)
+        largest = max(size - 2**19, 2**19)  # eval.json or eval.png
+        check_disk(folder, size, largest, f"the evaluation of {episodes:,} episodes")
+
+
+def eval_bytes(episodes: int, steps: int) -> int:
+    """eval.json of `episodes` episodes of at most `steps` steps (three numbers a step,
+    indented: ~90 bytes), plus eval.png."""
+    return episodes * (steps * 90 + 1024) + 2**19

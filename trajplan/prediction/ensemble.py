@@ -20,6 +20,7 @@ scored on episodes neither has seen.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,6 @@ from trajplan.guards import (
     check_disk,
     check_memory,
     check_out_dir,
-    ensemble_bytes,
     mlp_params,
 )
 from trajplan.prediction.heldout import SPLIT_SEED, one_step_pairs, split_held_out
@@ -238,3 +238,12 @@ def _write_run(
             "config": asdict(cfg),
         },
     )
+
+
+def ensemble_bytes(members: int, sizes: Sequence[int], batch: int, n_rows: int) -> int:
+    """Peak memory of fitting a stacked ensemble of `members` MLPs of layer sizes `sizes`
+    with Adam (float32): weights, gradients, moments, each member's bootstrap indices over
+    `n_rows` rows (int64) and a batch's indices, inputs, activations and gradients."""
+    params = members * mlp_params(sizes)
+    acts = members * batch * sum(sizes)
+    return 4 * (4 * params + 3 * acts) + 8 * members * (n_rows + 2 * batch)

@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from trajplan.config import ModelConfig
 from trajplan.data.episodes import Episodes, load_episodes
 from trajplan.errors import TrajplanError
-from trajplan.guards import check_disk, check_memory, predict_bytes
+from trajplan.guards import check_disk, check_memory
 from trajplan.guards import check_out_dir as check_out_folder
 from trajplan.prediction.heldout import SPLIT_SEED, pick_starts, split_held_out
 from trajplan.prediction.rollout import SIGMA_MIN, TruthReplay, dim_groups, rollout, score
@@ -211,3 +212,13 @@ def write_report(report: dict[str, Any], out: str | Path) -> list[Path]:
         paths.append(atomic_write(out / name, save))
     plt.close(fig)
     return paths
+
+
+def predict_bytes(model: ModelConfig, rows: int, horizon: int) -> int:
+    """Peak memory of rolling out `rows` (starts x samples) rows of a TT model `horizon`
+    steps: each row's key/value caches and window activations (as in plan_bytes), logits,
+    and the rollouts with their actions and scoring copies (float64)."""
+    c, v, w = model.n_embd, model.vocab_size + 1, model.block_size
+    per_row = 4 * (2 * model.n_layer * w * c + 12 * v + w * (c + model.n_head * w // 2))
+    per_row += 8 * horizon * (4 * model.obs_dim + model.act_dim + 2)
+    return rows * per_row

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import torch
 
 from trajplan.config import RunConfig, check_run_config
-from trajplan.guards import check_disk, checkpoint_bytes
+from trajplan.guards import check_disk
 from trajplan.model.gpt import TrajectoryGPT
 from trajplan.runs.checkpoint import note_given_config
 from trajplan.runtime import DirLock, seed_everything
@@ -151,3 +151,9 @@ class TrainingRun:
             return float(self.state.tokens)
         share = (time.perf_counter() - self._t_start) / tc.time_limit_s
         return max(float(self.state.tokens), share * self.schedule.final_tokens)
+
+
+def checkpoint_bytes(n_params: int) -> int:
+    """Disk of a TT run's checkpoints: model, best and best-eval weights and state.pt
+    (weights and two Adam moments), float32, plus the small files."""
+    return 4 * n_params * 6 + 2**20
