@@ -15,7 +15,7 @@ from test_reference_search import reference_planner
 
 from trajplan.config import DataConfig, PlanConfig, check_data_config
 from trajplan.data.episodes import Episodes
-from trajplan.data.goals import hindsight_goals, step_goals, with_hindsight_goals
+from trajplan.data.hindsight import hindsight_goals, step_goals, with_hindsight_goals
 from trajplan.data.tokens import Discretizer
 from trajplan.data.transitions import prepare_episodes
 from trajplan.errors import TrajplanError

@@ -15,7 +15,7 @@ from conftest import cli, one_line_error
 from trajplan.data.episodes import load_episodes
 from trajplan.prediction.ensemble import fit_ensemble, one_step_mse, train_ensemble
 from trajplan.prediction.heldout import pick_starts, split_held_out
-from trajplan.prediction.rollout import SIGMA_MIN, TruthReplay, dim_groups, rollout, score
+from trajplan.prediction.open_loop import SIGMA_MIN, TruthReplay, dim_groups, rollout, score
 from trajplan.runs.ensemble import EnsembleConfig, load_ensemble
 
 pytestmark = pytest.mark.usefixtures("minari_root")

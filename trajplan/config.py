@@ -40,7 +40,7 @@ class DataConfig:
     # Not the reference ("reference" is): bins of their own, decoded exactly, for the values of
     # few-valued columns ("discrete": a sparse reward's 0 and 1); trajplan.data.tokens.
     exact_bins: str = "discrete"
-    # Not the reference (none = off): goal-conditioned training (trajplan.data.goals). The
+    # Not the reference (none = off): goal-conditioned training (trajplan.data.hindsight). The
     # observation dims that form the goal, e.g. "0,1" (a maze's x, y), each window's goal
     # relabelled in hindsight: its episode's final state ("final") or a random later state
     # of the same episode ("future"). A goal env's own goal dims (desired_goal) are dropped
@@ -174,7 +174,7 @@ PLAN_MODES = ("cached", "full")
 PLAN_WINDOWS = ("slide", "grow")
 PLAN_OBJECTIVES = ("return", "likelihood")  # plan.objective (trajplan.planner.scorers)
 EXACT_BINS = ("reference", "discrete")  # data.exact_bins (trajplan.data.tokens)
-GOAL_RELABELS = ("final", "future")  # data.goal_relabel (trajplan.data.goals)
+GOAL_RELABELS = ("final", "future")  # data.goal_relabel (trajplan.data.hindsight)
 
 
 def parse_goal_dims(text: str) -> list[int]:

@@ -18,7 +18,7 @@ same weights (CPU, same thread count).
 
 Goal-conditioned BC (`goal_dims`, the baseline of goal-conditioned TT): in a goal env (a
 maze) each step's own goal dims are replaced by its hindsight goal, relabelled by the rule
-TT's windows use (`trajplan.data.goals.with_hindsight_goals`): the policy maps
+TT's windows use (`trajplan.data.hindsight.with_hindsight_goals`): the policy maps
 (observation, goal) -> action and, at evaluation, reads the env's goal where it stands in
 the env's observation.
 """
@@ -37,7 +37,7 @@ from torch import nn
 
 from trajplan.baselines.training_data import training_data
 from trajplan.config import DataConfig, check_data_config
-from trajplan.data.goals import with_hindsight_goals
+from trajplan.data.hindsight import with_hindsight_goals
 from trajplan.data.transitions import Episodes, make_transitions, split_episodes
 from trajplan.data.weighting import action_weights
 from trajplan.envs.registry import EnvInfo

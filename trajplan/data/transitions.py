@@ -22,7 +22,7 @@ import torch
 from trajplan.config import DataConfig, check_data_config
 from trajplan.data.bins_report import ColumnCheck, check_columns
 from trajplan.data.episodes import Episodes, load_episodes, split_episodes
-from trajplan.data.goals import attach_goals, drop_env_goal, env_goal_dims
+from trajplan.data.hindsight import attach_goals, drop_env_goal, env_goal_dims
 from trajplan.data.install import create_dataset, download_dataset
 from trajplan.data.store import dataset_info, local_datasets
 from trajplan.data.tokens import Discretizer
@@ -139,7 +139,7 @@ class WindowDataset:
         self.episode_index: np.ndarray | None = None  # [W] episode of each window (numpy)
         self.row_weights: torch.Tensor | None = None  # [rows] action-token weights, optional
         self.act_slice = slice(0, 0)
-        self.goals: torch.Tensor | None = None  # [W, g] goal tokens (trajplan.data.goals)
+        self.goals: torch.Tensor | None = None  # [W, g] goal tokens (trajplan.data.hindsight)
 
     @classmethod
     def from_step_tokens(
@@ -300,7 +300,7 @@ def prepare_episodes(
     with `val_fraction` > 0 whole episodes are held out of the training windows into
     `val_windows` (unweighted). With `goal_dims` (goal-conditioned), a goal env's own goal
     dims are dropped from the observations first and every window gets a hindsight goal
-    (trajplan.data.goals). `critic`: the IQL critic of `data.critic_weighting`, whose
+    (trajplan.data.hindsight). `critic`: the IQL critic of `data.critic_weighting`, whose
     advantage weights the action tokens (training passes it; without it, e.g. re-reading
     a run's data for analysis, the windows are unweighted).
     """

@@ -1,7 +1,7 @@
 """Goal-conditioned planning in a goal env (docs/method.md, Goal-conditioned planning).
 
 A goal-conditioned model sees observations without the env's own goal (a maze's
-desired_goal, dropped from its training data: `trajplan.data.goals`) and is told the goal
+desired_goal, dropped from its training data: `trajplan.data.hindsight`) and is told the goal
 through its goal position instead. `GoalPlanner` puts a `Planner` in front of whole env
 observations `[model observation, env goal]`: every step it splits off the env's goal (or
 uses a fixed goal, `trajplan plan --goal X,Y`), sets it as the plan's goal and plans on the

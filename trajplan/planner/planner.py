@@ -17,7 +17,7 @@ import torch
 
 from trajplan.config import PlanConfig
 from trajplan.config import check_plan_config as check_plan_values
-from trajplan.data.goals import goal_tokens
+from trajplan.data.hindsight import goal_tokens
 from trajplan.data.tokens import Discretizer
 from trajplan.errors import TrajplanError
 from trajplan.model.cache import KVCache

@@ -2,7 +2,7 @@
 out open-loop from held-out states on the data's actions, scored against the simulator.
 
     heldout       the held-out episodes (TT's validation split) and the start states
-    rollout       the harness: any `Predictor` rolled out, the simulator replay, the scores
+    open_loop     the harness: any `Predictor` rolled out, the simulator replay, the scores
     tt            the TT model as a Predictor (the data's action tokens in, the rest sampled)
     ensemble      the ensemble's training and its run directories (the networks, loading
                   a run and the ensemble as a Predictor: `trajplan.runs.ensemble`)

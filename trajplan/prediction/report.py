@@ -21,7 +21,7 @@ from trajplan.errors import TrajplanError
 from trajplan.guards import check_disk, check_memory
 from trajplan.guards import check_out_dir as check_out_folder
 from trajplan.prediction.heldout import SPLIT_SEED, pick_starts, split_held_out
-from trajplan.prediction.rollout import SIGMA_MIN, TruthReplay, dim_groups, rollout, score
+from trajplan.prediction.open_loop import SIGMA_MIN, TruthReplay, dim_groups, rollout, score
 from trajplan.prediction.tt import TTPredictor
 from trajplan.runs.checkpoint import load_checkpoint
 from trajplan.runs.ensemble import EnsembleRun, is_ensemble_run, load_ensemble

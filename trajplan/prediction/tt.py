@@ -1,4 +1,4 @@
-"""The Trajectory Transformer as an open-loop predictor (a `rollout.Predictor`).
+"""The Trajectory Transformer as an open-loop predictor (an `open_loop.Predictor`).
 
 From the start state's tokens the model is fed the data's action tokens and samples every
 other token itself, as the sequence goes: reward, value, then the next observation one

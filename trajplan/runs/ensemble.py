@@ -10,7 +10,7 @@ the networks a run directory holds, loading one, and the ensemble as a rollout `
     EnsembleNet        the stacked members: forward(x [N, B, in]) -> mean, log-variance
     Normaliser         input and target standardisation (training steps' mean and std)
     EnsembleRun        a loaded run directory (`load_ensemble`, `is_ensemble_run`)
-    EnsemblePredictor  sampled rollouts, a `trajplan.prediction.rollout.Predictor`
+    EnsemblePredictor  sampled rollouts, a `trajplan.prediction.open_loop.Predictor`
 
 Training and writing a run: `trajplan.prediction.ensemble`.
 """
