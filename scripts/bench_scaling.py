@@ -151,8 +151,8 @@ def budget_config(base: Any, steps: int, budget: float, seed: int) -> Any:
 def run_state(run_dir: Path, cfg: Any, steps: int) -> tuple[str, str]:
     """What to do with one budget's run folder: ("train" | "resume" | "reuse", what it says).
     A folder holding a run of other settings or another length: one TrajplanError."""
-    from trajplan.checkpoint import has_checkpoint, is_dead_end, read_manifest
     from trajplan.errors import TrajplanError
+    from trajplan.runs.checkpoint import has_checkpoint, is_dead_end, read_manifest
     from trajplan.training.prepare import resume_config
 
     if not run_dir.exists():
@@ -191,10 +191,10 @@ def saved_eval(run: Path, seeds: list[int], episode_steps: int | None, critic: P
     (step), same episode seeds and cap, the run's plan (with this critic, no prior), not
     interrupted; as `evaluate_and_save` returns it. None if there is none. (An eval.json
     records no step of a run's last weights: written after model.safetensors is the test.)"""
-    from trajplan.checkpoint import read_manifest
     from trajplan.configs.convert import to_dict
     from trajplan.errors import TrajplanError
     from trajplan.evaluation.evalfiles import read_eval
+    from trajplan.runs.checkpoint import read_manifest
 
     cfg, doc = read_manifest(run)
     want = to_dict(cfg.plan)
