@@ -65,7 +65,7 @@ class ActorPolicy:
 class OneEpisode:
     """A `Policy` in the batched interface `trajplan.envs.rollout.rollout` drives, for a batch of
     one episode: behaviour policies keep one episode's state, so their episodes run one
-    after another (`trajplan.envs.rollout.play_policy`)."""
+    after another (`play_policy`)."""
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy

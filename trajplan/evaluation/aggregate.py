@@ -1,7 +1,7 @@
 """Aggregate evaluations over seeds: per-run scores, mean, stderr, IQM and bootstrap CIs.
 
 One run (one training seed) counts once, with one eval of several episodes: which one, and
-which evals are left out as not comparable, is `trajplan.evaluation.evalfiles.select_evals`'s
+which evals are left out as not comparable, is `trajplan.evaluation.selection.select_evals`'s
 rule. Runs are grouped (by label `LABEL=PATH`, else by policy and dataset: the seeds of one
 config) and each group gets, from the normalized scores of its episodes:
 
@@ -108,7 +108,7 @@ def aggregate_evals(
     paths: Sequence[str | Path], reps: int = 2000, seed: int = 0, confidence: float = 0.95
 ) -> tuple[list[GroupStats], Selection]:
     """Aggregate eval files (`PATH` or `LABEL=PATH`; eval.json files, eval folders, run
-    directories) group by group, one eval per run by `evalfiles.select_evals`'s rule; groups
+    directories) group by group, one eval per run by `selection.select_evals`'s rule; groups
     keep the order in which they first appear. Also returns the selection (what was left
     out, and why)."""
     selection = select_evals(paths)
