@@ -422,8 +422,8 @@ def main(argv: list[str] | None = None) -> int:
                 keep(evals, "ttc_q_own", evaluate_and_save(
                     ttc_run, eval_kw, args, critic=iql_run
                 ))  # fmt: skip
-    except TrajplanError as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False)
+    except TrajplanError as exc:  # one line on stderr, never wrapped to the terminal's width
+        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/] {exc}", highlight=False)
         return 2
 
     seeded = args.seeds is not None
