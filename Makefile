@@ -23,8 +23,10 @@ gl-deps:
 	apt-get update -q
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(GL_PACKAGES)
 
+# One worker per core (pytest-xdist), each test file on one worker (its module fixtures
+# built once); the 15 slowest tests are listed at the end.
 test: install
-	$(PY) -m pytest -q -x tests
+	$(PY) -m pytest -q -x -n auto --dist loadfile --durations=15 tests
 
 lint: install
 	$(VENV)/bin/ruff check trajplan tests scripts

@@ -32,6 +32,26 @@ if TYPE_CHECKING:
     from trajplan.config import ModelConfig
     from trajplan.model.gpt import TrajectoryGPT
 
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Signals and threads as the tests expect them, however pytest was started.
+
+    A shell without job control (`nohup make test &`, some CI runners) starts pytest with
+    SIGINT ignored, and an ignored signal stays ignored in every child: the Ctrl-C tests'
+    children would run on. Python's own handler here resets the children to the default
+    (they then raise KeyboardInterrupt, as from a terminal). Under pytest-xdist each worker
+    takes one intra-op thread: the tests' tiny models are fastest so, and two workers of two
+    threads each on two cores lose more to waiting than they gain."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+
+
 HALFCHEETAH_ID = "test/halfcheetah/random-v0"
 HOPPER_ID = "test/hopper/random-v0"
 HALFCHEETAH_REFS = (-300.0, 12000.0)
@@ -286,7 +306,7 @@ class SmallCritic:
 
 def random_actor(obs_dim: int, act_dim: int, seed: int = 0) -> Any:
     """A random tanh MLP actor (16 hidden units, actions in [-1, 1]): a prior for tests."""
-    from trajplan.actors import Actor
+    from trajplan.model.actor import Actor
 
     rng = np.random.default_rng(seed)
     return Actor(
