@@ -103,11 +103,15 @@ def evaluate_and_save(
     """Evaluate a run (a TT run with `prior`: that BC run as its plan.prior; with `critic`:
     that IQL run as its plan.critic; with `horizon`, planning
     that many steps; a policy run with `action_noise`), write RUN/eval/<what>/eval.json +
-    eval.png, return the summary with each episode's score and seed and the eval.json's path."""
+    eval.png, return the summary with each episode's score and seed and the eval.json's path.
+    The same evaluation saved by an earlier call (`saved_eval`) is read instead: a stopped
+    benchmark, run again, goes on where it was."""
+    from trajplan.configs.convert import to_dict
     from trajplan.evaluation.evalfiles import eval_name, save_eval
     from trajplan.evaluation.evaluate import with_overrides
     from trajplan.evaluation.workers import evaluate_run
     from trajplan.runs.checkpoint import read_manifest
+    from trajplan.runs.load import run_kind
     from trajplan.runtime import unique_dir
 
     plan_cfg = None
@@ -118,6 +122,10 @@ def evaluate_and_save(
             critic=None if critic is None else str(critic),
             horizon=horizon,
         )
+    plan_doc = to_dict(plan_cfg or read_manifest(run)[0].plan) if run_kind(run) == "tt" else None
+    saved = saved_eval(run, eval_kw["seeds"], eval_kw["episode_steps"], plan_doc, action_noise)
+    if saved is not None:
+        return saved
     result = evaluate_run(
         run, **eval_kw, plan_cfg=plan_cfg, progress=False, action_noise=action_noise
     )
@@ -136,6 +144,52 @@ def evaluate_and_save(
         "episode_seeds": [e.seed for e in result.episodes],
         "eval_json": str(path),
     }
+
+
+def saved_eval(
+    run: Path,
+    seeds: list[int],
+    episode_steps: int | None,
+    plan: dict | None,
+    action_noise: float = 0.0,
+) -> dict | None:
+    """An evaluation already saved next to the run that is the one asked for, as
+    `evaluate_and_save` returns it, else None: complete, the same episode seeds and cap, the
+    same plan (a TT run: `plan`, a config's dict, prior and critic compared as resolved
+    paths; a policy run: None) and action noise, and written after the run's weights (an
+    eval.json of a run's last weights records no step)."""
+    from trajplan.errors import TrajplanError
+    from trajplan.evaluation.evalfiles import read_eval
+
+    def same(key: str, a: object, b: object) -> bool:
+        if key in ("prior", "critic") and isinstance(a, str) and isinstance(b, str):
+            return Path(a).resolve() == Path(b).resolve()
+        return a == b
+
+    weights = max((p.stat().st_mtime for p in run.glob("*.safetensors")), default=0.0)
+    for path in sorted((run / "eval").glob("*/eval.json")):
+        try:
+            ev = read_eval(path)
+        except TrajplanError:
+            continue
+        got = ev.get("plan") or {}
+        if plan is not None and not all(same(k, got[k], v) for k, v in plan.items() if k in got):
+            continue
+        if (
+            not ev.get("interrupted")
+            and ev.get("episode_steps") == episode_steps
+            and [e.get("seed") for e in ev.get("episodes", [])] == list(seeds)
+            and (got.get("action_noise") or 0.0) == action_noise
+            and path.stat().st_mtime >= weights
+        ):
+            return {
+                **ev["summary"],
+                "scores": [e["score"] for e in ev["episodes"]],
+                "episode_seeds": list(seeds),
+                "eval_json": str(path),
+                "reused": True,
+            }
+    return None
 
 
 def rounded(x: float | None, digits: int = 2) -> float | None:
@@ -165,7 +219,9 @@ def check_given_runs(args: argparse.Namespace) -> None:
     seed would pair nothing); without, it must not."""
     from trajplan.errors import TrajplanError
 
-    for opt in ("tt_run", "bc_run", "wbc_run", "iql_run"):
+    if args.ttc_run is not None and not args.tt_critic:
+        raise TrajplanError("--ttc-run is the critic-weighted TT run: it needs --tt-critic")
+    for opt in ("tt_run", "bc_run", "wbc_run", "iql_run", "ttc_run"):
         value = getattr(args, opt)
         if value is None:
             continue
@@ -258,6 +314,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wbc-run", default=None, help="evaluate this wBC run" + reuse)
     ap.add_argument(
         "--iql-run", default=None, help="use this IQL run (baseline and critic)" + reuse
+    )
+    ap.add_argument(
+        "--ttc-run", default=None, help="with --tt-critic: use this critic-weighted TT run" + reuse
     )
     ap.add_argument("--wbc-beta", type=float, default=2.0, help="wBC's return weighting")
     ap.add_argument(
@@ -369,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
 
             tt_jobs = [("tt", given_run(args.tt_run, s), None)]
             if args.tt_critic:  # TT's action tokens weighted by this seed's IQL critic
-                tt_jobs.append(("ttc", None, iql_run))
+                tt_jobs.append(("ttc", given_run(args.ttc_run, s), iql_run))
             for key, run, critic in tt_jobs:
                 t0 = time.perf_counter()
                 if run is not None:

@@ -186,44 +186,6 @@ def run_state(run_dir: Path, cfg: Any, steps: int) -> tuple[str, str]:
     return "resume", f"resumed from step {step:,} of {steps:,} ({status})"
 
 
-def saved_eval(run: Path, seeds: list[int], episode_steps: int | None, critic: Path | None):
-    """An evaluation already saved next to the run that is the one asked for: same weights
-    (step), same episode seeds and cap, the run's plan (with this critic, no prior), not
-    interrupted; as `evaluate_and_save` returns it. None if there is none. (An eval.json
-    records no step of a run's last weights: written after model.safetensors is the test.)"""
-    from trajplan.configs.convert import to_dict
-    from trajplan.errors import TrajplanError
-    from trajplan.evaluation.evalfiles import read_eval
-    from trajplan.runs.checkpoint import read_manifest
-
-    cfg, doc = read_manifest(run)
-    want = to_dict(cfg.plan)
-    want["critic"] = None if critic is None else str(Path(critic).resolve())
-    weights = (run / "model.safetensors").stat().st_mtime
-    for path in sorted((run / "eval").glob("*/eval.json")):
-        try:
-            ev = read_eval(path)
-        except TrajplanError:
-            continue
-        got = ev.get("plan") or {}
-        same_plan = all(got[k] == v for k, v in want.items() if k in got)
-        if (
-            same_plan
-            and ev.get("step") in (None, doc.get("step"))
-            and path.stat().st_mtime >= weights  # of these weights: evaluated after them
-            and not ev.get("interrupted")
-            and ev.get("episode_steps") == episode_steps
-            and [e.get("seed") for e in ev.get("episodes", [])] == seeds
-        ):
-            return {
-                **ev["summary"],
-                "scores": [e["score"] for e in ev["episodes"]],
-                "episode_seeds": seeds,
-                "eval_json": str(path),
-            }
-    return None
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--dataset", required=True, help="Minari dataset id")
@@ -381,10 +343,8 @@ def main(argv: list[str] | None = None) -> int:
             for row, critic in (("tt", None), ("ttq_own", critics[s])):
                 if row == "ttq_own" and critic is None:
                     continue
-                ev = saved_eval(run_dir, seeds, args.episode_steps, critic)
-                if ev is None:
-                    ev = bench.evaluate_and_save(run_dir, eval_kw, args, critic=critic)
-                else:
+                ev = bench.evaluate_and_save(run_dir, eval_kw, args, critic=critic)
+                if ev.get("reused"):  # saved by an earlier call (bench_learning.saved_eval)
                     words += f"; {row} evaluation reused"
                 evals[row].setdefault(b, []).append(ev)
             say(f"{where}: {words}")

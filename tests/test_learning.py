@@ -646,6 +646,17 @@ def test_bench_learning_over_seeds_pairs_each_seeds_runs_and_aggregates_them(
             ci, abs=0.006
         )
         assert figures[f"{name}_seeds_above"] == int((per_seed > 0).sum())
+    # the same benchmark over the same runs (a stopped one, run again): every evaluation
+    # saved above is read back, none is played again, and the figures are the same
+    evals_before = sorted(out.glob("seed*/*/eval/*/eval.json"))
+    given = [f"--{k}-run={out}/seed{{seed}}/{k}" for k in ("tt", "bc", "wbc", "iql", "ttc")]
+    again = subprocess.run([*cmd[:-2], *given, "--out", str(tmp_path / "again")],
+                           capture_output=True, text=True)  # fmt: skip
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert sorted(out.glob("seed*/*/eval/*/eval.json")) == evals_before
+    figures_again = json.loads(again.stdout.strip().splitlines()[-1])
+    for key in rows:
+        assert figures_again[f"{key}_normalized"] == figures[f"{key}_normalized"], key
     # a reused run must name its seed: one run for every seed would pair nothing
     bad = subprocess.run([*cmd[:-2], "--tt-run", str(out / "seed0" / "tt"), "--out",
                           str(tmp_path / "bad")], capture_output=True, text=True)  # fmt: skip
