@@ -41,12 +41,29 @@ def train_args(dataset: str, out: Path, *extra: str) -> tuple[str, ...]:
             "--no-progress", *extra)  # fmt: skip
 
 
+_SPAWNED: list[subprocess.Popen] = []  # the endless trainings started by the running test
+
+
+@pytest.fixture(autouse=True)
+def _no_training_outlives_its_test():
+    """A test that fails before its training child ends (a timeout, an assertion) kills it:
+    an endless training left behind would take a core from every later test."""
+    yield
+    while _SPAWNED:
+        proc = _SPAWNED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
 def spawn_training(dataset: str, out: Path, root: Path, *extra: str) -> subprocess.Popen:
     """A real `python -m trajplan train` process (one thread, endless epochs)."""
     env = dict(os.environ, MINARI_DATASETS_PATH=str(root), OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "trajplan", *train_args(dataset, out, "--epochs", "100000")]
     cmd += ["--threads", "1", *extra]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _SPAWNED.append(proc)
+    return proc
 
 
 def wait_for(proc: subprocess.Popen, ready, timeout: float = 300.0) -> None:
