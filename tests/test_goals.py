@@ -181,28 +181,13 @@ def known_episodes() -> Episodes:
 def test_hindsight_relabelling_of_a_known_episode() -> None:
     ep = known_episodes()
     # windows start at steps 0..len-2: 3 windows of episode 0, then 2 of episode 1
-    final = hindsight_goals(ep, [0, 1], "final", seq_len=2)
+    final = hindsight_goals(ep, [0, 1])
     assert final.tolist() == [[4, -4]] * 3 + [[13, -3]] * 2
-    future = hindsight_goals(ep, [0], "future", seq_len=2)
-    # window (e, t) takes a state at a step in t+2 .. len (len: the final state)
-    assert all(
-        lo <= g - 10 * e <= hi
-        for g, (e, lo, hi) in zip(
-            future[:, 0], [(0, 2, 4), (0, 3, 4), (0, 4, 4), (1, 2, 3), (1, 3, 3)], strict=True
-        )
-    )
-    assert future[2, 0] == 4 and future[4, 0] == 13  # nothing left but the final state
-    many = np.stack([hindsight_goals(ep, [0], "future", 2, seed=s)[0, 0] for s in range(40)])
-    assert set(many.tolist()) == {2.0, 3.0, 4.0}  # every later state is drawn
-    assert step_goals(ep, [0], "final")[:, 0].tolist() == [4] * 4 + [13] * 3
-    per_step = step_goals(ep, [0], "future")[:, 0]
-    assert all(t + 1 <= g - 10 * e <= n for g, e, t, n in zip(
-        per_step, [0, 0, 0, 0, 1, 1, 1], [0, 1, 2, 3, 0, 1, 2], [4, 4, 4, 4, 3, 3, 3],
-        strict=True))  # fmt: skip
+    assert step_goals(ep, [0])[:, 0].tolist() == [4] * 4 + [13] * 3
     with pytest.raises(TrajplanError, match=r"the observation has 3 dims"):
-        hindsight_goals(ep, [0, 3], "final", seq_len=2)
+        hindsight_goals(ep, [0, 3])
     with pytest.raises(TrajplanError, match="goal env"):
-        with_hindsight_goals(ep, "0,1", "final")  # not a maze: no goal dims to fill
+        with_hindsight_goals(ep, "0,1")  # not a maze: no goal dims to fill
 
 
 def line_episodes(n_per_goal: int = 8) -> Episodes:
@@ -296,7 +281,7 @@ def test_goal_conditioned_bc_learns_from_hindsight_goals(tmp_path) -> None:
     from trajplan.model.actor import POLICY_FILE, load_actor
 
     ep = maze_episodes()
-    relabelled = with_hindsight_goals(ep, "0,1", "final")
+    relabelled = with_hindsight_goals(ep, "0,1")
     assert relabelled.observations[:5, 4:].tolist() == [[1.0, 0.0]] * 5  # episode 0: +1
     assert relabelled.observations[5:10, 4:].tolist() == [[-1.0, 0.0]] * 5
     assert np.array_equal(relabelled.observations[:, :4], ep.observations[:, :4])
@@ -307,8 +292,8 @@ def test_goal_conditioned_bc_learns_from_hindsight_goals(tmp_path) -> None:
     at_start = np.array([[0.0, 0, 0, 0, 1, 0], [0.0, 0, 0, 0, -1, 0]])
     act = actor.act(at_start)
     assert act[0, 0] > 0.5 and act[1, 0] < -0.5  # the goal decides the direction
-    with pytest.raises(TrajplanError, match="data.goal_relabel must be one of"):
-        BCConfig(goal_dims="0,1", goal_relabel="later").check()
+    with pytest.raises(TrajplanError, match="data.goal_dims must be distinct"):
+        BCConfig(goal_dims="0,0").check()
 
 
 def test_goal_flags_parse_or_fail_in_one_line() -> None:

@@ -317,6 +317,9 @@ def test_configs_of_older_runs_still_read() -> None:
     for removed in ({"penalty_bin": True}, {"exact_bins": "atoms"}):
         with pytest.raises(TrajplanError, match="atoms .* was removed"):
             from_dict(DataConfig, removed)
+    assert from_dict(DataConfig, {"goal_dims": "0,1", "goal_relabel": "final"}).goal_dims == "0,1"
+    with pytest.raises(TrajplanError, match="goal_relabel future was removed"):
+        from_dict(DataConfig, {"goal_relabel": "future"})
     assert from_dict(DataConfig, {}).exact_bins == "discrete"  # a new config: the default
     assert from_dict(PlanConfig, {"critic_form": "q", "horizon": 3}).horizon == 3
     with pytest.raises(TrajplanError, match="critic_form v was removed"):

@@ -42,11 +42,9 @@ class DataConfig:
     exact_bins: str = "discrete"
     # Not the reference (none = off): goal-conditioned training (trajplan.data.hindsight). The
     # observation dims that form the goal, e.g. "0,1" (a maze's x, y), each window's goal
-    # relabelled in hindsight: its episode's final state ("final") or a random later state
-    # of the same episode ("future"). A goal env's own goal dims (desired_goal) are dropped
-    # from the model's observation.
+    # relabelled in hindsight: its episode's final state. A goal env's own goal dims
+    # (desired_goal) are dropped from the model's observation.
     goal_dims: str | None = None
-    goal_relabel: str = "final"
 
 
 @dataclass
@@ -174,7 +172,6 @@ PLAN_MODES = ("cached", "full")
 PLAN_WINDOWS = ("slide", "grow")
 PLAN_OBJECTIVES = ("return", "likelihood")  # plan.objective (trajplan.planner.scorers)
 EXACT_BINS = ("reference", "discrete")  # data.exact_bins (trajplan.data.tokens)
-GOAL_RELABELS = ("final", "future")  # data.goal_relabel (trajplan.data.hindsight)
 
 
 def parse_goal_dims(text: str) -> list[int]:
@@ -204,10 +201,6 @@ def check_data_config(cfg: DataConfig) -> None:
         raise TrajplanError(f"data.val_fraction must be in [0, 1), got {cfg.val_fraction}")
     if not (math.isfinite(cfg.action_weighting) and cfg.action_weighting >= 0.0):
         raise TrajplanError(f"data.action_weighting must be >= 0, got {cfg.action_weighting}")
-    if cfg.goal_relabel not in GOAL_RELABELS:
-        raise TrajplanError(
-            f"data.goal_relabel must be one of {', '.join(GOAL_RELABELS)}, got {cfg.goal_relabel!r}"
-        )
     if cfg.goal_dims is not None:
         parse_goal_dims(cfg.goal_dims)
     if cfg.critic_beta is not None and not (

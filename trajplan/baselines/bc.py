@@ -68,10 +68,9 @@ class BCConfig:
     action_weighting: float = 0.0
     seed: int = 0
     log_every: int = 500
-    # Goal-conditioned BC (none = plain): the goal dims ("0,1") and the hindsight rule
-    # ("final" or "future"), as TT's data.goal_dims / data.goal_relabel.
+    # Goal-conditioned BC (none = plain): the goal dims ("0,1"), each step's goal its
+    # episode's final state, as TT's data.goal_dims.
     goal_dims: str | None = None
-    goal_relabel: str = "final"
 
     def check(self) -> None:
         if not self.hidden or min(self.hidden) < 1:
@@ -85,7 +84,7 @@ class BCConfig:
             raise TrajplanError(f"bc action_weighting must be >= 0, got {self.action_weighting}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise TrajplanError(f"bc val_fraction must be in [0, 1), got {self.val_fraction}")
-        check_data_config(DataConfig(goal_dims=self.goal_dims, goal_relabel=self.goal_relabel))
+        check_data_config(DataConfig(goal_dims=self.goal_dims))
 
 
 def _mlp(sizes: list[int]) -> nn.Sequential:
@@ -127,7 +126,7 @@ def train_bc(
     try:
         episodes, info, low, high = training_data(dataset_id, env, episodes)
         if cfg.goal_dims is not None:  # goal-conditioned: the goal dims hold hindsight goals
-            episodes = with_hindsight_goals(episodes, cfg.goal_dims, cfg.goal_relabel)
+            episodes = with_hindsight_goals(episodes, cfg.goal_dims)
         _check_room(out, cfg, episodes, len(low))
         data = _prepare(episodes, low, high, cfg)
         t0 = time.perf_counter()

@@ -25,9 +25,6 @@ def bc_cmd(
         help="Goal-conditioned BC in a goal env (a maze): the goal dims, e.g. 0,1; each "
         "step's goal is relabelled in hindsight (as trajplan train --goal).",
     ),
-    goal_relabel: str = typer.Option(
-        "final", help="With --goal: final (the episode's last state) or future (a later one)."
-    ),
     threads: int = TRAIN_THREADS,
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
@@ -47,7 +44,6 @@ def bc_cmd(
         seed=seed,
         action_weighting=action_weighting,
         goal_dims=goal,
-        goal_relabel=goal_relabel,
     )
     path = train_bc(dataset, out, cfg, env=env, progress=progress)
     console.print(f"wrote BC run [bold]{path}[/]")

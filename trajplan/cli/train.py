@@ -142,11 +142,6 @@ def train(
         "a maze's own goal dims are dropped from the model's observation.",
     ),
     resume_with: str = typer.Option(None, hidden=True),  # --seeds passes its children
-    goal_relabel: str = typer.Option(
-        None,
-        help="With --goal: final (the episode's last state, default) or future (a later "
-        "state of the same episode); sets data.goal_relabel.",
-    ),
     critic: str = typer.Option(
         None,
         help="An IQL run (trajplan iql): weight each action token's loss by its critic's "
@@ -196,8 +191,6 @@ def train(
     )
     if goal is not None:
         cfg.data.goal_dims = goal
-    if goal_relabel is not None:
-        cfg.data.goal_relabel = goal_relabel
     if critic is not None:
         cfg.data.critic_weighting, cfg.data.action_weighting = critic, 0.0
     if cfg.data.critic_weighting is not None:  # absolute: seeds, Ray tasks and resumes agree

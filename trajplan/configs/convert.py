@@ -52,12 +52,20 @@ def _check_type(where: str, value: Any, tp: Any) -> Any:
 
 
 def _upgrade(cls: type, data: dict[str, Any]) -> dict[str, Any]:
-    """Read keys that older runs wrote (before 2026-12-07): `data.penalty_bin` false means
-    the reference's bins; `plan.critic_form` q is the rule. The removed options (the penalty's
-    own bin, later `exact_bins: atoms`; the V form) are refused in one line."""
+    """Read keys that older runs wrote (before 2026-12-07/08): `data.penalty_bin` false means
+    the reference's bins; `plan.critic_form` q and `data.goal_relabel` final are the rule.
+    The removed options (the penalty's own bin, later `exact_bins: atoms`; the V form;
+    `future` goals) are refused in one line."""
     if cls is DataConfig and "penalty_bin" in data and "exact_bins" not in data:
         data = dict(data)
         data["exact_bins"] = "atoms" if data.pop("penalty_bin") else "reference"
+    if cls is DataConfig and "goal_relabel" in data:  # removed 2026-12-08: "final" is the rule
+        if data["goal_relabel"] not in ("final", None):
+            raise TrajplanError(
+                "data.goal_relabel future was removed (never measured above final, "
+                "docs/results.md): goals are the episode's final state"
+            )
+        data = {k: v for k, v in data.items() if k != "goal_relabel"}
     if cls is DataConfig and data.get("exact_bins") == "atoms":  # removed 2026-12-07
         raise TrajplanError(
             "data.exact_bins atoms (was data.penalty_bin) was removed (no score gain measured, "

@@ -2,7 +2,6 @@
 
     drop_env_goal     a goal env's observations without the env's own goal (desired_goal)
     hindsight_goals   one goal state per training window: its episode's final state
-                      ("final") or a later state of the same episode ("future")
     step_goals        the same per step (goal-conditioned BC: `with_hindsight_goals`)
     goal_tokens       goal values [n, g] -> tokens [n, g] through the bins of the goal dims
     attach_goals      the windows of a prepared dataset with their goal tokens
@@ -25,8 +24,6 @@ from trajplan.data.tokens import Discretizer
 from trajplan.envs.mazes import GOAL_DIMS
 from trajplan.envs.registry import env_for_dataset, is_maze
 from trajplan.errors import TrajplanError
-
-GOAL_SEED = 0  # the "future" draws: fixed, so a run is a function of its config
 
 
 def drop_env_goal(ep: Episodes, n_goal: int) -> Episodes:
@@ -57,58 +54,29 @@ def final_states(ep: Episodes) -> np.ndarray:
     return ep.observations[ep.starts + ep.lengths - 1]
 
 
-def hindsight_goals(
-    ep: Episodes, dims: list[int], mode: str, seq_len: int, seed: int = GOAL_SEED
-) -> np.ndarray:
+def hindsight_goals(ep: Episodes, dims: list[int]) -> np.ndarray:
     """[W, g] float32 goal values of the training windows, in WindowDataset's order (windows
-    start at steps 0..len-2 of every episode, episode by episode).
-
-    final:  every window of an episode gets the episode's final state (`final_states`).
-    future: a window starting at step t gets the state at a step drawn uniformly from
-            t+L .. len (len: the final state), the first state after the window's last or
-            later (L = seq_len; windows longer than what is left take the final state).
-    """
+    start at steps 0..len-2 of every episode, episode by episode): every window of an
+    episode gets the episode's final state (`final_states`)."""
     per_ep = np.maximum(ep.lengths - 1, 0)
-    ep_of_win = np.repeat(np.arange(ep.n_episodes), per_ep)  # [W]
-    first_win = np.concatenate([[0], np.cumsum(per_ep)[:-1]])
-    t = np.arange(per_ep.sum()) - first_win[ep_of_win]  # [W] first step of each window
-    return goals_after(ep, dims, mode, ep_of_win, t + seq_len, seed)
+    return _final_goals(ep, dims)[np.repeat(np.arange(ep.n_episodes), per_ep)]
 
 
-def step_goals(ep: Episodes, dims: list[int], mode: str, seed: int = GOAL_SEED) -> np.ndarray:
-    """[n, g] float32 hindsight goals of every step (the rule of `hindsight_goals` for a
-    window of one step: final, or a state from the next one on)."""
-    ep_of_step = np.repeat(np.arange(ep.n_episodes), ep.lengths)  # [n]
-    t = np.arange(ep.n_steps) - ep.starts[ep_of_step]
-    return goals_after(ep, dims, mode, ep_of_step, t + 1, seed)
+def step_goals(ep: Episodes, dims: list[int]) -> np.ndarray:
+    """[n, g] float32 hindsight goals of every step: its episode's final state."""
+    return _final_goals(ep, dims)[np.repeat(np.arange(ep.n_episodes), ep.lengths)]
 
 
-def goals_after(
-    ep: Episodes, dims: list[int], mode: str, ep_of: np.ndarray, low: np.ndarray, seed: int
-) -> np.ndarray:
-    """[m, g] goals for m items of episodes ep_of [m]: the final state ("final"), or the state
-    at a step drawn uniformly from low .. len ("future"; len: the final state)."""
+def _final_goals(ep: Episodes, dims: list[int]) -> np.ndarray:
+    """[E, g] the goal dims of every episode's final state."""
     if max(dims) >= ep.obs_dim:
         raise TrajplanError(
             f"data.goal_dims {dims}: the observation has {ep.obs_dim} dims (0..{ep.obs_dim - 1})"
         )
-    final = final_states(ep)[:, dims]  # [E, g]
-    if mode == "final":
-        return final[ep_of]
-    if mode != "future":
-        raise TrajplanError(f"data.goal_relabel must be final or future, got {mode!r}")
-    length = ep.lengths[ep_of]
-    low = np.minimum(low, length)  # a step index; `length` means the final state
-    u = np.random.default_rng(seed).random(low.shape[0])
-    step = low + np.floor(u * (length - low + 1)).astype(np.int64)  # low..length
-    step = np.minimum(step, length)
-    inside = step < length
-    out = final[ep_of].copy()
-    out[inside] = ep.observations[ep.starts[ep_of[inside]] + step[inside]][:, dims]
-    return out
+    return final_states(ep)[:, dims]
 
 
-def with_hindsight_goals(ep: Episodes, goal_dims: str, mode: str) -> Episodes:
+def with_hindsight_goals(ep: Episodes, goal_dims: str) -> Episodes:
     """A goal env's episodes whose own goal dims hold each step's hindsight goal instead
     (`step_goals`): observations keep the env's layout [observation, goal], so a policy
     trained on them (goal-conditioned BC) reads the env's goal at evaluation."""
@@ -120,7 +88,7 @@ def with_hindsight_goals(ep: Episodes, goal_dims: str, mode: str) -> Episodes:
             f"{ep.env_id or ep.dataset_id} has {n_goal}"
         )
     base = drop_env_goal(ep, n_goal)
-    goals = step_goals(base, dims, mode)  # [n, g]
+    goals = step_goals(base, dims)  # [n, g]
     obs = np.concatenate([base.observations, goals.astype(np.float32)], axis=1)
     return dataclasses.replace(ep, observations=obs)
 
@@ -141,5 +109,5 @@ def goal_tokens(disc: Discretizer, goal: np.ndarray, dims: list[int]) -> np.ndar
 def attach_goals(windows: object, ep: Episodes, disc: Discretizer, cfg: DataConfig) -> None:
     """Give `windows` (a WindowDataset of `ep`) the goal tokens of its windows: goals [W, g]."""
     dims = parse_goal_dims(cfg.goal_dims or "")
-    values = hindsight_goals(ep, dims, cfg.goal_relabel, cfg.seq_len)
+    values = hindsight_goals(ep, dims)
     windows.goals = torch.from_numpy(goal_tokens(disc, values, dims))  # type: ignore[attr-defined]
