@@ -170,6 +170,18 @@ def dataset_env(dataset_id: str, env: str | None = None) -> EnvInfo:
     return env_of(env, recorded, dataset_id)
 
 
+def resume_settings(
+    manifest: dict[str, Any],
+    given: dict[str, Any] | None = None,
+    saving_given: dict[str, Any] | None = None,
+) -> tuple[IQLConfig, Saving]:
+    """The settings a run resumes with (`saved_manifest`): its own, with the `given` ones on
+    top (train_iql then refuses any that changed, in one line) and `saving_given` (when to
+    save may change: no weight depends on it)."""
+    cfg = IQLConfig.from_dict({**manifest["config"], **(given or {})})
+    return cfg, Saving(**{**manifest["saving"], **(saving_given or {})})
+
+
 def train_iql(
     dataset_id: str | None,
     out_dir: str | Path,
@@ -207,8 +219,8 @@ def train_iql(
                 dataset_id = dataset_id or m["dataset_id"]
                 env = resolve_env(env).name if env else None
                 check_resume(saved, out, dataset_id, env, None if cfg is None else asdict(cfg))
-                env, cfg = m["env"], IQLConfig.from_dict(m["config"])
-                saving = saving or Saving(**m["saving"])
+                env, (cfg, own_saving) = m["env"], resume_settings(m)
+                saving = saving or own_saving
             if not dataset_id:
                 raise TrajplanError("a new IQL run needs a dataset (--dataset)")
             saving = saving or Saving()

@@ -81,7 +81,14 @@ def iql_cmd(
     A snapshot is a point on this run's learning curve, not a run of that many steps: the
     actor's learning rate decays over all --steps.
     """
-    from trajplan.baselines.iql import IQLConfig, Saving, dataset_env, iql_preset, train_iql
+    from trajplan.baselines.iql import (
+        IQLConfig,
+        Saving,
+        dataset_env,
+        iql_preset,
+        resume_settings,
+        train_iql,
+    )
     from trajplan.baselines.iql_state import saved_manifest
     from trajplan.runtime import Stopped
 
@@ -98,8 +105,7 @@ def iql_cmd(
         if saved is None:
             console.print(f"{out} is finished: nothing to resume", highlight=False, soft_wrap=True)
             return
-        cfg = dataclasses.replace(IQLConfig.from_dict(saved["config"]), **chosen)
-        saving = Saving(**{**saved["saving"], **saving_given})
+        cfg, saving = resume_settings(saved, chosen, saving_given)
     else:
         if dataset is None:
             raise TrajplanError("--dataset is needed for a new run (or --resume --out RUN)")

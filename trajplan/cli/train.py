@@ -1,8 +1,6 @@
-"""`trajplan train` (trajplan.training.loop): the run config from its sources, then the loop.
-
-The config is built in one place, `train_config`: a base (the run's own when resuming, a
-YAML file, or the env's reference config), then every `--set KEY=VALUE` in order, then the
-flags (--epochs, --lr, ...), which win.
+"""`trajplan train` (trajplan.training.loop): the run config from its sources
+(`trajplan.training.settings.train_config`, where their precedence is the library's), then
+the loop.
 """
 
 from __future__ import annotations
@@ -13,62 +11,6 @@ import typer
 
 from trajplan.cli.options import console, seed_option, set_threads
 from trajplan.errors import TrajplanError
-
-
-def train_config(
-    env: str | None,
-    dataset: str | None,
-    config: str | None,
-    out: str | None,
-    resume: bool,
-    overrides: list[str],
-    flags: dict[str, object],
-    resume_with: str | None = None,
-):
-    """The RunConfig for `trajplan train`: base (run / file / reference), then overrides.
-
-    resume_with (a `--seeds` child that goes on): the seeds' config file, the settings
-    asked for; the run checks them against its own (`resume_config`) as an in-process seed.
-    """
-    from trajplan.configs import apply_overrides, config_for, load_config
-    from trajplan.runs.checkpoint import read_manifest
-
-    if resume and resume_with is not None:
-        cfg = load_config(resume_with)
-    elif resume:
-        if out is None:
-            raise TrajplanError("--resume needs --out DIR: the run directory to continue")
-        if config is not None:
-            raise TrajplanError(
-                "--resume continues with the run's own config: drop --config "
-                "(loop settings such as --max-steps or --set train.epochs=N may change)"
-            )
-        cfg, _ = read_manifest(out)  # the run's own config; only loop settings may change
-        for flag, given, own in (("--env", env, cfg.env), ("--dataset", dataset, cfg.dataset)):
-            if given is not None and given != own:  # never silently ignored
-                raise TrajplanError(
-                    f"--resume continues {out} on its own {flag[2:]} {own!r}: drop {flag} "
-                    f"{given!r} (or train a new run on it)"
-                )
-    elif config is not None:
-        cfg = load_config(config)
-        if env is not None:
-            cfg.env = env
-        if dataset is not None:
-            cfg.dataset = dataset
-    elif env is not None:
-        cfg = config_for(env, dataset)
-    elif dataset is not None:
-        from trajplan.config import RunConfig
-
-        cfg = RunConfig(dataset=dataset)
-    else:
-        raise TrajplanError("give --env NAME, --dataset ID or --config FILE (see --help)")
-    apply_overrides(cfg, overrides)
-    for key, value in flags.items():
-        if value is not None:
-            setattr(cfg.train, key, value)
-    return cfg
 
 
 def train(
@@ -170,6 +112,7 @@ def train(
     from trajplan.training.callbacks import check_loggers
     from trajplan.training.loop import train as run_training
     from trajplan.training.seeds import parse_seeds, train_seeds
+    from trajplan.training.settings import train_config
 
     set_threads(threads)
     flags = {
@@ -187,14 +130,9 @@ def train(
     # with --seeds, OUT is the parent of the runs: the config comes from the flags, also
     # when resuming (each seed's run then checks it against its own)
     cfg = train_config(
-        env, dataset, config, out, resume and seed_list is None, set_ or [], flags, resume_with
-    )
-    if goal is not None:
-        cfg.data.goal_dims = goal
-    if critic is not None:
-        cfg.data.critic_weighting, cfg.data.action_weighting = critic, 0.0
-    if cfg.data.critic_weighting is not None:  # absolute: seeds, Ray tasks and resumes agree
-        cfg.data.critic_weighting = str(Path(cfg.data.critic_weighting).resolve())
+        env, dataset, config, out, resume and seed_list is None, set_ or [], flags, resume_with,
+        goal=goal, critic=critic,
+    )  # fmt: skip
 
     def train_one(cfg: RunConfig, run_dir: str | None, resume: bool) -> Path:
         return run_training(

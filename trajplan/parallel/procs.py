@@ -64,7 +64,8 @@ def python_command(module: str, *args: str) -> list[str]:
 
 
 def exit_code(signum: int | None) -> int:
-    """0 for no signal, else 128 + signum (130 Ctrl-C, 143 SIGTERM)."""
+    """0 for no signal, else 128 + signum (130 Ctrl-C, 143 SIGTERM): `Stopped.exit_code`'s
+    rule, for a parent that has not imported trajplan.runtime (and torch with it)."""
     return 128 + int(signum) if signum else EXIT_OK
 
 
