@@ -546,13 +546,16 @@ def test_bench_learning_seed_statistics_by_hand() -> None:
 
     assert bench.given_run("runs/x/seed{seed}/tt", 2) == Path("runs/x/seed2/tt")
     assert bench.given_run("runs/tt", None) == Path("runs/tt") and bench.given_run(None, 1) is None
-    runs = dict(tt_run=None, bc_run=None, wbc_run=None, iql_run=None)
-    bench.check_given_runs(argparse.Namespace(**runs, seeds="0-2"))
-    bench.check_given_runs(argparse.Namespace(**{**runs, "iql_run": "r/s{seed}"}, seeds="0-2"))
+    runs = dict(tt_run=None, bc_run=None, wbc_run=None, iql_run=None, ttc_run=None)
+    bench.check_given_runs(argparse.Namespace(**runs, seeds="0-2", tt_critic=False))
+    given = {**runs, "tt_critic": False}
+    bench.check_given_runs(argparse.Namespace(**{**given, "iql_run": "r/s{seed}"}, seeds="0-2"))
     with pytest.raises(TrajplanError, match="--iql-run r/iql: with --seeds"):
-        bench.check_given_runs(argparse.Namespace(**{**runs, "iql_run": "r/iql"}, seeds="0-2"))
+        bench.check_given_runs(argparse.Namespace(**{**given, "iql_run": "r/iql"}, seeds="0-2"))
     with pytest.raises(TrajplanError, match="needs --seeds"):
-        bench.check_given_runs(argparse.Namespace(**{**runs, "tt_run": "r/s{seed}"}, seeds=None))
+        bench.check_given_runs(argparse.Namespace(**{**given, "tt_run": "r/s{seed}"}, seeds=None))
+    with pytest.raises(TrajplanError, match="--ttc-run .* needs --tt-critic"):
+        bench.check_given_runs(argparse.Namespace(**{**given, "ttc_run": "r/s{seed}"}, seeds="0"))
 
 
 def bench_row(run_kind: str, doc: dict) -> str:
