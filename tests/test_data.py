@@ -373,6 +373,24 @@ def test_download_fails_with_one_line(tmp_path, monkeypatch) -> None:
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
+def test_an_unreachable_remote_is_one_line_at_once(tmp_path, monkeypatch) -> None:
+    """A remote that refuses the connection (HF_ENDPOINT on a closed local port) is named in
+    one line before the hub's client retries; a dataset already here needs no remote."""
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on: bound, then closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    for var in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(TrajplanError, match=f"cannot reach Minari's remote 127.0.0.1:{port}"):
+        download_dataset("mujoco/hopper/medium-v0")
+    (tmp_path / "mujoco/hopper/medium-v0").mkdir(parents=True)
+    assert download_dataset("mujoco/hopper/medium-v0") == [tmp_path / "mujoco/hopper/medium-v0"]
+
+
 # -- CLI --------------------------------------------------------------------------------------
 
 

@@ -13,6 +13,8 @@ import contextlib
 import io
 import os
 import shutil
+import socket
+import urllib.parse
 import uuid
 import warnings
 from collections.abc import Iterator, Mapping
@@ -237,6 +239,27 @@ def _eval_spec(env_id: str) -> gym.envs.registration.EnvSpec | None:
 # -- downloading --------------------------------------------------------------------------------
 
 
+PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+
+
+def check_remote_reachable(timeout_s: float = 5.0) -> None:
+    """Minari's remote (the Hugging Face hub, or HF_ENDPOINT) answers a TCP connection; else
+    one TrajplanError at once. Offline, the hub's client would retry for about half a
+    minute and print each retry. Behind a proxy the client's own connection decides."""
+    if any(os.environ.get(v) for v in PROXY_VARS):
+        return
+    url = urllib.parse.urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        raise TrajplanError(
+            f"cannot reach Minari's remote {host}:{port} ({why}): offline? Datasets made on "
+            "this machine need no download (trajplan data collect)"
+        ) from None
+
+
 def download_dataset(dataset_id: str, force: bool = False) -> list[Path]:
     """Fetch dataset(s) from Minari's remote (Hugging Face) into the local store.
 
@@ -252,6 +275,8 @@ def download_dataset(dataset_id: str, force: bool = False) -> list[Path]:
         raise TrajplanError(
             "downloading needs Minari's Hugging Face support: pip install 'trajplan[hub]'"
         ) from None
+    if not all((datasets_root() / one).exists() for one in ids) or force:
+        check_remote_reachable()
     paths = []
     for one in ids:
         if (datasets_root() / one).exists() and not force:
