@@ -44,7 +44,7 @@ from trajplan.envs.registry import EnvInfo
 from trajplan.errors import TrajplanError
 from trajplan.guards import check_disk, check_memory, check_out_dir
 from trajplan.model.actor import POLICY_FILE, Actor, save_actor
-from trajplan.runs.lifecycle import open_run_dir
+from trajplan.runs.lifecycle import all_or_nothing, open_run_dir
 from trajplan.runs.policy import BC_FORMAT
 from trajplan.runtime import atomic_write, write_json
 from trajplan.training.minibatch import Counters, Lines, run_steps
@@ -131,12 +131,8 @@ def train_bc(
         data = _prepare(episodes, low, high, cfg)
         t0 = time.perf_counter()
         fit = _fit(data, cfg, f"bc {dataset_id}", progress)
-        try:
+        with all_or_nothing(out, (POLICY_FILE, METRICS_FILE, CONFIG_FILE)):
             _write_run(out, fit, data, cfg, info, episodes, dataset_id, t0)
-        except BaseException:  # disk full, a signal: no half-written run directory
-            for name in (POLICY_FILE, METRICS_FILE, CONFIG_FILE):
-                (out / name).unlink(missing_ok=True)
-            raise
     finally:
         lock.release(remove_if_unused=True)
     return out

@@ -50,7 +50,7 @@ from trajplan.runs.ensemble import (
     Normaliser,
     save_weights,
 )
-from trajplan.runs.lifecycle import open_run_dir
+from trajplan.runs.lifecycle import all_or_nothing, open_run_dir
 from trajplan.runtime import atomic_write, write_json
 from trajplan.training.minibatch import Counters, Lines, run_steps
 
@@ -167,12 +167,8 @@ def train_ensemble(
         _check_room(out, cfg, train)
         t0 = time.perf_counter()
         fit = fit_ensemble(train, val, cfg, progress, f"ensemble {dataset_id}")
-        try:
+        with all_or_nothing(out, (WEIGHTS_FILE, METRICS_FILE, CONFIG_FILE)):
             _write_run(out, fit, cfg, dataset_id, env_name, episodes, train, val, t0)
-        except BaseException:  # disk full, a signal: no half-written run directory
-            for name in (WEIGHTS_FILE, METRICS_FILE, CONFIG_FILE):
-                (out / name).unlink(missing_ok=True)
-            raise
     finally:
         lock.release(remove_if_unused=True)
     return out

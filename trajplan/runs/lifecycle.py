@@ -9,6 +9,7 @@
                   fails at once) and remove the temporary files a killed writer left
     load_state    RUN/state.pt of a kind's format; absent, damaged or foreign: one line
     SaveClock     a save is due every N steps (or epochs) or every M minutes since the last
+    all_or_nothing  a finished run's files written together, or none of them left
 
 What a kind saves and restores (its nets, optimisers, counters) stays with the kind.
 """
@@ -16,7 +17,8 @@ What a kind saves and restores (its nets, optimisers, counters) stays with the k
 from __future__ import annotations
 
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -102,3 +104,15 @@ class SaveClock:
     def saved(self) -> None:
         """A save was written: the clock starts again."""
         self.t_saved = time.perf_counter()
+
+
+@contextmanager
+def all_or_nothing(run_dir: Path, files: Collection[str]) -> Iterator[None]:
+    """Inside, a run writes its `files` into run_dir; should anything fail (a full disk, a
+    signal), none of them is left: never a half-written run that looks finished."""
+    try:
+        yield
+    except BaseException:
+        for name in files:
+            (run_dir / name).unlink(missing_ok=True)
+        raise
