@@ -25,7 +25,7 @@ from trajplan.model.gpt import TrajectoryGPT
 from trajplan.planner.candidates import CandidateSource
 from trajplan.planner.prior import PriorCandidates, PriorProposals, load_prior, prior_rows
 from trajplan.planner.sampling import Uniforms, beam_scores, uniforms_per_plan
-from trajplan.planner.scorers import LikelihoodScorer, Scorer
+from trajplan.planner.scorers import CriticScorer, LikelihoodScorer, Scorer
 from trajplan.planner.search import PlanResult, beam_search
 
 VALUE_PLACEHOLDER = 1e6  # value slot of context transitions (hidden by the attention mask)
@@ -66,7 +66,7 @@ def plan_scorer(cfg: PlanConfig, scorer: Scorer | None) -> Scorer | None:
             "or pass a CriticScorer as scorer="
         )
     if cfg.objective == "likelihood":  # imitation: the model's likelihood of the plan
-        if scorer is not None and not getattr(scorer, "needs_logp", False):
+        if scorer is not None and not scorer.needs_logp:
             raise TrajplanError("plan.objective likelihood ranks by likelihood: no scorer=")
         scorer = scorer or LikelihoodScorer()
     return scorer
@@ -85,9 +85,9 @@ def check_critic(
 ) -> None:
     """TT + Q needs a model that plans the critic's observations, without a goal of its
     own: a goal-conditioned model failed at its first plan, naming tensor shapes."""
-    critic = getattr(scorer, "critic", None)
-    if critic is None:
+    if not isinstance(scorer, CriticScorer):
         return
+    critic = scorer.critic
     if goal_dims:
         dims = ",".join(map(str, goal_dims))
         raise TrajplanError(

@@ -109,7 +109,7 @@ def beam_search(
         # 4-5. score and keep the B best of every episode
         act = decode_actions(act_tok, mids, o) if states is not None else None  # [R, a]
         values = scorer.score(rewards, t, states and states.obs, act, logp and logp.sum)
-        if getattr(scorer, "distinct", False):  # one row per distinct plan
+        if scorer.distinct:  # one row per distinct plan
             values = values.masked_fill(repeated_rows(backend.planned(), E), -torch.inf)
         values, best = values.view(E, n * B).topk(B, dim=1)  # [E, B], best first
         last = t == H - 1
@@ -197,7 +197,7 @@ def _rowwise(
     if states is not None:
         states.begin(obs)
     logp = None
-    if getattr(scorer, "needs_logp", False):
+    if scorer.needs_logp:
         logp = TokenLogp(n_env, mids.device)
         rowwise.append(logp)
     return states, logp, rowwise
