@@ -52,6 +52,20 @@ def pytest_configure(config: pytest.Config) -> None:
         torch.set_num_threads(1)
 
 
+# The files that take longest (`make test` lists the slowest tests), run first: pytest-xdist
+# hands each worker whole files in collection order, so a long file started last would keep
+# one worker busy while the other waits.
+LONGEST_FIRST = ("test_ray.py", "test_processes.py", "test_learning.py", "test_guards.py",
+                 "test_faults.py", "test_evalfiles.py", "test_data.py", "test_docs.py",
+                 "test_evaluate.py", "test_train.py", "test_workflow.py")  # fmt: skip
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Order the files longest first (`LONGEST_FIRST`), the rest as collected."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
 HALFCHEETAH_ID = "test/halfcheetah/random-v0"
 HOPPER_ID = "test/hopper/random-v0"
 HALFCHEETAH_REFS = (-300.0, 12000.0)

@@ -62,6 +62,52 @@ def sigterm_after(seconds: float) -> Iterator[None]:
         again.cancel()
 
 
+def ray_task_cpu() -> dict[int, float]:
+    """CPU seconds used so far by each Ray worker now running a trajplan task (its process
+    title is ray::_in_task, trajplan.parallel.ray_backend's wrapper)."""
+    cpu = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and (proc / "cmdline").read_bytes().startswith(b"ray::_in_task"):
+                fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+                cpu[int(proc.name)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except OSError:  # ended meanwhile
+            continue
+    return cpu
+
+
+@contextmanager
+def sigterm_once_tasks_play(n_tasks: int, cpu_s: float = 2.0) -> Iterator[None]:
+    """SIGTERM to this process once `n_tasks` Ray tasks have each used `cpu_s` CPU seconds
+    since they began (they have loaded their run and play: CPU time, which busy cores do not
+    stretch, instead of a fixed wait), and again 20 s later (the second kills tasks that
+    missed the first); after 300 s it is sent anyway, so a hang fails instead of waiting."""
+    done = threading.Event()
+
+    def watch() -> None:
+        first: dict[int, float] = {}
+        deadline = time.monotonic() + 300
+        while not done.is_set() and time.monotonic() < deadline:
+            now = ray_task_cpu()
+            for pid, used in now.items():
+                first.setdefault(pid, used)
+            if sum(now[p] - first[p] >= cpu_s for p in now) >= n_tasks:
+                break
+            time.sleep(0.1)
+        if not done.is_set():
+            os.kill(os.getpid(), signal.SIGTERM)
+            if not done.wait(20):
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
+
+
 def episodes(folder: Path) -> list[tuple[int, float, int]]:
     (path,) = folder.glob("*/eval.json")
     return [(e["seed"], e["ret"], e["length"]) for e in json.loads(path.read_text())["episodes"]]
@@ -85,7 +131,7 @@ def test_ray_eval_keeps_episodes_on_sigterm(local_ray, tiny_run: Path) -> None:
     from trajplan.evaluation.evaluate import EvalInterrupted
     from trajplan.evaluation.workers import evaluate_run
 
-    with sigterm_after(30), pytest.raises(EvalInterrupted) as stop:  # endless episodes
+    with sigterm_once_tasks_play(2), pytest.raises(EvalInterrupted) as stop:  # endless episodes
         evaluate_run(tiny_run, seeds=[0, 1, 2], episode_steps=1_000_000, workers=2,
                      device="cpu", progress=False, ray="auto")  # fmt: skip
     result = stop.value.result
