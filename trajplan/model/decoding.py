@@ -10,6 +10,14 @@ keys and values already computed (docs/method.md, Planner):
 
 Each equals the full forward over the same window (tests/test_model.py, tests/test_plan.py).
 
+Why `decode_step` is a second copy of the block's arithmetic, not `Block.forward` with a
+cache: a decoding step at planning batch sizes costs mostly per-op overhead, and the fused
+copy has half the ops. `python scripts/bench_decode.py` (2026-12-08, idle 2-core CPU, one
+thread; microseconds per token, decode_step against the blocks): maze recipe 1,135 against
+1,393 (1.23x), CPU recipe 2,986 against 3,817 (1.28x), the reference's size 13,188 against
+13,227 (level). It pays on the CPU recipes and costs nothing at the reference's size; the
+equivalence tests hold it to the block.
+
 A goal-conditioned model (`TrajectoryGPT.goal_offset` = 1) holds its goal at cache position 0
 (`feed_goal`, the first thing fed into a cache); cache positions are then model positions,
 window position p at p + 1 (tests/test_goals.py).
