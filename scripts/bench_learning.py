@@ -448,18 +448,15 @@ def main(argv: list[str] | None = None) -> int:
                     torch.set_num_threads(1)
                 keep(runs, key, run)
             tt_run = runs["tt"][-1]
-            t0 = time.perf_counter()
             keep(evals, "tt", evaluate_and_save(tt_run, eval_kw, args))
-            eval_min["tt"].append((time.perf_counter() - t0) / 60)
-            t0 = time.perf_counter()
             # the model's own candidates, scored by the critic (TT + Q without --prior)
             own = evaluate_and_save(tt_run, eval_kw, args, critic=iql_run)
             if args.ttq_candidates == "iql":  # IQL's actor proposes: the measured best
-                t0 = time.perf_counter()
                 ttq = evaluate_and_save(tt_run, eval_kw, args, critic=iql_run, prior=iql_run)
             else:
                 ttq = own
-            eval_min["ttq"].append((time.perf_counter() - t0) / 60)
+            for key, ev in (("tt", evals["tt"][-1]), ("ttq", ttq)):  # also when read back
+                eval_min[key].append(ev["wall_s"] / 60)
             keep(evals, "ttq", ttq)
             keep(evals, "ttq_own", own)
             noise = read_manifest(tt_run)[0].plan.prior_noise  # the search's candidates' noise
