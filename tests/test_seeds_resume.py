@@ -48,3 +48,24 @@ def test_seeds_resume_refuses_a_changed_model_and_applies_loop_fields(
         cfg, doc = read_manifest(out / f"seed{s}")
         assert (doc["status"], doc["step"]) == ("finished", 5), doc
         assert (cfg.model.n_embd, cfg.train.max_steps, cfg.train.seed) == (32, 5, s)
+
+
+def test_every_seed_child_is_told_what_the_in_process_seeds_are(tmp_path: Path) -> None:
+    """The command of a seed's child (`--jobs`, Ray): its own seed and folder, the seeds'
+    config (or `--resume-with` it when its run goes on), and `--allow-data-change` exactly
+    when the parent was given it (it was dropped for children before 2026-12-08)."""
+    from trajplan.training.seeds import ChildArgs, _command
+
+    config = tmp_path / "seeds-config.yaml"
+    for allow in (False, True):
+        cmd, env = _command(ChildArgs(tmp_path, config, False, "cpu", allow), 3, None)
+        assert cmd[cmd.index("--seed") + 1] == "3" and cmd[cmd.index("--out") + 1] == str(
+            tmp_path / "seed3"
+        )
+        assert cmd[cmd.index("--config") + 1] == str(config) and env == {}
+        assert ("--allow-data-change" in cmd) is allow
+    (tmp_path / "seed1").mkdir()
+    (tmp_path / "seed1" / "state.pt").write_bytes(b"")  # a checkpoint: a run that goes on
+    cmd, env = _command(ChildArgs(tmp_path, config, True, "cpu", True), 1, 0)
+    assert cmd[cmd.index("--resume-with") + 1] == str(config) and "--config" not in cmd
+    assert "--allow-data-change" in cmd and env == {"CUDA_VISIBLE_DEVICES": "0"}

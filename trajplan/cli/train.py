@@ -84,13 +84,6 @@ def train(
         "a maze's own goal dims are dropped from the model's observation.",
     ),
     resume_with: str = typer.Option(None, hidden=True),  # --seeds passes its children
-    critic: str = typer.Option(
-        None,
-        help="An IQL run (trajplan iql): weight each action token's loss by its critic's "
-        "advantage weight exp(beta (Q - V)) instead of the return weighting, so the model "
-        "proposes what the critic rates well; beta is the IQL run's temperature unless "
-        "--set data.critic_beta=B. Sets data.critic_weighting and data.action_weighting=0.",
-    ),
 ) -> None:
     """Train a Trajectory Transformer on a Minari dataset; writes a run directory.
 
@@ -101,7 +94,6 @@ def train(
       trajplan train --resume --out runs/halfcheetah-medium-20250101-120000
       trajplan train --config cpu-recipe --dataset ID --seeds 0-2 --out runs/x
       trajplan train --config pointmaze-umaze --goal 0,1      (goal-conditioned)
-      trajplan train --config pointmaze-umaze --critic runs/pm-iql   (critic-shaped actions)
     Under torchrun (torchrun --nproc_per_node 2 -m trajplan train ...) it trains with DDP.
     The run directory holds the weights, the bins, config.json and metrics.jsonl (to plot).
     """
@@ -131,7 +123,7 @@ def train(
     # when resuming (each seed's run then checks it against its own)
     cfg = train_config(
         env, dataset, config, out, resume and seed_list is None, set_ or [], flags, resume_with,
-        goal=goal, critic=critic,
+        goal=goal,
     )  # fmt: skip
 
     def train_one(cfg: RunConfig, run_dir: str | None, resume: bool) -> Path:
@@ -153,6 +145,7 @@ def train(
             run_dirs = train_seeds(
                 cfg, out, seed_list, train_one, resume=resume, jobs=jobs, device=device,
                 log=lambda line: console.print(line, highlight=False), ray=ray,
+                allow_data_change=allow_data_change,
             )  # fmt: skip
     except Stopped as exc:  # Ctrl-C or SIGTERM, after the checkpoint: 130 or 143
         raise typer.Exit(exc.exit_code) from None

@@ -27,6 +27,7 @@ import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import yaml
 
@@ -102,6 +103,16 @@ def check_resumed_seeds(cfg: RunConfig, out: str | Path, seeds: Sequence[int]) -
             ) from None
 
 
+class ChildArgs(NamedTuple):
+    """What every seed's child process (or Ray task) is started with."""
+
+    out: Path  # absolute: a Ray task runs in the folder where its cluster started
+    config: Path  # OUT/seeds-config.yaml, the seeds' config
+    resume: bool
+    device: str
+    allow_data_change: bool  # train --allow-data-change, passed on to every child
+
+
 def train_seeds(
     cfg: RunConfig,
     out: str | Path,
@@ -113,6 +124,7 @@ def train_seeds(
     device: str = "auto",
     log: Callable[[str], None] = print,
     ray: str | None = None,
+    allow_data_change: bool = False,
 ) -> list[Path]:
     """Train cfg once per seed; returns the run directories in seed order.
 
@@ -138,7 +150,7 @@ def train_seeds(
         return dirs
     out = Path(out).absolute()  # a Ray task runs in the folder where its cluster started
     config = atomic_write(out / CONFIG_FILE, lambda p: p.write_text(yaml.safe_dump(to_dict(cfg))))
-    args = (out, config, resume, device)
+    args = ChildArgs(out, config, resume, device, allow_data_change)
     if ray is not None:
         failed, stop = _train_on_ray(args, list(seeds), ray, log)
         pending: list[int] = []
@@ -154,31 +166,31 @@ def train_seeds(
     return [seed_dir(out, s) for s in seeds]
 
 
-def _command(
-    args: tuple[Path, Path, bool, str], s: int, gpu: int | None
-) -> tuple[list[str], dict[str, str]]:
+def _command(args: ChildArgs, s: int, gpu: int | None) -> tuple[list[str], dict[str, str]]:
     """The child command that trains seed s (and the changes to its environment): on GPU
     `gpu` when given, else on `device` with one CPU thread."""
-    out, config, resume, device = args
+    out, config, resume, device = args.out, args.config, args.resume, args.device
     run_dir = seed_dir(out, s)
     cmd = python_command("trajplan", "train", "--seed", str(s), "--out", str(run_dir))
     goes_on = resume and run_dir.exists() and not is_dead_end(run_dir)  # a dead end restarts
     # one that goes on takes the seeds' settings as an in-process seed does: the loop
     # fields (--max-steps, ...) reach it, and anything else that differs is refused
     cmd += ["--resume", "--resume-with", str(config)] if goes_on else ["--config", str(config)]
+    if args.allow_data_change:  # as the in-process seeds are told
+        cmd.append("--allow-data-change")
     if gpu is not None:  # one device per child
         return [*cmd, "--device", "cuda", "--no-progress"], {"CUDA_VISIBLE_DEVICES": str(gpu)}
     return [*cmd, "--device", device, "--threads", "1", "--no-progress"], {}
 
 
 def _train_in_processes(
-    args: tuple[Path, Path, bool, str], seeds: list[int], jobs: int, log: Callable[[str], None]
+    args: ChildArgs, seeds: list[int], jobs: int, log: Callable[[str], None]
 ) -> tuple[list[int], int | None, list[int]]:
     """Up to `jobs` seeds at once as child processes: (failed seeds, the signal that stopped
     them or None, the seeds never started)."""
     import torch
 
-    out, device = args[0], args[3]
+    out, device = args.out, args.device
     gpus = torch.cuda.device_count() if device != "cpu" else 0
     pending, failed = list(seeds), []
     slots, slot_of = list(range(jobs)), {}
@@ -202,11 +214,11 @@ def _train_in_processes(
 
 
 def _train_on_ray(
-    args: tuple[Path, Path, bool, str], seeds: list[int], ray: str, log: Callable[[str], None]
+    args: ChildArgs, seeds: list[int], ray: str, log: Callable[[str], None]
 ) -> tuple[list[int], int | None]:
     """One Ray task per seed (a GPU each when the device is CUDA): (failed seeds, the
     signal that stopped them or None)."""
-    out, device = args[0], args[3]
+    out, device = args.out, args.device
     tasks = [(_command(args, s, None)[0], str(out / f"seed{s}.log"), None) for s in seeds]
     log(f"seeds {', '.join(map(str, seeds))}: one Ray task each, output in {out}/seed<S>.log")
     codes, stop = run_on_ray(run_command, tasks, ray, gpus=1 if device.startswith("cuda") else 0)
