@@ -6,7 +6,7 @@ on one dataset, evaluate all on the same episode seeds, and compare with the dat
     python scripts/bench_learning.py --dataset ID --tt-run RUN --bc-run RUN   # reuse runs
     python scripts/bench_learning.py --dataset ID --no-prior   # skip TT with the wBC prior
     python scripts/bench_learning.py --dataset local/pointmaze/medium-v0 --config pointmaze-medium
-    python scripts/bench_learning.py --dataset ID --seeds 0-2 --tt-critic   # over seeds
+    python scripts/bench_learning.py --dataset ID --seeds 0-2   # over training seeds
 
 Ten policies on the same seeds: BC (plain), wBC (return-weighted BC, `trajplan bc
 --action-weighting 2`), IQL (`trajplan iql` with the env's preset, `--iql-steps` updates),
@@ -20,12 +20,10 @@ picked at random), so `critic_h1_minus_iql_noisy` is what the critic's pick adds
 the wBC run as its `plan.prior` (the search's candidates are wBC's actions plus a little
 noise, scored by the model; docs/method.md), and wBC with that same noise on every action:
 the search's candidates picked at random, so `tt_prior_minus_wbc_noisy` is what the model's
-scoring adds. With --tt-critic, also TT trained with `train --critic` (the IQL run weights
-its action tokens: `ttc`) and that TT planning with the critic over its own candidates
-(`ttc_q_own`).
+scoring adds.
 
 --seeds 0-2 (any list or range `trajplan train --seeds` takes) trains every learned row once
-per training seed (OUT/seed<S>/{bc,wbc,iql,tt,ttc}: BC, wBC and IQL with seed S, TT with
+per training seed (OUT/seed<S>/{bc,wbc,iql,tt}: BC, wBC and IQL with seed S, TT with
 train.seed S); each combined row pairs the runs of one seed (TT + Q, the critic alone: that
 seed's TT and IQL; TT + prior: its TT and wBC), and every row plays the same episodes. The
 table then gives per row the mean over seeds of the per-seed mean score, the IQM of all
@@ -219,9 +217,7 @@ def check_given_runs(args: argparse.Namespace) -> None:
     seed would pair nothing); without, it must not."""
     from trajplan.errors import TrajplanError
 
-    if args.ttc_run is not None and not args.tt_critic:
-        raise TrajplanError("--ttc-run is the critic-weighted TT run: it needs --tt-critic")
-    for opt in ("tt_run", "bc_run", "wbc_run", "iql_run", "ttc_run"):
+    for opt in ("tt_run", "bc_run", "wbc_run", "iql_run"):
         value = getattr(args, opt)
         if value is None:
             continue
@@ -315,9 +311,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--iql-run", default=None, help="use this IQL run (baseline and critic)" + reuse
     )
-    ap.add_argument(
-        "--ttc-run", default=None, help="with --tt-critic: use this critic-weighted TT run" + reuse
-    )
     ap.add_argument("--wbc-beta", type=float, default=2.0, help="wBC's return weighting")
     ap.add_argument(
         "--ttq-candidates",
@@ -332,12 +325,6 @@ def main(argv: list[str] | None = None) -> int:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="also evaluate TT with the wBC run as its plan.prior (its actions as candidates)",
-    )
-    ap.add_argument(
-        "--tt-critic",
-        action="store_true",
-        help="also train TT with `--critic` (the same seed's IQL run weights its action "
-        "tokens): rows ttc (its own search) and ttc_q_own (it plans with that critic)",
     )
     args = ap.parse_args(argv)
 
@@ -375,12 +362,6 @@ def main(argv: list[str] | None = None) -> int:
         tt_base = load_config(args.config)
         tt_base.dataset = args.dataset
         apply_overrides(tt_base, args.set)
-        if args.tt_critic:  # before any training: a config --critic cannot take fails now
-            from trajplan.config import check_data_config
-
-            check_data_config(
-                dataclasses.replace(tt_base.data, critic_weighting="IQL", action_weighting=0.0)
-            )
         seeds = list(range(args.seed, args.seed + args.episodes))
         workers = args.workers or default_workers()
         eval_kw = dict(seeds=seeds, episode_steps=args.episode_steps, workers=workers)
@@ -426,28 +407,17 @@ def main(argv: list[str] | None = None) -> int:
             keep(runs, "iql", iql_run)
             keep(evals, "iql", evaluate_and_save(iql_run, eval_kw, args))
 
-            tt_jobs = [("tt", given_run(args.tt_run, s), None)]
-            if args.tt_critic:  # TT's action tokens weighted by this seed's IQL critic
-                tt_jobs.append(("ttc", given_run(args.ttc_run, s), iql_run))
-            for key, run, critic in tt_jobs:
-                t0 = time.perf_counter()
-                if run is not None:
-                    keep(minutes, key, train_minutes(run))
-                else:
-                    cfg = tt_base if s is None else with_seed(tt_base, s)
-                    if critic is not None:
-                        data = dataclasses.replace(
-                            cfg.data,
-                            critic_weighting=str(Path(critic).resolve()),
-                            action_weighting=0.0,
-                        )
-                        cfg = dataclasses.replace(cfg, data=data)
-                    torch.set_num_threads(args.threads or 1)  # the small model: 1 is fastest
-                    run = train(cfg, where / key, progress=False)
-                    keep(minutes, key, (time.perf_counter() - t0) / 60)
-                    torch.set_num_threads(1)
-                keep(runs, key, run)
-            tt_run = runs["tt"][-1]
+            t0 = time.perf_counter()
+            tt_run = given_run(args.tt_run, s)
+            if tt_run is not None:
+                keep(minutes, "tt", train_minutes(tt_run))
+            else:
+                cfg = tt_base if s is None else with_seed(tt_base, s)
+                torch.set_num_threads(args.threads or 1)  # the small model: 1 is fastest
+                tt_run = train(cfg, where / "tt", progress=False)
+                keep(minutes, "tt", (time.perf_counter() - t0) / 60)
+                torch.set_num_threads(1)
+            keep(runs, "tt", tt_run)
             keep(evals, "tt", evaluate_and_save(tt_run, eval_kw, args))
             # the model's own candidates, scored by the critic (TT + Q without --prior)
             own = evaluate_and_save(tt_run, eval_kw, args, critic=iql_run)
@@ -472,12 +442,6 @@ def main(argv: list[str] | None = None) -> int:
                 keep(evals, "wbc_noisy", evaluate_and_save(
                     wbc_run, eval_kw, args, action_noise=noise
                 ))  # fmt: skip
-            if args.tt_critic:
-                ttc_run = runs["ttc"][-1]
-                keep(evals, "ttc", evaluate_and_save(ttc_run, eval_kw, args))
-                keep(evals, "ttc_q_own", evaluate_and_save(
-                    ttc_run, eval_kw, args, critic=iql_run
-                ))  # fmt: skip
     except TrajplanError as exc:  # one line on stderr, never wrapped to the terminal's width
         Console(stderr=True, soft_wrap=True).print(f"[red]error:[/] {exc}", highlight=False)
         return 2
@@ -495,8 +459,6 @@ def main(argv: list[str] | None = None) -> int:
         "iql_noisy": "IQL + the prior's noise",
         "tt_prior": "TT, wBC as prior",
         "wbc_noisy": "wBC + the prior's noise",
-        "ttc": "TT --critic",
-        "ttc_q_own": "TT --critic + Q, own cand.",
     }
     rows = [k for k in labels if k in evals]
     goal = any(e.get("success_rate") is not None for k in rows for e in evals[k])
@@ -519,7 +481,6 @@ def main(argv: list[str] | None = None) -> int:
     comparisons = [
         ("ttq_own", "iql"), ("ttq_own", "wbc"), ("ttq_own", "critic_h1"), ("tt", "wbc"),
         ("ttq", "iql"), ("critic_h1", "iql_noisy"), ("tt_prior", "wbc_noisy"),
-        ("ttc", "tt"), ("ttc_q_own", "ttq_own"),
     ]  # fmt: skip
     if args.ttq_candidates == "model":  # ttq is ttq_own
         comparisons.remove(("ttq", "iql"))
@@ -590,9 +551,7 @@ def main(argv: list[str] | None = None) -> int:
         "candidates at horizon 1; IQL + the prior's noise: the same candidates at random; "
         "TT, wBC as prior: the search over wBC's actions plus the prior's noise; wBC + "
         "the prior's noise: those candidates at random"
-        + ("; TT --critic: TT trained with its action tokens weighted by the seed's IQL "
-           "critic (train --critic)" if args.tt_critic else "")
-    )  # fmt: skip
+    )
     if paired:
         pt = Table(
             title="paired differences a - b (the rows' JSON keys): same training seed and "
@@ -674,7 +633,7 @@ def main(argv: list[str] | None = None) -> int:
         # what the critic's pick adds over a random pick of the same candidates
         critic_h1_minus_iql_noisy=minus(row_mean("critic_h1"), row_mean("iql_noisy")),
     )
-    for key in ("tt", "bc", "wbc", "iql", *(["ttc"] if args.tt_critic else [])):
+    for key in ("tt", "bc", "wbc", "iql"):
         paths = [str(r) for r in runs[key]]
         if seeded:
             figures[f"{key}_runs"] = paths
@@ -693,11 +652,6 @@ def main(argv: list[str] | None = None) -> int:
             tt_prior_minus_dataset=minus(ttp, ds_mean),
             tt_prior_action_share=mean_of(shares),
             tt_prior_minus_wbc_noisy=minus(ttp, row_mean("wbc_noisy")),
-        )
-    if args.tt_critic:
-        figures.update(
-            ttc_minus_tt=minus(row_mean("ttc"), tt),
-            ttc_train_min=rounded(mean_of(minutes["ttc"]), 1),
         )
     for key in rows:  # goal tasks: the share of episodes that reached the goal
         rate = row_mean(key, "success_rate")

@@ -161,13 +161,8 @@ def run_state(run_dir: Path, cfg: Any, steps: int) -> tuple[str, str]:
         empty = not any(run_dir.iterdir())
         return "train", "trained" if empty else "retrained (stopped before its first checkpoint)"
     saved, doc = read_manifest(run_dir)
-    given = copy.deepcopy(cfg)
-    if given.data.critic_weighting is not None:  # as training records them
-        given.data.critic_weighting = str(Path(given.data.critic_weighting).resolve())
-        if given.data.critic_beta is None:
-            given.data.critic_beta = saved.data.critic_beta
     try:
-        resume_config(saved, given, run_dir)
+        resume_config(saved, cfg, run_dir)
     except TrajplanError as exc:
         raise TrajplanError(
             f"{exc}: use another --out, or the settings it was trained with"
@@ -295,8 +290,6 @@ def main(argv: list[str] | None = None) -> int:
                 cfg = budget_config(base, steps[b], b, s)
                 jobs.append((b, s, run_dir, cfg, *run_state(run_dir, cfg, steps[b])))
         check_writable(out)
-        # a config that weights by a critic prepares its own windows (with the critic's weights)
-        shared = data if base.data.critic_weighting is None else None
     except TrajplanError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -328,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
                 torch.set_num_threads(args.threads or 1)  # the small model: 1 is fastest
                 t0 = time.perf_counter()
                 train(cfg, run_dir, resume=action == "resume", device=args.device,
-                      progress=False, data=shared)  # fmt: skip
+                      progress=False, data=data)  # fmt: skip
                 torch.set_num_threads(1)  # planning: one thread per process is fastest
                 words += f" in {(time.perf_counter() - t0) / 60:.1f} min"
             doc = json.loads((run_dir / "config.json").read_text())

@@ -546,16 +546,13 @@ def test_bench_learning_seed_statistics_by_hand() -> None:
 
     assert bench.given_run("runs/x/seed{seed}/tt", 2) == Path("runs/x/seed2/tt")
     assert bench.given_run("runs/tt", None) == Path("runs/tt") and bench.given_run(None, 1) is None
-    runs = dict(tt_run=None, bc_run=None, wbc_run=None, iql_run=None, ttc_run=None)
-    bench.check_given_runs(argparse.Namespace(**runs, seeds="0-2", tt_critic=False))
-    given = {**runs, "tt_critic": False}
+    given = dict(tt_run=None, bc_run=None, wbc_run=None, iql_run=None)
+    bench.check_given_runs(argparse.Namespace(**given, seeds="0-2"))
     bench.check_given_runs(argparse.Namespace(**{**given, "iql_run": "r/s{seed}"}, seeds="0-2"))
     with pytest.raises(TrajplanError, match="--iql-run r/iql: with --seeds"):
         bench.check_given_runs(argparse.Namespace(**{**given, "iql_run": "r/iql"}, seeds="0-2"))
     with pytest.raises(TrajplanError, match="needs --seeds"):
         bench.check_given_runs(argparse.Namespace(**{**given, "tt_run": "r/s{seed}"}, seeds=None))
-    with pytest.raises(TrajplanError, match="--ttc-run .* needs --tt-critic"):
-        bench.check_given_runs(argparse.Namespace(**{**given, "ttc_run": "r/s{seed}"}, seeds="0"))
 
 
 def bench_row(run_kind: str, doc: dict) -> str:
@@ -563,8 +560,6 @@ def bench_row(run_kind: str, doc: dict) -> str:
     plan = doc["plan"]
     if run_kind in ("bc", "wbc", "iql"):
         return run_kind + ("_noisy" if plan.get("action_noise") else "")
-    if run_kind == "ttc":
-        return "ttc_q_own" if plan.get("critic") else "ttc"
     if plan.get("horizon") == 1:
         return "critic_h1"
     if plan.get("critic"):
@@ -585,19 +580,19 @@ def test_bench_learning_over_seeds_pairs_each_seeds_runs_and_aggregates_them(
     cmd = [sys.executable, str(ROOT / "scripts" / "bench_learning.py"), "--dataset",
            hopper_dataset, "--config", "tiny", "--set", "train.epochs=1", "--episodes", "2",
            "--episode-steps", "3", "--bc-steps", "10", "--iql-steps", "10", "--workers", "1",
-           "--threads", "1", "--seeds", "0-1", "--tt-critic", "--out", str(out)]  # fmt: skip
+           "--threads", "1", "--seeds", "0-1", "--out", str(out)]  # fmt: skip
     r = subprocess.run(cmd, capture_output=True, text=True,
                        env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
     figures = json.loads(r.stdout.strip().splitlines()[-1])
     rows = ("bc", "wbc", "iql", "tt", "ttq", "ttq_own", "critic_h1", "iql_noisy", "tt_prior",
-            "wbc_noisy", "ttc", "ttc_q_own")  # fmt: skip
+            "wbc_noisy")  # fmt: skip
     for key in rows:
         for part in ("normalized", "iqm", "ci_low", "ci_high"):
             assert isinstance(figures[f"{key}_{part}"], float), f"{key}_{part}"
         assert figures[f"{key}_ci_low"] <= figures[f"{key}_iqm"] <= figures[f"{key}_ci_high"]
     pairs = [("ttq_own", "iql"), ("ttq_own", "wbc"), ("ttq_own", "critic_h1"), ("tt", "wbc"),
-             ("tt_prior", "wbc_noisy"), ("critic_h1", "iql_noisy"), ("ttc", "tt")]  # fmt: skip
+             ("tt_prior", "wbc_noisy"), ("critic_h1", "iql_noisy")]  # fmt: skip
     for a, b in pairs:
         for part in ("mean", "ci_low", "ci_high"):
             assert isinstance(figures[f"{a}_minus_{b}_{part}"], float), (a, b, part)
@@ -608,14 +603,12 @@ def test_bench_learning_over_seeds_pairs_each_seeds_runs_and_aggregates_them(
 
     scores: dict[str, list[list[float]]] = {}
     for seed in (0, 1):
-        runs = {k: out / f"seed{seed}" / k for k in ("bc", "wbc", "iql", "tt", "ttc")}
+        runs = {k: out / f"seed{seed}" / k for k in ("bc", "wbc", "iql", "tt")}
         for kind, run in runs.items():  # each trained with its seed
             assert str(run) in figures[f"{kind}_runs"]
             config = json.loads((run / "config.json").read_text())["config"]
-            assert (config["train"]["seed"] if kind in ("tt", "ttc") else config["seed"]) == seed
-        ttc_data = json.loads((runs["ttc"] / "config.json").read_text())["config"]["data"]
+            assert (config["train"]["seed"] if kind == "tt" else config["seed"]) == seed
         iql_path = str(runs["iql"].resolve())
-        assert ttc_data["critic_weighting"] == iql_path and ttc_data["action_weighting"] == 0
         seen = []
         for kind, run in runs.items():
             for path in sorted((run / "eval").glob("*/eval.json")):
@@ -652,7 +645,7 @@ def test_bench_learning_over_seeds_pairs_each_seeds_runs_and_aggregates_them(
     # the same benchmark over the same runs (a stopped one, run again): every evaluation
     # saved above is read back, none is played again, and the figures are the same
     evals_before = sorted(out.glob("seed*/*/eval/*/eval.json"))
-    given = [f"--{k}-run={out}/seed{{seed}}/{k}" for k in ("tt", "bc", "wbc", "iql", "ttc")]
+    given = [f"--{k}-run={out}/seed{{seed}}/{k}" for k in ("tt", "bc", "wbc", "iql")]
     again = subprocess.run([*cmd[:-2], *given, "--out", str(tmp_path / "again")],
                            capture_output=True, text=True)  # fmt: skip
     assert again.returncode == 0, again.stderr[-2000:]

@@ -307,11 +307,13 @@ def test_exact_bins_modes_survive_a_set_override() -> None:
 
 def test_configs_of_older_runs_still_read() -> None:
     """Runs written before 2026-12-07 record data.penalty_bin (their bins: the reference's,
-    or the penalty's own) and plan.critic_form; they read as exact_bins reference and the
-    critic's Q, and the removed options (the penalty's own bin, the V form) are refused in one
-    line."""
-    from trajplan.config import DataConfig, PlanConfig
-    from trajplan.configs.convert import from_dict
+    or the penalty's own) and plan.critic_form, before 2026-12-08 data.critic_weighting and
+    data.critic_beta; they read as exact_bins reference, the critic's Q and no critic
+    weighting, and the removed options (the penalty's own bin, the V form, a critic
+    weighting) are refused in one line, from a run's config.json and from --set alike."""
+    from trajplan.config import DataConfig, PlanConfig, RunConfig
+    from trajplan.configs import apply_overrides
+    from trajplan.configs.convert import from_dict, to_dict
 
     assert from_dict(DataConfig, {"penalty_bin": False}).exact_bins == "reference"
     for removed in ({"penalty_bin": True}, {"exact_bins": "atoms"}):
@@ -324,3 +326,17 @@ def test_configs_of_older_runs_still_read() -> None:
     assert from_dict(PlanConfig, {"critic_form": "q", "horizon": 3}).horizon == 3
     with pytest.raises(TrajplanError, match="critic_form v was removed"):
         from_dict(PlanConfig, {"critic_form": "v"})
+    doc = to_dict(RunConfig())  # a config.json of a run trained before 2026-12-08
+    doc["data"].update(critic_weighting=None, critic_beta=None, action_weighting=2.0)
+    assert from_dict(RunConfig, doc) == RunConfig(data=DataConfig(action_weighting=2.0))
+    doc["data"].update(critic_weighting="/runs/iql", critic_beta=3.0, action_weighting=0.0)
+    with pytest.raises(TrajplanError) as err:
+        from_dict(RunConfig, doc)
+    assert str(err.value).startswith(
+        "data.critic_weighting was removed (no score gain measured, docs/results.md): "
+    ) and "\n" not in str(err.value)
+    with pytest.raises(TrajplanError, match="critic_weighting was removed"):
+        apply_overrides(RunConfig(), ["data.critic_weighting=runs/iql"])
+    for neutral in ("data.critic_weighting=null", "data.goal_relabel=final"):
+        assert apply_overrides(RunConfig(), [neutral]) == RunConfig()  # nothing to set
+    assert apply_overrides(RunConfig(), ["data.penalty_bin=false"]).data.exact_bins == "reference"

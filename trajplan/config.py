@@ -30,12 +30,6 @@ class DataConfig:
     # Not the reference (0 = off): weight each action token's loss by
     # exp(beta * z) of its step's return-to-go (see trajplan.data.weighting).
     action_weighting: float = 0.0
-    # Not the reference (none = off): weight each action token's loss by IQL's advantage
-    # weight exp(critic_beta * (Q - V)) from this IQL run's critic, clipped at 100, mean 1
-    # (trajplan.data.weighting); instead of action_weighting. critic_beta: none = the IQL
-    # run's own temperature (its actor's extraction), recorded in the run's config.
-    critic_weighting: str | None = None
-    critic_beta: float | None = None
     val_fraction: float = 0.0  # share of episodes held out for a validation loss
     # Not the reference ("reference" is): bins of their own, decoded exactly, for the values of
     # few-valued columns ("discrete": a sparse reward's 0 and 1); trajplan.data.tokens.
@@ -203,17 +197,6 @@ def check_data_config(cfg: DataConfig) -> None:
         raise TrajplanError(f"data.action_weighting must be >= 0, got {cfg.action_weighting}")
     if cfg.goal_dims is not None:
         parse_goal_dims(cfg.goal_dims)
-    if cfg.critic_beta is not None and not (
-        math.isfinite(cfg.critic_beta) and cfg.critic_beta >= 0.0
-    ):
-        raise TrajplanError(f"data.critic_beta must be >= 0, got {cfg.critic_beta}")
-    if cfg.critic_weighting is not None and cfg.action_weighting > 0:
-        raise TrajplanError(
-            "data.critic_weighting replaces data.action_weighting: set one of them "
-            "(--set data.action_weighting=0)"
-        )
-    if cfg.critic_weighting is not None and cfg.goal_dims is not None:
-        raise TrajplanError("data.critic_weighting does not combine with a goal (data.goal_dims)")
     if cfg.exact_bins not in EXACT_BINS:
         raise TrajplanError(
             f"data.exact_bins must be one of {', '.join(EXACT_BINS)}, got {cfg.exact_bins!r}"

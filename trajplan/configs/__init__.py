@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from trajplan.config import RunConfig
-from trajplan.configs.convert import from_dict
+from trajplan.configs.convert import _upgrade, from_dict
 from trajplan.envs.registry import resolve_env
 from trajplan.errors import TrajplanError
 
@@ -79,7 +79,8 @@ def apply_overrides(cfg: Any, overrides: list[str]) -> Any:
                 raise TrajplanError(f"override {item!r}: {part!r} is a key, not a section")
         value = yaml.safe_load(raw)
         merged = from_dict(type(target), {key: value}, where="override")
-        setattr(target, key, getattr(merged, key))
+        for name in _upgrade(type(target), {key: value}):  # a removed key's neutral value: none
+            setattr(target, name, getattr(merged, name))
     return cfg
 
 

@@ -53,9 +53,10 @@ def _check_type(where: str, value: Any, tp: Any) -> Any:
 
 def _upgrade(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     """Read keys that older runs wrote (before 2026-12-07/08): `data.penalty_bin` false means
-    the reference's bins; `plan.critic_form` q and `data.goal_relabel` final are the rule.
+    the reference's bins; `plan.critic_form` q and `data.goal_relabel` final are the rule;
+    `data.critic_weighting` and `data.critic_beta` null (no critic weighting) are dropped.
     The removed options (the penalty's own bin, later `exact_bins: atoms`; the V form;
-    `future` goals) are refused in one line."""
+    `future` goals; action tokens weighted by an IQL critic) are refused in one line."""
     if cls is DataConfig and "penalty_bin" in data and "exact_bins" not in data:
         data = dict(data)
         data["exact_bins"] = "atoms" if data.pop("penalty_bin") else "reference"
@@ -66,6 +67,13 @@ def _upgrade(cls: type, data: dict[str, Any]) -> dict[str, Any]:
                 "docs/results.md): goals are the episode's final state"
             )
         data = {k: v for k, v in data.items() if k != "goal_relabel"}
+    if cls is DataConfig and ("critic_weighting" in data or "critic_beta" in data):
+        if data.get("critic_weighting") is not None:  # removed 2026-12-08: return weighting
+            raise TrajplanError(
+                "data.critic_weighting was removed (no score gain measured, docs/results.md): "
+                "use data.action_weighting, or plan with the critic (eval --critic RUN)"
+            )
+        data = {k: v for k, v in data.items() if k not in ("critic_weighting", "critic_beta")}
     if cls is DataConfig and data.get("exact_bins") == "atoms":  # removed 2026-12-07
         raise TrajplanError(
             "data.exact_bins atoms (was data.penalty_bin) was removed (no score gain measured, "

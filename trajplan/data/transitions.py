@@ -26,7 +26,7 @@ from trajplan.data.hindsight import attach_goals, drop_env_goal, env_goal_dims
 from trajplan.data.install import create_dataset, download_dataset
 from trajplan.data.store import dataset_info, local_datasets
 from trajplan.data.tokens import Discretizer
-from trajplan.data.weighting import Critic, action_weights, advantage_weights, critic_advantages
+from trajplan.data.weighting import action_weights
 from trajplan.errors import TrajplanError
 
 __all__ = [
@@ -264,23 +264,12 @@ def _fit_bins(ep: Episodes, transitions: np.ndarray, cfg: DataConfig) -> Discret
     return Discretizer.fit(transitions, cfg.n_bins, cfg.discretizer, cfg.exact_bins)
 
 
-def _windows(
-    ep: Episodes,
-    transitions: np.ndarray,
-    disc: Discretizer,
-    cfg: DataConfig,
-    critic: Critic | None = None,
-):
+def _windows(ep: Episodes, transitions: np.ndarray, disc: Discretizer, cfg: DataConfig):
     windows = WindowDataset.from_step_tokens(
         disc.discretize(transitions), ep.lengths, cfg.seq_len, cfg.max_path_length, disc.stop_token
     )
     acts = slice(ep.obs_dim, ep.obs_dim + ep.act_dim)
-    if critic is not None:  # data.critic_weighting: IQL's advantage weights
-        if cfg.critic_beta is None:
-            raise TrajplanError("data.critic_beta: give the IQL run's temperature")
-        adv = critic_advantages(critic, ep.observations, ep.actions)
-        windows.set_action_weights(advantage_weights(adv, cfg.critic_beta), acts)
-    elif cfg.action_weighting > 0:
+    if cfg.action_weighting > 0:
         w = action_weights(transitions, cfg.action_weighting, cfg.discount)
         windows.set_action_weights(w, acts)
     if cfg.goal_dims is not None:  # goal-conditioned: hindsight goals per window
@@ -289,10 +278,7 @@ def _windows(
 
 
 def prepare_episodes(
-    ep: Episodes,
-    cfg: DataConfig,
-    discretizer: Discretizer | None = None,
-    critic: Critic | None = None,
+    ep: Episodes, cfg: DataConfig, discretizer: Discretizer | None = None
 ) -> PreparedData:
     """Transitions, fitted discretizer and tokenized windows from in-memory episodes.
 
@@ -300,9 +286,7 @@ def prepare_episodes(
     with `val_fraction` > 0 whole episodes are held out of the training windows into
     `val_windows` (unweighted). With `goal_dims` (goal-conditioned), a goal env's own goal
     dims are dropped from the observations first and every window gets a hindsight goal
-    (trajplan.data.hindsight). `critic`: the IQL critic of `data.critic_weighting`, whose
-    advantage weights the action tokens (training passes it; without it, e.g. re-reading
-    a run's data for analysis, the windows are unweighted).
+    (trajplan.data.hindsight).
     """
     check_data_config(cfg)
     ep.validate()
@@ -320,9 +304,7 @@ def prepare_episodes(
         train_ep, val_ep = split_episodes(ep, cfg.val_fraction)
         val_cfg = dataclasses.replace(cfg, action_weighting=0.0)
         val_windows = _windows(val_ep, make_transitions(val_ep, cfg), disc, val_cfg)
-    if critic is not None and cfg.critic_weighting is None:
-        raise TrajplanError("a critic weights the action tokens only with data.critic_weighting")
-    windows = _windows(train_ep, make_transitions(train_ep, cfg), disc, cfg, critic)
+    windows = _windows(train_ep, make_transitions(train_ep, cfg), disc, cfg)
     if windows.n_windows == 0:
         raise TrajplanError(f"dataset {ep.dataset_id!r}: no training windows (all episodes 1 step)")
     return PreparedData(

@@ -280,8 +280,7 @@ def prepare_run(
         _check_same_data(saved_doc, fingerprint, episodes, allow_data_change, out_dir)
         # a resumed run keeps its own bins, so its tokens keep their meaning
         disc = Discretizer.load(bins) if bins is not None and bins.is_file() else None
-        critic = _weighting_critic(cfg, episodes.env_id)
-        data = prepare_episodes(episodes, cfg.data, discretizer=disc, critic=critic)
+        data = prepare_episodes(episodes, cfg.data, discretizer=disc)
     else:
         fingerprint = data_fingerprint(data.episodes)
         _check_same_data(saved_doc, fingerprint, data.episodes, allow_data_change, out_dir)
@@ -336,21 +335,6 @@ def _data_manifest(env: str | None, dataset_id: str, data: Any, fingerprint: str
         },
         "created": now_iso(),
     }
-
-
-def _weighting_critic(cfg: RunConfig, env_id: str | None) -> Any:
-    """The IQL critic of `data.critic_weighting` (its path made absolute and, unless given,
-    `data.critic_beta` set to the IQL run's temperature in cfg), or None."""
-    if cfg.data.critic_weighting is None:
-        return None
-    from trajplan.runs.load import load_critic, load_run  # run formats: read where runs are read
-
-    path = Path(cfg.data.critic_weighting).resolve()
-    cfg.data.critic_weighting = str(path)
-    critic = load_critic(path, cfg.env or env_id or "", "cpu")
-    if cfg.data.critic_beta is None:  # the IQL run's own temperature
-        cfg.data.critic_beta = float(load_run(path).meta["config"]["temperature"])
-    return critic
 
 
 def _dead_start(out_dir: str | Path | None, cfg: RunConfig) -> bool:

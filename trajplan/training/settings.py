@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from trajplan.config import RunConfig
 from trajplan.configs import apply_overrides, config_for, load_config
 from trajplan.errors import TrajplanError
@@ -21,14 +19,11 @@ def train_config(
     flags: dict[str, object],
     resume_with: str | None = None,
     goal: str | None = None,
-    critic: str | None = None,
 ) -> RunConfig:
     """The RunConfig of a training: a base (the run's own when resuming, a YAML file, the
     env's reference config, or the defaults for a dataset), then every override ("KEY=VALUE",
     `--set`) in order, then the train `flags` that are not None (epochs, lr, ...), then
-    `goal` (data.goal_dims) and `critic` (data.critic_weighting, with the return weighting
-    off): the later source wins. The critic's path is made absolute, so that seeds, Ray
-    tasks and resumes read the same run.
+    `goal` (data.goal_dims): the later source wins.
 
     resume_with (a `--seeds` child that goes on): the seeds' config file, the settings
     asked for; the run checks them against its own (`resume_config`) as an in-process seed.
@@ -69,8 +64,4 @@ def train_config(
             setattr(cfg.train, key, value)
     if goal is not None:
         cfg.data.goal_dims = goal
-    if critic is not None:
-        cfg.data.critic_weighting, cfg.data.action_weighting = critic, 0.0
-    if cfg.data.critic_weighting is not None:
-        cfg.data.critic_weighting = str(Path(cfg.data.critic_weighting).resolve())
     return cfg
