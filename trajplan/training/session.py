@@ -23,7 +23,7 @@ from trajplan.config import RunConfig, check_run_config
 from trajplan.guards import check_disk
 from trajplan.model.gpt import TrajectoryGPT
 from trajplan.runs.checkpoint import note_given_config
-from trajplan.runtime import DirLock, seed_everything
+from trajplan.runtime import DirLock, seed_everything, signals_held
 from trajplan.training.callbacks import Callback
 from trajplan.training.optim import LRSchedule, make_optimizer, n_epochs_for
 from trajplan.training.prepare import DistInfo, open_run_dir, prepare_run
@@ -101,10 +101,13 @@ class TrainingRun:
         over, with --resume (its recorded config) or without."""
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model))  # caller's stays
         check_run_config(cfg)
-        lock = open_run_dir(out_dir, resume, rk.main)
-        given = None
+        lock, given = None, None
         try:
-            given = note_given_config(lock.dir, cfg) if lock is not None else None
+            # the lock and the config given, together: a Ctrl-C between them removed the
+            # folder (nothing in it), so `--resume` found nothing to start over from
+            with signals_held():
+                lock = open_run_dir(out_dir, resume, rk.main)
+                given = note_given_config(lock.dir, cfg) if lock is not None else None
             run = prepare_run(
                 cfg, out_dir, resume, dev, data, download, runs_root, rk, allow_data_change
             )
