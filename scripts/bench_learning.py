@@ -44,8 +44,12 @@ mazes) the table gains a success column and the JSON `<row>_success` (the share 
 that reached the goal). A maze dataset's episodes are goal segments of a stream collected
 with new goals on arrival, not the evaluated task: its dataset row has no score (None).
 TT plans with the config's own planning settings (the recipe: horizon 5, beam 32).
-Evaluation runs over --workers processes (the same episodes as one process). Prints a
-table, then as its last line one JSON object of the figures.
+Evaluation runs over --workers processes (the same episodes as one process). An
+evaluation already saved next to a run (the same episodes, plan and noise, written after
+its weights) is read back instead of played again: after a stop, give the runs trained so
+far (--tt-run ... with {seed}) and the same settings, and only what is missing runs; seeds
+trained by separate commands combine the same way. Prints a table, then as its last line
+one JSON object of the figures.
 """
 
 from __future__ import annotations
