@@ -116,15 +116,16 @@ def evaluate_and_save(
     from trajplan.runs.load import run_kind
     from trajplan.runtime import unique_dir
 
-    plan_cfg = None
+    own = read_manifest(run)[0].plan if run_kind(run) == "tt" else None  # a policy run: none
+    plan_cfg = None  # the run's own plan
     if prior is not None or critic is not None or horizon is not None:
         plan_cfg = with_overrides(
-            read_manifest(run)[0].plan,
+            own,
             prior=None if prior is None else str(prior),
             critic=None if critic is None else str(critic),
             horizon=horizon,
         )
-    plan_doc = to_dict(plan_cfg or read_manifest(run)[0].plan) if run_kind(run) == "tt" else None
+    plan_doc = None if own is None else to_dict(plan_cfg or own)
     saved = saved_eval(run, eval_kw["seeds"], eval_kw["episode_steps"], plan_doc, action_noise)
     if saved is not None:
         return saved
